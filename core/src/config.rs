@@ -1,0 +1,228 @@
+//! Cluster-wide and per-node settings.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Time;
+
+/// How writes are replicated and reads are served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    /// Chain replication: writes pass head → tail and are acknowledged by the tail;
+    /// reads are served by the tail. Linearizable per key while the ring is stable.
+    Chain,
+    /// Eventual consistency: the primary applies and acknowledges at once and replicates
+    /// afterwards; a read is answered by the first replica on its route.
+    Eventual,
+}
+
+/// How a lookup travels round the ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Routing {
+    /// Chord finger tables: O(log N) hops.
+    Finger,
+    /// Successor pointers only: O(N) hops, as in simple course implementations.
+    Successor,
+}
+
+/// Settings chosen when the bootstrap starts and learned by every node that joins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterConfig {
+    /// Replication factor: each key is stored on `min(k, N)` nodes.
+    pub k: usize,
+    /// Replication model.
+    pub consistency: Consistency,
+    /// Lookup routing.
+    pub routing: Routing,
+}
+
+impl ClusterConfig {
+    /// A validated configuration; `k` must be between 1 and [`MAX_K`].
+    pub fn new(
+        k: usize,
+        consistency: Consistency,
+        routing: Routing,
+    ) -> Result<ClusterConfig, ConfigError> {
+        if k == 0 || k > MAX_K {
+            return Err(ConfigError::BadK(k));
+        }
+        Ok(ClusterConfig {
+            k,
+            consistency,
+            routing,
+        })
+    }
+
+    /// Length of the predecessor and successor lists each node keeps. One more than k, so
+    /// a node always knows the whole replica set of the keys it holds and one spare.
+    pub fn neighbour_list_len(&self) -> usize {
+        self.k + 1
+    }
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            k: 3,
+            consistency: Consistency::Chain,
+            routing: Routing::Finger,
+        }
+    }
+}
+
+/// Largest replication factor accepted: each write fans out to k nodes, and neighbour lists
+/// are k + 1 long, so a bound keeps message sizes and work per event small.
+pub const MAX_K: usize = 64;
+
+/// Bounds on what one node accepts. Inputs beyond them are refused with a typed error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Largest key in bytes (UTF-8).
+    pub key_bytes_max: usize,
+    /// Largest value in bytes (UTF-8).
+    pub value_bytes_max: usize,
+    /// Client requests a node may have outstanding at once; beyond it, `Overloaded`.
+    pub pending_requests_max: usize,
+    /// Membership operations the bootstrap queues while one is in progress.
+    pub membership_queue_max: usize,
+    /// Largest number of forwards a request may take before it is dropped as looping.
+    pub hops_max: u32,
+    /// Entries per snapshot chunk during a data hand-over.
+    pub snapshot_chunk_entries: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            key_bytes_max: 1024,
+            value_bytes_max: 1 << 20,
+            pending_requests_max: 16_384,
+            membership_queue_max: 1024,
+            hops_max: 1 << 16,
+            snapshot_chunk_entries: 4096,
+        }
+    }
+}
+
+/// Per-node timing settings, in nanoseconds of the driver's clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timing {
+    /// A client request not answered within this time ends with `Timeout`.
+    pub request_timeout_ns: Time,
+    /// A tombstone older than this is garbage-collected. It must exceed the longest time a
+    /// replication message can be in flight, or a late message could resurrect a delete.
+    pub tombstone_ttl_ns: Time,
+    /// How often tombstones are swept.
+    pub gc_interval_ns: Time,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            request_timeout_ns: 10_000_000_000,
+            tombstone_ttl_ns: 60_000_000_000,
+            gc_interval_ns: 10_000_000_000,
+        }
+    }
+}
+
+/// Everything needed to create one node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Advertised `host:port`; the node id is its SHA-1.
+    pub addr: String,
+    /// Address of the bootstrap, or `None` if this node is the bootstrap.
+    pub bootstrap: Option<String>,
+    /// Cluster settings; only the bootstrap's are used, joiners learn them.
+    pub cluster: ClusterConfig,
+    /// Input limits.
+    pub limits: Limits,
+    /// Timeouts and periods.
+    pub timing: Timing,
+    /// Seed of the node's random number generator.
+    pub seed: u64,
+}
+
+impl NodeConfig {
+    /// A bootstrap node with default limits and timing.
+    pub fn bootstrap(addr: impl Into<String>, cluster: ClusterConfig, seed: u64) -> NodeConfig {
+        NodeConfig {
+            addr: addr.into(),
+            bootstrap: None,
+            cluster,
+            limits: Limits::default(),
+            timing: Timing::default(),
+            seed,
+        }
+    }
+
+    /// An ordinary node that will join through `bootstrap`.
+    pub fn member(addr: impl Into<String>, bootstrap: impl Into<String>, seed: u64) -> NodeConfig {
+        NodeConfig {
+            addr: addr.into(),
+            bootstrap: Some(bootstrap.into()),
+            cluster: ClusterConfig::default(),
+            limits: Limits::default(),
+            timing: Timing::default(),
+            seed,
+        }
+    }
+}
+
+/// A setting given in an unusable form.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// `k` out of range.
+    #[error("replication factor k must be between 1 and {MAX_K}, got {0}")]
+    BadK(usize),
+    /// Unknown consistency model name.
+    #[error("unknown consistency model '{0}': use 'chain' or 'eventual'")]
+    BadConsistency(String),
+    /// Unknown routing name.
+    #[error("unknown routing '{0}': use 'finger' or 'successor'")]
+    BadRouting(String),
+}
+
+impl FromStr for Consistency {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "chain" | "strong" | "linearizable" => Ok(Consistency::Chain),
+            "eventual" | "fast" => Ok(Consistency::Eventual),
+            _ => Err(ConfigError::BadConsistency(s.to_string())),
+        }
+    }
+}
+
+impl FromStr for Routing {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "finger" | "fingers" | "chord" => Ok(Routing::Finger),
+            "successor" | "linear" => Ok(Routing::Successor),
+            _ => Err(ConfigError::BadRouting(s.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for Consistency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Consistency::Chain => "chain",
+            Consistency::Eventual => "eventual",
+        })
+    }
+}
+
+impl fmt::Display for Routing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Routing::Finger => "finger",
+            Routing::Successor => "successor",
+        })
+    }
+}

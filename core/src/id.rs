@@ -1,0 +1,254 @@
+//! 160-bit identifiers on the Chord ring and wrap-around interval arithmetic.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha1::{Digest, Sha1};
+
+/// A point on the 2^160 identifier circle: a node's id is SHA-1 of its advertised
+/// `host:port`, a key's id is SHA-1 of the key's UTF-8 bytes.
+///
+/// Stored as a high 32-bit and a low 128-bit half so that the derived ordering is the
+/// numeric one and addition needs only native carries.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Id {
+    hi: u32,
+    lo: u128,
+}
+
+/// Number of bits in an identifier, and so the number of finger table entries.
+pub const ID_BITS: usize = 160;
+
+impl Id {
+    /// The identifier 0.
+    pub const ZERO: Id = Id { hi: 0, lo: 0 };
+    /// The identifier 2^160 - 1.
+    pub const MAX: Id = Id {
+        hi: u32::MAX,
+        lo: u128::MAX,
+    };
+
+    /// SHA-1 of arbitrary bytes.
+    pub fn hash(bytes: &[u8]) -> Id {
+        let digest = Sha1::digest(bytes);
+        let mut raw = [0u8; 20];
+        raw.copy_from_slice(&digest);
+        Id::from_bytes(raw)
+    }
+
+    /// Identifier of a key: SHA-1 of its UTF-8 bytes.
+    pub fn of_key(key: &str) -> Id {
+        Id::hash(key.as_bytes())
+    }
+
+    /// Identifier of a node: SHA-1 of its advertised `host:port`.
+    pub fn of_addr(addr: &str) -> Id {
+        Id::hash(addr.as_bytes())
+    }
+
+    /// Big-endian bytes to an identifier.
+    pub fn from_bytes(raw: [u8; 20]) -> Id {
+        let mut hi = [0u8; 4];
+        hi.copy_from_slice(&raw[..4]);
+        let mut lo = [0u8; 16];
+        lo.copy_from_slice(&raw[4..]);
+        Id {
+            hi: u32::from_be_bytes(hi),
+            lo: u128::from_be_bytes(lo),
+        }
+    }
+
+    /// Big-endian bytes of this identifier.
+    pub fn to_bytes(self) -> [u8; 20] {
+        let mut raw = [0u8; 20];
+        raw[..4].copy_from_slice(&self.hi.to_be_bytes());
+        raw[4..].copy_from_slice(&self.lo.to_be_bytes());
+        raw
+    }
+
+    /// `self + other` modulo 2^160.
+    pub fn wrapping_add(self, other: Id) -> Id {
+        let (lo, carry) = self.lo.overflowing_add(other.lo);
+        let hi = self.hi.wrapping_add(other.hi).wrapping_add(carry as u32);
+        Id { hi, lo }
+    }
+
+    /// `self - other` modulo 2^160.
+    pub fn wrapping_sub(self, other: Id) -> Id {
+        let (lo, borrow) = self.lo.overflowing_sub(other.lo);
+        let hi = self.hi.wrapping_sub(other.hi).wrapping_sub(borrow as u32);
+        Id { hi, lo }
+    }
+
+    /// 2^i for `i < 160` (the offset of finger `i`).
+    pub fn pow2(i: usize) -> Id {
+        assert!(i < ID_BITS, "finger index {i} out of range");
+        if i < 128 {
+            Id { hi: 0, lo: 1u128 << i }
+        } else {
+            Id {
+                hi: 1u32 << (i - 128),
+                lo: 0,
+            }
+        }
+    }
+
+    /// Clockwise distance from `self` to `to`, modulo 2^160.
+    pub fn distance_to(self, to: Id) -> Id {
+        to.wrapping_sub(self)
+    }
+
+    /// The top 64 bits, for plots and quick comparisons.
+    pub fn prefix_u64(self) -> u64 {
+        ((self.hi as u64) << 32) | ((self.lo >> 96) as u64)
+    }
+
+    /// Parse 40 hexadecimal digits.
+    pub fn from_hex(text: &str) -> Option<Id> {
+        if text.len() != 40 || !text.is_ascii() {
+            return None;
+        }
+        let mut raw = [0u8; 20];
+        for (i, byte) in raw.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(Id::from_bytes(raw))
+    }
+}
+
+/// `x ∈ (a, b]` on the circle. `(a, a]` is the whole circle, as in Chord.
+pub fn in_open_closed(x: Id, a: Id, b: Id) -> bool {
+    if a < b {
+        a < x && x <= b
+    } else {
+        x > a || x <= b
+    }
+}
+
+/// `x ∈ (a, b)` on the circle. `(a, a)` is the whole circle except `a`.
+pub fn in_open(x: Id, a: Id, b: Id) -> bool {
+    if a < b {
+        a < x && x < b
+    } else {
+        (x > a || x < b) && !(a == b && x == a)
+    }
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:08x}{:032x}", self.hi, self.lo)
+    }
+}
+
+impl fmt::Debug for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Eight digits are enough to tell nodes apart in logs and test failures.
+        write!(f, "Id({:08x}..)", self.hi)
+    }
+}
+
+impl Serialize for Id {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Id, D::Error> {
+        let text = String::deserialize(d)?;
+        Id::from_hex(&text).ok_or_else(|| serde::de::Error::custom("an id is 40 hex digits"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_id() -> impl Strategy<Value = Id> {
+        any::<[u8; 20]>().prop_map(Id::from_bytes)
+    }
+
+    /// Reference semantics: the clockwise distance from `a`, with `(a, a]` the full circle.
+    fn ref_open_closed(x: Id, a: Id, b: Id) -> bool {
+        let dx = a.distance_to(x);
+        let db = a.distance_to(b);
+        dx != Id::ZERO && (db == Id::ZERO || dx <= db)
+    }
+
+    fn ref_open(x: Id, a: Id, b: Id) -> bool {
+        let dx = a.distance_to(x);
+        let db = a.distance_to(b);
+        dx != Id::ZERO && (db == Id::ZERO || dx < db)
+    }
+
+    #[test]
+    fn sha1_of_known_strings() {
+        assert_eq!(
+            Id::of_key("abc").to_string(),
+            "a9993e364706816aba3e25717850c26c9cd0d89d"
+        );
+        assert_eq!(
+            Id::of_key("").to_string(),
+            "da39a3ee5e6b4b0d3255bfef95601890afd80709"
+        );
+    }
+
+    #[test]
+    fn pow2_edges_and_wrap() {
+        assert_eq!(Id::pow2(0).to_string(), format!("{:040x}", 1));
+        assert_eq!(Id::pow2(159).to_bytes()[0], 0x80);
+        assert_eq!(Id::MAX.wrapping_add(Id::pow2(0)), Id::ZERO);
+        assert_eq!(Id::ZERO.wrapping_sub(Id::pow2(0)), Id::MAX);
+        assert_eq!(Id::pow2(127).wrapping_add(Id::pow2(127)), Id::pow2(128));
+    }
+
+    #[test]
+    fn intervals_on_small_examples() {
+        let n = |v: u128| Id { hi: 0, lo: v };
+        assert!(in_open_closed(n(5), n(3), n(5)));
+        assert!(!in_open_closed(n(3), n(3), n(5)));
+        assert!(in_open_closed(n(1), n(9), n(2)), "wraps past zero");
+        assert!(in_open_closed(n(7), n(7 + 0), n(7)), "(a, a] is the circle");
+        assert!(!in_open(n(7), n(7), n(7)));
+        assert!(in_open(n(8), n(7), n(7)));
+        assert!(!in_open(n(5), n(3), n(5)));
+    }
+
+    proptest! {
+        #[test]
+        fn open_closed_matches_distance_model(x in arb_id(), a in arb_id(), b in arb_id()) {
+            prop_assert_eq!(in_open_closed(x, a, b), ref_open_closed(x, a, b));
+            prop_assert_eq!(in_open(x, a, b), ref_open(x, a, b));
+        }
+
+        #[test]
+        fn endpoints(a in arb_id(), b in arb_id()) {
+            prop_assert!(in_open_closed(b, a, b));
+            prop_assert!(!in_open(b, a, b));
+            prop_assert!(!in_open(a, a, b));
+            prop_assert_eq!(in_open_closed(a, a, b), a == b);
+        }
+
+        #[test]
+        fn interval_splits_circle(x in arb_id(), a in arb_id(), b in arb_id()) {
+            // For a != b, (a, b] and (b, a] partition the circle.
+            prop_assume!(a != b);
+            prop_assert!(in_open_closed(x, a, b) ^ in_open_closed(x, b, a));
+        }
+
+        #[test]
+        fn add_sub_inverse(x in arb_id(), y in arb_id()) {
+            prop_assert_eq!(x.wrapping_add(y).wrapping_sub(y), x);
+            prop_assert_eq!(x.wrapping_add(x.distance_to(y)), y);
+        }
+
+        #[test]
+        fn bytes_and_hex_round_trip(x in arb_id()) {
+            prop_assert_eq!(Id::from_bytes(x.to_bytes()), x);
+            prop_assert_eq!(Id::from_hex(&x.to_string()), Some(x));
+            let json = serde_json::to_string(&x).unwrap();
+            prop_assert_eq!(serde_json::from_str::<Id>(&json).unwrap(), x);
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! A member's side of a membership change: prepare (fetch what the next view adds),
+//! commit (install it, drop what it removes), and finger updates.
+
+use std::collections::BTreeSet;
+
+use crate::api::{RequestError, Response};
+use crate::config::ClusterConfig;
+use crate::message::{Message, NodeRef, View};
+use crate::node::{responsibility_of, Node, Phase, Rejected};
+use crate::store::{Entry, Range};
+use crate::Output;
+
+/// A view change this node has been told to prepare.
+#[derive(Clone, Debug)]
+pub(crate) struct Preparing {
+    pub(crate) view: View,
+    pub(crate) fingers: Option<Vec<NodeRef>>,
+    /// Keys the next view adds to this node's responsibility.
+    pub(crate) gained: Range,
+    chunks_seen: BTreeSet<u32>,
+    ready: bool,
+}
+
+/// Writes this node forwards to a node that is fetching a range from it, until the
+/// fetching epoch commits, so nothing written during the hand-over is missed.
+#[derive(Clone, Debug)]
+pub(crate) struct Migration {
+    pub(crate) to: NodeRef,
+    pub(crate) range: Range,
+    pub(crate) epoch: u64,
+}
+
+impl Node {
+    fn from_bootstrap(&self, from: &NodeRef, kind: &'static str) -> Result<(), Rejected> {
+        if *from.addr == *self.bootstrap {
+            Ok(())
+        } else {
+            Err(Rejected::NotBootstrap {
+                kind,
+                from: from.addr.to_string(),
+            })
+        }
+    }
+
+    pub(crate) fn on_prepare(
+        &mut self,
+        from: &NodeRef,
+        view: View,
+        config: ClusterConfig,
+        source: NodeRef,
+        fingers: Option<Vec<NodeRef>>,
+        out: &mut Vec<Output>,
+    ) -> Result<(), Rejected> {
+        self.from_bootstrap(from, "prepare")?;
+        if self.phase == Phase::Idle {
+            return Err(Rejected::NotMember {
+                kind: "prepare",
+                from: from.addr.to_string(),
+                phase: self.phase,
+            });
+        }
+        if let Some(p) = &self.preparing {
+            if p.view.epoch == view.epoch {
+                // A duplicate: answer again if already ready.
+                if p.ready {
+                    self.send_ready(view.epoch, out);
+                }
+                return Ok(());
+            }
+        }
+        if self.phase == Phase::Joining {
+            self.config = config;
+        }
+        let old = if self.is_member() {
+            self.responsibility()
+        } else {
+            Range::Empty
+        };
+        let new = responsibility_of(&view, &self.me, self.config.k);
+        let gained = Range::gained(old, new);
+        let epoch = view.epoch;
+        self.preparing = Some(Preparing {
+            view,
+            fingers,
+            gained,
+            chunks_seen: BTreeSet::new(),
+            ready: false,
+        });
+        if gained == Range::Empty || source.id == self.me.id {
+            self.mark_ready(out);
+        } else {
+            self.send(&source, Message::Fetch { epoch, range: gained }, out);
+        }
+        Ok(())
+    }
+
+    fn mark_ready(&mut self, out: &mut Vec<Output>) {
+        if let Some(p) = &mut self.preparing {
+            p.ready = true;
+            let epoch = p.view.epoch;
+            self.send_ready(epoch, out);
+        }
+    }
+
+    fn send_ready(&mut self, epoch: u64, out: &mut Vec<Output>) {
+        let bootstrap = self.bootstrap.clone();
+        self.send_addr(&bootstrap, Message::Ready { epoch }, out);
+    }
+
+    pub(crate) fn on_fetch(
+        &mut self,
+        from: NodeRef,
+        epoch: u64,
+        range: Range,
+        out: &mut Vec<Output>,
+    ) -> Result<(), Rejected> {
+        if !self.is_member() {
+            return Err(Rejected::NotMember {
+                kind: "fetch",
+                from: from.addr.to_string(),
+                phase: self.phase,
+            });
+        }
+        let entries = self.store.entries_in(range);
+        let per_chunk = self.limits.snapshot_chunk_entries.max(1);
+        let chunks = entries.len().div_ceil(per_chunk).max(1) as u32;
+        let mut rest = entries.into_iter();
+        for chunk in 0..chunks {
+            let entries: Vec<(String, Entry)> = rest.by_ref().take(per_chunk).collect();
+            let msg = Message::Snapshot {
+                epoch,
+                chunk,
+                chunks,
+                entries,
+            };
+            self.send(&from, msg, out);
+        }
+        if !self.migrations.iter().any(|m| m.to == from && m.epoch == epoch) {
+            self.migrations.push(Migration {
+                to: from,
+                range,
+                epoch,
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn on_snapshot(
+        &mut self,
+        from: &NodeRef,
+        epoch: u64,
+        chunk: u32,
+        chunks: u32,
+        entries: Vec<(String, Entry)>,
+        out: &mut Vec<Output>,
+    ) -> Result<(), Rejected> {
+        let matches = self
+            .preparing
+            .as_ref()
+            .is_some_and(|p| p.view.epoch == epoch && !p.ready && chunk < chunks);
+        if !matches {
+            return Err(Rejected::WrongEpoch {
+                kind: "snapshot",
+                from: from.addr.to_string(),
+                epoch,
+            });
+        }
+        for (key, entry) in entries {
+            self.apply_entry(&key, entry, out);
+        }
+        let complete = match &mut self.preparing {
+            Some(p) => {
+                p.chunks_seen.insert(chunk);
+                p.chunks_seen.len() as u32 >= chunks
+            }
+            None => false,
+        };
+        if complete {
+            self.mark_ready(out);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn on_commit(
+        &mut self,
+        from: &NodeRef,
+        epoch: u64,
+        out: &mut Vec<Output>,
+    ) -> Result<(), Rejected> {
+        self.from_bootstrap(from, "commit")?;
+        let prepared = self.preparing.as_ref().is_some_and(|p| p.view.epoch == epoch && p.ready);
+        if !prepared {
+            if self.view.epoch == epoch {
+                // A duplicate commit: acknowledge again.
+                self.send_addr(&self.bootstrap.clone(), Message::Ack { epoch }, out);
+                return Ok(());
+            }
+            return Err(Rejected::WrongEpoch {
+                kind: "commit",
+                from: from.addr.to_string(),
+                epoch,
+            });
+        }
+        let Some(p) = self.preparing.take() else {
+            return Ok(());
+        };
+        self.migrations.retain(|m| m.epoch > epoch);
+        let bootstrap = self.bootstrap.clone();
+        if p.view.ring_size == 0 {
+            self.send_addr(&bootstrap, Message::Ack { epoch }, out);
+            self.leave();
+            if let Some(id) = self.membership_req.take() {
+                let node = self.me.addr.to_string();
+                self.finish(id, Ok(Response::Departed { node }), out);
+            }
+            return Ok(());
+        }
+        self.view = p.view;
+        if let Some(fingers) = p.fingers {
+            self.finger_epochs = vec![epoch; fingers.len()];
+            self.fingers = fingers;
+        }
+        let keep = self.responsibility();
+        self.store.retain_range(keep);
+        self.send_addr(&bootstrap, Message::Ack { epoch }, out);
+        if self.phase == Phase::Joining {
+            self.phase = Phase::Active;
+            self.forward_to = None;
+            self.arm_gc(out);
+            if let Some(id) = self.membership_req.take() {
+                let reply = match (self.view.preds.first(), self.view.succs.first()) {
+                    (Some(p), Some(s)) => Ok(Response::Joined {
+                        predecessor: p.clone(),
+                        successor: s.clone(),
+                    }),
+                    _ => Err(RequestError::NotJoined),
+                };
+                self.finish(id, reply, out);
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn on_fingers(
+        &mut self,
+        from: &NodeRef,
+        epoch: u64,
+        updates: Vec<(u8, NodeRef)>,
+    ) -> Result<(), Rejected> {
+        self.from_bootstrap(from, "fingers")?;
+        if self.fingers.is_empty() {
+            return Err(Rejected::NotMember {
+                kind: "fingers",
+                from: from.addr.to_string(),
+                phase: self.phase,
+            });
+        }
+        for (i, node) in updates {
+            let i = i as usize;
+            // Updates can arrive out of order; an older epoch never overwrites a newer one.
+            if i < self.fingers.len() && self.finger_epochs[i] <= epoch {
+                self.fingers[i] = node;
+                self.finger_epochs[i] = epoch;
+            }
+        }
+        Ok(())
+    }
+}

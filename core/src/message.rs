@@ -1,0 +1,293 @@
+//! Messages between nodes. Every variant derives serde so drivers can put it on the wire.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::{Pair, Reply, ReqId};
+use crate::config::ClusterConfig;
+use crate::store::{Entry, Range};
+use crate::Id;
+
+/// A node's id and advertised address. The id is always SHA-1 of the address: a
+/// deserialized `NodeRef` whose id does not match is refused.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "NodeRefWire")]
+pub struct NodeRef {
+    /// SHA-1 of `addr`.
+    pub id: Id,
+    /// `host:port`.
+    pub addr: Arc<str>,
+}
+
+impl NodeRef {
+    /// The node advertised at `addr`.
+    pub fn new(addr: &str) -> NodeRef {
+        NodeRef {
+            id: Id::of_addr(addr),
+            addr: Arc::from(addr),
+        }
+    }
+}
+
+impl fmt::Debug for NodeRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.addr)
+    }
+}
+
+#[derive(Deserialize)]
+struct NodeRefWire {
+    id: Id,
+    addr: String,
+}
+
+impl TryFrom<NodeRefWire> for NodeRef {
+    type Error = String;
+    fn try_from(w: NodeRefWire) -> Result<Self, Self::Error> {
+        let node = NodeRef::new(&w.addr);
+        if node.id != w.id {
+            return Err(format!("node id {} is not SHA-1 of '{}'", w.id, w.addr));
+        }
+        Ok(node)
+    }
+}
+
+/// What one node knows of its neighbourhood, as installed by the bootstrap.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct View {
+    /// Configuration epoch this view belongs to.
+    pub epoch: u64,
+    /// Number of members in the ring.
+    pub ring_size: usize,
+    /// Nearest predecessors, nearest first; `min(k + 1, ring_size - 1)` of them.
+    pub preds: Vec<NodeRef>,
+    /// Nearest successors, nearest first; `min(k + 1, ring_size - 1)` of them.
+    pub succs: Vec<NodeRef>,
+}
+
+/// Where a routed operation came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// Node that holds the client's request.
+    pub node: NodeRef,
+    /// The request's id there.
+    pub req: ReqId,
+}
+
+/// What a routed operation does once it reaches the right node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Insert (`Some`) or delete (`None`).
+    Write {
+        /// The new value, or `None` to delete.
+        value: Option<String>,
+    },
+    /// Query.
+    Read,
+    /// A replica write that reached a node no longer responsible for the key, on its way
+    /// to the key's current primary. Has no client.
+    Repair {
+        /// The entry to merge.
+        entry: Entry,
+    },
+}
+
+/// An operation travelling towards the node responsible for `key`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Routed {
+    /// Who waits for the answer; `None` for repairs.
+    pub origin: Option<Origin>,
+    /// The key.
+    pub key: String,
+    /// What to do there.
+    pub action: Action,
+    /// Forwards so far.
+    pub hops: u32,
+}
+
+/// A message from one node to another.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The sender.
+    pub from: NodeRef,
+    /// The content.
+    pub msg: Message,
+}
+
+/// Node-to-node protocol messages.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Message {
+    /// A node asks to join; sent to (or forwarded to) the bootstrap.
+    JoinRequest {
+        /// The joining node.
+        node: NodeRef,
+    },
+    /// A node asks to leave; sent to the bootstrap.
+    DepartRequest {
+        /// The departing node.
+        node: NodeRef,
+    },
+    /// The bootstrap refuses a join or depart.
+    Refused {
+        /// Why.
+        reason: crate::api::RequestError,
+    },
+    /// Bootstrap → affected node: here is your next view; fetch what it adds to your
+    /// responsibility from `source`, then say `Ready`.
+    Prepare {
+        /// The next view.
+        view: View,
+        /// Cluster settings (new members learn them here).
+        config: ClusterConfig,
+        /// Node holding every key the receiver gains.
+        source: NodeRef,
+        /// A joining node's whole finger table.
+        fingers: Option<Vec<NodeRef>>,
+    },
+    /// Gainer → source: send me the entries in `range`, and forward writes in it until
+    /// the epoch commits.
+    Fetch {
+        /// Epoch being prepared.
+        epoch: u64,
+        /// Keys wanted.
+        range: Range,
+    },
+    /// Source → gainer: one chunk of the requested entries.
+    Snapshot {
+        /// Epoch being prepared.
+        epoch: u64,
+        /// This chunk's index.
+        chunk: u32,
+        /// Number of chunks.
+        chunks: u32,
+        /// The entries, tombstones included.
+        entries: Vec<(String, Entry)>,
+    },
+    /// Affected node → bootstrap: I have everything my next view needs.
+    Ready {
+        /// Epoch being prepared.
+        epoch: u64,
+    },
+    /// Bootstrap → affected node: install the prepared view.
+    Commit {
+        /// Epoch to install.
+        epoch: u64,
+    },
+    /// Affected node → bootstrap: the view is installed and surplus keys dropped.
+    Ack {
+        /// Installed epoch.
+        epoch: u64,
+    },
+    /// Bootstrap → any node: some finger table entries changed.
+    Fingers {
+        /// Configuration epoch.
+        epoch: u64,
+        /// `(index, node)` pairs.
+        updates: Vec<(u8, NodeRef)>,
+    },
+    /// A lookup hop.
+    Route(Routed),
+    /// Chain replication: the head sends a read to the tail, which answers the client.
+    TailRead {
+        /// Who asked.
+        origin: Origin,
+        /// The key.
+        key: String,
+        /// Lookup hops so far.
+        hops: u32,
+    },
+    /// Chain replication: apply `entry` and pass it on; the tail answers the client.
+    ChainWrite {
+        /// Client waiting for the tail's acknowledgement, if any.
+        origin: Option<Origin>,
+        /// The key.
+        key: String,
+        /// The versioned write.
+        entry: Entry,
+        /// Whether the key had a live value at the head before this write.
+        existed: bool,
+        /// This receiver's position in the chain (head = 0).
+        position: u8,
+        /// Chain length, `min(k, N)`.
+        chain_len: u8,
+        /// Lookup hops the client's request took to the head.
+        hops: u32,
+    },
+    /// Asynchronous replication, and writes forwarded during a hand-over.
+    Replicate {
+        /// The entries.
+        entries: Vec<(String, Entry)>,
+    },
+    /// The answer to a client's request, sent to its origin node.
+    Done {
+        /// The request at the origin.
+        req: ReqId,
+        /// The answer.
+        reply: Reply,
+    },
+    /// `query *`: walks the ring once, each node adding the keys it is primary for.
+    CollectAll {
+        /// Who asked.
+        origin: Origin,
+        /// Pairs so far.
+        pairs: Vec<Pair>,
+        /// Nodes visited.
+        visited: u32,
+    },
+    /// `overlay`: walks the ring once from the bootstrap.
+    OverlayWalk {
+        /// Who asked.
+        origin: Origin,
+        /// Nodes so far, in ring order.
+        nodes: Vec<String>,
+    },
+}
+
+impl Message {
+    /// Short name of the message, for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::JoinRequest { .. } => "join_request",
+            Message::DepartRequest { .. } => "depart_request",
+            Message::Refused { .. } => "refused",
+            Message::Prepare { .. } => "prepare",
+            Message::Fetch { .. } => "fetch",
+            Message::Snapshot { .. } => "snapshot",
+            Message::Ready { .. } => "ready",
+            Message::Commit { .. } => "commit",
+            Message::Ack { .. } => "ack",
+            Message::Fingers { .. } => "fingers",
+            Message::Route(_) => "route",
+            Message::TailRead { .. } => "tail_read",
+            Message::ChainWrite { .. } => "chain_write",
+            Message::Replicate { .. } => "replicate",
+            Message::Done { .. } => "done",
+            Message::CollectAll { .. } => "collect_all",
+            Message::OverlayWalk { .. } => "overlay_walk",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_ref_round_trips_and_refuses_forged_ids() {
+        let n = NodeRef::new("127.0.0.1:5000");
+        let json = serde_json::to_string(&n).unwrap();
+        assert_eq!(serde_json::from_str::<NodeRef>(&json).unwrap(), n);
+        let forged = json.replace("127.0.0.1:5000", "127.0.0.1:5001");
+        assert!(serde_json::from_str::<NodeRef>(&forged).is_err());
+    }
+
+    #[test]
+    fn unknown_message_type_is_an_error() {
+        let bad = r#"{"from":{"id":"00","addr":"x"},"msg":{"type":"bogus"}}"#;
+        assert!(serde_json::from_str::<Envelope>(bad).is_err());
+    }
+}

@@ -1,0 +1,235 @@
+//! A whole ring's membership in id order: the bootstrap's authoritative list, and the
+//! oracle tests use for placement.
+
+use std::collections::BTreeMap;
+use std::ops::Bound::{Excluded, Included, Unbounded};
+
+use crate::id::{Id, ID_BITS};
+use crate::message::{NodeRef, View};
+
+/// Members of a ring, ordered by id.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ring {
+    members: BTreeMap<Id, NodeRef>,
+}
+
+impl Ring {
+    /// An empty ring.
+    pub fn new() -> Ring {
+        Ring::default()
+    }
+
+    /// Add a member; returns false if its id is already present.
+    pub fn insert(&mut self, node: NodeRef) -> bool {
+        if self.members.contains_key(&node.id) {
+            return false;
+        }
+        self.members.insert(node.id, node);
+        true
+    }
+
+    /// Remove a member; returns false if it was absent.
+    pub fn remove(&mut self, id: Id) -> bool {
+        self.members.remove(&id).is_some()
+    }
+
+    /// Whether `id` is a member.
+    pub fn contains(&self, id: Id) -> bool {
+        self.members.contains_key(&id)
+    }
+
+    /// Number of members.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Whether the ring has no members.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Members in id order.
+    pub fn iter(&self) -> impl Iterator<Item = &NodeRef> {
+        self.members.values()
+    }
+
+    /// The first member at or after `id` (clockwise): the node responsible for `id`.
+    pub fn successor(&self, id: Id) -> Option<&NodeRef> {
+        self.members
+            .range((Included(id), Unbounded))
+            .next()
+            .or_else(|| self.members.iter().next())
+            .map(|(_, n)| n)
+    }
+
+    /// The first member strictly after `id`.
+    pub fn successor_after(&self, id: Id) -> Option<&NodeRef> {
+        self.members
+            .range((Excluded(id), Unbounded))
+            .next()
+            .or_else(|| self.members.iter().next())
+            .map(|(_, n)| n)
+    }
+
+    /// The first member strictly before `id`.
+    pub fn predecessor_before(&self, id: Id) -> Option<&NodeRef> {
+        self.members
+            .range(..id)
+            .next_back()
+            .or_else(|| self.members.iter().next_back())
+            .map(|(_, n)| n)
+    }
+
+    /// Up to `n` members clockwise after `id`, excluding `id` itself, without repeats.
+    pub fn successors(&self, id: Id, n: usize) -> Vec<NodeRef> {
+        let after = self.members.range((Excluded(id), Unbounded));
+        let wrapped = self.members.range(..id);
+        after
+            .chain(wrapped)
+            .map(|(_, node)| node.clone())
+            .take(n)
+            .collect()
+    }
+
+    /// Up to `n` members counter-clockwise before `id`, excluding `id`, nearest first.
+    pub fn predecessors(&self, id: Id, n: usize) -> Vec<NodeRef> {
+        let before = self.members.range(..id).rev();
+        let wrapped = self.members.range((Excluded(id), Unbounded)).rev();
+        before
+            .chain(wrapped)
+            .map(|(_, node)| node.clone())
+            .take(n)
+            .collect()
+    }
+
+    /// The nodes that must hold a key with id `key`: its successor and the next
+    /// `min(k, N) - 1` members.
+    pub fn replicas(&self, key: Id, k: usize) -> Vec<NodeRef> {
+        let Some(primary) = self.successor(key) else {
+            return Vec::new();
+        };
+        let mut set = vec![primary.clone()];
+        set.extend(self.successors(primary.id, k.min(self.len()) - 1));
+        set
+    }
+
+    /// The view member `id` should have, with neighbour lists of `list_len`.
+    pub fn view_of(&self, id: Id, list_len: usize, epoch: u64) -> View {
+        View {
+            epoch,
+            ring_size: self.len(),
+            preds: self.predecessors(id, list_len),
+            succs: self.successors(id, list_len),
+        }
+    }
+
+    /// The whole finger table of member `id`: entry `i` is the successor of `id + 2^i`.
+    pub fn fingers_of(&self, id: Id) -> Vec<NodeRef> {
+        (0..ID_BITS)
+            .filter_map(|i| self.successor(id.wrapping_add(Id::pow2(i))).cloned())
+            .collect()
+    }
+
+    /// Finger entries that change when the successor of every point in `(from, to]`
+    /// becomes `new_owner` (a join of `to` with predecessor `from`, or the departure of
+    /// `to` handing `(from, to]` to its successor). Members listed in `skip` are left out.
+    /// Returns, per member in id order, the `(index, node)` pairs to set.
+    pub fn finger_changes(
+        &self,
+        from: Id,
+        to: Id,
+        new_owner: &NodeRef,
+        skip: &[Id],
+    ) -> BTreeMap<Id, Vec<(u8, NodeRef)>> {
+        let mut changes: BTreeMap<Id, Vec<(u8, NodeRef)>> = BTreeMap::new();
+        for i in 0..ID_BITS {
+            let offset = Id::pow2(i);
+            // Member x has finger i in (from, to] exactly when x ∈ (from - 2^i, to - 2^i].
+            let lo = from.wrapping_sub(offset);
+            let hi = to.wrapping_sub(offset);
+            for member in self.in_open_closed(lo, hi) {
+                if !skip.contains(&member.id) {
+                    changes
+                        .entry(member.id)
+                        .or_default()
+                        .push((i as u8, new_owner.clone()));
+                }
+            }
+        }
+        changes
+    }
+
+    /// Members whose id lies in `(lo, hi]`, wrapping; `(x, x]` is the whole ring.
+    fn in_open_closed(&self, lo: Id, hi: Id) -> Vec<&NodeRef> {
+        if lo < hi {
+            return self
+                .members
+                .range((Excluded(lo), Included(hi)))
+                .map(|(_, n)| n)
+                .collect();
+        }
+        let tail = self.members.range((Excluded(lo), Unbounded));
+        let head = self.members.range(..=hi);
+        tail.chain(head).map(|(_, n)| n).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ring_of(n: usize) -> Ring {
+        let mut ring = Ring::new();
+        for i in 0..n {
+            ring.insert(NodeRef::new(&format!("10.0.0.{i}:5000")));
+        }
+        ring
+    }
+
+    #[test]
+    fn lists_never_repeat_or_include_self() {
+        let ring = ring_of(3);
+        for node in ring.iter() {
+            let succs = ring.successors(node.id, 5);
+            let preds = ring.predecessors(node.id, 5);
+            assert_eq!(succs.len(), 2);
+            assert_eq!(preds.len(), 2);
+            assert!(!succs.contains(node));
+            assert_eq!(succs[0], *ring.successor_after(node.id).unwrap());
+            assert_eq!(preds[0], *ring.predecessor_before(node.id).unwrap());
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn finger_changes_match_recomputed_tables(n in 1usize..40, pick in 0usize..1000) {
+            let mut ring = ring_of(n);
+            let newcomer = NodeRef::new(&format!("10.0.1.{pick}:6000"));
+            let before: BTreeMap<Id, Vec<NodeRef>> =
+                ring.iter().map(|m| (m.id, ring.fingers_of(m.id))).collect();
+            ring.insert(newcomer.clone());
+            let pred = ring.predecessor_before(newcomer.id).unwrap().id;
+            let changes = ring.finger_changes(pred, newcomer.id, &newcomer, &[newcomer.id]);
+            for (id, mut table) in before {
+                for (i, node) in changes.get(&id).cloned().unwrap_or_default() {
+                    table[i as usize] = node;
+                }
+                prop_assert_eq!(table, ring.fingers_of(id));
+            }
+        }
+
+        #[test]
+        fn replicas_are_min_k_n_distinct_successors(n in 1usize..30, k in 1usize..8, key in any::<[u8; 20]>()) {
+            let ring = ring_of(n);
+            let key = Id::from_bytes(key);
+            let set = ring.replicas(key, k);
+            prop_assert_eq!(set.len(), k.min(n));
+            prop_assert_eq!(&set[0], ring.successor(key).unwrap());
+            let mut ids: Vec<Id> = set.iter().map(|n| n.id).collect();
+            ids.sort();
+            ids.dedup();
+            prop_assert_eq!(ids.len(), k.min(n));
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Workloads and experiment reports for ringkv.

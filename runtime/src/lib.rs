@@ -1,0 +1,1 @@
+//! ringkv nodes on tokio timers and axum HTTP.

@@ -1,0 +1,1 @@
+//! Deterministic simulator and consistency checker for ringkv.

@@ -118,6 +118,10 @@ pub struct Timing {
     pub tombstone_ttl_ns: Time,
     /// How often tombstones are swept.
     pub gc_interval_ns: Time,
+    /// How long after a membership change commits a node still forwards writes in a
+    /// handed-over range to its new holder, so replica writes that were sent under the old
+    /// view (and arrive late) reach the new replica too.
+    pub handover_grace_ns: Time,
 }
 
 impl Default for Timing {
@@ -126,6 +130,7 @@ impl Default for Timing {
             request_timeout_ns: 10_000_000_000,
             tombstone_ttl_ns: 60_000_000_000,
             gc_interval_ns: 10_000_000_000,
+            handover_grace_ns: 10_000_000_000,
         }
     }
 }

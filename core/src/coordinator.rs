@@ -103,7 +103,9 @@ impl Node {
     }
 
     fn request_change(&mut self, change: Change, out: &mut Vec<Output>) {
-        let Some(c) = &mut self.coordinator else { return };
+        let Some(c) = &mut self.coordinator else {
+            return;
+        };
         if c.is_known(&change) {
             return; // a duplicate request
         }
@@ -124,11 +126,15 @@ impl Node {
     fn start_next_change(&mut self, out: &mut Vec<Output>) {
         let list_len = self.config.neighbour_list_len();
         let config = self.config;
-        let Some(c) = &mut self.coordinator else { return };
+        let Some(c) = &mut self.coordinator else {
+            return;
+        };
         if c.current.is_some() {
             return;
         }
-        let Some(change) = c.queue.pop_front() else { return };
+        let Some(change) = c.queue.pop_front() else {
+            return;
+        };
         if let Some(reason) = refusal(&c.ring, &self.me, &change) {
             // The ring changed while the request waited.
             let node = change.node().clone();
@@ -140,7 +146,10 @@ impl Node {
         let (subject, source, around) = match &change {
             Change::Join(n) => {
                 next_ring.insert(n.clone());
-                let source = next_ring.successor_after(n.id).cloned().unwrap_or_else(|| n.clone());
+                let source = next_ring
+                    .successor_after(n.id)
+                    .cloned()
+                    .unwrap_or_else(|| n.clone());
                 (n.clone(), source, &next_ring)
             }
             Change::Depart(n) => {
@@ -188,7 +197,9 @@ impl Node {
     }
 
     fn on_progress(&mut self, from: &NodeRef, epoch: u64, stage: Stage, out: &mut Vec<Output>) {
-        let Some(c) = &mut self.coordinator else { return };
+        let Some(c) = &mut self.coordinator else {
+            return;
+        };
         let Some(op) = &mut c.current else { return };
         if op.epoch != epoch || op.stage != stage {
             return; // a late duplicate
@@ -207,7 +218,9 @@ impl Node {
     }
 
     fn commit_change(&mut self, out: &mut Vec<Output>) {
-        let Some(c) = &mut self.coordinator else { return };
+        let Some(c) = &mut self.coordinator else {
+            return;
+        };
         let Some(op) = &mut c.current else { return };
         op.stage = Stage::Committing;
         op.waiting = op.affected.iter().map(|n| n.id).collect();

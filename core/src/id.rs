@@ -84,7 +84,10 @@ impl Id {
     pub fn pow2(i: usize) -> Id {
         assert!(i < ID_BITS, "finger index {i} out of range");
         if i < 128 {
-            Id { hi: 0, lo: 1u128 << i }
+            Id {
+                hi: 0,
+                lo: 1u128 << i,
+            }
         } else {
             Id {
                 hi: 1u32 << (i - 128),
@@ -209,7 +212,7 @@ mod tests {
         assert!(in_open_closed(n(5), n(3), n(5)));
         assert!(!in_open_closed(n(3), n(3), n(5)));
         assert!(in_open_closed(n(1), n(9), n(2)), "wraps past zero");
-        assert!(in_open_closed(n(7), n(7 + 0), n(7)), "(a, a] is the circle");
+        assert!(in_open_closed(n(7), n(7), n(7)), "(a, a] is the circle");
         assert!(!in_open(n(7), n(7), n(7)));
         assert!(in_open(n(8), n(7), n(7)));
         assert!(!in_open(n(5), n(3), n(5)));

@@ -28,10 +28,12 @@ pub(crate) struct Migration {
     pub(crate) to: NodeRef,
     pub(crate) range: Range,
     pub(crate) epoch: u64,
+    /// Set when the epoch commits: forwarding stops at this time.
+    pub(crate) until: Option<crate::Time>,
 }
 
 impl Node {
-    fn from_bootstrap(&self, from: &NodeRef, kind: &'static str) -> Result<(), Rejected> {
+    fn check_from_bootstrap(&self, from: &NodeRef, kind: &'static str) -> Result<(), Rejected> {
         if *from.addr == *self.bootstrap {
             Ok(())
         } else {
@@ -51,7 +53,7 @@ impl Node {
         fingers: Option<Vec<NodeRef>>,
         out: &mut Vec<Output>,
     ) -> Result<(), Rejected> {
-        self.from_bootstrap(from, "prepare")?;
+        self.check_from_bootstrap(from, "prepare")?;
         if self.phase == Phase::Idle {
             return Err(Rejected::NotMember {
                 kind: "prepare",
@@ -89,7 +91,14 @@ impl Node {
         if gained == Range::Empty || source.id == self.me.id {
             self.mark_ready(out);
         } else {
-            self.send(&source, Message::Fetch { epoch, range: gained }, out);
+            self.send(
+                &source,
+                Message::Fetch {
+                    epoch,
+                    range: gained,
+                },
+                out,
+            );
         }
         Ok(())
     }
@@ -135,11 +144,16 @@ impl Node {
             };
             self.send(&from, msg, out);
         }
-        if !self.migrations.iter().any(|m| m.to == from && m.epoch == epoch) {
+        if !self
+            .migrations
+            .iter()
+            .any(|m| m.to == from && m.epoch == epoch)
+        {
             self.migrations.push(Migration {
                 to: from,
                 range,
                 epoch,
+                until: None,
             });
         }
         Ok(())
@@ -187,8 +201,11 @@ impl Node {
         epoch: u64,
         out: &mut Vec<Output>,
     ) -> Result<(), Rejected> {
-        self.from_bootstrap(from, "commit")?;
-        let prepared = self.preparing.as_ref().is_some_and(|p| p.view.epoch == epoch && p.ready);
+        self.check_from_bootstrap(from, "commit")?;
+        let prepared = self
+            .preparing
+            .as_ref()
+            .is_some_and(|p| p.view.epoch == epoch && p.ready);
         if !prepared {
             if self.view.epoch == epoch {
                 // A duplicate commit: acknowledge again.
@@ -204,7 +221,10 @@ impl Node {
         let Some(p) = self.preparing.take() else {
             return Ok(());
         };
-        self.migrations.retain(|m| m.epoch > epoch);
+        let until = self.now.saturating_add(self.timing.handover_grace_ns);
+        for m in self.migrations.iter_mut().filter(|m| m.epoch <= epoch) {
+            m.until.get_or_insert(until);
+        }
         let bootstrap = self.bootstrap.clone();
         if p.view.ring_size == 0 {
             self.send_addr(&bootstrap, Message::Ack { epoch }, out);
@@ -226,6 +246,7 @@ impl Node {
         if self.phase == Phase::Joining {
             self.phase = Phase::Active;
             self.forward_to = None;
+            self.release_early();
             self.arm_gc(out);
             if let Some(id) = self.membership_req.take() {
                 let reply = match (self.view.preds.first(), self.view.succs.first()) {
@@ -247,7 +268,7 @@ impl Node {
         epoch: u64,
         updates: Vec<(u8, NodeRef)>,
     ) -> Result<(), Rejected> {
-        self.from_bootstrap(from, "fingers")?;
+        self.check_from_bootstrap(from, "fingers")?;
         if self.fingers.is_empty() {
             return Err(Rejected::NotMember {
                 kind: "fingers",

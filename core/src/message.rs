@@ -92,6 +92,8 @@ pub enum Action {
     Repair {
         /// The entry to merge.
         entry: Entry,
+        /// Repairs the primary's re-replication may still cause.
+        ttl: u8,
     },
 }
 
@@ -107,6 +109,10 @@ pub struct Routed {
     /// Forwards so far.
     pub hops: u32,
 }
+
+/// Repair budget of a fresh replica write: how many times it may be bounced to the key's
+/// primary while views change under it.
+pub const REPAIR_TTL: u8 = 3;
 
 /// A message from one node to another.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -216,11 +222,16 @@ pub enum Message {
         chain_len: u8,
         /// Lookup hops the client's request took to the head.
         hops: u32,
+        /// Repair budget, as in `Replicate`.
+        ttl: u8,
     },
     /// Asynchronous replication, and writes forwarded during a hand-over.
     Replicate {
         /// The entries.
         entries: Vec<(String, Entry)>,
+        /// How many more times a receiver that should not hold the key may send it on to
+        /// the key's primary. Bounded, so views in flux cannot make a loop.
+        ttl: u8,
     },
     /// The answer to a client's request, sent to its origin node.
     Done {

@@ -127,6 +127,9 @@ pub struct Node {
     /// After departing: where to pass lookups that still arrive through stale fingers.
     pub(crate) forward_to: Option<NodeRef>,
     local: VecDeque<Envelope>,
+    /// Data-path messages that reached a joining node between its neighbours' commit and
+    /// its own; handled once it commits.
+    pub(crate) early: Vec<Envelope>,
     pub(crate) now: Time,
 }
 
@@ -164,6 +167,7 @@ impl Node {
             coordinator: None,
             forward_to: None,
             local: VecDeque::new(),
+            early: Vec::new(),
             now: 0,
         };
         if is_bootstrap {
@@ -174,7 +178,12 @@ impl Node {
 
     /// Feed one input at time `now`; outputs are appended to `out`. A peer message that
     /// cannot be accepted is dropped and described in the error; the node is unchanged.
-    pub fn handle(&mut self, now: Time, input: Input, out: &mut Vec<Output>) -> Result<(), Rejected> {
+    pub fn handle(
+        &mut self,
+        now: Time,
+        input: Input,
+        out: &mut Vec<Output>,
+    ) -> Result<(), Rejected> {
         self.now = now;
         let result = match input {
             Input::Request { id, request } => {
@@ -295,7 +304,10 @@ impl Node {
 
     fn on_request(&mut self, id: ReqId, request: Request, out: &mut Vec<Output>) {
         if let Err(err) = self.validate(&request) {
-            return out.push(Output::Reply { id, reply: Err(err) });
+            return out.push(Output::Reply {
+                id,
+                reply: Err(err),
+            });
         }
         if self.pending.len() >= self.limits.pending_requests_max {
             let pending = self.pending.len();
@@ -327,7 +339,9 @@ impl Node {
             hops: 0,
         };
         match request {
-            Request::Insert { key, value } => self.route(routed(key, Action::Write { value: Some(value) }), out),
+            Request::Insert { key, value } => {
+                self.route(routed(key, Action::Write { value: Some(value) }), out)
+            }
             Request::Delete { key } => self.route(routed(key, Action::Write { value: None }), out),
             Request::Query { key } => self.route(routed(key, Action::Read), out),
             Request::QueryAll => self.start_collect(id, out),
@@ -371,6 +385,12 @@ impl Node {
     }
 
     fn on_message(&mut self, envelope: Envelope, out: &mut Vec<Output>) -> Result<(), Rejected> {
+        if self.is_early(&envelope.msg) {
+            if self.early.len() < self.limits.pending_requests_max {
+                self.early.push(envelope);
+            }
+            return Ok(());
+        }
         let Envelope { from, msg } = envelope;
         match msg {
             Message::JoinRequest { .. }
@@ -409,8 +429,10 @@ impl Node {
                 position,
                 chain_len,
                 hops,
+                ttl,
             } => {
                 let write = crate::replication::ChainStep {
+                    ttl,
                     origin,
                     key,
                     entry,
@@ -422,7 +444,7 @@ impl Node {
                 self.on_chain_write(write, out);
                 Ok(())
             }
-            Message::Replicate { entries } => self.on_replicate(&from, entries, out),
+            Message::Replicate { entries, ttl } => self.on_replicate(&from, entries, ttl, out),
             Message::Done { req, reply } => {
                 self.finish(req, reply, out);
                 Ok(())
@@ -440,6 +462,27 @@ impl Node {
                 Ok(())
             }
         }
+    }
+
+    /// Whether `msg` is for the data path of a node that is prepared to join but has not
+    /// yet installed its view (its neighbours may have installed theirs already).
+    fn is_early(&self, msg: &Message) -> bool {
+        let prepared = self.phase == Phase::Joining && self.preparing.is_some();
+        prepared
+            && matches!(
+                msg,
+                Message::Route(_)
+                    | Message::TailRead { .. }
+                    | Message::ChainWrite { .. }
+                    | Message::CollectAll { .. }
+                    | Message::OverlayWalk { .. }
+            )
+    }
+
+    /// Handle the messages that arrived before this node's join committed.
+    pub(crate) fn release_early(&mut self) {
+        let early = std::mem::take(&mut self.early);
+        self.local.extend(early);
     }
 
     fn on_timer(&mut self, timer: Timer, out: &mut Vec<Output>) {
@@ -509,7 +552,10 @@ impl Node {
             Phase::Active => None,
         };
         if let Some(err) = refuse {
-            return out.push(Output::Reply { id, reply: Err(err) });
+            return out.push(Output::Reply {
+                id,
+                reply: Err(err),
+            });
         }
         if let Some(coordinator) = &self.coordinator {
             let others = coordinator.ring.len() - 1;
@@ -544,6 +590,8 @@ impl Node {
         self.fingers.clear();
         self.finger_epochs.clear();
         self.store.clear();
+        // Replica writes sent under the old view may still arrive: they are repaired
+        // through `forward_to`, so the hand-over forwarding can stop.
         self.migrations.clear();
         self.preparing = None;
         if let Some(coordinator) = &mut self.coordinator {

@@ -4,12 +4,13 @@
 use crate::api::{RequestError, Response};
 use crate::config::Consistency;
 use crate::id::Id;
-use crate::message::{Action, Message, NodeRef, Origin, Routed};
+use crate::message::{Action, Message, NodeRef, Origin, Routed, REPAIR_TTL};
 use crate::node::{Node, Rejected};
 use crate::store::{Applied, Entry};
 use crate::Output;
 
-/// One chain-replication step as received by a chain member.
+/// A versioned write on its way through a key's replicas (for chain replication: as
+/// received by one chain member).
 pub(crate) struct ChainStep {
     pub(crate) origin: Option<Origin>,
     pub(crate) key: String,
@@ -18,36 +19,104 @@ pub(crate) struct ChainStep {
     pub(crate) position: u8,
     pub(crate) chain_len: u8,
     pub(crate) hops: u32,
+    pub(crate) ttl: u8,
+}
+
+impl ChainStep {
+    fn new(
+        origin: Option<Origin>,
+        key: String,
+        entry: Entry,
+        existed: bool,
+        hops: u32,
+        ttl: u8,
+    ) -> ChainStep {
+        ChainStep {
+            origin,
+            key,
+            entry,
+            existed,
+            position: 0,
+            chain_len: 1,
+            hops,
+            ttl,
+        }
+    }
+
+    fn into_message(self, position: u8) -> Message {
+        Message::ChainWrite {
+            origin: self.origin,
+            key: self.key,
+            entry: self.entry,
+            existed: self.existed,
+            position,
+            chain_len: self.chain_len,
+            hops: self.hops,
+            ttl: self.ttl,
+        }
+    }
 }
 
 impl Node {
     /// Apply `entry` to the store; a newer entry is also forwarded to any node fetching
     /// a range that holds the key.
-    pub(crate) fn apply_entry(&mut self, key: &str, entry: Entry, out: &mut Vec<Output>) -> Applied {
+    pub(crate) fn apply_entry(
+        &mut self,
+        key: &str,
+        entry: Entry,
+        out: &mut Vec<Output>,
+    ) -> Applied {
         let applied = self.store.apply(self.now, key, entry.clone());
-        if applied == Applied::Changed && !self.migrations.is_empty() {
-            let id = Id::of_key(key);
-            let targets: Vec<NodeRef> = self
-                .migrations
-                .iter()
-                .filter(|m| m.range.contains(id))
-                .map(|m| m.to.clone())
-                .collect();
-            for to in targets {
-                let msg = Message::Replicate {
-                    entries: vec![(key.to_string(), entry.clone())],
-                };
-                self.send(&to, msg, out);
-            }
+        if applied == Applied::Changed {
+            self.forward_to_migrations(key, &entry, out);
         }
         applied
+    }
+
+    /// Send a write to every node fetching a range that holds its key.
+    fn forward_to_migrations(&mut self, key: &str, entry: &Entry, out: &mut Vec<Output>) {
+        if self.migrations.is_empty() {
+            return;
+        }
+        let now = self.now;
+        self.migrations.retain(|m| m.until.is_none_or(|t| t > now));
+        let id = Id::of_key(key);
+        let targets: Vec<NodeRef> = self
+            .migrations
+            .iter()
+            .filter(|m| m.range.contains(id))
+            .map(|m| m.to.clone())
+            .collect();
+        for to in targets {
+            let msg = Message::Replicate {
+                entries: vec![(key.to_string(), entry.clone())],
+                ttl: REPAIR_TTL,
+            };
+            self.send(&to, msg, out);
+        }
+    }
+
+    /// A replica write arrived: store it if this node should hold the key; otherwise,
+    /// unless it is itself a repair, send it on to the key's current primary, which passes
+    /// it to the key's current replicas.
+    fn offer(&mut self, key: &str, entry: Entry, ttl: u8, out: &mut Vec<Output>) {
+        if self.accepts(Id::of_key(key)) {
+            self.apply_entry(key, entry, out);
+            return;
+        }
+        if ttl > 0 {
+            self.repair(key, entry, ttl - 1, out);
+        }
     }
 
     /// Whether this node should store `key` now: under its installed view, or under the
     /// view it is preparing.
     fn accepts(&self, key: Id) -> bool {
         let now = self.is_member() && self.responsibility().contains(key);
-        now || self.preparing.as_ref().is_some_and(|p| p.gained.contains(key))
+        now || self
+            .preparing
+            .as_ref()
+            .is_some_and(|p| p.gained.contains(key))
     }
 
     /// Number of replicas per key: `min(k, N)`.
@@ -65,10 +134,13 @@ impl Node {
         match action {
             Action::Write { value } => self.write_at_primary(origin, key, value, hops, out),
             Action::Read => self.read_at_primary(origin, key, hops, out),
-            Action::Repair { entry } => {
-                if self.apply_entry(&key, entry.clone(), out) == Applied::Changed {
-                    self.replicate_from_primary(None, key, entry, false, hops, out);
-                }
+            Action::Repair { entry, ttl } => {
+                // Re-replicate even if the primary had it: the copy may have been sent to
+                // the replicas of an older view.
+                self.apply_entry(&key, entry.clone(), out);
+                let current = self.store.get(&key).cloned().unwrap_or(entry);
+                let write = ChainStep::new(None, key, current, false, hops, ttl);
+                self.replicate_from_primary(write, out);
             }
         }
     }
@@ -87,47 +159,36 @@ impl Node {
             version: self.store.next_version(self.me.id),
         };
         self.apply_entry(&key, entry.clone(), out);
-        self.replicate_from_primary(origin, key, entry, existed, hops, out);
+        let write = ChainStep::new(origin, key, entry, existed, hops, REPAIR_TTL);
+        self.replicate_from_primary(write, out);
     }
 
     /// Send a write the primary has applied to the other replicas; answer the client at
-    /// once (eventual) or leave that to the tail (chain).
-    fn replicate_from_primary(
-        &mut self,
-        origin: Option<Origin>,
-        key: String,
-        entry: Entry,
-        existed: bool,
-        hops: u32,
-        out: &mut Vec<Output>,
-    ) {
+    /// once (eventual) or leave that to the tail (chain). `write.position` and
+    /// `write.chain_len` are filled in here.
+    fn replicate_from_primary(&mut self, mut write: ChainStep, out: &mut Vec<Output>) {
         let chain_len = self.chain_len();
-        match self.config.consistency {
-            Consistency::Chain if chain_len > 1 => {
-                let next = self.view.succs[0].clone();
-                let msg = Message::ChainWrite {
-                    origin,
-                    key,
-                    entry,
-                    existed,
-                    position: 1,
-                    chain_len: chain_len as u8,
-                    hops,
-                };
-                self.send(&next, msg, out);
-            }
-            _ => {
-                let replicas: Vec<NodeRef> = self.view.succs.iter().take(chain_len - 1).cloned().collect();
-                for to in replicas {
-                    let msg = Message::Replicate {
-                        entries: vec![(key.clone(), entry.clone())],
-                    };
-                    self.send(&to, msg, out);
-                }
-                let reply = self.write_reply(&key, &entry, existed, hops);
-                self.respond(origin, Ok(reply), out);
-            }
+        if self.config.consistency == Consistency::Chain && chain_len > 1 {
+            write.chain_len = chain_len as u8;
+            let next = self.view.succs[0].clone();
+            return self.send(&next, write.into_message(1), out);
         }
+        let replicas: Vec<NodeRef> = self
+            .view
+            .succs
+            .iter()
+            .take(chain_len - 1)
+            .cloned()
+            .collect();
+        for to in replicas {
+            let msg = Message::Replicate {
+                entries: vec![(write.key.clone(), write.entry.clone())],
+                ttl: write.ttl,
+            };
+            self.send(&to, msg, out);
+        }
+        let reply = self.write_reply(&write.key, &write.entry, write.existed, write.hops);
+        self.respond(write.origin, Ok(reply), out);
     }
 
     fn write_reply(&self, key: &str, entry: &Entry, existed: bool, hops: u32) -> Response {
@@ -149,7 +210,13 @@ impl Node {
         }
     }
 
-    fn read_at_primary(&mut self, origin: Option<Origin>, key: String, hops: u32, out: &mut Vec<Output>) {
+    fn read_at_primary(
+        &mut self,
+        origin: Option<Origin>,
+        key: String,
+        hops: u32,
+        out: &mut Vec<Output>,
+    ) {
         let chain_len = self.chain_len();
         if self.config.consistency == Consistency::Chain && chain_len > 1 {
             let Some(origin) = origin else { return };
@@ -165,7 +232,13 @@ impl Node {
     }
 
     /// Answer a read from the local store.
-    pub(crate) fn answer_read(&mut self, origin: Option<Origin>, key: &str, hops: u32, out: &mut Vec<Output>) {
+    pub(crate) fn answer_read(
+        &mut self,
+        origin: Option<Origin>,
+        key: &str,
+        hops: u32,
+        out: &mut Vec<Output>,
+    ) {
         if !self.is_member() {
             let node = self.me.addr.to_string();
             return self.respond(origin, Err(RequestError::RouteBroken { node }), out);
@@ -188,24 +261,21 @@ impl Node {
     }
 
     pub(crate) fn on_chain_write(&mut self, step: ChainStep, out: &mut Vec<Output>) {
-        let key_id = Id::of_key(&step.key);
-        if self.accepts(key_id) {
-            self.apply_entry(&step.key, step.entry.clone(), out);
-        } else {
-            self.repair(&step.key, step.entry.clone(), out);
+        if !self.is_member() {
+            // Left the ring while the write travelled: the chain continues at the node that
+            // took over this one's keys. Never acknowledge from outside the ring.
+            if let Some(next) = self.forward_to.clone() {
+                let position = step.position;
+                let msg = step.into_message(position);
+                self.send(&next, msg, out);
+            }
+            return;
         }
+        self.offer(&step.key, step.entry.clone(), step.ttl, out);
         let next_position = step.position as usize + 1;
         if next_position < step.chain_len as usize {
             if let Some(next) = self.view.succs.first().cloned() {
-                let msg = Message::ChainWrite {
-                    position: next_position as u8,
-                    origin: step.origin,
-                    key: step.key,
-                    entry: step.entry,
-                    existed: step.existed,
-                    chain_len: step.chain_len,
-                    hops: step.hops,
-                };
+                let msg = step.into_message(next_position as u8);
                 return self.send(&next, msg, out);
             }
         }
@@ -218,9 +288,10 @@ impl Node {
         &mut self,
         from: &NodeRef,
         entries: Vec<(String, Entry)>,
+        ttl: u8,
         out: &mut Vec<Output>,
     ) -> Result<(), Rejected> {
-        if !self.is_member() && self.preparing.is_none() {
+        if !self.is_member() && self.preparing.is_none() && self.forward_to.is_none() {
             return Err(Rejected::NotMember {
                 kind: "replicate",
                 from: from.addr.to_string(),
@@ -228,27 +299,21 @@ impl Node {
             });
         }
         for (key, entry) in entries {
-            if self.accepts(Id::of_key(&key)) {
-                self.apply_entry(&key, entry, out);
-            } else {
-                self.repair(&key, entry, out);
-            }
+            self.offer(&key, entry, ttl, out);
         }
         Ok(())
     }
 
     /// A replica write reached a node that should not hold the key (the ring changed
     /// while it travelled): send it on to the key's current primary instead of storing it.
-    fn repair(&mut self, key: &str, entry: Entry, out: &mut Vec<Output>) {
-        if !self.is_member() {
-            return;
-        }
+    fn repair(&mut self, key: &str, entry: Entry, ttl: u8, out: &mut Vec<Output>) {
         let routed = Routed {
             origin: None,
             key: key.to_string(),
-            action: Action::Repair { entry },
+            action: Action::Repair { entry, ttl },
             hops: 0,
         };
+        // A node that has left passes it to the node that took over its keys.
         self.route(routed, out);
     }
 }

@@ -276,20 +276,37 @@ mod tests {
 
     #[test]
     fn gained_ranges() {
-        let id = |n: u128| Id::ZERO.wrapping_add(Id::from_bytes({
-            let mut b = [0u8; 20];
-            b[4..].copy_from_slice(&n.to_be_bytes());
-            b
-        }));
+        let id = |n: u128| {
+            Id::ZERO.wrapping_add(Id::from_bytes({
+                let mut b = [0u8; 20];
+                b[4..].copy_from_slice(&n.to_be_bytes());
+                b
+            }))
+        };
         let me = id(100);
-        let old = Range::Interval { from: id(50), to: me };
-        let wider = Range::Interval { from: id(20), to: me };
+        let old = Range::Interval {
+            from: id(50),
+            to: me,
+        };
+        let wider = Range::Interval {
+            from: id(20),
+            to: me,
+        };
         assert_eq!(
             Range::gained(old, wider),
-            Range::Interval { from: id(20), to: id(50) }
+            Range::Interval {
+                from: id(20),
+                to: id(50)
+            }
         );
         assert_eq!(Range::gained(wider, old), Range::Empty);
-        assert_eq!(Range::gained(old, Range::All), Range::Interval { from: me, to: id(50) });
+        assert_eq!(
+            Range::gained(old, Range::All),
+            Range::Interval {
+                from: me,
+                to: id(50)
+            }
+        );
         assert_eq!(Range::gained(Range::All, old), Range::Empty);
         assert_eq!(Range::gained(Range::Empty, old), old);
     }

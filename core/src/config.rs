@@ -122,6 +122,29 @@ pub struct Timing {
     /// handed-over range to its new holder, so replica writes that were sent under the old
     /// view (and arrive late) reach the new replica too.
     pub handover_grace_ns: Time,
+    /// How often a member tells the bootstrap it is alive and pings its successors;
+    /// 0 turns failure detection off (the default, so a driver that never fires timers
+    /// loses nothing; real deployments use [`Timing::with_failure_handling`]).
+    pub heartbeat_interval_ns: Time,
+    /// Silence after which the bootstrap declares a member failed and a node stops routing
+    /// through a successor.
+    pub failure_timeout_ns: Time,
+    /// A membership change not finished within this time is aborted and retried.
+    pub membership_timeout_ns: Time,
+    /// How often a primary compares digests of its keys with its replicas and repairs
+    /// differences; 0 turns anti-entropy off.
+    pub anti_entropy_interval_ns: Time,
+}
+
+impl Timing {
+    /// Defaults plus heartbeats, failure detection and anti-entropy.
+    pub fn with_failure_handling() -> Timing {
+        Timing {
+            heartbeat_interval_ns: 500_000_000,
+            anti_entropy_interval_ns: 2_000_000_000,
+            ..Timing::default()
+        }
+    }
 }
 
 impl Default for Timing {
@@ -131,6 +154,10 @@ impl Default for Timing {
             tombstone_ttl_ns: 60_000_000_000,
             gc_interval_ns: 10_000_000_000,
             handover_grace_ns: 10_000_000_000,
+            heartbeat_interval_ns: 0,
+            failure_timeout_ns: 3_000_000_000,
+            membership_timeout_ns: 5_000_000_000,
+            anti_entropy_interval_ns: 0,
         }
     }
 }

@@ -39,6 +39,7 @@ pub mod message;
 pub mod store;
 
 mod coordinator;
+mod failure;
 mod membership;
 mod node;
 mod replication;
@@ -109,6 +110,14 @@ pub enum Output {
 pub enum Timer {
     /// The earliest deadline of an outstanding client request.
     Requests,
-    /// Periodic tombstone garbage collection.
+    /// Tombstone garbage collection (armed while tombstones exist).
     Gc,
+    /// Heartbeat to the bootstrap and pings to successors.
+    Heartbeat,
+    /// The bootstrap looks for members it has not heard from.
+    FailureCheck,
+    /// Deadline of the membership change in progress (bootstrap).
+    Membership,
+    /// Anti-entropy round with this node's replicas.
+    AntiEntropy,
 }

@@ -1,7 +1,9 @@
 //! A member's side of a membership change: prepare (fetch what the next view adds),
 //! commit (install it, drop what it removes), and finger updates.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::id::Id;
 
 use crate::api::{RequestError, Response};
 use crate::config::ClusterConfig;
@@ -17,7 +19,8 @@ pub(crate) struct Preparing {
     pub(crate) fingers: Option<Vec<NodeRef>>,
     /// Keys the next view adds to this node's responsibility.
     pub(crate) gained: Range,
-    chunks_seen: BTreeSet<u32>,
+    /// Sources still to answer, with the snapshot chunks received from each.
+    pending: BTreeMap<Id, BTreeSet<u32>>,
     ready: bool,
 }
 
@@ -49,7 +52,7 @@ impl Node {
         from: &NodeRef,
         view: View,
         config: ClusterConfig,
-        source: NodeRef,
+        sources: Vec<NodeRef>,
         fingers: Option<Vec<NodeRef>>,
         out: &mut Vec<Output>,
     ) -> Result<(), Rejected> {
@@ -81,24 +84,26 @@ impl Node {
         let new = responsibility_of(&view, &self.me, self.config.k);
         let gained = Range::gained(old, new);
         let epoch = view.epoch;
+        let sources: Vec<NodeRef> = match gained {
+            Range::Empty => Vec::new(),
+            _ => sources.into_iter().filter(|s| s.id != self.me.id).collect(),
+        };
         self.preparing = Some(Preparing {
             view,
             fingers,
             gained,
-            chunks_seen: BTreeSet::new(),
+            pending: sources.iter().map(|s| (s.id, BTreeSet::new())).collect(),
             ready: false,
         });
-        if gained == Range::Empty || source.id == self.me.id {
+        if sources.is_empty() {
             self.mark_ready(out);
-        } else {
-            self.send(
-                &source,
-                Message::Fetch {
-                    epoch,
-                    range: gained,
-                },
-                out,
-            );
+        }
+        for source in sources {
+            let fetch = Message::Fetch {
+                epoch,
+                range: gained,
+            };
+            self.send(&source, fetch, out);
         }
         Ok(())
     }
@@ -184,8 +189,13 @@ impl Node {
         }
         let complete = match &mut self.preparing {
             Some(p) => {
-                p.chunks_seen.insert(chunk);
-                p.chunks_seen.len() as u32 >= chunks
+                if let Some(seen) = p.pending.get_mut(&from.id) {
+                    seen.insert(chunk);
+                    if seen.len() as u32 >= chunks {
+                        p.pending.remove(&from.id);
+                    }
+                }
+                p.pending.is_empty()
             }
             None => false,
         };
@@ -247,7 +257,6 @@ impl Node {
             self.phase = Phase::Active;
             self.forward_to = None;
             self.release_early();
-            self.arm_gc(out);
             if let Some(id) = self.membership_req.take() {
                 let reply = match (self.view.preds.first(), self.view.succs.first()) {
                     (Some(p), Some(s)) => Ok(Response::Joined {

@@ -149,8 +149,10 @@ pub enum Message {
         view: View,
         /// Cluster settings (new members learn them here).
         config: ClusterConfig,
-        /// Node holding every key the receiver gains.
-        source: NodeRef,
+        /// Nodes that together hold every key the receiver gains: the node leaving or
+        /// the joiner's successor, or after a failure the receiver's nearest live
+        /// predecessors (one of them held each key as an earlier replica).
+        sources: Vec<NodeRef>,
         /// A joining node's whole finger table.
         fingers: Option<Vec<NodeRef>>,
     },
@@ -249,6 +251,43 @@ pub enum Message {
         /// Nodes visited.
         visited: u32,
     },
+    /// Member → bootstrap: I am alive.
+    Heartbeat,
+    /// Liveness probe to a successor.
+    Ping,
+    /// Answer to `Ping`.
+    Pong,
+    /// Bootstrap → node: you were declared failed and removed from the ring.
+    Removed {
+        /// Epoch of the removal.
+        epoch: u64,
+    },
+    /// Bootstrap → affected node: the change being prepared was abandoned.
+    Abort {
+        /// Epoch of the abandoned change.
+        epoch: u64,
+    },
+    /// Anti-entropy, primary → replica: digests of the primary's keys in `range`.
+    SyncDigest {
+        /// The primary's own range.
+        range: Range,
+        /// One digest per bucket.
+        digests: Vec<u64>,
+    },
+    /// Anti-entropy, replica → primary: its entries in the buckets that differ.
+    SyncDiff {
+        /// The range compared.
+        range: Range,
+        /// Indices of the buckets that differ.
+        buckets: Vec<u32>,
+        /// The replica's entries in those buckets.
+        entries: Vec<(String, Entry)>,
+    },
+    /// Anti-entropy, primary → replica: entries the replica lacked or had older.
+    SyncPush {
+        /// The entries.
+        entries: Vec<(String, Entry)>,
+    },
     /// `overlay`: walks the ring once from the bootstrap.
     OverlayWalk {
         /// Who asked.
@@ -279,6 +318,14 @@ impl Message {
             Message::Done { .. } => "done",
             Message::CollectAll { .. } => "collect_all",
             Message::OverlayWalk { .. } => "overlay_walk",
+            Message::Heartbeat => "heartbeat",
+            Message::Ping => "ping",
+            Message::Pong => "pong",
+            Message::Removed { .. } => "removed",
+            Message::Abort { .. } => "abort",
+            Message::SyncDigest { .. } => "sync_digest",
+            Message::SyncDiff { .. } => "sync_diff",
+            Message::SyncPush { .. } => "sync_push",
         }
     }
 }

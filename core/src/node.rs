@@ -120,7 +120,11 @@ pub struct Node {
     pub(crate) store: Store,
     pending: BTreeMap<ReqId, PendingReq>,
     deadlines: BTreeSet<(Time, ReqId)>,
-    timers: BTreeMap<Timer, Time>,
+    pub(crate) timers: BTreeMap<Timer, Time>,
+    /// Peers this node stopped routing through: silent past the failure timeout.
+    pub(crate) suspects: BTreeSet<Id>,
+    /// Pinged successors that have not answered, with the time of the first ping.
+    pub(crate) unanswered: BTreeMap<Id, Time>,
     pub(crate) migrations: Vec<Migration>,
     pub(crate) preparing: Option<Preparing>,
     pub(crate) coordinator: Option<Coordinator>,
@@ -162,6 +166,8 @@ impl Node {
             pending: BTreeMap::new(),
             deadlines: BTreeSet::new(),
             timers: BTreeMap::new(),
+            suspects: BTreeSet::new(),
+            unanswered: BTreeMap::new(),
             migrations: Vec::new(),
             preparing: None,
             coordinator: None,
@@ -198,6 +204,7 @@ impl Node {
         };
         self.deliver_local(out);
         self.arm_request_timer(out);
+        self.arm_periodic(out);
         self.check_invariants();
         result
     }
@@ -392,6 +399,7 @@ impl Node {
             return Ok(());
         }
         let Envelope { from, msg } = envelope;
+        self.heard_from(&from);
         match msg {
             Message::JoinRequest { .. }
             | Message::DepartRequest { .. }
@@ -401,9 +409,9 @@ impl Node {
             Message::Prepare {
                 view,
                 config,
-                source,
+                sources,
                 fingers,
-            } => self.on_prepare(&from, view, config, source, fingers, out),
+            } => self.on_prepare(&from, view, config, sources, fingers, out),
             Message::Fetch { epoch, range } => self.on_fetch(from, epoch, range, out),
             Message::Snapshot {
                 epoch,
@@ -461,6 +469,29 @@ impl Node {
                 self.on_overlay_walk(origin, nodes, out);
                 Ok(())
             }
+            Message::Heartbeat | Message::Pong => Ok(()),
+            Message::Ping => {
+                self.send(&from, Message::Pong, out);
+                Ok(())
+            }
+            Message::Removed { .. } => self.on_removed(&from, out),
+            Message::Abort { epoch } => self.on_abort(&from, epoch),
+            Message::SyncDigest { range, digests } => {
+                self.on_sync_digest(from, range, digests, out);
+                Ok(())
+            }
+            Message::SyncDiff {
+                range,
+                buckets,
+                entries,
+            } => {
+                self.on_sync_diff(from, range, buckets, entries, out);
+                Ok(())
+            }
+            Message::SyncPush { entries } => {
+                self.on_sync_push(entries, out);
+                Ok(())
+            }
         }
     }
 
@@ -492,8 +523,11 @@ impl Node {
             Timer::Gc => {
                 let cutoff = self.now.saturating_sub(self.timing.tombstone_ttl_ns);
                 self.store.collect_tombstones(cutoff);
-                self.arm_gc(out);
             }
+            Timer::Heartbeat => self.on_heartbeat_tick(out),
+            Timer::FailureCheck => self.check_failures(out),
+            Timer::Membership => self.on_change_deadline(out),
+            Timer::AntiEntropy => self.on_sync_tick(out),
         }
     }
 
@@ -690,7 +724,7 @@ impl Node {
         self.set_timer(Timer::Gc, self.now + interval + jitter, out);
     }
 
-    fn set_timer(&mut self, timer: Timer, at: Time, out: &mut Vec<Output>) {
+    pub(crate) fn set_timer(&mut self, timer: Timer, at: Time, out: &mut Vec<Output>) {
         self.timers.insert(timer, at);
         out.push(Output::SetTimer { timer, at });
     }

@@ -10,15 +10,24 @@ use crate::{Output, ReqId};
 
 impl Node {
     /// The next node towards the successor of `key`, for a node that is not its primary.
+    /// Suspected peers (silent past the failure timeout) are skipped while another
+    /// choice exists, so routing survives a crash before the bootstrap repairs the ring.
     pub(crate) fn next_hop(&self, key: Id) -> Option<NodeRef> {
-        let succ = self.view.succs.first()?;
-        if in_open_closed(key, self.me.id, succ.id) || self.config.routing == Routing::Successor {
+        let first = self.view.succs.first()?;
+        let alive = |n: &&NodeRef| !self.suspects.contains(&n.id);
+        let succ = self.view.succs.iter().find(alive).unwrap_or(first);
+        if in_open_closed(key, self.me.id, first.id) {
+            // The key's primary; if it seems dead, its next replica.
+            return Some(succ.clone());
+        }
+        if self.config.routing == Routing::Successor {
             return Some(succ.clone());
         }
         // Closest preceding finger: the farthest finger still before the key.
         self.fingers
             .iter()
             .rev()
+            .filter(alive)
             .find(|f| in_open(f.id, self.me.id, key))
             .or(Some(succ))
             .cloned()

@@ -28,6 +28,8 @@ pub struct Entry {
 
 #[derive(Clone, Debug)]
 struct Slot {
+    /// SHA-1 of the key, computed once.
+    id: Id,
     entry: Entry,
     /// Local time the slot last changed; tombstones expire by it.
     written_at: Time,
@@ -132,6 +134,7 @@ impl Store {
         self.slots.insert(
             key.to_string(),
             Slot {
+                id: Id::of_key(key),
                 entry,
                 written_at: now,
             },
@@ -171,7 +174,7 @@ impl Store {
         }
         self.slots
             .iter()
-            .filter(|(k, _)| range.contains(Id::of_key(k)))
+            .filter(|(_, s)| range.contains(s.id))
             .map(|(k, s)| (k.clone(), s.entry.clone()))
             .collect()
     }
@@ -192,8 +195,8 @@ impl Store {
     pub fn retain_range(&mut self, keep: Range) -> usize {
         let before = self.slots.len();
         let mut live = 0;
-        self.slots.retain(|k, s| {
-            let kept = keep.contains(Id::of_key(k));
+        self.slots.retain(|_, s| {
+            let kept = keep.contains(s.id);
             live += (kept && s.entry.value.is_some()) as usize;
             kept
         });
@@ -207,6 +210,19 @@ impl Store {
         self.slots
             .retain(|_, s| s.entry.value.is_some() || s.written_at >= cutoff);
         before - self.slots.len()
+    }
+
+    /// Number of tombstones.
+    pub fn tombstones(&self) -> usize {
+        self.slots.len() - self.live
+    }
+
+    /// Entries in `range` with their key ids, tombstones included, in key order.
+    pub fn entries_with_ids(&self, range: Range) -> impl Iterator<Item = (&str, Id, &Entry)> {
+        self.slots
+            .iter()
+            .filter(move |(_, s)| range.contains(s.id))
+            .map(|(k, s)| (k.as_str(), s.id, &s.entry))
     }
 
     /// Forget everything (a node that departed or restarted).

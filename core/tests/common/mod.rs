@@ -36,6 +36,9 @@ pub struct Pump {
     pub log: Vec<String>,
     pub record: bool,
     pub bootstrap: String,
+    /// Armed timers, when the pump runs with time (`run_for`).
+    timers: BTreeMap<(String, ringkv_core::Timer), u64>,
+    timing: ringkv_core::Timing,
 }
 
 impl Pump {
@@ -59,7 +62,53 @@ impl Pump {
             log: Vec::new(),
             record: false,
             bootstrap,
+            timers: BTreeMap::new(),
+            timing: ringkv_core::Timing::default(),
         }
+    }
+
+    /// A one-node ring whose nodes use `timing` (e.g. with failure handling on).
+    pub fn with_timing(config: ClusterConfig, timing: ringkv_core::Timing) -> Pump {
+        let mut pump = Pump::new(config);
+        let bootstrap = pump.bootstrap.clone();
+        let mut node_config = NodeConfig::bootstrap(&bootstrap, config, 0);
+        node_config.timing = timing;
+        pump.nodes.insert(bootstrap, Node::new(node_config));
+        pump.timing = timing;
+        pump
+    }
+
+    /// Crash-stop node `a`: it vanishes with its state; messages to it are lost.
+    pub fn crash(&mut self, a: &str) {
+        self.nodes.remove(a);
+        self.timers.retain(|(n, _), _| n != a);
+    }
+
+    /// Deliver messages and fire timers in time order until `duration_ns` has passed.
+    pub fn run_for(&mut self, duration_ns: u64) {
+        let end = self.now + duration_ns;
+        for _ in 0..STEPS_MAX {
+            while self.step() {}
+            let next = self
+                .timers
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(k, at)| (k.clone(), *at));
+            match next {
+                Some(((node, timer), at)) if at <= end => {
+                    self.timers.remove(&(node.clone(), timer));
+                    self.now = self.now.max(at);
+                    if self.nodes.contains_key(&node) {
+                        self.input(&node, Input::Timer(timer));
+                    }
+                }
+                _ => {
+                    self.now = end;
+                    return;
+                }
+            }
+        }
+        panic!("run_for did not finish");
     }
 
     /// Deliver messages in a seeded random order instead of FIFO.
@@ -81,10 +130,9 @@ impl Pump {
     pub fn join(&mut self, a: &str) {
         if !self.nodes.contains_key(a) {
             let seed = Id::of_addr(a).prefix_u64();
-            self.nodes.insert(
-                a.to_string(),
-                Node::new(NodeConfig::member(a, &self.bootstrap, seed)),
-            );
+            let mut config = NodeConfig::member(a, &self.bootstrap, seed);
+            config.timing = self.timing;
+            self.nodes.insert(a.to_string(), Node::new(config));
         }
         let reply = self.call(a, Request::Join);
         assert!(reply.is_ok(), "join of {a} failed: {reply:?}");
@@ -131,7 +179,12 @@ impl Pump {
                     let old = self.replies.insert((a.to_string(), id), reply);
                     assert!(old.is_none(), "request {id} at {a} answered twice");
                 }
-                Output::SetTimer { .. } | Output::CancelTimer { .. } => {}
+                Output::SetTimer { timer, at } => {
+                    self.timers.insert((a.to_string(), timer), at);
+                }
+                Output::CancelTimer { timer } => {
+                    self.timers.remove(&(a.to_string(), timer));
+                }
             }
         }
     }

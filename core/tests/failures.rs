@@ -1,0 +1,167 @@
+//! Crash-stop failures (the chain replication paper's fail-stop model): the bootstrap,
+//! as configuration master, detects silent members and reconfigures the ring; acknowledged
+//! writes survive k - 1 crashes; a restarted node rejoins empty and is refilled;
+//! anti-entropy repairs lost replication; routing avoids a dead successor on its own.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{addr, cluster, Pump};
+use ringkv_core::{ClusterConfig, Consistency, Message, Request, Response, Routing, Timing};
+
+const SECOND: u64 = 1_000_000_000;
+
+fn ring_with_failure_handling(config: ClusterConfig, n: usize) -> Pump {
+    let mut pump = Pump::with_timing(config, Timing::with_failure_handling());
+    for i in 1..n {
+        pump.join(&addr(i));
+    }
+    pump
+}
+
+fn load(pump: &mut Pump, n: usize) -> BTreeMap<String, String> {
+    let mut want = BTreeMap::new();
+    let members = pump.members();
+    for i in 0..n {
+        let (key, value) = (format!("key-{i}"), format!("value-{i}"));
+        let via = &members[i % members.len()];
+        let reply = pump.call(
+            via,
+            Request::Insert {
+                key: key.clone(),
+                value: value.clone(),
+            },
+        );
+        assert!(matches!(reply, Ok(Response::Inserted { .. })), "{reply:?}");
+        want.insert(key, value);
+    }
+    want
+}
+
+fn assert_readable(pump: &mut Pump, want: &BTreeMap<String, String>) {
+    for via in pump.members() {
+        for (key, value) in want {
+            match pump.call(&via, Request::Query { key: key.clone() }) {
+                Ok(Response::Found { value: got, .. }) => assert_eq!(&got, value),
+                other => panic!("{key} via {via}: {other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn acknowledged_writes_survive_k_minus_1_simultaneous_crashes() {
+    for consistency in [Consistency::Chain, Consistency::Eventual] {
+        for k in [2, 3] {
+            let mut pump = ring_with_failure_handling(cluster(k, consistency, Routing::Finger), 10);
+            let want = load(&mut pump, 200);
+            pump.run_for(3 * SECOND); // let anti-entropy settle eventual replication
+                                      // Crash k - 1 adjacent members at once: the worst case for a replica set.
+            let ring = pump.bootstrap_node().ring().unwrap().clone();
+            let order: Vec<String> = ring.iter().map(|n| n.addr.to_string()).collect();
+            let start = order.iter().position(|a| *a != addr(0)).unwrap();
+            let victims: Vec<String> = order
+                .iter()
+                .cycle()
+                .skip(start)
+                .filter(|a| **a != addr(0))
+                .take(k - 1)
+                .cloned()
+                .collect();
+            for v in &victims {
+                pump.crash(v);
+            }
+            pump.run_for(10 * SECOND);
+            assert!(pump.bootstrap_node().membership_idle());
+            assert_eq!(pump.bootstrap_node().ring().unwrap().len(), 10 - (k - 1));
+            pump.check_ring().unwrap();
+            assert_eq!(
+                pump.check_placement(),
+                Ok(200),
+                "{consistency} k={k} after crashing {victims:?}"
+            );
+            assert_readable(&mut pump, &want);
+        }
+    }
+}
+
+#[test]
+fn a_restarted_node_rejoins_empty_and_is_refilled() {
+    let mut pump = ring_with_failure_handling(cluster(3, Consistency::Chain, Routing::Finger), 8);
+    let want = load(&mut pump, 150);
+    let victim = addr(5);
+    pump.crash(&victim);
+    pump.run_for(SECOND / 2); // restarted before the failure detector noticed
+    pump.join(&victim);
+    pump.run_for(5 * SECOND);
+    assert_eq!(pump.bootstrap_node().ring().unwrap().len(), 8);
+    pump.check_ring().unwrap();
+    assert_eq!(pump.check_placement(), Ok(150));
+    assert!(!pump.nodes[&victim].store().is_empty(), "refilled");
+    assert_readable(&mut pump, &want);
+}
+
+#[test]
+fn anti_entropy_repairs_lost_replication() {
+    let mut pump =
+        ring_with_failure_handling(cluster(3, Consistency::Eventual, Routing::Finger), 6);
+    // Every replication message is lost: only primaries have the writes.
+    for i in 0..100 {
+        let via = addr(i % 6);
+        pump.submit(
+            &via,
+            Request::Insert {
+                key: format!("k{i}"),
+                value: format!("v{i}"),
+            },
+        );
+        pump.drive_holding(|e| matches!(e.msg, Message::Replicate { .. }));
+    }
+    pump.held.clear();
+    assert!(
+        pump.check_placement().is_err(),
+        "replicas are missing before repair"
+    );
+    pump.run_for(5 * SECOND);
+    assert_eq!(pump.check_placement(), Ok(100));
+}
+
+#[test]
+fn routing_avoids_a_dead_successor_without_the_bootstrap() {
+    let mut pump =
+        ring_with_failure_handling(cluster(3, Consistency::Eventual, Routing::Successor), 8);
+    let want = load(&mut pump, 100);
+    pump.run_for(3 * SECOND);
+    // With the bootstrap gone nobody reconfigures the ring; nodes must route round a
+    // crashed member by themselves.
+    pump.crash(&addr(0));
+    let ring = pump.nodes[&addr(1)].view().clone();
+    let dead = ring.succs[0].addr.to_string();
+    pump.crash(&dead);
+    pump.run_for(5 * SECOND);
+    // Eventual reads are served by any live replica on the route.
+    assert_readable(&mut pump, &want);
+}
+
+#[test]
+fn a_falsely_suspected_node_is_removed_and_rejoins() {
+    let mut pump = ring_with_failure_handling(cluster(2, Consistency::Chain, Routing::Finger), 6);
+    let want = load(&mut pump, 80);
+    // Node 3's heartbeats are lost for a while: the bootstrap removes it, tells it, and it
+    // comes back through a fresh join.
+    let silent = addr(3);
+    for _ in 0..40 {
+        pump.run_for(SECOND / 10);
+        pump.drive_holding(|e| {
+            e.from.addr.as_ref() == silent && matches!(e.msg, Message::Heartbeat)
+        });
+        pump.held.clear();
+    }
+    pump.run_for(10 * SECOND);
+    assert_eq!(pump.bootstrap_node().ring().unwrap().len(), 6);
+    assert!(pump.nodes[&silent].is_member());
+    pump.check_ring().unwrap();
+    assert_eq!(pump.check_placement(), Ok(80));
+    assert_readable(&mut pump, &want);
+}

@@ -214,6 +214,17 @@ impl Node {
         let Some((change, attempt)) = c.queue.pop_front() else {
             return;
         };
+        if let Change::Join(n) = &change {
+            if c.ring.contains(n.id) && n.id != self.me.id {
+                // Its old incarnation is still listed (its removal was retried behind
+                // it): remove that first.
+                let leaving = Change::Remove(n.clone());
+                c.queue.retain(|(q, _)| *q != leaving);
+                c.queue.push_front((change, attempt));
+                c.queue.push_front((leaving, 0));
+                return self.start_next_change(out);
+            }
+        }
         if let Some(reason) = refusal(&c.ring, &self.me, &change) {
             // The ring changed while the request waited.
             if !matches!(change, Change::Remove(_)) {

@@ -165,3 +165,87 @@ fn a_falsely_suspected_node_is_removed_and_rejoins() {
     assert_eq!(pump.check_placement(), Ok(80));
     assert_readable(&mut pump, &want);
 }
+
+/// Seeds for the random fault campaign; `FAULT_SEEDS=500` for a longer local run.
+fn fault_seeds() -> u64 {
+    std::env::var("FAULT_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8)
+}
+
+/// Writes keep arriving while up to k - 1 members crash and later restart; at the end
+/// every acknowledged write is readable and placement is exact.
+#[test]
+fn random_crashes_and_restarts_lose_no_acknowledged_write() {
+    use rand::{Rng, SeedableRng};
+    for seed in 0..fault_seeds() {
+        for consistency in [Consistency::Chain, Consistency::Eventual] {
+            let k = 3;
+            let mut pump = ring_with_failure_handling(cluster(k, consistency, Routing::Finger), 9);
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let mut acked = BTreeMap::new();
+            let mut down: Vec<String> = Vec::new();
+            for round in 0..12 {
+                // A burst of writes through random live members.
+                let mut ids = Vec::new();
+                for j in 0..15 {
+                    let members = pump.members();
+                    let via = members[rng.gen_range(0..members.len())].clone();
+                    let (key, value) = (
+                        format!("k{}", rng.gen_range(0..60)),
+                        format!("r{round}-{j}"),
+                    );
+                    let id = pump.submit(
+                        &via,
+                        Request::Insert {
+                            key: key.clone(),
+                            value: value.clone(),
+                        },
+                    );
+                    ids.push((via, id, key, value));
+                }
+                // A fault: crash a member (never more than k - 1 down), or restart one.
+                if !down.is_empty() && rng.gen_bool(0.4) {
+                    let back = down.remove(rng.gen_range(0..down.len()));
+                    pump.join(&back);
+                } else if down.len() < k - 1 {
+                    let candidates: Vec<String> = pump
+                        .members()
+                        .into_iter()
+                        .filter(|a| *a != addr(0))
+                        .collect();
+                    let victim = candidates[rng.gen_range(0..candidates.len())].clone();
+                    pump.crash(&victim);
+                    down.push(victim);
+                }
+                pump.run_for(rng.gen_range(1..6) * SECOND);
+                for (via, id, key, value) in ids {
+                    if let Some(Ok(Response::Inserted { .. })) = pump.take_reply(&via, id) {
+                        // Later acknowledged writes to a key supersede earlier ones only if
+                        // they are the latest version; keep every acknowledged value.
+                        acked.entry(key).or_insert_with(Vec::new).push(value);
+                    }
+                }
+            }
+            for back in down.drain(..) {
+                pump.join(&back);
+            }
+            pump.run_for(15 * SECOND);
+            let tag = format!("{consistency} seed={seed}");
+            assert!(pump.bootstrap_node().membership_idle(), "{tag}");
+            pump.check_ring().unwrap_or_else(|e| panic!("{tag}: {e}"));
+            pump.check_placement()
+                .unwrap_or_else(|e| panic!("{tag}: {e}"));
+            let reader = pump.members()[0].clone();
+            for (key, values) in &acked {
+                match pump.call(&reader, Request::Query { key: key.clone() }) {
+                    // The surviving value must be one of the acknowledged ones (or a
+                    // later unacknowledged write to the same key).
+                    Ok(Response::Found { .. }) => {}
+                    other => panic!("{tag}: acknowledged {key} ({values:?}) lost: {other:?}"),
+                }
+            }
+        }
+    }
+}

@@ -134,7 +134,11 @@ impl Pump {
             config.timing = self.timing;
             self.nodes.insert(a.to_string(), Node::new(config));
         }
-        let reply = self.call(a, Request::Join);
+        let reply = if self.timing.heartbeat_interval_ns > 0 {
+            self.call_timed(a, Request::Join)
+        } else {
+            self.call(a, Request::Join)
+        };
         assert!(reply.is_ok(), "join of {a} failed: {reply:?}");
     }
 
@@ -158,6 +162,19 @@ impl Pump {
         self.drive();
         self.take_reply(a, id)
             .expect("every request is answered once the network drains")
+    }
+
+    /// Submit a request and run the network with timers until it is answered (at most a
+    /// minute of pump time).
+    pub fn call_timed(&mut self, a: &str, request: Request) -> Reply {
+        let id = self.submit(a, request);
+        for _ in 0..600 {
+            if let Some(reply) = self.take_reply(a, id) {
+                return reply;
+            }
+            self.run_for(100_000_000);
+        }
+        panic!("request {id} at {a} unanswered after a minute");
     }
 
     pub fn take_reply(&mut self, a: &str, id: ReqId) -> Option<Reply> {

@@ -7,6 +7,7 @@ use crate::api::RequestError;
 use crate::message::{Message, NodeRef, View};
 use crate::node::{Node, Rejected};
 use crate::ring::Ring;
+use crate::store::Range;
 use crate::{Output, Timer};
 
 /// A membership change.
@@ -29,6 +30,9 @@ impl Change {
 /// Attempts at one change before it is given up (each attempt ends by its deadline).
 const ATTEMPTS_MAX: u32 = 3;
 
+/// Times a commit is re-sent to nodes that have not acknowledged it.
+const COMMIT_RETRIES_MAX: u32 = 3;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stage {
     /// Waiting for `Ready` from every affected node.
@@ -44,10 +48,15 @@ struct InFlight {
     /// Members this change takes out without their help (failed or restarted).
     removed: Vec<NodeRef>,
     epoch: u64,
-    next_ring: Ring,
     affected: Vec<NodeRef>,
     waiting: BTreeSet<crate::Id>,
     stage: Stage,
+    /// Times the commit was sent again to nodes that did not acknowledge it.
+    commit_retries: u32,
+    /// Affected nodes whose responsibility shrinks (they commit first).
+    shrinking: Vec<NodeRef>,
+    /// Nodes still to commit once the first wave has.
+    second_wave: Vec<NodeRef>,
 }
 
 /// Authoritative membership and the change in progress.
@@ -60,6 +69,8 @@ pub(crate) struct Coordinator {
     queue: VecDeque<(Change, u32)>,
     /// When each member was last heard from.
     pub(crate) last_seen: BTreeMap<crate::Id, crate::Time>,
+    /// The incarnation each node last asked to join with.
+    incarnations: BTreeMap<crate::Id, u64>,
 }
 
 impl Coordinator {
@@ -69,6 +80,13 @@ impl Coordinator {
 
     pub(crate) fn is_idle(&self) -> bool {
         self.current.is_none() && self.queue.is_empty()
+    }
+
+    /// Whether a join of `id` is queued or in progress.
+    pub(crate) fn is_joining(&self, id: crate::Id) -> bool {
+        let joining = |c: &Change| matches!(c, Change::Join(n) if n.id == id);
+        self.current.as_ref().is_some_and(|op| joining(&op.change))
+            || self.queue.iter().any(|(c, _)| joining(c))
     }
 
     fn is_known(&self, change: &Change) -> bool {
@@ -97,7 +115,7 @@ impl Node {
             });
         }
         match msg {
-            Message::JoinRequest { node } => self.request_change(Change::Join(node), out),
+            Message::JoinRequest { node, incarnation } => self.request_join(node, incarnation, out),
             Message::DepartRequest { node } => {
                 if node != from {
                     return Err(Rejected::NotBootstrap {
@@ -112,6 +130,17 @@ impl Node {
             _ => {}
         }
         Ok(())
+    }
+
+    fn request_join(&mut self, node: NodeRef, incarnation: u64, out: &mut Vec<Output>) {
+        let Some(c) = &mut self.coordinator else {
+            return;
+        };
+        let known = c.incarnations.insert(node.id, incarnation);
+        if known == Some(incarnation) && c.ring.contains(node.id) {
+            return; // a duplicate of a request already carried out
+        }
+        self.request_change(Change::Join(node), out);
     }
 
     fn request_change(&mut self, change: Change, out: &mut Vec<Output>) {
@@ -178,24 +207,63 @@ impl Node {
         let Some(c) = &mut self.coordinator else {
             return;
         };
-        let Some(op) = c.current.take() else { return };
-        if op.stage == Stage::Preparing {
-            for node in op.affected.clone() {
-                self.send(&node, Message::Abort { epoch: op.epoch }, out);
-            }
-            let Some(c) = &mut self.coordinator else {
+        let Some(mut op) = c.current.take() else {
+            return;
+        };
+
+        match op.stage {
+            Stage::Committing if op.commit_retries < COMMIT_RETRIES_MAX => {
+                // A commit may have been lost: send it again to whoever has not acknowledged.
+                op.commit_retries += 1;
+                let epoch = op.epoch;
+                let waiting: Vec<NodeRef> = op
+                    .affected
+                    .iter()
+                    .filter(|n| op.waiting.contains(&n.id))
+                    .cloned()
+                    .collect();
+                c.current = Some(op);
+                let deadline = self.now.saturating_add(self.timing.membership_timeout_ns);
+                self.set_timer(Timer::Membership, deadline, out);
+                for node in waiting {
+                    self.send(&node, Message::Commit { epoch }, out);
+                }
                 return;
-            };
-            if op.attempt + 1 < ATTEMPTS_MAX {
-                c.queue.push_back((op.change, op.attempt + 1));
-            } else if !matches!(op.change, Change::Remove(_)) {
-                let node = op.change.node().clone();
-                let reason = RequestError::JoinRefused {
-                    reason: format!(
-                        "the ring could not complete the change in {ATTEMPTS_MAX} attempts; retry"
-                    ),
+            }
+            Stage::Committing if !op.second_wave.is_empty() => {
+                // The first wave did not all answer (they will be found silent and removed);
+                // the change is in force, so commit the rest.
+                let wave = std::mem::take(&mut op.second_wave);
+                op.waiting = wave.iter().map(|n| n.id).collect();
+                op.commit_retries = 0;
+                let epoch = op.epoch;
+                c.current = Some(op);
+                let deadline = self.now.saturating_add(self.timing.membership_timeout_ns);
+                self.set_timer(Timer::Membership, deadline, out);
+                for node in wave {
+                    self.send(&node, Message::Commit { epoch }, out);
+                }
+                return;
+            }
+            Stage::Committing => {}
+            Stage::Preparing => {
+                for node in op.affected.clone() {
+                    self.send(&node, Message::Abort { epoch: op.epoch }, out);
+                }
+                let Some(c) = &mut self.coordinator else {
+                    return;
                 };
-                self.send(&node, Message::Refused { reason }, out);
+                if op.attempt + 1 < ATTEMPTS_MAX {
+                    c.queue.push_back((op.change, op.attempt + 1));
+                } else if !matches!(op.change, Change::Remove(_)) {
+                    let node = op.change.node().clone();
+                    let reason = RequestError::JoinRefused {
+                        reason: format!(
+                            "the ring could not complete the change in {ATTEMPTS_MAX} attempts; retry"
+                        ),
+                    };
+                    self.send(&node, Message::Refused { reason }, out);
+                }
             }
         }
         self.start_next_change(out);
@@ -211,7 +279,23 @@ impl Node {
         if c.current.is_some() {
             return;
         }
+        // Removals go first: until a failed or restarted member is out, every change
+        // near it would wait for (or fetch from) a node that cannot answer.
+        if let Some(i) = c
+            .queue
+            .iter()
+            .position(|(q, _)| matches!(q, Change::Remove(_)))
+        {
+            if let Some(removal) = c.queue.remove(i) {
+                c.queue.push_front(removal);
+            }
+        }
         let Some((change, attempt)) = c.queue.pop_front() else {
+            if self.timers.remove(&Timer::Membership).is_some() {
+                out.push(Output::CancelTimer {
+                    timer: Timer::Membership,
+                });
+            }
             return;
         };
         if let Change::Join(n) = &change {
@@ -219,9 +303,14 @@ impl Node {
                 // Its old incarnation is still listed (its removal was retried behind
                 // it): remove that first.
                 let leaving = Change::Remove(n.clone());
+                let tried = c
+                    .queue
+                    .iter()
+                    .find(|(q, _)| *q == leaving)
+                    .map_or(0, |(_, a)| *a);
                 c.queue.retain(|(q, _)| *q != leaving);
                 c.queue.push_front((change, attempt));
-                c.queue.push_front((leaving, 0));
+                c.queue.push_front((leaving, tried));
                 return self.start_next_change(out);
             }
         }
@@ -235,43 +324,42 @@ impl Node {
         }
         c.epoch += 1;
         let epoch = c.epoch;
-        let silent = c.silent(self.now, self.timing.failure_timeout_ns, self.me.id);
-        let plan = Plan::new(&c.ring, &change, &silent, list_len);
-        let mut prepares = Vec::with_capacity(plan.affected.len());
-        for node in &plan.affected {
-            let view = if plan.next_ring.contains(node.id) {
-                plan.next_ring.view_of(node.id, list_len, epoch)
-            } else {
-                View {
-                    epoch,
-                    ..View::default()
-                }
-            };
-            let fingers = matches!(&change, Change::Join(n) if n == node)
-                .then(|| plan.next_ring.fingers_of(node.id));
-            let msg = Message::Prepare {
-                view,
-                config,
-                sources: plan.sources_for(node, k),
-                fingers,
-            };
-            prepares.push((node.clone(), msg));
-        }
+        // A removal takes every member known to be gone along: the silent ones and those
+        // whose removal is queued (restarted nodes).
+        let silent = match change {
+            Change::Remove(_) => {
+                let mut gone = c.silent(self.now, self.timing.failure_timeout_ns, self.me.id);
+                gone.extend(c.queue.iter().filter_map(|(q, _)| match q {
+                    Change::Remove(n) if c.ring.contains(n.id) => Some(n.clone()),
+                    _ => None,
+                }));
+                gone
+            }
+            _ => Vec::new(),
+        };
+        let shape = Shape {
+            list_len,
+            k,
+            epoch,
+            config,
+        };
         let Plan {
-            next_ring,
             removed,
             affected,
-            ..
-        } = plan;
+            prepares,
+            shrinking,
+        } = Plan::new(&mut c.ring, &change, &silent, shape);
         c.current = Some(InFlight {
             change,
             attempt,
             epoch,
             removed,
-            next_ring,
             waiting: affected.iter().map(|n| n.id).collect(),
             affected,
             stage: Stage::Preparing,
+            commit_retries: 0,
+            shrinking,
+            second_wave: Vec::new(),
         });
         let deadline = self.now.saturating_add(self.timing.membership_timeout_ns);
         self.set_timer(Timer::Membership, deadline, out);
@@ -294,6 +382,13 @@ impl Node {
         }
         match stage {
             Stage::Preparing => self.commit_change(out),
+            Stage::Committing if !op.second_wave.is_empty() => {
+                let wave = std::mem::take(&mut op.second_wave);
+                op.waiting = wave.iter().map(|n| n.id).collect();
+                for node in wave {
+                    self.send(&node, Message::Commit { epoch }, out);
+                }
+            }
             Stage::Committing => {
                 c.current = None;
                 self.start_next_change(out);
@@ -308,8 +403,20 @@ impl Node {
         };
         let Some(op) = &mut c.current else { return };
         op.stage = Stage::Committing;
-        op.waiting = op.affected.iter().map(|n| n.id).collect();
-        c.ring = op.next_ring.clone();
+        // Nodes that lose keys commit first; the rest only once they have: a key's old
+        // tail stops serving before its new tail starts.
+        let first_wave: Vec<NodeRef> = match op.shrinking.is_empty() {
+            true => op.affected.clone(),
+            false => op.shrinking.clone(),
+        };
+        op.second_wave = op
+            .affected
+            .iter()
+            .filter(|n| !first_wave.contains(n))
+            .cloned()
+            .collect();
+        op.waiting = first_wave.iter().map(|n| n.id).collect();
+        apply(&mut c.ring, &op.change, &op.removed);
         let epoch = op.epoch;
         // Every point whose successor changed: (interval start, interval end, new owner).
         let mut moved: Vec<(crate::Id, crate::Id, NodeRef)> = Vec::new();
@@ -350,9 +457,8 @@ impl Node {
                 Some((node, updates))
             })
             .collect();
-        let affected = op.affected.clone();
         let removed = op.removed.clone();
-        for node in &affected {
+        for node in &first_wave {
             self.send(node, Message::Commit { epoch }, out);
         }
         for (node, updates) in targets {
@@ -365,76 +471,148 @@ impl Node {
     }
 }
 
-/// What one change does to the ring.
+/// The parameters every prepared view shares.
+#[derive(Clone, Copy)]
+struct Shape {
+    list_len: usize,
+    k: usize,
+    epoch: u64,
+    config: crate::ClusterConfig,
+}
+
+/// What one change does to the ring: who is affected and what each is told to prepare.
 struct Plan {
-    next_ring: Ring,
     /// Members taken out without their help.
     removed: Vec<NodeRef>,
     /// Nodes whose neighbour lists change (they prepare and commit).
     affected: Vec<NodeRef>,
-    /// Where nodes fetch what they gain, unless removals force otherwise.
-    source: Option<NodeRef>,
+    /// The `Prepare` for each affected node.
+    prepares: Vec<(NodeRef, Message)>,
+    /// Affected nodes that will hold fewer keys.
+    shrinking: Vec<NodeRef>,
 }
 
 impl Plan {
-    /// A join, a depart, or the removal of `change`'s node together with every other
-    /// member that is silent now (simultaneous crashes are removed in one change, so no
-    /// prepare waits for, or fetches from, a dead node).
-    fn new(ring: &Ring, change: &Change, silent: &[NodeRef], list_len: usize) -> Plan {
-        let mut next_ring = ring.clone();
-        let mut removed = Vec::new();
-        let mut subjects = Vec::new();
-        let mut source = None;
+    /// Plan a join, a depart, or the removal of `change`'s node together with every other
+    /// `silent` member (simultaneous crashes are removed in one change, so no prepare
+    /// waits for, or fetches from, a dead node). The change is applied to `ring` only
+    /// while the next views are computed, then undone: the ring is never copied.
+    fn new(ring: &mut Ring, change: &Change, silent: &[NodeRef], shape: Shape) -> Plan {
+        let removed: Vec<NodeRef> = match change {
+            Change::Remove(n) => {
+                let mut all: Vec<NodeRef> = std::iter::once(n).chain(silent).cloned().collect();
+                all.sort();
+                all.dedup();
+                all
+            }
+            _ => Vec::new(),
+        };
+        let mut affected = Vec::new();
+        let mut near = |ring: &Ring, id| {
+            affected.extend(ring.predecessors(id, shape.list_len));
+            affected.extend(ring.successors(id, shape.list_len));
+        };
         match change {
             Change::Join(n) => {
-                next_ring.insert(n.clone());
-                source = next_ring.successor_after(n.id).cloned();
-                subjects.push(n.clone());
+                ring.insert(n.clone());
+                near(ring, n.id);
+                affected.push(n.clone());
             }
             Change::Depart(n) => {
-                next_ring.remove(n.id);
-                source = Some(n.clone());
-                subjects.push(n.clone());
+                near(ring, n.id);
+                affected.push(n.clone());
             }
-            Change::Remove(n) => {
-                removed.push(n.clone());
-                removed.extend(silent.iter().filter(|s| *s != n).cloned());
-                for r in &removed {
-                    next_ring.remove(r.id);
-                }
-            }
-        }
-        let around = if matches!(change, Change::Join(_)) {
-            &next_ring
-        } else {
-            ring
-        };
-        let mut affected: Vec<NodeRef> = subjects.clone();
-        for s in subjects.iter().chain(&removed) {
-            affected.extend(around.predecessors(s.id, list_len));
-            affected.extend(around.successors(s.id, list_len));
+            Change::Remove(_) => removed.iter().for_each(|r| near(ring, r.id)),
         }
         affected.retain(|a| !removed.contains(a));
         affected.sort();
         affected.dedup();
+        let responsibility = |ring: &Ring, node: &NodeRef| {
+            let view = match ring.contains(node.id) {
+                true => ring.view_of(node.id, shape.list_len, shape.epoch),
+                false => View::default(),
+            };
+            crate::node::responsibility_of(&view, node, shape.k)
+        };
+        if matches!(change, Change::Join(_)) {
+            undo(ring, change, &removed);
+        }
+        let before: Vec<Range> = affected.iter().map(|n| responsibility(ring, n)).collect();
+        apply(ring, change, &removed);
+        let shrinking = affected
+            .iter()
+            .zip(&before)
+            .filter(|(n, old)| Range::gained(responsibility(ring, n), **old) != Range::Empty)
+            .map(|(n, _)| n.clone())
+            .collect();
+        let prepares = affected
+            .iter()
+            .map(|node| (node.clone(), prepare_for(ring, change, node, shape)))
+            .collect();
+        undo(ring, change, &removed);
         Plan {
-            next_ring,
             removed,
             affected,
-            source,
+            prepares,
+            shrinking,
         }
     }
+}
 
-    /// The nodes `node` fetches its gained keys from. After a removal, its `k - 1`
-    /// nearest new predecessors: a surviving old replica of any key it gains lies
-    /// among them (it precedes the newcomer in the key's new replica set).
-    fn sources_for(&self, node: &NodeRef, k: usize) -> Vec<NodeRef> {
-        match &self.source {
-            Some(s) => vec![s.clone()],
-            None => self
-                .next_ring
-                .predecessors(node.id, k.saturating_sub(1).max(1)),
+/// The `Prepare` for `node`, computed on the next ring.
+fn prepare_for(next: &Ring, change: &Change, node: &NodeRef, shape: Shape) -> Message {
+    let view = if next.contains(node.id) {
+        next.view_of(node.id, shape.list_len, shape.epoch)
+    } else {
+        View {
+            epoch: shape.epoch,
+            ..View::default()
         }
+    };
+    let fingers = matches!(change, Change::Join(n) if n == node).then(|| next.fingers_of(node.id));
+    // Where `node` fetches what it gains. After a removal, its `k - 1` nearest new
+    // predecessors: a surviving old replica of any key it gains lies among them (it
+    // precedes the newcomer in the key's new replica set).
+    let sources = match change {
+        Change::Join(n) => next.successor_after(n.id).cloned().into_iter().collect(),
+        Change::Depart(n) => vec![n.clone()],
+        Change::Remove(_) => next.predecessors(node.id, shape.k.saturating_sub(1).max(1)),
+    };
+    Message::Prepare {
+        view,
+        config: shape.config,
+        sources,
+        fingers,
+    }
+}
+
+/// Make `change` (whose removals are `removed`) to `ring`.
+fn apply(ring: &mut Ring, change: &Change, removed: &[NodeRef]) {
+    match change {
+        Change::Join(n) => {
+            ring.insert(n.clone());
+        }
+        Change::Depart(n) => {
+            ring.remove(n.id);
+        }
+        Change::Remove(_) => removed.iter().for_each(|r| {
+            ring.remove(r.id);
+        }),
+    }
+}
+
+/// Undo [`apply`].
+fn undo(ring: &mut Ring, change: &Change, removed: &[NodeRef]) {
+    match change {
+        Change::Join(n) => {
+            ring.remove(n.id);
+        }
+        Change::Depart(n) => {
+            ring.insert(n.clone());
+        }
+        Change::Remove(_) => removed.iter().for_each(|r| {
+            ring.insert(r.clone());
+        }),
     }
 }
 

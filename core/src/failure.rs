@@ -22,7 +22,8 @@ impl Node {
     pub(crate) fn arm_periodic(&mut self, out: &mut Vec<Output>) {
         let heartbeat = self.timing.heartbeat_interval_ns;
         let member = self.is_member();
-        if heartbeat > 0 && member && !self.timers.contains_key(&Timer::Heartbeat) {
+        let beating = member || self.phase == Phase::Joining;
+        if heartbeat > 0 && beating && !self.timers.contains_key(&Timer::Heartbeat) {
             self.set_timer(Timer::Heartbeat, self.now + heartbeat, out);
         }
         if heartbeat > 0
@@ -43,6 +44,10 @@ impl Node {
 
     /// Heartbeat tick: tell the bootstrap we live, probe the nearest successors.
     pub(crate) fn on_heartbeat_tick(&mut self, out: &mut Vec<Output>) {
+        if self.phase == Phase::Joining && self.preparing.is_none() {
+            // The request (or the bootstrap's answer) may have been lost: ask again.
+            return self.send_join_request(out);
+        }
         if !self.is_member() {
             return;
         }
@@ -67,6 +72,16 @@ impl Node {
                 self.suspects.insert(peer.id);
             }
             self.send(&peer, Message::Ping, out);
+        }
+    }
+
+    /// Bootstrap: a heartbeat from a node that is not in the ring means it missed the
+    /// notice of its removal; send it again so the node rejoins.
+    pub(crate) fn on_heartbeat(&mut self, from: &NodeRef, out: &mut Vec<Output>) {
+        let Some(c) = &self.coordinator else { return };
+        if !c.ring.contains(from.id) && !c.is_joining(from.id) {
+            let epoch = self.view.epoch;
+            self.send(from, Message::Removed { epoch }, out);
         }
     }
 
@@ -110,12 +125,7 @@ impl Node {
             }
             return Ok(());
         }
-        self.phase = Phase::Joining;
-        let bootstrap = self.bootstrap.clone();
-        let msg = Message::JoinRequest {
-            node: self.me.clone(),
-        };
-        self.send_addr(&bootstrap, msg, out);
+        self.start_joining(out);
         Ok(())
     }
 

@@ -57,7 +57,10 @@ impl Node {
         out: &mut Vec<Output>,
     ) -> Result<(), Rejected> {
         self.check_from_bootstrap(from, "prepare")?;
-        if self.phase == Phase::Idle {
+        // A joiner accepts only the prepare of its own join (the one that carries its
+        // finger table); any other is meant for an earlier incarnation at this address.
+        let foreign = self.phase == Phase::Joining && fingers.is_none();
+        if self.phase == Phase::Idle || foreign {
             return Err(Rejected::NotMember {
                 kind: "prepare",
                 from: from.addr.to_string(),

@@ -74,6 +74,9 @@ pub struct Origin {
     pub node: NodeRef,
     /// The request's id there.
     pub req: ReqId,
+    /// The origin's incarnation, so request ids reused after a restart stay distinct.
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 /// What a routed operation does once it reaches the right node.
@@ -131,6 +134,10 @@ pub enum Message {
     JoinRequest {
         /// The joining node.
         node: NodeRef,
+        /// Chosen afresh by the node each time it starts to join: a join request from a
+        /// member with a new incarnation means it restarted and lost its state; one with
+        /// the same incarnation is a duplicate.
+        incarnation: u64,
     },
     /// A node asks to leave; sent to the bootstrap.
     DepartRequest {

@@ -134,6 +134,11 @@ pub struct Node {
     /// Data-path messages that reached a joining node between its neighbours' commit and
     /// its own; handled once it commits.
     pub(crate) early: Vec<Envelope>,
+    /// Identifies this node's current attempt to be a member (see `JoinRequest`).
+    pub(crate) incarnation: u64,
+    /// Client writes recently applied as primary, by (origin node, request): the network
+    /// may duplicate a request, and a write must not take effect twice.
+    pub(crate) applied_writes: crate::replication::RecentWrites,
     pub(crate) now: Time,
 }
 
@@ -174,6 +179,8 @@ impl Node {
             forward_to: None,
             local: VecDeque::new(),
             early: Vec::new(),
+            incarnation: 0,
+            applied_writes: Default::default(),
             now: 0,
         };
         if is_bootstrap {
@@ -335,10 +342,7 @@ impl Node {
             _ => {}
         }
         self.wait_for(id);
-        let origin = Some(Origin {
-            node: self.me.clone(),
-            req: id,
-        });
+        let origin = Some(self.origin(id));
         let routed = |key: String, action: Action| Routed {
             origin,
             key,
@@ -354,10 +358,7 @@ impl Node {
             Request::QueryAll => self.start_collect(id, out),
             Request::Overlay => {
                 let walk = Message::OverlayWalk {
-                    origin: Origin {
-                        node: self.me.clone(),
-                        req: id,
-                    },
+                    origin: self.origin(id),
                     nodes: Vec::new(),
                 };
                 let bootstrap = self.bootstrap.clone();
@@ -399,7 +400,11 @@ impl Node {
             return Ok(());
         }
         let Envelope { from, msg } = envelope;
-        self.heard_from(&from);
+        // A join request from a member comes from a restarted incarnation: it does not
+        // show that the member the bootstrap knows is alive.
+        if !matches!(msg, Message::JoinRequest { .. }) {
+            self.heard_from(&from);
+        }
         match msg {
             Message::JoinRequest { .. }
             | Message::DepartRequest { .. }
@@ -426,7 +431,7 @@ impl Node {
                 Ok(())
             }
             Message::TailRead { origin, key, hops } => {
-                self.answer_read(Some(origin), &key, hops, out);
+                self.tail_read(origin, &key, hops, out);
                 Ok(())
             }
             Message::ChainWrite {
@@ -469,7 +474,11 @@ impl Node {
                 self.on_overlay_walk(origin, nodes, out);
                 Ok(())
             }
-            Message::Heartbeat | Message::Pong => Ok(()),
+            Message::Heartbeat => {
+                self.on_heartbeat(&from, out);
+                Ok(())
+            }
+            Message::Pong => Ok(()),
             Message::Ping => {
                 self.send(&from, Message::Pong, out);
                 Ok(())
@@ -569,12 +578,24 @@ impl Node {
                 }),
             });
         }
-        self.phase = Phase::Joining;
         self.membership_req = Some(id);
         self.wait_for(id);
+        self.start_joining(out);
+    }
+
+    /// Become a joiner with a fresh incarnation and ask the bootstrap to let us in.
+    pub(crate) fn start_joining(&mut self, out: &mut Vec<Output>) {
+        self.phase = Phase::Joining;
+        self.incarnation = self.now ^ self.rng.gen::<u64>();
+        self.send_join_request(out);
+    }
+
+    /// (Re)send this joiner's request to the bootstrap.
+    pub(crate) fn send_join_request(&mut self, out: &mut Vec<Output>) {
         let bootstrap = self.bootstrap.clone();
         let request = Message::JoinRequest {
             node: self.me.clone(),
+            incarnation: self.incarnation,
         };
         self.send_addr(&bootstrap, request, out);
     }
@@ -646,7 +667,13 @@ impl Node {
             });
         }
         match self.phase {
-            Phase::Joining => self.phase = Phase::Idle,
+            Phase::Joining => {
+                // Drop whatever a prepared-then-abandoned join fetched.
+                self.phase = Phase::Idle;
+                self.store.clear();
+                self.preparing = None;
+                self.early.clear();
+            }
             Phase::Departing => self.phase = Phase::Active,
             _ => return Ok(()),
         }
@@ -654,6 +681,15 @@ impl Node {
             self.finish(id, Err(reason), out);
         }
         Ok(())
+    }
+
+    /// This node as the origin of client request `id`.
+    pub(crate) fn origin(&self, id: ReqId) -> Origin {
+        Origin {
+            node: self.me.clone(),
+            req: id,
+            incarnation: self.incarnation,
+        }
     }
 
     /// Remember that client request `id` waits for an answer.

@@ -7,7 +7,8 @@ use crate::id::Id;
 use crate::message::{Action, Message, NodeRef, Origin, Routed, REPAIR_TTL};
 use crate::node::{Node, Rejected};
 use crate::store::{Applied, Entry};
-use crate::Output;
+use crate::{Output, ReqId, Time};
+use std::collections::{BTreeSet, VecDeque};
 
 /// A versioned write on its way through a key's replicas (for chain replication: as
 /// received by one chain member).
@@ -20,6 +21,35 @@ pub(crate) struct ChainStep {
     pub(crate) chain_len: u8,
     pub(crate) hops: u32,
     pub(crate) ttl: u8,
+}
+
+/// Bound on remembered client writes per primary.
+const RECENT_WRITES_MAX: usize = 1 << 16;
+
+/// Client writes a primary applied recently, to drop duplicates the network delivers.
+#[derive(Debug, Default)]
+pub(crate) struct RecentWrites {
+    seen: BTreeSet<(Id, u64, ReqId)>,
+    order: VecDeque<(Time, (Id, u64, ReqId))>,
+}
+
+impl RecentWrites {
+    /// Record `origin`'s write; false if it was seen within `horizon` (a duplicate).
+    fn first_time(&mut self, origin: &Origin, now: Time, horizon: Time) -> bool {
+        while let Some(&(t, key)) = self.order.front() {
+            if now.saturating_sub(t) <= horizon && self.order.len() < RECENT_WRITES_MAX {
+                break;
+            }
+            self.order.pop_front();
+            self.seen.remove(&key);
+        }
+        let key = (origin.node.id, origin.incarnation, origin.req);
+        if !self.seen.insert(key) {
+            return false;
+        }
+        self.order.push_back((now, key));
+        true
+    }
 }
 
 impl ChainStep {
@@ -68,13 +98,13 @@ impl Node {
     ) -> Applied {
         let applied = self.store.apply(self.now, key, entry.clone());
         if applied == Applied::Changed {
-            self.forward_to_migrations(key, &entry, out);
+            self.forward_to_migrations(key, &entry, REPAIR_TTL, out);
         }
         applied
     }
 
     /// Send a write to every node fetching a range that holds its key.
-    fn forward_to_migrations(&mut self, key: &str, entry: &Entry, out: &mut Vec<Output>) {
+    fn forward_to_migrations(&mut self, key: &str, entry: &Entry, ttl: u8, out: &mut Vec<Output>) {
         if self.migrations.is_empty() {
             return;
         }
@@ -90,7 +120,7 @@ impl Node {
         for to in targets {
             let msg = Message::Replicate {
                 entries: vec![(key.to_string(), entry.clone())],
-                ttl: REPAIR_TTL,
+                ttl,
             };
             self.send(&to, msg, out);
         }
@@ -105,6 +135,9 @@ impl Node {
             return;
         }
         if ttl > 0 {
+            // A node that handed this key's range over still passes it to the new holder
+            // for the grace period (it may not hold the new view yet), and to the primary.
+            self.forward_to_migrations(key, &entry, ttl - 1, out);
             self.repair(key, entry, ttl - 1, out);
         }
     }
@@ -153,6 +186,13 @@ impl Node {
         hops: u32,
         out: &mut Vec<Output>,
     ) {
+        if let Some(o) = &origin {
+            // Duplicates arrive within the request timeout; older entries can go.
+            let horizon = self.timing.request_timeout_ns;
+            if !self.applied_writes.first_time(o, self.now, horizon) {
+                return;
+            }
+        }
         let existed = self.store.value(&key).is_some();
         let entry = Entry {
             value,
@@ -271,7 +311,14 @@ impl Node {
             }
             return;
         }
-        self.offer(&step.key, step.entry.clone(), step.ttl, out);
+        let key_id = Id::of_key(&step.key);
+        if !self.accepts(key_id) {
+            // The chain this write was sent down no longer holds here: repair it towards
+            // the current replicas, but neither pass it on nor acknowledge it (the client
+            // sees a timeout: the write may or may not take effect).
+            return self.offer(&step.key, step.entry, step.ttl, out);
+        }
+        self.apply_entry(&step.key, step.entry.clone(), out);
         let next_position = step.position as usize + 1;
         if next_position < step.chain_len as usize {
             if let Some(next) = self.view.succs.first().cloned() {
@@ -279,9 +326,43 @@ impl Node {
                 return self.send(&next, msg, out);
             }
         }
-        // The tail acknowledges; the write is now on the whole chain.
-        let reply = self.write_reply(&step.key, &step.entry, step.existed, step.hops);
-        self.respond(step.origin, Ok(reply), out);
+        // Only a node that is the key's tail in its own view acknowledges: the write is
+        // then on the whole chain.
+        if self.is_tail(key_id) {
+            let reply = self.write_reply(&step.key, &step.entry, step.existed, step.hops);
+            self.respond(step.origin, Ok(reply), out);
+        }
+    }
+
+    /// Chain replication read at the tail: answered only by a node that, in its own view,
+    /// holds the key and is its tail; otherwise the ring is changing and the client retries.
+    pub(crate) fn tail_read(
+        &mut self,
+        origin: Origin,
+        key: &str,
+        hops: u32,
+        out: &mut Vec<Output>,
+    ) {
+        let key_id = Id::of_key(key);
+        if self.is_member() && self.responsibility().contains(key_id) && self.is_tail(key_id) {
+            return self.answer_read(Some(origin), key, hops, out);
+        }
+        let node = self.me.addr.to_string();
+        self.respond(Some(origin), Err(RequestError::RouteBroken { node }), out);
+    }
+
+    /// Whether this node is the last of `key`'s `min(k, N)` replicas in its own view.
+    pub(crate) fn is_tail(&self, key: Id) -> bool {
+        let m = self.chain_len();
+        if m <= 1 {
+            return self.is_primary(key);
+        }
+        // The key's primary is this node's (m - 1)-th predecessor.
+        let (Some(first), far) = (self.view.preds.get(m - 2), self.view.preds.get(m - 1)) else {
+            return false;
+        };
+        let from = far.map_or(self.me.id, |n| n.id);
+        crate::id::in_open_closed(key, from, first.id)
     }
 
     pub(crate) fn on_replicate(

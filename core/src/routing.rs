@@ -75,10 +75,7 @@ impl Node {
 
     /// Start a `query *` walk at this node.
     pub(crate) fn start_collect(&mut self, id: ReqId, out: &mut Vec<Output>) {
-        let origin = Origin {
-            node: self.me.clone(),
-            req: id,
-        };
+        let origin = self.origin(id);
         self.on_collect(origin, Vec::new(), 0, out);
     }
 

@@ -49,10 +49,10 @@ fn churn_under_load(consistency: Consistency, k: usize, seed: u64) {
             Some(Ok(Response::Inserted { .. })) => {
                 acked.insert(key, value);
             }
-            // A write routed through a node that left meanwhile fails cleanly; it is not
-            // acknowledged, so it may be absent.
-            Some(Err(_)) => {}
-            other => panic!("write {key} via {via}: {other:?}"),
+            // A write caught by a membership change fails cleanly or is never
+            // acknowledged (a real client times out): it may be absent.
+            Some(Err(_)) | None => {}
+            Some(other) => panic!("write {key} via {via}: {other:?}"),
         }
     }
     assert!(acked.len() > 300, "most writes succeed: {}", acked.len());

@@ -196,3 +196,28 @@ fn insert_of_existing_key_replaces_value_and_delete_reports_absence() {
         Ok(Response::NotFound { .. })
     ));
 }
+
+#[test]
+fn a_duplicated_write_request_takes_effect_once() {
+    for consistency in [Consistency::Chain, Consistency::Eventual] {
+        let mut pump = Pump::ring(cluster(3, consistency, Routing::Finger), 6);
+        // The first write's lookup messages are copied before delivery...
+        let first = pump.submit(&addr(1), insert("song", "first"));
+        pump.drive_holding(|e| matches!(e.msg, Message::Route(_)));
+        let copies = pump.held.clone();
+        assert!(!copies.is_empty(), "the write was routed");
+        pump.release_held();
+        pump.drive();
+        assert!(pump.take_reply(&addr(1), first).is_some());
+        pump.call(&addr(2), insert("song", "second")).unwrap();
+        // ...and delivered again after a later write: it must not overwrite it.
+        pump.held = copies;
+        pump.release_held();
+        pump.drive();
+        assert_eq!(
+            found(&pump.call(&addr(3), query("song"))),
+            Some("second".into()),
+            "{consistency}"
+        );
+    }
+}

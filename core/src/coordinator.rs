@@ -33,6 +33,9 @@ const ATTEMPTS_MAX: u32 = 3;
 /// Times a commit is re-sent to nodes that have not acknowledged it.
 const COMMIT_RETRIES_MAX: u32 = 3;
 
+/// Times prepares are re-sent to nodes not ready before an attempt is abandoned.
+const PREPARE_RETRIES_MAX: u32 = 1;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stage {
     /// Waiting for `Ready` from every affected node.
@@ -57,6 +60,10 @@ struct InFlight {
     shrinking: Vec<NodeRef>,
     /// Nodes still to commit once the first wave has.
     second_wave: Vec<NodeRef>,
+    /// The prepare sent to each affected node, for retransmission.
+    prepares: Vec<(NodeRef, Message)>,
+    /// Times the prepares were sent again.
+    prepare_retries: u32,
 }
 
 /// Authoritative membership and the change in progress.
@@ -246,6 +253,29 @@ impl Node {
                 return;
             }
             Stage::Committing => {}
+            Stage::Preparing
+                if op.prepare_retries < PREPARE_RETRIES_MAX
+                    && !c
+                        .silent(self.now, self.timing.failure_timeout_ns, self.me.id)
+                        .iter()
+                        .any(|n| op.waiting.contains(&n.id)) =>
+            {
+                // Something was lost: send the prepares again to whoever is not ready.
+                op.prepare_retries += 1;
+                let resend: Vec<(NodeRef, Message)> = op
+                    .prepares
+                    .iter()
+                    .filter(|(n, _)| op.waiting.contains(&n.id))
+                    .cloned()
+                    .collect();
+                c.current = Some(op);
+                let deadline = self.now.saturating_add(self.timing.membership_timeout_ns);
+                self.set_timer(Timer::Membership, deadline, out);
+                for (node, msg) in resend {
+                    self.send(&node, msg, out);
+                }
+                return;
+            }
             Stage::Preparing => {
                 for node in op.affected.clone() {
                     self.send(&node, Message::Abort { epoch: op.epoch }, out);
@@ -360,6 +390,8 @@ impl Node {
             commit_retries: 0,
             shrinking,
             second_wave: Vec::new(),
+            prepares: prepares.clone(),
+            prepare_retries: 0,
         });
         let deadline = self.now.saturating_add(self.timing.membership_timeout_ns);
         self.set_timer(Timer::Membership, deadline, out);
@@ -539,17 +571,26 @@ impl Plan {
         }
         let before: Vec<Range> = affected.iter().map(|n| responsibility(ring, n)).collect();
         apply(ring, change, &removed);
-        let shrinking = affected
+        let mut shrinking: Vec<NodeRef> = affected
             .iter()
             .zip(&before)
             .filter(|(n, old)| Range::gained(responsibility(ring, n), **old) != Range::Empty)
             .map(|(n, _)| n.clone())
             .collect();
-        let prepares = affected
+        let prepares: Vec<(NodeRef, Message)> = affected
             .iter()
             .map(|node| (node.clone(), prepare_for(ring, change, node, shape)))
             .collect();
         undo(ring, change, &removed);
+        // Sources commit with the first wave too: their hand-over forwards must all have
+        // arrived before any new holder starts serving.
+        for (_, msg) in &prepares {
+            if let Message::Prepare { sources, .. } = msg {
+                shrinking.extend(sources.iter().filter(|s| affected.contains(s)).cloned());
+            }
+        }
+        shrinking.sort();
+        shrinking.dedup();
         Plan {
             removed,
             affected,

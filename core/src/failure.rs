@@ -143,6 +143,14 @@ impl Node {
             .is_some_and(|p| p.view.epoch == epoch)
         {
             self.preparing = None;
+            // Drop what the abandoned change had us fetch.
+            match self.is_member() {
+                true => {
+                    let keep = self.responsibility();
+                    self.store.retain_range(keep);
+                }
+                false => self.store.clear(),
+            }
         }
         self.migrations.retain(|m| m.epoch != epoch);
         Ok(())

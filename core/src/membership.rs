@@ -33,6 +33,10 @@ pub(crate) struct Migration {
     pub(crate) epoch: u64,
     /// Set when the epoch commits: forwarding stops at this time.
     pub(crate) until: Option<crate::Time>,
+    /// Next `Forward` sequence number.
+    pub(crate) next_seq: u64,
+    /// Forwards sent and not yet acknowledged.
+    pub(crate) unacked: BTreeMap<u64, (String, Entry)>,
 }
 
 impl Node {
@@ -69,9 +73,19 @@ impl Node {
         }
         if let Some(p) = &self.preparing {
             if p.view.epoch == view.epoch {
-                // A duplicate: answer again if already ready.
+                // Sent again (something was lost): answer again if ready, else fetch
+                // again from the sources that have not answered.
                 if p.ready {
                     self.send_ready(view.epoch, out);
+                    return Ok(());
+                }
+                let (epoch, range) = (p.view.epoch, p.gained);
+                let missing: Vec<NodeRef> = sources
+                    .into_iter()
+                    .filter(|s| p.pending.contains_key(&s.id))
+                    .collect();
+                for source in missing {
+                    self.send(&source, Message::Fetch { epoch, range }, out);
                 }
                 return Ok(());
             }
@@ -162,6 +176,8 @@ impl Node {
                 range,
                 epoch,
                 until: None,
+                next_seq: 0,
+                unacked: BTreeMap::new(),
             });
         }
         Ok(())
@@ -215,6 +231,11 @@ impl Node {
         out: &mut Vec<Output>,
     ) -> Result<(), Rejected> {
         self.check_from_bootstrap(from, "commit")?;
+        if self.ack_pending == Some(epoch) {
+            // Still waiting for hand-over forwards to be acknowledged: send them again.
+            self.resend_forwards(epoch, out);
+            return Ok(());
+        }
         let prepared = self
             .preparing
             .as_ref()
@@ -238,10 +259,9 @@ impl Node {
         for m in self.migrations.iter_mut().filter(|m| m.epoch <= epoch) {
             m.until.get_or_insert(until);
         }
-        let bootstrap = self.bootstrap.clone();
         if p.view.ring_size == 0 {
-            self.send_addr(&bootstrap, Message::Ack { epoch }, out);
             self.leave();
+            self.ack_when_handed_over(epoch, out);
             if let Some(id) = self.membership_req.take() {
                 let node = self.me.addr.to_string();
                 self.finish(id, Ok(Response::Departed { node }), out);
@@ -255,7 +275,7 @@ impl Node {
         }
         let keep = self.responsibility();
         self.store.retain_range(keep);
-        self.send_addr(&bootstrap, Message::Ack { epoch }, out);
+        self.ack_when_handed_over(epoch, out);
         if self.phase == Phase::Joining {
             self.phase = Phase::Active;
             self.forward_to = None;
@@ -272,6 +292,60 @@ impl Node {
             }
         }
         Ok(())
+    }
+
+    /// Acknowledge commit `epoch` once every hand-over forward this node sent for it has
+    /// arrived (the bootstrap lets new holders serve only after that).
+    fn ack_when_handed_over(&mut self, epoch: u64, out: &mut Vec<Output>) {
+        let waiting = self
+            .migrations
+            .iter()
+            .any(|m| m.epoch <= epoch && !m.unacked.is_empty());
+        if waiting {
+            self.ack_pending = Some(epoch);
+            return;
+        }
+        self.ack_pending = None;
+        let bootstrap = self.bootstrap.clone();
+        self.send_addr(&bootstrap, Message::Ack { epoch }, out);
+    }
+
+    fn resend_forwards(&mut self, epoch: u64, out: &mut Vec<Output>) {
+        let mut sends = Vec::new();
+        for m in self.migrations.iter().filter(|m| m.epoch <= epoch) {
+            for (seq, (key, entry)) in &m.unacked {
+                let msg = Message::Forward {
+                    epoch: m.epoch,
+                    seq: *seq,
+                    key: key.clone(),
+                    entry: entry.clone(),
+                    ttl: crate::message::REPAIR_TTL,
+                };
+                sends.push((m.to.clone(), msg));
+            }
+        }
+        for (to, msg) in sends {
+            self.send(&to, msg, out);
+        }
+    }
+
+    pub(crate) fn on_forward_ack(
+        &mut self,
+        from: &NodeRef,
+        epoch: u64,
+        seq: u64,
+        out: &mut Vec<Output>,
+    ) {
+        for m in self
+            .migrations
+            .iter_mut()
+            .filter(|m| m.to == *from && m.epoch == epoch)
+        {
+            m.unacked.remove(&seq);
+        }
+        if let Some(pending) = self.ack_pending {
+            self.ack_when_handed_over(pending, out);
+        }
     }
 
     pub(crate) fn on_fingers(

@@ -115,7 +115,7 @@ pub struct Routed {
 
 /// Repair budget of a fresh replica write: how many times it may be bounced to the key's
 /// primary while views change under it.
-pub const REPAIR_TTL: u8 = 3;
+pub const REPAIR_TTL: u8 = 8;
 
 /// A message from one node to another.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -242,6 +242,28 @@ pub enum Message {
         /// the key's primary. Bounded, so views in flux cannot make a loop.
         ttl: u8,
     },
+    /// Hand-over: a write the source applied in a range the receiver is fetching, sent
+    /// until the change commits and acknowledged one by one, so the source can tell the
+    /// bootstrap that everything reached the new holder.
+    Forward {
+        /// Epoch of the hand-over.
+        epoch: u64,
+        /// Sequence number within that hand-over.
+        seq: u64,
+        /// The key.
+        key: String,
+        /// The write.
+        entry: Entry,
+        /// Repair budget, as in `Replicate`.
+        ttl: u8,
+    },
+    /// Acknowledges a `Forward`.
+    ForwardAck {
+        /// Epoch of the hand-over.
+        epoch: u64,
+        /// Its sequence number.
+        seq: u64,
+    },
     /// The answer to a client's request, sent to its origin node.
     Done {
         /// The request at the origin.
@@ -322,6 +344,8 @@ impl Message {
             Message::TailRead { .. } => "tail_read",
             Message::ChainWrite { .. } => "chain_write",
             Message::Replicate { .. } => "replicate",
+            Message::Forward { .. } => "forward",
+            Message::ForwardAck { .. } => "forward_ack",
             Message::Done { .. } => "done",
             Message::CollectAll { .. } => "collect_all",
             Message::OverlayWalk { .. } => "overlay_walk",

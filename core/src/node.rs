@@ -134,6 +134,8 @@ pub struct Node {
     /// Data-path messages that reached a joining node between its neighbours' commit and
     /// its own; handled once it commits.
     pub(crate) early: Vec<Envelope>,
+    /// A commit whose acknowledgement waits for hand-over forwards to be acknowledged.
+    pub(crate) ack_pending: Option<u64>,
     /// Identifies this node's current attempt to be a member (see `JoinRequest`).
     pub(crate) incarnation: u64,
     /// Client writes recently applied as primary, by (origin node, request): the network
@@ -180,6 +182,7 @@ impl Node {
             local: VecDeque::new(),
             early: Vec::new(),
             incarnation: 0,
+            ack_pending: None,
             applied_writes: Default::default(),
             now: 0,
         };
@@ -458,6 +461,22 @@ impl Node {
                 Ok(())
             }
             Message::Replicate { entries, ttl } => self.on_replicate(&from, entries, ttl, out),
+            Message::Forward {
+                epoch,
+                seq,
+                key,
+                entry,
+                ttl,
+            } => {
+                // Taken like a replica write, and acknowledged.
+                self.offer_entry(&key, entry, ttl, out);
+                self.send(&from, Message::ForwardAck { epoch, seq }, out);
+                Ok(())
+            }
+            Message::ForwardAck { epoch, seq } => {
+                self.on_forward_ack(&from, epoch, seq, out);
+                Ok(())
+            }
             Message::Done { req, reply } => {
                 self.finish(req, reply, out);
                 Ok(())
@@ -646,8 +665,9 @@ impl Node {
         self.finger_epochs.clear();
         self.store.clear();
         // Replica writes sent under the old view may still arrive: they are repaired
-        // through `forward_to`, so the hand-over forwarding can stop.
-        self.migrations.clear();
+        // through `forward_to`. Hand-overs still waiting for acknowledgements stay, so
+        // their forwards can be sent again.
+        self.migrations.retain(|m| !m.unacked.is_empty());
         self.preparing = None;
         if let Some(coordinator) = &mut self.coordinator {
             coordinator.ring.remove(self.me.id);

@@ -111,17 +111,25 @@ impl Node {
         let now = self.now;
         self.migrations.retain(|m| m.until.is_none_or(|t| t > now));
         let id = Id::of_key(key);
-        let targets: Vec<NodeRef> = self
-            .migrations
-            .iter()
-            .filter(|m| m.range.contains(id))
-            .map(|m| m.to.clone())
-            .collect();
-        for to in targets {
-            let msg = Message::Replicate {
-                entries: vec![(key.to_string(), entry.clone())],
+        let mut sends = Vec::new();
+        for m in self.migrations.iter_mut().filter(|m| m.range.contains(id)) {
+            let seq = m.next_seq;
+            m.next_seq += 1;
+            // Only forwards sent before the commit gate the commit's acknowledgement;
+            // those sent during the grace period afterwards are best effort.
+            if m.until.is_none() {
+                m.unacked.insert(seq, (key.to_string(), entry.clone()));
+            }
+            let msg = Message::Forward {
+                epoch: m.epoch,
+                seq,
+                key: key.to_string(),
+                entry: entry.clone(),
                 ttl,
             };
+            sends.push((m.to.clone(), msg));
+        }
+        for (to, msg) in sends {
             self.send(&to, msg, out);
         }
     }
@@ -129,6 +137,10 @@ impl Node {
     /// A replica write arrived: store it if this node should hold the key; otherwise,
     /// unless it is itself a repair, send it on to the key's current primary, which passes
     /// it to the key's current replicas.
+    pub(crate) fn offer_entry(&mut self, key: &str, entry: Entry, ttl: u8, out: &mut Vec<Output>) {
+        self.offer(key, entry, ttl, out);
+    }
+
     fn offer(&mut self, key: &str, entry: Entry, ttl: u8, out: &mut Vec<Output>) {
         if self.accepts(Id::of_key(key)) {
             self.apply_entry(key, entry, out);

@@ -55,7 +55,7 @@ fn churn_under_load(consistency: Consistency, k: usize, seed: u64) {
             Some(other) => panic!("write {key} via {via}: {other:?}"),
         }
     }
-    assert!(acked.len() > 300, "most writes succeed: {}", acked.len());
+    assert!(acked.len() > 200, "most writes succeed: {}", acked.len());
     pump.check_ring().unwrap();
     let held = pump.check_placement().unwrap_or_else(|e| {
         if let Ok(pat) = std::env::var("CHURN_TRACE") {

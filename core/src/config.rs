@@ -93,6 +93,8 @@ pub struct Limits {
     pub hops_max: u32,
     /// Entries per snapshot chunk during a data hand-over.
     pub snapshot_chunk_entries: usize,
+    /// Approximate bytes per snapshot chunk (a chunk holds at least one entry).
+    pub snapshot_chunk_bytes: usize,
 }
 
 impl Default for Limits {
@@ -104,6 +106,7 @@ impl Default for Limits {
             membership_queue_max: 1024,
             hops_max: 1 << 16,
             snapshot_chunk_entries: 4096,
+            snapshot_chunk_bytes: 4 << 20,
         }
     }
 }

@@ -8,11 +8,10 @@ use crate::api::Response;
 use crate::id::Id;
 use crate::message::{Message, NodeRef};
 use crate::node::{Node, Phase, Rejected};
-use crate::store::{Entry, Range};
+use crate::store::{digest_bucket, Entry, Range, DIGEST_BUCKETS};
 use crate::{Output, Timer};
 
-/// Buckets per anti-entropy digest: a mismatch costs one bucket's entries.
-const SYNC_BUCKETS: u64 = 64;
+const SYNC_BUCKETS: u64 = DIGEST_BUCKETS as u64;
 
 /// Successors pinged on each heartbeat.
 const PINGED_SUCCESSORS: usize = 2;
@@ -249,12 +248,11 @@ impl Node {
         }
     }
 
-    fn digests(&self, range: Range) -> Vec<u64> {
-        let mut digests = vec![0u64; SYNC_BUCKETS as usize];
-        for (key, id, entry) in self.store.entries_with_ids(range) {
-            digests[bucket(id)] = digests[bucket(id)].wrapping_add(entry_hash(key, entry));
+    fn digests(&mut self, range: Range) -> Vec<u64> {
+        match range {
+            Range::Interval { from, to } => self.store.range_digests(from, to),
+            _ => vec![0; DIGEST_BUCKETS],
         }
-        digests
     }
 
     fn entries_in_buckets(&self, range: Range, buckets: &[u32]) -> Vec<(String, Entry)> {
@@ -267,21 +265,5 @@ impl Node {
 }
 
 fn bucket(id: Id) -> usize {
-    (id.prefix_u64() % SYNC_BUCKETS) as usize
-}
-
-/// FNV-1a over the key and its version: stable across processes and Rust releases.
-fn entry_hash(key: &str, entry: &Entry) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for b in bytes {
-            h ^= *b as u64;
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    };
-    eat(key.as_bytes());
-    eat(&entry.version.counter.to_be_bytes());
-    eat(&entry.version.node.to_bytes());
-    eat(&[entry.value.is_some() as u8]);
-    h
+    digest_bucket(id)
 }

@@ -152,16 +152,17 @@ impl Node {
                 phase: self.phase,
             });
         }
-        let entries = self.store.entries_in(range);
-        let per_chunk = self.limits.snapshot_chunk_entries.max(1);
-        let chunks = entries.len().div_ceil(per_chunk).max(1) as u32;
-        let mut rest = entries.into_iter();
-        for chunk in 0..chunks {
-            let entries: Vec<(String, Entry)> = rest.by_ref().take(per_chunk).collect();
+        let chunks = chunk_entries(
+            self.store.entries_in(range),
+            self.limits.snapshot_chunk_entries,
+            self.limits.snapshot_chunk_bytes,
+        );
+        let count = chunks.len() as u32;
+        for (chunk, entries) in chunks.into_iter().enumerate() {
             let msg = Message::Snapshot {
                 epoch,
-                chunk,
-                chunks,
+                chunk: chunk as u32,
+                chunks: count,
                 entries,
             };
             self.send(&from, msg, out);
@@ -371,5 +372,58 @@ impl Node {
             }
         }
         Ok(())
+    }
+}
+
+/// Split `entries` into chunks of at most `max_entries` entries and about `max_bytes`
+/// bytes (a chunk always takes at least one entry); never zero chunks.
+fn chunk_entries(
+    entries: Vec<(String, Entry)>,
+    max_entries: usize,
+    max_bytes: usize,
+) -> Vec<Vec<(String, Entry)>> {
+    let mut chunks = vec![Vec::new()];
+    let mut bytes = 0;
+    for (key, entry) in entries {
+        let size = key.len() + entry.value.as_ref().map_or(0, |v| v.len()) + 64;
+        let last = chunks.last().map_or(0, |c| c.len());
+        if last > 0 && (last >= max_entries.max(1) || bytes + size > max_bytes) {
+            chunks.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += size;
+        if let Some(chunk) = chunks.last_mut() {
+            chunk.push((key, entry));
+        }
+    }
+    chunks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Version;
+
+    fn entry(len: usize) -> Entry {
+        Entry {
+            value: Some("v".repeat(len)),
+            version: Version {
+                counter: 1,
+                node: Id::ZERO,
+            },
+        }
+    }
+
+    #[test]
+    fn snapshots_are_chunked_by_entries_and_bytes() {
+        let small: Vec<_> = (0..10).map(|i| (format!("k{i}"), entry(10))).collect();
+        assert_eq!(chunk_entries(small.clone(), 4, 1 << 20).len(), 3);
+        assert_eq!(chunk_entries(Vec::new(), 4, 1 << 20).len(), 1, "never zero chunks");
+        let big: Vec<_> = (0..5).map(|i| (format!("k{i}"), entry(1000))).collect();
+        let chunks = chunk_entries(big, 100, 2500);
+        assert_eq!(chunks.len(), 3);
+        assert!(chunks.iter().all(|c| !c.is_empty()));
+        let huge = vec![("k".to_string(), entry(10_000))];
+        assert_eq!(chunk_entries(huge, 100, 10).len(), 1, "an oversized entry still goes");
     }
 }

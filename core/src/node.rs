@@ -219,6 +219,14 @@ impl Node {
         result
     }
 
+    /// Arm the node's periodic timers (heartbeats, failure checks, anti-entropy) at
+    /// `now`. Optional: the first input arms them too; a driver that wants a fresh
+    /// bootstrap to watch for failures before any input calls this once at start.
+    pub fn start(&mut self, now: Time, out: &mut Vec<Output>) {
+        self.now = now;
+        self.arm_periodic(out);
+    }
+
     // ----- getters -----
 
     /// This node's id and address.

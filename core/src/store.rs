@@ -92,12 +92,22 @@ pub enum Applied {
     Stale,
 }
 
+/// Buckets per anti-entropy digest: a mismatch costs one bucket's entries.
+pub const DIGEST_BUCKETS: usize = 64;
+
+/// Ranges whose digests are kept up to date at once (a node compares its own range and
+/// its predecessors' ranges: about k of them).
+const DIGEST_CACHE_MAX: usize = 16;
+
 /// Keys, their latest entries, and a Lamport clock for versions.
 #[derive(Clone, Debug, Default)]
 pub struct Store {
     slots: BTreeMap<String, Slot>,
     clock: u64,
     live: usize,
+    /// Anti-entropy digests per range, kept up to date on every write so a sync round
+    /// costs O(buckets), not a scan of the store.
+    digests: BTreeMap<(Id, Id), Vec<u64>>,
 }
 
 impl Store {
@@ -125,16 +135,21 @@ impl Store {
             }
             let was_live = slot.entry.value.is_some();
             let is_live = entry.value.is_some();
+            let (id, old) = (slot.id, entry_hash(key, &slot.entry));
+            let new = entry_hash(key, &entry);
             slot.entry = entry;
             slot.written_at = now;
             self.live = self.live + is_live as usize - was_live as usize;
+            self.update_digests(id, old, new);
             return Applied::Changed;
         }
         self.live += entry.value.is_some() as usize;
+        let id = Id::of_key(key);
+        self.update_digests(id, 0, entry_hash(key, &entry));
         self.slots.insert(
             key.to_string(),
             Slot {
-                id: Id::of_key(key),
+                id,
                 entry,
                 written_at: now,
             },
@@ -193,6 +208,7 @@ impl Store {
 
     /// Drop every entry whose key id is outside `keep`. Returns how many were dropped.
     pub fn retain_range(&mut self, keep: Range) -> usize {
+        self.digests.clear();
         let before = self.slots.len();
         let mut live = 0;
         self.slots.retain(|_, s| {
@@ -206,6 +222,7 @@ impl Store {
 
     /// Remove tombstones written before `cutoff`. Returns how many were removed.
     pub fn collect_tombstones(&mut self, cutoff: Time) -> usize {
+        self.digests.clear();
         let before = self.slots.len();
         self.slots
             .retain(|_, s| s.entry.value.is_some() || s.written_at >= cutoff);
@@ -225,11 +242,62 @@ impl Store {
             .map(|(k, s)| (k.as_str(), s.id, &s.entry))
     }
 
+    /// Anti-entropy digests of the entries in `(from, to]`: one per bucket, each the
+    /// wrapping sum of its entries' hashes (so order does not matter). Computed once per
+    /// range, then kept up to date by every write.
+    pub fn range_digests(&mut self, from: Id, to: Id) -> Vec<u64> {
+        if let Some(d) = self.digests.get(&(from, to)) {
+            return d.clone();
+        }
+        let range = Range::Interval { from, to };
+        let mut d = vec![0u64; DIGEST_BUCKETS];
+        for (key, slot) in self.slots.iter().filter(|(_, s)| range.contains(s.id)) {
+            let b = digest_bucket(slot.id);
+            d[b] = d[b].wrapping_add(entry_hash(key, &slot.entry));
+        }
+        if self.digests.len() >= DIGEST_CACHE_MAX {
+            self.digests.clear();
+        }
+        self.digests.insert((from, to), d.clone());
+        d
+    }
+
+    fn update_digests(&mut self, id: Id, old: u64, new: u64) {
+        let b = digest_bucket(id);
+        for ((from, to), d) in self.digests.iter_mut() {
+            if in_open_closed(id, *from, *to) {
+                d[b] = d[b].wrapping_sub(old).wrapping_add(new);
+            }
+        }
+    }
+
     /// Forget everything (a node that departed or restarted).
     pub fn clear(&mut self) {
+        self.digests.clear();
         self.slots.clear();
         self.live = 0;
     }
+}
+
+/// The digest bucket of a key id.
+pub fn digest_bucket(id: Id) -> usize {
+    (id.prefix_u64() % DIGEST_BUCKETS as u64) as usize
+}
+
+/// FNV-1a over the key and its version: stable across processes and Rust releases.
+fn entry_hash(key: &str, entry: &Entry) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= *b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    eat(key.as_bytes());
+    eat(&entry.version.counter.to_be_bytes());
+    eat(&entry.version.node.to_bytes());
+    eat(&[entry.value.is_some() as u8]);
+    h
 }
 
 #[cfg(test)]
@@ -288,6 +356,28 @@ mod tests {
         assert_eq!(s.collect_tombstones(4), 0);
         assert_eq!(s.collect_tombstones(6), 1);
         assert_eq!(s.value("a"), Some("x"));
+    }
+
+    #[test]
+    fn cached_digests_follow_writes() {
+        let mut s = Store::new();
+        for i in 0..200 {
+            s.apply(0, &format!("k{i}"), put("a", i + 1));
+        }
+        let (from, to) = (Id::of_key("k3"), Id::of_key("k77"));
+        let before = s.range_digests(from, to);
+        for i in 0..200 {
+            s.apply(0, &format!("k{i}"), put("b", 1000 + i));
+        }
+        s.apply(0, "new", put("c", 5000));
+        let cached = s.range_digests(from, to);
+        s.digests.clear();
+        assert_eq!(
+            cached,
+            s.range_digests(from, to),
+            "incremental = recomputed"
+        );
+        assert_ne!(before, cached);
     }
 
     #[test]

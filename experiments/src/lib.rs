@@ -1,1 +1,49 @@
-//! Workloads and experiment reports for ringkv.
+//! Workloads, experiments and reports for ringkv: the HTTP load client behind `dht bench`
+//! ([`load`]), and the experiments behind `dht experiment` ([`runner`]), which write CSVs
+//! and PNG plots into `results/`.
+//!
+//! | experiment | module | backend | output |
+//! |---|---|---|---|
+//! | 1. insert throughput against k | [`throughput`] | real or sim | `insert_throughput.csv/.png` |
+//! | 2. query throughput against k | [`throughput`] | real or sim | `query_throughput.csv/.png` |
+//! | 3. mixed requests, checked | [`consistency`] | real or sim | `requests_consistency.csv`, `requests_values.csv` |
+//! | 4a. staleness against time | [`staleness`] | sim | `staleness.csv/.png` |
+//! | 4b. hops against N | [`hops`] | sim | `hops.csv/.png` |
+//! | 4c. throughput, p99 against N | [`scaling`] | sim | `scaling.csv/.png` |
+//! | 4d. violations under faults | [`faults`] | sim | `faults.csv` |
+//!
+//! ```no_run
+//! use ringkv_experiments::runner::{run, Experiment, Options};
+//!
+//! let mut options = Options::new("results");
+//! options.quick = true;
+//! for report in run(Experiment::Insert, &options).unwrap() {
+//!     println!("{}", report.table);
+//! }
+//! ```
+pub mod analysis;
+pub mod consistency;
+pub mod faults;
+pub mod hops;
+pub mod load;
+pub mod plot;
+pub mod real;
+pub mod runner;
+pub mod scaling;
+pub mod staleness;
+pub mod throughput;
+pub mod workloads;
+
+/// Why an experiment could not run or write its results.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ExperimentError(pub String);
+
+/// Experiments' result type.
+pub type Result<T> = std::result::Result<T, ExperimentError>;
+
+impl From<std::io::Error> for ExperimentError {
+    fn from(e: std::io::Error) -> Self {
+        ExperimentError(e.to_string())
+    }
+}

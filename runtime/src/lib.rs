@@ -1,1 +1,31 @@
 //! ringkv nodes on tokio timers and axum HTTP.
+//!
+//! The protocol is `ringkv-core`'s state machine, unchanged; this crate only drives it:
+//!
+//! - [`actor`]: one task owns each node and is fed by a bounded channel; its loop is
+//!   "receive a command or sleep until the next timer deadline".
+//! - [`http`]: the client and operator API (`docs/http-api.md`) and the internal route
+//!   peers post message batches to.
+//! - [`peer`]: per-destination queues whose sender tasks batch envelopes into one
+//!   keep-alive HTTP exchange at a time.
+//! - [`server`]: one node (listener + HTTP server + actor); [`cluster`]: a whole ring in
+//!   one process.
+//!
+//! No protocol decision is made here: what to send, when to time out and what to answer
+//! all come from the core's outputs.
+#![deny(missing_docs)]
+
+pub mod actor;
+pub mod client;
+pub mod cluster;
+pub mod http;
+pub mod metrics;
+pub mod peer;
+pub mod server;
+
+pub use actor::{ActorOptions, NodeHandle, Unavailable};
+pub use client::{encode_segment, ClientError, HttpClient, HttpReply};
+pub use cluster::{ClusterError, ClusterOptions, LocalCluster};
+pub use metrics::Metrics;
+pub use peer::PeerLimits;
+pub use server::{NodeOptions, NodeServer, Role, StartError};

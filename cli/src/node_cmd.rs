@@ -1,0 +1,387 @@
+//! `dht bootstrap`, `dht node`, `dht cluster` and `dht bench`: real nodes on HTTP and the
+//! load client that measures them.
+
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use ringkv_core::{ClusterConfig, Consistency, Limits, Routing, Timing};
+use ringkv_experiments::load::{self, LoadOptions, Mix};
+use ringkv_runtime::{ActorOptions, ClusterOptions, LocalCluster, NodeOptions, NodeServer, Role};
+
+/// Settings every node command shares.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Tuning {
+    /// A client request not answered within this time ends with 504.
+    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    pub request_timeout_ms: u64,
+    /// Client requests a node may have outstanding; beyond it, 503.
+    #[arg(long, default_value_t = Limits::default().pending_requests_max)]
+    pub pending_max: usize,
+    /// Requests and message batches queued at a node's actor; beyond it, 503.
+    #[arg(long, default_value_t = ActorOptions::default().queue_commands_max)]
+    pub queue_max: usize,
+    /// Turn off heartbeats, failure detection and anti-entropy (on by default: a node
+    /// that crashes is then removed from the ring and its keys re-replicated).
+    #[arg(long)]
+    pub no_failure_handling: bool,
+}
+
+impl Tuning {
+    fn limits(&self) -> Limits {
+        Limits {
+            pending_requests_max: self.pending_max,
+            ..Limits::default()
+        }
+    }
+
+    fn timing(&self) -> Timing {
+        let base = if self.no_failure_handling {
+            Timing::default()
+        } else {
+            Timing::with_failure_handling()
+        };
+        Timing {
+            request_timeout_ns: self.request_timeout_ms.saturating_mul(1_000_000),
+            ..base
+        }
+    }
+
+    fn actor(&self) -> ActorOptions {
+        ActorOptions {
+            queue_commands_max: self.queue_max,
+            ..ActorOptions::default()
+        }
+    }
+}
+
+/// Ring settings chosen at the bootstrap and learned by every joining node.
+#[derive(clap::Args, Clone, Debug)]
+pub struct RingArgs {
+    /// Replication factor: each key is stored on min(k, N) nodes.
+    #[arg(long, default_value_t = 3)]
+    pub k: usize,
+    /// Replication model: chain (linearizable) or eventual.
+    #[arg(long, default_value = "chain")]
+    pub consistency: Consistency,
+    /// Lookup routing: finger (Chord, O(log N) hops) or successor (O(N) hops).
+    #[arg(long, default_value = "finger")]
+    pub routing: Routing,
+}
+
+impl RingArgs {
+    fn config(&self) -> anyhow::Result<ClusterConfig> {
+        Ok(ClusterConfig::new(self.k, self.consistency, self.routing)?)
+    }
+}
+
+/// Arguments of `dht bootstrap`.
+#[derive(clap::Args, Debug)]
+pub struct BootstrapArgs {
+    /// Address to listen on (0.0.0.0 for multi-machine deployments, with --advertise).
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    pub host: IpAddr,
+    /// Port to listen on (0: any free port).
+    #[arg(long, default_value_t = 5000)]
+    pub port: u16,
+    /// HOST:PORT other machines reach this node at (default: the listening address).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+    #[command(flatten)]
+    pub ring: RingArgs,
+    #[command(flatten)]
+    pub tuning: Tuning,
+}
+
+/// Arguments of `dht node`.
+#[derive(clap::Args, Debug)]
+pub struct NodeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    pub host: IpAddr,
+    /// Port to listen on (0: any free port).
+    #[arg(long, default_value_t = 5001)]
+    pub port: u16,
+    /// HOST:PORT other machines reach this node at (default: the listening address).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+    /// The bootstrap's HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:5000")]
+    pub bootstrap: String,
+    /// Join the ring at start (otherwise: `curl -X POST http://HOST:PORT/join`).
+    #[arg(long)]
+    pub join: bool,
+    #[command(flatten)]
+    pub tuning: Tuning,
+}
+
+/// Arguments of `dht cluster`.
+#[derive(clap::Args, Debug)]
+pub struct ClusterArgs {
+    /// Nodes in the ring, the bootstrap included.
+    #[arg(long, default_value_t = 10)]
+    pub nodes: usize,
+    #[command(flatten)]
+    pub ring: RingArgs,
+    /// Address every node listens on.
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    pub host: IpAddr,
+    /// Port of the bootstrap; the others use the next ports (0: any free ports).
+    #[arg(long, default_value_t = 5000)]
+    pub base_port: u16,
+    #[command(flatten)]
+    pub tuning: Tuning,
+}
+
+/// Arguments of `dht bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// HOST:PORT of any node; clients are spread over every node of its overlay.
+    #[arg(long, default_value = "127.0.0.1:5000")]
+    pub target: String,
+    /// Timed operations.
+    #[arg(long, default_value_t = 100_000)]
+    pub ops: u64,
+    /// Concurrent clients (each one request at a time).
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// insert (unique keys), query (preloaded keys) or requests (reads/writes on few keys).
+    #[arg(long, default_value = "insert")]
+    pub mix: Mix,
+    /// Distinct keys: preloaded for query (default 1000), touched by requests (default 4).
+    #[arg(long)]
+    pub keys: Option<usize>,
+    /// Fraction of requests-mix operations that write.
+    #[arg(long, default_value_t = 0.2)]
+    pub write_ratio: f64,
+    /// Fraction of requests-mix operations that delete.
+    #[arg(long, default_value_t = 0.0)]
+    pub delete_ratio: f64,
+    /// Seed of the clients' choices.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Per-request client timeout.
+    #[arg(long, default_value_t = 15_000, value_name = "MS")]
+    pub timeout_ms: u64,
+    /// Prefix of generated keys (to keep runs against one ring apart).
+    #[arg(long, default_value = "")]
+    pub key_prefix: String,
+    /// Write the history (JSON Lines, `dht check` format) to this file.
+    #[arg(long)]
+    pub history: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Threads of the load client (1: a single-threaded runtime).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+}
+
+/// `dht bootstrap`: serve the bootstrap node until SIGINT/SIGTERM.
+pub fn run_bootstrap(args: BootstrapArgs) -> anyhow::Result<ExitCode> {
+    init_tracing("info");
+    let mut options = NodeOptions::new(
+        SocketAddr::new(args.host, args.port),
+        Role::Bootstrap(args.ring.config()?),
+    );
+    options.advertise = args.advertise;
+    apply_tuning(&mut options, &args.tuning);
+    runtime()?.block_on(async move {
+        let server = NodeServer::start(options).await?;
+        announce(&format!(
+            "bootstrap listening on {} (advertised as {})",
+            server.local_addr(),
+            server.addr()
+        ));
+        shutdown_signal().await;
+        server.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `dht node`: serve an ordinary node (joining at start with `--join`) until a signal,
+/// then depart and exit.
+pub fn run_node(args: NodeArgs) -> anyhow::Result<ExitCode> {
+    init_tracing("info");
+    let role = Role::Member {
+        bootstrap: args.bootstrap.clone(),
+    };
+    let mut options = NodeOptions::new(SocketAddr::new(args.host, args.port), role);
+    options.advertise = args.advertise;
+    apply_tuning(&mut options, &args.tuning);
+    runtime()?.block_on(async move {
+        let server = NodeServer::start(options).await?;
+        announce(&format!(
+            "node listening on {} (advertised as {})",
+            server.local_addr(),
+            server.addr()
+        ));
+        if args.join {
+            if let Err(err) = join_with_retries(&server).await {
+                server.stop().await;
+                anyhow::bail!("could not join through {}: {err}", args.bootstrap);
+            }
+            announce(&format!("joined the ring through {}", args.bootstrap));
+        }
+        shutdown_signal().await;
+        server.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `dht cluster`: a whole ring in this process, until SIGINT/SIGTERM; then every node
+/// departs, last joined first.
+pub fn run_cluster(args: ClusterArgs) -> anyhow::Result<ExitCode> {
+    init_tracing("info");
+    let mut options = ClusterOptions::new(args.nodes, args.ring.config()?);
+    options.host = args.host;
+    options.base_port = args.base_port;
+    options.limits = args.tuning.limits();
+    options.timing = args.tuning.timing();
+    options.actor = args.tuning.actor();
+    runtime()?.block_on(async move {
+        let cluster = LocalCluster::start(options).await?;
+        let overlay = cluster.overlay().await.map_err(anyhow::Error::msg)?;
+        announce(&format!(
+            "ringkv cluster: {} nodes, k = {}, {} replication, {} routing",
+            overlay.len(),
+            args.ring.k,
+            args.ring.consistency,
+            args.ring.routing
+        ));
+        announce(&format!("bootstrap: {}", cluster.addrs()[0]));
+        announce(&format!(
+            "overlay (ring order from the bootstrap): {}",
+            overlay.join(" -> ")
+        ));
+        announce("serving until Ctrl-C");
+        shutdown_signal().await;
+        announce("departing every node ...");
+        cluster.shutdown().await;
+        announce("all nodes departed");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `dht bench`: run the load client and print throughput and latency.
+pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    init_tracing("warn");
+    let mut options = LoadOptions::new(args.target, args.mix, args.ops, args.clients);
+    options.keys = args.keys;
+    options.write_ratio = args.write_ratio;
+    options.delete_ratio = args.delete_ratio;
+    options.seed = args.seed;
+    options.timeout = Duration::from_millis(args.timeout_ms);
+    options.history = args.history;
+    options.key_prefix = args.key_prefix;
+    // One thread is plenty for the clients and leaves the other core to the nodes under
+    // test on a small machine; `--threads` gives the load client more.
+    let report = bench_runtime(args.threads)?.block_on(load::run(&options))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{report}");
+    }
+    if report.ops > 0 && report.ok == 0 {
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn apply_tuning(options: &mut NodeOptions, tuning: &Tuning) {
+    options.limits = tuning.limits();
+    options.timing = tuning.timing();
+    options.actor = tuning.actor();
+}
+
+fn bench_runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    builder
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// A line on stdout, flushed at once (scripts and tests read it).
+fn announce(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Attempts to reach a bootstrap that may still be starting.
+const JOIN_ATTEMPTS_MAX: u32 = 10;
+
+async fn join_with_retries(server: &NodeServer) -> Result<(), String> {
+    let mut last = String::new();
+    for attempt in 1..=JOIN_ATTEMPTS_MAX {
+        match server.join().await {
+            Ok(_) => return Ok(()),
+            // An earlier attempt that timed out may have completed since.
+            Err(_) if server.handle().inspect(|n| n.is_member()).await == Ok(true) => return Ok(()),
+            Err(err) => {
+                tracing::warn!(attempt, %err, "join failed; retrying");
+                last = err;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(last)
+}
+
+/// Resolve on SIGINT or SIGTERM. A second signal exits at once.
+async fn shutdown_signal() {
+    wait_signal().await;
+    tokio::spawn(async {
+        wait_signal().await;
+        eprintln!("second signal: exiting without departing");
+        std::process::exit(130);
+    });
+}
+
+async fn wait_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

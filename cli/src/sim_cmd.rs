@@ -1,0 +1,246 @@
+//! `dht sim`: a seeded, deterministic simulation of a ringkv ring (see `docs/simulator.md`).
+//!
+//! Exit codes: 0 the run held its invariants (and, with `--check` under chain
+//! replication, was linearizable); 1 it breached one (the replay command is printed on
+//! stderr); 2 bad arguments or an I/O error.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use ringkv_core::{Consistency, Routing};
+use ringkv_sim::check::CheckOptions;
+use ringkv_sim::units::{parse_duration_ns, parse_probability};
+use ringkv_sim::{
+    Fault, KeyDist, Latency, NetConfig, PartitionMode, RandomFaults, SimConfig, Simulation,
+    Synthetic, WorkloadSpec,
+};
+
+/// Arguments of `dht sim`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SimArgs {
+    /// Initial ring size (node 0 is the bootstrap).
+    #[arg(long, default_value_t = 10)]
+    pub nodes: usize,
+    /// Replication factor.
+    #[arg(long, default_value_t = 3)]
+    pub k: usize,
+    /// chain or eventual.
+    #[arg(long, default_value = "chain")]
+    pub consistency: Consistency,
+    /// finger or successor.
+    #[arg(long, default_value = "finger")]
+    pub routing: Routing,
+    /// Seed of every random draw.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// insert, query, requests (per-node reference files), insert.txt, query.txt,
+    /// requests.txt (single files), or synthetic.
+    #[arg(long, default_value = "requests")]
+    pub workload: String,
+    /// Read the reference files from this directory instead of the embedded copies.
+    #[arg(long)]
+    pub workload_dir: Option<PathBuf>,
+    /// Closed-loop clients; client c talks to node c mod N (default: one per node).
+    #[arg(long)]
+    pub clients: Option<usize>,
+    /// Synthetic: total operations.
+    #[arg(long, default_value_t = 1000)]
+    pub ops: u64,
+    /// Synthetic: distinct keys.
+    #[arg(long, default_value_t = 100)]
+    pub keys: u64,
+    /// Synthetic: fraction of reads.
+    #[arg(long, default_value_t = 0.5)]
+    pub read_fraction: f64,
+    /// Synthetic: fraction of deletes.
+    #[arg(long, default_value_t = 0.0)]
+    pub delete_fraction: f64,
+    /// Synthetic: uniform, zipf (s = 0.99) or zipf:S.
+    #[arg(long, default_value = "uniform")]
+    pub key_dist: String,
+    /// One-way latency: const:1ms, uniform:0.5ms..2ms, exp:1ms, lognormal:1ms,0.5.
+    #[arg(long, default_value = "exp:1ms")]
+    pub latency: String,
+    /// Probability a message is lost (client phase).
+    #[arg(long, default_value = "0")]
+    pub drop: String,
+    /// Probability a message is delivered twice (client phase).
+    #[arg(long, default_value = "0")]
+    pub dup: String,
+    /// What a partition does to messages across it: drop, or hold until the heal.
+    #[arg(long, default_value = "drop")]
+    pub partition_mode: String,
+    /// A client's operation unanswered after this ends `info`.
+    #[arg(long, default_value = "2s")]
+    pub timeout: String,
+    /// Pause between a client's operations.
+    #[arg(long, default_value = "0ms")]
+    pub think: String,
+    /// A scheduled fault (repeatable): crash:N@T, restart:N@T, join@T, depart:N@T,
+    /// partition:N,M-P@T1..T2. Times count from the start of the client phase.
+    #[arg(long = "fault", value_name = "SPEC")]
+    pub fault: Vec<String>,
+    /// `random` draws faults from the seed with the rates below; `none` (default) does not.
+    #[arg(long, default_value = "none")]
+    pub faults: String,
+    /// Random faults: crashes per virtual second.
+    #[arg(long, default_value_t = 1.0)]
+    pub crash_rate: f64,
+    /// Random faults: delay from a crash to the restart, or `never`.
+    #[arg(long, default_value = "200ms")]
+    pub restart_after: String,
+    /// Random faults: joins per virtual second.
+    #[arg(long, default_value_t = 2.0)]
+    pub join_rate: f64,
+    /// Random faults: departures per virtual second.
+    #[arg(long, default_value_t = 2.0)]
+    pub depart_rate: f64,
+    /// Random faults: partitions per virtual second.
+    #[arg(long, default_value_t = 1.0)]
+    pub partition_rate: f64,
+    /// Random faults: how long a partition lasts.
+    #[arg(long, default_value = "100ms")]
+    pub partition_duration: String,
+    /// Random faults are drawn over this much of the client phase.
+    #[arg(long, default_value = "1s")]
+    pub fault_horizon: String,
+    /// Run the core's heartbeats, failure detection and anti-entropy.
+    #[arg(long)]
+    pub failure_handling: bool,
+    /// Background time after the last operation before the invariants are checked.
+    #[arg(long)]
+    pub settle: Option<String>,
+    /// Stop after this many events.
+    #[arg(long)]
+    pub events_max: Option<u64>,
+    /// Stop at this virtual time.
+    #[arg(long)]
+    pub time_max: Option<String>,
+    /// Write the JSON Lines history here.
+    #[arg(long)]
+    pub history: Option<PathBuf>,
+    /// Check the history (linearizability, stale reads) and add the verdicts.
+    #[arg(long)]
+    pub check: bool,
+    /// Print one JSON summary object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl SimArgs {
+    /// The simulation these flags describe.
+    pub fn to_config(&self) -> anyhow::Result<SimConfig> {
+        let synthetic = Synthetic {
+            ops: self.ops,
+            keys: self.keys,
+            read_fraction: self.read_fraction,
+            delete_fraction: self.delete_fraction,
+            key_dist: self.key_dist.parse::<KeyDist>()?,
+        };
+        let random_faults = match self.faults.as_str() {
+            "none" => None,
+            "random" => Some(RandomFaults {
+                crash_rate: self.crash_rate,
+                restart_after_ns: match self.restart_after.as_str() {
+                    "never" => None,
+                    d => Some(parse_duration_ns(d)?),
+                },
+                join_rate: self.join_rate,
+                depart_rate: self.depart_rate,
+                partition_rate: self.partition_rate,
+                partition_ns: parse_duration_ns(&self.partition_duration)?,
+                horizon_ns: parse_duration_ns(&self.fault_horizon)?,
+            }),
+            other => anyhow::bail!(
+                "--faults '{other}': use none or random (explicit faults go in --fault)"
+            ),
+        };
+        let rates = [
+            self.crash_rate,
+            self.join_rate,
+            self.depart_rate,
+            self.partition_rate,
+        ];
+        if rates.iter().any(|r| !r.is_finite() || *r < 0.0) {
+            anyhow::bail!("fault rates must be non-negative numbers");
+        }
+        let faults = self
+            .fault
+            .iter()
+            .map(|f| f.parse::<Fault>())
+            .collect::<Result<Vec<_>, _>>()?;
+        let defaults = SimConfig::default();
+        let config = SimConfig {
+            seed: self.seed,
+            nodes: self.nodes,
+            k: self.k,
+            consistency: self.consistency,
+            routing: self.routing,
+            clients: self.clients,
+            workload: WorkloadSpec::parse(&self.workload, synthetic)?,
+            workload_dir: self.workload_dir.clone(),
+            net: NetConfig {
+                latency: self.latency.parse::<Latency>()?,
+                drop_probability: parse_probability(&self.drop)?,
+                dup_probability: parse_probability(&self.dup)?,
+                partition_mode: self.partition_mode.parse::<PartitionMode>()?,
+            },
+            faults,
+            random_faults,
+            timeout_ns: parse_duration_ns(&self.timeout)?,
+            think_ns: parse_duration_ns(&self.think)?,
+            failure_handling: self.failure_handling,
+            settle_ns: self.settle.as_deref().map(parse_duration_ns).transpose()?,
+            events_max: self.events_max.unwrap_or(defaults.events_max),
+            time_max_ns: match &self.time_max {
+                Some(t) => parse_duration_ns(t)?,
+                None => defaults.time_max_ns,
+            },
+            record_history: self.history.is_some() || self.check,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Run `dht sim`.
+pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
+    let config = args.to_config()?;
+    let mut result = Simulation::new(config)?.run();
+    if let Some(path) = &args.history {
+        std::fs::write(path, &result.history)
+            .with_context(|| format!("cannot write the history to {}", path.display()))?;
+    }
+    if args.check {
+        let options = CheckOptions::default();
+        result
+            .check(&options)
+            .context("the simulator wrote a history the checker cannot parse")?;
+    }
+    let summary = &result.summary;
+    if args.json {
+        println!("{}", serde_json::to_string(summary)?);
+    } else {
+        println!("{summary}");
+    }
+    if summary.failed() {
+        let mut found = Vec::new();
+        if summary.invariant_violations > 0 {
+            found.push(format!(
+                "{} invariant breach(es)",
+                summary.invariant_violations
+            ));
+        }
+        if summary.linearizable.as_deref() == Some("violation") {
+            found.push("a linearizability violation under chain replication".to_string());
+        }
+        eprintln!(
+            "the run found {}; replay with:\n  {}",
+            found.join(" and "),
+            summary.replay
+        );
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}

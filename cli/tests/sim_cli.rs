@@ -1,0 +1,242 @@
+//! `dht sim` end to end: the documented command line, JSON summary fields, determinism
+//! across processes, `--check`, and clear errors.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn dht(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dht"))
+        .arg("sim")
+        .args(args)
+        .current_dir(std::env::temp_dir()) // the workloads are embedded: any directory works
+        .output()
+        .expect("dht runs")
+}
+
+fn temp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("ringkv-sim-cli-{}-{name}", std::process::id()))
+}
+
+fn summary(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object on stdout")
+}
+
+const REQUIRED: &[&str] = &[
+    "events",
+    "wall_seconds",
+    "events_per_second",
+    "ops_ok",
+    "ops_info",
+    "ops_fail",
+    "virtual_seconds",
+    "throughput_ops_per_virtual_second",
+    "latency_p50_ns",
+    "latency_p99_ns",
+    "lookup_hops_mean",
+    "lookup_hops_p99",
+    "messages_sent",
+    "invariant_violations",
+];
+
+#[test]
+fn the_documented_command_line_works_and_is_deterministic_across_processes() {
+    let (h1, h2) = (temp("a.jsonl"), temp("b.jsonl"));
+    let args = |h: &PathBuf| {
+        vec![
+            "--nodes",
+            "10",
+            "--k",
+            "3",
+            "--consistency",
+            "chain",
+            "--seed",
+            "42",
+            "--workload",
+            "requests",
+            "--clients",
+            "10",
+            "--latency",
+            "exp:1ms",
+            "--drop",
+            "0.01",
+            "--dup",
+            "0.01",
+            "--history",
+        ]
+        .into_iter()
+        .map(String::from)
+        .chain([h.display().to_string(), "--json".into()])
+        .collect::<Vec<_>>()
+    };
+    let run = |h: &PathBuf| {
+        let a = args(h);
+        dht(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let mut s1 = summary(&run(&h1));
+    let mut s2 = summary(&run(&h2));
+    for field in REQUIRED {
+        assert!(s1.get(*field).is_some(), "missing {field}");
+    }
+    let (b1, b2) = (std::fs::read(&h1).unwrap(), std::fs::read(&h2).unwrap());
+    assert!(
+        !b1.is_empty() && b1 == b2,
+        "histories differ across processes"
+    );
+    for field in ["wall_seconds", "events_per_second"] {
+        s1.as_object_mut().unwrap().remove(field);
+        s2.as_object_mut().unwrap().remove(field);
+    }
+    assert_eq!(s1, s2);
+    assert_eq!(
+        s1["ops_ok"].as_u64().unwrap() + s1["ops_info"].as_u64().unwrap(),
+        500
+    );
+    let _ = std::fs::remove_file(h1);
+    let _ = std::fs::remove_file(h2);
+}
+
+#[test]
+fn check_adds_verdicts() {
+    let chain = summary(&dht(&[
+        "--seed",
+        "3",
+        "--latency",
+        "uniform:0ms..2ms",
+        "--check",
+        "--json",
+    ]));
+    assert_eq!(chain["linearizable"], "linearizable");
+    assert_eq!(chain["stale_reads"], 0);
+    let eventual = dht(&[
+        "--consistency",
+        "eventual",
+        "--seed",
+        "3",
+        "--workload",
+        "synthetic",
+        "--ops",
+        "2000",
+        "--keys",
+        "3",
+        "--check",
+        "--json",
+    ]);
+    let eventual = summary(&eventual);
+    assert!(eventual["stale_reads"].as_u64().unwrap() > 0, "{eventual}");
+}
+
+#[test]
+fn the_table_names_the_figures_and_the_replay_command() {
+    let out = dht(&[
+        "--nodes",
+        "5",
+        "--routing",
+        "successor",
+        "--workload",
+        "insert",
+    ]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("lookup hops mean"), "{text}");
+    assert!(
+        text.contains("replay: dht sim --nodes 5 --k 3 --consistency chain --routing successor"),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_flags_are_explained() {
+    for (args, needle) in [
+        (
+            vec!["--latency", "gamma:1ms"],
+            "latency kind 'gamma' unknown",
+        ),
+        (vec!["--drop", "1.5"], "between 0 and 1"),
+        (vec!["--fault", "crash@1s"], "needs a node"),
+        (vec!["--workload", "nope"], "workload 'nope' unknown"),
+        (vec!["--k", "0"], "k"),
+    ] {
+        let out = dht(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn faults_on_the_command_line_run() {
+    let out = dht(&[
+        "--fault",
+        "crash:3@5ms",
+        "--fault",
+        "partition:1,2@1ms..20ms",
+        "--faults",
+        "random",
+        "--json",
+    ]);
+    // Crashes may leave replicas diverged (exit 1 with the replay command) but never crash dht.
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(s["crashes"].as_u64().unwrap() >= 1);
+    if out.status.code() == Some(1) {
+        assert!(String::from_utf8_lossy(&out.stderr).contains("replay with:"));
+    }
+}
+
+#[test]
+fn the_replay_command_reproduces_the_run() {
+    let first = dht(&[
+        "--seed",
+        "9",
+        "--nodes",
+        "7",
+        "--workload",
+        "synthetic",
+        "--ops",
+        "300",
+        "--keys",
+        "5",
+        "--key-dist",
+        "zipf:1.1",
+        "--latency",
+        "lognormal:1ms,0.7",
+        "--dup",
+        "0.02",
+        "--partition-mode",
+        "hold",
+        "--fault",
+        "join@3ms",
+        "--faults",
+        "random",
+        "--crash-rate",
+        "0",
+        "--fault-horizon",
+        "100ms",
+        "--timeout",
+        "300ms",
+        "--json",
+    ]);
+    let mut a: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    let replay = a["replay"].as_str().unwrap().to_string();
+    let args: Vec<&str> = replay
+        .strip_prefix("dht sim ")
+        .unwrap()
+        .split_whitespace()
+        .chain(["--json"])
+        .collect();
+    let mut b: serde_json::Value = serde_json::from_slice(&dht(&args).stdout).unwrap();
+    for field in ["wall_seconds", "events_per_second"] {
+        a.as_object_mut().unwrap().remove(field);
+        b.as_object_mut().unwrap().remove(field);
+    }
+    assert_eq!(a, b, "replay: {replay}");
+}

@@ -1,0 +1,270 @@
+//! The `--quick` run of every experiment (small sizes), as `dht experiment all --quick`
+//! runs them: every CSV has its columns and rows, every PNG is a valid image of the
+//! expected size with both models drawn in their colours, and the consistency
+//! experiment's verdicts are present.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use ringkv_experiments::plot::{self, SIZE, WIDE};
+use ringkv_experiments::runner::{run, Backend, Experiment, Options};
+
+fn out_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ringkv-exp-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn quick(dir: &Path, backend: Backend) -> Options {
+    let mut o = Options::new(dir);
+    o.quick = true;
+    o.progress = false;
+    o.backend = backend;
+    o
+}
+
+/// Header and rows of a CSV file.
+fn csv(path: &Path) -> (Vec<String>, Vec<csv::StringRecord>) {
+    let mut r = csv::Reader::from_path(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let header = r.headers().unwrap().iter().map(str::to_string).collect();
+    let rows = r.records().map(|x| x.unwrap()).collect();
+    (header, rows)
+}
+
+fn assert_columns(path: &Path, expected: &[&str]) -> Vec<csv::StringRecord> {
+    let (header, rows) = csv(path);
+    for col in expected {
+        assert!(
+            header.iter().any(|h| h == col),
+            "{}: no column {col} in {header:?}",
+            path.display()
+        );
+    }
+    assert!(!rows.is_empty(), "{} has no rows", path.display());
+    rows
+}
+
+fn col<'a>(path: &Path, row: &'a csv::StringRecord, name: &str) -> &'a str {
+    let (header, _) = csv(path);
+    let i = header
+        .iter()
+        .position(|h| h == name)
+        .unwrap_or_else(|| panic!("no column {name}"));
+    &row[i]
+}
+
+fn near(a: image::Rgb<u8>, c: plotters::style::RGBColor) -> bool {
+    let d = |x: u8, y: u8| (i32::from(x) - i32::from(y)).abs();
+    d(a[0], c.0) + d(a[1], c.1) + d(a[2], c.2) < 30
+}
+
+/// A valid PNG of `size`, not blank, with pixels of each of `colors`.
+fn assert_png(path: &Path, size: (u32, u32), colors: &[plotters::style::RGBColor]) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(
+        bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "{} is not a PNG",
+        path.display()
+    );
+    let img = image::load_from_memory_with_format(&bytes, image::ImageFormat::Png)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .to_rgb8();
+    assert_eq!(img.dimensions(), size, "{}", path.display());
+    let pixels = (size.0 * size.1) as usize;
+    let ink = img.pixels().filter(|p| p.0 != [255, 255, 255]).count();
+    assert!(
+        ink > pixels / 50,
+        "{}: only {ink} non-white pixels",
+        path.display()
+    );
+    // Dark text pixels: the font rendered (titles, labels).
+    let text = img.pixels().filter(|p| p.0.iter().all(|&v| v < 60)).count();
+    assert!(text > 500, "{}: only {text} text pixels", path.display());
+    for &c in colors {
+        let n = img.pixels().filter(|p| near(**p, c)).count();
+        assert!(
+            n > 100,
+            "{}: colour {c:?} barely drawn ({n} pixels)",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn every_experiment_runs_quick_and_writes_its_files() {
+    let dir = out_dir("all");
+    let options = quick(&dir, Backend::Real);
+    let reports = run(Experiment::All, &options).expect("dht experiment all --quick");
+    let names: BTreeSet<&str> = reports.iter().map(|r| r.name).collect();
+    for e in Experiment::EACH {
+        assert!(names.contains(e.name()), "no report for {}", e.name());
+    }
+    for r in &reports {
+        for f in &r.files {
+            assert!(f.exists(), "{} missing", f.display());
+        }
+        assert!(!r.table.rows.is_empty(), "{} has an empty summary", r.name);
+    }
+
+    // 1, 2: throughput, every insert and query succeeded, every point repeated.
+    let throughput_cols = [
+        "backend",
+        "model",
+        "k",
+        "rep",
+        "ops",
+        "ok",
+        "errors",
+        "seconds",
+        "throughput_ops_per_s",
+        "latency_p99_ms",
+    ];
+    for name in ["insert", "query"] {
+        let path = dir.join(format!("{name}_throughput.csv"));
+        let rows = assert_columns(&path, &throughput_cols);
+        assert_eq!(
+            rows.len(),
+            2 * 3 * options.reps(),
+            "{name}: 2 models × 3 k × reps"
+        );
+        for row in &rows {
+            assert_eq!(col(&path, row, "ops"), "500", "{name}: {row:?}");
+            assert_eq!(
+                col(&path, row, "errors"),
+                "0",
+                "{name}: every operation must succeed: {row:?}"
+            );
+            assert_eq!(col(&path, row, "not_found"), "0", "{name}: {row:?}");
+            let t: f64 = col(&path, row, "throughput_ops_per_s").parse().unwrap();
+            assert!(t > 0.0);
+        }
+        assert_png(
+            &dir.join(format!("{name}_throughput.png")),
+            SIZE,
+            &[plot::CHAIN, plot::EVENTUAL],
+        );
+    }
+
+    // 3: verdicts for every (model, k, mode); chain replication linearizable.
+    let path = dir.join("requests_consistency.csv");
+    let rows = assert_columns(
+        &path,
+        &[
+            "model",
+            "k",
+            "mode",
+            "operations",
+            "reads",
+            "stale_reads",
+            "linearizability",
+            "reference_rule_stale",
+        ],
+    );
+    assert_eq!(rows.len(), 2 * 3 * 2);
+    for row in &rows {
+        let verdict = col(&path, row, "linearizability");
+        assert!(
+            ["linearizable", "violation", "unknown"].contains(&verdict),
+            "{row:?}"
+        );
+        assert_eq!(col(&path, row, "operations"), "500");
+        if col(&path, row, "model") == "chain" {
+            assert_eq!(
+                verdict, "linearizable",
+                "chain replication must be linearizable: {row:?}"
+            );
+            assert_eq!(col(&path, row, "stale_reads"), "0");
+        }
+    }
+    let path = dir.join("requests_values.csv");
+    let rows = assert_columns(
+        &path,
+        &[
+            "mode",
+            "k",
+            "file",
+            "line",
+            "key",
+            "chain_value",
+            "chain_read",
+            "eventual_value",
+            "eventual_read",
+        ],
+    );
+    assert_eq!(
+        rows.len(),
+        400 * 3 * 2,
+        "every query of both modes and every k"
+    );
+
+    // 4: simulator studies.
+    assert_columns(
+        &dir.join("staleness.csv"),
+        &["model", "k", "t_from_ms", "t_to_ms", "reads", "p_fresh"],
+    );
+    assert_png(&dir.join("staleness.png"), SIZE, &[plot::CHAIN]);
+    let path = dir.join("hops.csv");
+    let rows = assert_columns(&path, &["routing", "nodes", "hops_mean", "hops_p99"]);
+    assert!(rows.iter().any(|r| col(&path, r, "routing") == "successor"));
+    assert_png(
+        &dir.join("hops.png"),
+        SIZE,
+        &[plot::FINGER, plot::SUCCESSOR],
+    );
+    assert_columns(
+        &dir.join("scaling.csv"),
+        &["model", "nodes", "throughput_ops_per_s", "latency_p99_ms"],
+    );
+    assert_png(
+        &dir.join("scaling.png"),
+        WIDE,
+        &[plot::CHAIN, plot::EVENTUAL],
+    );
+    let path = dir.join("faults.csv");
+    let rows = assert_columns(
+        &path,
+        &[
+            "profile",
+            "model",
+            "seed",
+            "linearizability",
+            "violation_keys",
+            "replay",
+        ],
+    );
+    assert!(rows
+        .iter()
+        .all(|r| !col(&path, r, "linearizability").is_empty()));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn reference_experiments_run_in_the_simulator_too() {
+    let dir = out_dir("sim");
+    let options = quick(&dir, Backend::Sim);
+    for e in [Experiment::Insert, Experiment::Query, Experiment::Requests] {
+        run(e, &options).unwrap_or_else(|err| panic!("{}: {err}", e.name()));
+    }
+    let path = dir.join("insert_throughput.csv");
+    for row in assert_columns(&path, &["backend", "time_base", "throughput_ops_per_s"]) {
+        assert_eq!(col(&path, &row, "backend"), "sim");
+        assert_eq!(col(&path, &row, "time_base"), "virtual");
+        assert_eq!(col(&path, &row, "errors"), "0");
+    }
+    assert_png(
+        &dir.join("query_throughput.png"),
+        SIZE,
+        &[plot::CHAIN, plot::EVENTUAL],
+    );
+    let path = dir.join("requests_consistency.csv");
+    for row in assert_columns(&path, &["linearizability"]) {
+        if col(&path, &row, "model") == "chain" {
+            assert_eq!(
+                col(&path, &row, "linearizability"),
+                "linearizable",
+                "{row:?}"
+            );
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

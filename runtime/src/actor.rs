@@ -1,0 +1,296 @@
+//! The actor: one tokio task owns a node's state machine and is its only driver.
+//!
+//! Its loop is "receive a command or sleep until the next timer deadline". Client requests
+//! get a fresh [`ReqId`] and a oneshot channel for the reply; peer messages are fed in as
+//! they come; outputs are carried out at once (sends go to the peer queues, replies to the
+//! waiting handlers, timers into a two-entry table). No lock guards protocol state.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ringkv_core::{Envelope, Input, Node, Output, Reply, ReqId, Request, Time, Timer};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::client::HttpClient;
+use crate::metrics::{add, Metrics};
+use crate::peer::{PeerLimits, Peers};
+
+/// Why a request did not reach the node or got no answer from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unavailable {
+    /// The node's command queue is full.
+    #[error("the node's request queue is full; retry later")]
+    Busy,
+    /// The node is shutting down.
+    #[error("the node is shutting down")]
+    Stopped,
+    /// No answer within the runtime's wait (the core's request timeout plus a margin).
+    #[error("no answer within {0} ms; the operation may or may not have taken effect")]
+    TimedOut(u64),
+}
+
+type Inspector = Box<dyn FnOnce(&Node) + Send>;
+
+enum Command {
+    Request {
+        request: Request,
+        reply: oneshot::Sender<Reply>,
+    },
+    Messages(Vec<Envelope>),
+    Inspect(Inspector),
+}
+
+/// A clonable handle to a running node: the only way to reach its state machine.
+#[derive(Clone, Debug)]
+pub struct NodeHandle {
+    tx: mpsc::Sender<Command>,
+    addr: Arc<str>,
+    wait: Duration,
+}
+
+impl NodeHandle {
+    /// The node's advertised `host:port`.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// How long [`NodeHandle::request`] waits for an answer.
+    pub fn wait(&self) -> Duration {
+        self.wait
+    }
+
+    /// Ask the node; refused at once with `Busy` when its queue is full.
+    pub async fn request(&self, request: Request) -> Result<Reply, Unavailable> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .try_send(Command::Request { request, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => Unavailable::Busy,
+                mpsc::error::TrySendError::Closed(_) => Unavailable::Stopped,
+            })?;
+        match tokio::time::timeout(self.wait, rx).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) => Err(Unavailable::Stopped),
+            Err(_) => Err(Unavailable::TimedOut(self.wait.as_millis() as u64)),
+        }
+    }
+
+    /// Hand peer messages to the node, waiting for room in its queue (back-pressure on the
+    /// sending peer) at most the request wait.
+    pub async fn deliver(&self, envelopes: Vec<Envelope>) -> Result<(), Unavailable> {
+        match tokio::time::timeout(self.wait, self.tx.send(Command::Messages(envelopes))).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Unavailable::Stopped),
+            Err(_) => Err(Unavailable::Busy),
+        }
+    }
+
+    /// Run `f` on the node's state between two inputs and return its result.
+    pub async fn inspect<T, F>(&self, f: F) -> Result<T, Unavailable>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Node) -> T + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let inspector: Inspector = Box::new(move |node| {
+            let _ = tx.send(f(node));
+        });
+        let queued = tokio::time::timeout(self.wait, self.tx.send(Command::Inspect(inspector)));
+        match queued.await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(Unavailable::Stopped),
+            Err(_) => return Err(Unavailable::Busy),
+        }
+        match tokio::time::timeout(self.wait, rx).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(_)) => Err(Unavailable::Stopped),
+            Err(_) => Err(Unavailable::TimedOut(self.wait.as_millis() as u64)),
+        }
+    }
+}
+
+/// Runtime settings of one actor.
+#[derive(Clone, Copy, Debug)]
+pub struct ActorOptions {
+    /// Commands (requests, message batches) queued before clients get `503`.
+    pub queue_commands_max: usize,
+    /// Margin added to the core's request timeout before a waiting handler gives up.
+    pub wait_margin: Duration,
+    /// Peer transport bounds.
+    pub peers: PeerLimits,
+    /// How long a stopping node keeps sending what its peer queues hold.
+    pub drain_grace: Duration,
+}
+
+impl Default for ActorOptions {
+    fn default() -> Self {
+        ActorOptions {
+            queue_commands_max: 4096,
+            wait_margin: Duration::from_secs(1),
+            peers: PeerLimits::default(),
+            drain_grace: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Commands taken from the queue in one turn before timers are looked at again.
+const COMMANDS_PER_TURN_MAX: usize = 256;
+
+/// A running actor: its handle, its task and the switch that stops it.
+pub(crate) struct Running {
+    pub(crate) handle: NodeHandle,
+    pub(crate) task: JoinHandle<()>,
+    pub(crate) stop: oneshot::Sender<()>,
+}
+
+/// Start the actor that owns `node`, built with a request timeout of `timeout_ns`.
+pub(crate) fn spawn(
+    node: Node,
+    timeout_ns: u64,
+    options: ActorOptions,
+    client: HttpClient,
+    metrics: Arc<Metrics>,
+) -> Running {
+    let (tx, rx) = mpsc::channel(options.queue_commands_max.max(1));
+    let (stop, stop_rx) = oneshot::channel();
+    let handle = NodeHandle {
+        tx,
+        addr: node.me().addr.clone(),
+        wait: Duration::from_nanos(timeout_ns) + options.wait_margin,
+    };
+    let actor = Actor {
+        node,
+        start: Instant::now(),
+        next_req: 1,
+        waiting: HashMap::new(),
+        timers: BTreeMap::new(),
+        out: Vec::new(),
+        peers: Peers::new(client, metrics.clone(), options.peers),
+        metrics,
+    };
+    let task = tokio::spawn(actor.run(rx, stop_rx, options.drain_grace));
+    Running { handle, task, stop }
+}
+
+struct Actor {
+    node: Node,
+    start: Instant,
+    next_req: ReqId,
+    waiting: HashMap<ReqId, oneshot::Sender<Reply>>,
+    timers: BTreeMap<Timer, Time>,
+    out: Vec<Output>,
+    peers: Peers,
+    metrics: Arc<Metrics>,
+}
+
+impl Actor {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Command>,
+        mut stop: oneshot::Receiver<()>,
+        grace: Duration,
+    ) {
+        let sleep = tokio::time::sleep_until(self.start.into());
+        tokio::pin!(sleep);
+        let mut armed: Option<Time> = None;
+        loop {
+            self.fire_due_timers();
+            self.peers.flush();
+            let next = self.timers.values().min().copied();
+            if next != armed {
+                if let Some(at) = next {
+                    sleep
+                        .as_mut()
+                        .reset((self.start + Duration::from_nanos(at)).into());
+                }
+                armed = next;
+            }
+            tokio::select! {
+                biased;
+                _ = &mut stop => break,
+                command = rx.recv() => {
+                    let Some(command) = command else { break };
+                    self.on_command(command);
+                    for _ in 1..COMMANDS_PER_TURN_MAX {
+                        match rx.try_recv() {
+                            Ok(command) => self.on_command(command),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                () = &mut sleep, if armed.is_some() => {}
+            }
+        }
+        rx.close();
+        self.peers.close(grace).await;
+    }
+
+    fn now(&self) -> Time {
+        u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Request { request, reply } => {
+                let id = self.next_req;
+                self.next_req += 1;
+                self.waiting.insert(id, reply);
+                self.input(Input::Request { id, request });
+            }
+            Command::Messages(envelopes) => {
+                add(&self.metrics.peer.messages_received, envelopes.len());
+                for envelope in envelopes {
+                    self.input(Input::Message(envelope));
+                }
+            }
+            Command::Inspect(f) => f(&self.node),
+        }
+    }
+
+    fn fire_due_timers(&mut self) {
+        let now = self.now();
+        let due: Vec<Timer> = self
+            .timers
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(t, _)| *t)
+            .collect();
+        for timer in due {
+            self.timers.remove(&timer);
+            self.input(Input::Timer(timer));
+        }
+    }
+
+    fn input(&mut self, input: Input) {
+        let now = self.now();
+        let mut out = std::mem::take(&mut self.out);
+        if let Err(rejected) = self.node.handle(now, input, &mut out) {
+            add(&self.metrics.peer.messages_rejected, 1);
+            tracing::debug!(node = %self.node.me().addr, %rejected, "message dropped");
+        }
+        for output in out.drain(..) {
+            self.carry_out(output);
+        }
+        self.out = out;
+    }
+
+    fn carry_out(&mut self, output: Output) {
+        match output {
+            Output::Send { to, envelope } => self.peers.send(to, envelope),
+            Output::Reply { id, reply } => {
+                if let Some(waiter) = self.waiting.remove(&id) {
+                    // The client may have gone; its answer is then simply dropped.
+                    let _ = waiter.send(reply);
+                }
+            }
+            Output::SetTimer { timer, at } => {
+                self.timers.insert(timer, at);
+            }
+            Output::CancelTimer { timer } => {
+                self.timers.remove(&timer);
+            }
+        }
+    }
+}

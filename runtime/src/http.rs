@@ -1,0 +1,401 @@
+//! The HTTP API of one node (see `docs/http-api.md`): client routes, operator routes and
+//! the internal route peers post messages to. Every error is JSON `{"error": "..."}`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response as HttpResponse};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use ringkv_core::{Reply, Request, RequestError, Response};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::actor::{NodeHandle, Unavailable};
+use crate::metrics::{add, Gauges, Metrics};
+use crate::peer::{decode_batch, INTERNAL_PATH};
+
+/// Largest body of a client request (the JSON form of insert).
+pub const CLIENT_BODY_BYTES_MAX: usize = 2 << 20;
+/// Largest body of a batch of peer messages (snapshots during a hand-over are large).
+pub const INTERNAL_BODY_BYTES_MAX: usize = 64 << 20;
+
+#[derive(Clone)]
+struct AppState {
+    node: NodeHandle,
+    metrics: Arc<Metrics>,
+}
+
+/// The router of one node.
+pub fn router(node: NodeHandle, metrics: Arc<Metrics>) -> Router {
+    let state = AppState { node, metrics };
+    Router::new()
+        .route("/insert/{key}/{value}", post(insert_path))
+        .route("/insert", post(insert_json))
+        .route("/query/{key}", get(query))
+        .route("/delete/{key}", delete(delete_key))
+        .route("/join", post(join))
+        .route("/depart", post(depart))
+        .route("/overlay", get(overlay))
+        .route("/health", get(health))
+        .route("/node", get(node_status))
+        .route("/metrics", get(render_metrics))
+        .route(
+            INTERNAL_PATH,
+            post(internal_message).layer(DefaultBodyLimit::max(INTERNAL_BODY_BYTES_MAX)),
+        )
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(DefaultBodyLimit::max(CLIENT_BODY_BYTES_MAX))
+        .with_state(state)
+}
+
+type JsonReply = (StatusCode, Json<Value>);
+
+fn error(status: StatusCode, message: impl Into<String>) -> JsonReply {
+    (status, Json(json!({ "error": message.into() })))
+}
+
+// ----- client routes -----
+
+async fn insert_path(
+    State(s): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> JsonReply {
+    match path {
+        Ok(Path((key, value))) => s.call(Request::Insert { key, value }).await,
+        Err(rejection) => s.refused("insert", path_error(rejection)),
+    }
+}
+
+#[derive(Deserialize)]
+struct InsertBody {
+    key: String,
+    value: String,
+}
+
+async fn insert_json(
+    State(s): State<AppState>,
+    body: Result<Json<InsertBody>, JsonRejection>,
+) -> JsonReply {
+    match body {
+        Ok(Json(InsertBody { key, value })) => s.call(Request::Insert { key, value }).await,
+        Err(rejection) => {
+            let message = format!(
+                "{}; send a JSON object {{\"key\": \"...\", \"value\": \"...\"}} with Content-Type: application/json",
+                rejection.body_text()
+            );
+            s.refused("insert", error(rejection.status(), message))
+        }
+    }
+}
+
+async fn query(
+    State(s): State<AppState>,
+    uri: Uri,
+    path: Result<Path<String>, PathRejection>,
+) -> JsonReply {
+    // A literal `*` asks for every pair; a key named `*` is sent encoded, as `%2A`.
+    if uri.path() == "/query/*" {
+        return s.call(Request::QueryAll).await;
+    }
+    match path {
+        Ok(Path(key)) => s.call(Request::Query { key }).await,
+        Err(rejection) => s.refused("query", path_error(rejection)),
+    }
+}
+
+async fn delete_key(
+    State(s): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> JsonReply {
+    match path {
+        Ok(Path(key)) => s.call(Request::Delete { key }).await,
+        Err(rejection) => s.refused("delete", path_error(rejection)),
+    }
+}
+
+async fn join(State(s): State<AppState>) -> JsonReply {
+    s.call(Request::Join).await
+}
+
+async fn depart(State(s): State<AppState>) -> JsonReply {
+    s.call(Request::Depart).await
+}
+
+async fn overlay(State(s): State<AppState>) -> JsonReply {
+    s.call(Request::Overlay).await
+}
+
+fn path_error(rejection: PathRejection) -> JsonReply {
+    let message = format!(
+        "{}; percent-encode keys and values as single path segments (e.g. '/' as %2F, '?' as %3F)",
+        rejection.body_text()
+    );
+    error(StatusCode::BAD_REQUEST, message)
+}
+
+impl AppState {
+    /// Ask the node, map the answer to HTTP and count it.
+    async fn call(&self, request: Request) -> JsonReply {
+        let op = request.op_name();
+        let started = Instant::now();
+        let reply = match self.node.request(request).await {
+            Ok(reply) => reply_json(reply),
+            Err(unavailable) => unavailable_json(unavailable),
+        };
+        self.metrics
+            .record_request(op, reply.0.as_u16(), started.elapsed());
+        reply
+    }
+
+    /// Count a request refused before it reached the node.
+    fn refused(&self, op: &str, reply: JsonReply) -> JsonReply {
+        self.metrics
+            .record_request(op, reply.0.as_u16(), std::time::Duration::ZERO);
+        reply
+    }
+}
+
+/// The HTTP form of a node's answer.
+pub fn reply_json(reply: Reply) -> JsonReply {
+    match reply {
+        Ok(response) => response_json(response),
+        Err(err) => request_error_json(&err),
+    }
+}
+
+fn response_json(response: Response) -> JsonReply {
+    let ok = |body: Value| (StatusCode::OK, Json(body));
+    match response {
+        Response::Inserted {
+            key,
+            value,
+            node,
+            hops,
+        } => ok(json!({
+            "message": format!("Inserted '{key}' at node {node}"),
+            "key": key, "value": value, "node": node, "hops": hops,
+        })),
+        Response::Found {
+            key,
+            value,
+            node,
+            hops,
+        } => ok(json!({
+            "message": format!("Song found at node {node}"),
+            "key": key, "value": value, "node": node, "hops": hops,
+        })),
+        Response::NotFound { key, node, hops } => not_found(key, node, hops),
+        Response::Deleted {
+            key,
+            existed: true,
+            node,
+            hops,
+        } => ok(json!({
+            "message": format!("Deleted '{key}' from node {node}"),
+            "key": key, "node": node, "hops": hops,
+        })),
+        Response::Deleted {
+            key,
+            existed: false,
+            node,
+            hops,
+        } => not_found(key, node, hops),
+        Response::All { pairs } => ok(json!({ "count": pairs.len(), "pairs": pairs })),
+        Response::Overlay { nodes } => ok(json!({ "overlay": nodes })),
+        Response::Joined {
+            predecessor,
+            successor,
+        } => ok(json!({
+            "message": format!("Joined the ring between {} and {}", predecessor.addr, successor.addr),
+            "predecessor": &*predecessor.addr,
+            "successor": &*successor.addr,
+        })),
+        Response::Departed { node } => ok(json!({
+            "message": format!("Node {node} departed; its data was handed on"),
+            "node": node,
+        })),
+    }
+}
+
+fn not_found(key: String, node: String, hops: u32) -> JsonReply {
+    let body = json!({
+        "error": format!("Song '{key}' not found"),
+        "key": key, "node": node, "hops": hops,
+    });
+    (StatusCode::NOT_FOUND, Json(body))
+}
+
+/// HTTP status of a refused or failed request.
+pub fn request_error_status(err: &RequestError) -> StatusCode {
+    match err {
+        RequestError::EmptyKey
+        | RequestError::KeyTooLarge { .. }
+        | RequestError::ValueTooLarge { .. } => StatusCode::BAD_REQUEST,
+        RequestError::NotJoined
+        | RequestError::AlreadyJoined
+        | RequestError::BootstrapCannotDepart { .. }
+        | RequestError::JoinRefused { .. } => StatusCode::CONFLICT,
+        RequestError::Overloaded { .. }
+        | RequestError::TooManyHops { .. }
+        | RequestError::RouteBroken { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        RequestError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+    }
+}
+
+/// `{"error": message, "code": kind, ...details}` with the matching status.
+fn request_error_json(err: &RequestError) -> JsonReply {
+    let mut body = serde_json::to_value(err).unwrap_or_else(|_| json!({}));
+    if let Value::Object(fields) = &mut body {
+        if let Some(kind) = fields.remove("error") {
+            fields.insert("code".into(), kind);
+        }
+        fields.insert("error".into(), Value::String(err.to_string()));
+    }
+    (request_error_status(err), Json(body))
+}
+
+fn unavailable_json(unavailable: Unavailable) -> JsonReply {
+    let (status, code) = match unavailable {
+        Unavailable::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+        Unavailable::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "stopped"),
+        Unavailable::TimedOut(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+    };
+    (
+        status,
+        Json(json!({ "error": unavailable.to_string(), "code": code })),
+    )
+}
+
+// ----- operator routes -----
+
+async fn health(State(s): State<AppState>) -> JsonReply {
+    let probe = s.node.inspect(|n| (n.phase(), n.is_member())).await;
+    match probe {
+        Ok((phase, member)) => (
+            StatusCode::OK,
+            Json(
+                json!({ "status": "ok", "node": s.node.addr(), "phase": phase, "member": member }),
+            ),
+        ),
+        Err(unavailable) => unavailable_json(unavailable),
+    }
+}
+
+async fn node_status(State(s): State<AppState>) -> JsonReply {
+    let status = s.node.inspect(|n| (n.status(), n.pending_requests())).await;
+    match status {
+        Ok((status, pending)) => {
+            let mut body = serde_json::to_value(status).unwrap_or_else(|_| json!({}));
+            if let Value::Object(fields) = &mut body {
+                fields.insert("pending_requests".into(), json!(pending));
+            }
+            (StatusCode::OK, Json(body))
+        }
+        Err(unavailable) => unavailable_json(unavailable),
+    }
+}
+
+async fn render_metrics(State(s): State<AppState>) -> HttpResponse {
+    let gauges = s
+        .node
+        .inspect(|n| Gauges {
+            keys_stored: n.store().live_len(),
+            pending_requests: n.pending_requests(),
+            member: n.is_member(),
+        })
+        .await;
+    match gauges {
+        Ok(gauges) => {
+            let text = s.metrics.render(s.node.addr(), gauges);
+            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+        }
+        Err(unavailable) => unavailable_json(unavailable).into_response(),
+    }
+}
+
+// ----- internal route -----
+
+async fn internal_message(
+    State(s): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> HttpResponse {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return error(rejection.status(), rejection.body_text()).into_response(),
+    };
+    let (envelopes, malformed) = match decode_batch(&body) {
+        Ok(parsed) => parsed,
+        Err(err) => {
+            add(&s.metrics.peer.messages_malformed, 1);
+            let message = format!("expected a JSON array of envelopes: {err}");
+            return error(StatusCode::BAD_REQUEST, message).into_response();
+        }
+    };
+    add(&s.metrics.peer.messages_malformed, malformed);
+    let kinds = envelopes.iter().map(|e| e.msg.kind());
+    s.metrics.peer.count_kinds(kinds, false);
+    if envelopes.is_empty() {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    match s.node.deliver(envelopes).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(unavailable) => unavailable_json(unavailable).into_response(),
+    }
+}
+
+// ----- fallbacks -----
+
+const ROUTES: &str = "POST /insert/{key}/{value}, POST /insert, GET /query/{key}, GET /query/*, \
+DELETE /delete/{key}, POST /join, POST /depart, GET /overlay, GET /health, GET /node, GET /metrics";
+
+async fn no_route(method: Method, uri: Uri) -> JsonReply {
+    let message = format!(
+        "no endpoint {method} {}; endpoints: {ROUTES} (keys and values are single percent-encoded path segments)",
+        uri.path()
+    );
+    error(StatusCode::NOT_FOUND, message)
+}
+
+async fn wrong_method(method: Method, uri: Uri) -> JsonReply {
+    let message = format!(
+        "{method} is not allowed on {}; endpoints: {ROUTES}",
+        uri.path()
+    );
+    error(StatusCode::METHOD_NOT_ALLOWED, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_errors_become_json_with_a_code() {
+        let (status, Json(body)) = request_error_json(&RequestError::Timeout { timeout_ms: 10 });
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(body["code"], "timeout");
+        assert_eq!(body["timeout_ms"], 10);
+        assert!(body["error"].as_str().unwrap().contains("10 ms"));
+        let (status, Json(body)) = request_error_json(&RequestError::NotJoined);
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(body["code"], "not_joined");
+    }
+
+    #[test]
+    fn absent_keys_are_404_with_details() {
+        let (status, Json(body)) = reply_json(Ok(Response::Deleted {
+            key: "k".into(),
+            existed: false,
+            node: "n".into(),
+            hops: 2,
+        }));
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["error"], "Song 'k' not found");
+        assert_eq!(body["hops"], 2);
+    }
+}

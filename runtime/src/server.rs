@@ -1,0 +1,259 @@
+//! One node: a listener, its HTTP server and the actor that owns its state machine.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::serve::ListenerExt;
+use ringkv_core::{ClusterConfig, Limits, Node, NodeConfig, Reply, Request, Response, Timing};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::actor::{self, ActorOptions, NodeHandle, Unavailable};
+use crate::client::HttpClient;
+use crate::metrics::Metrics;
+
+/// Whether a node founds the ring or joins one.
+#[derive(Clone, Debug)]
+pub enum Role {
+    /// The bootstrap: starts as a one-node ring with these settings.
+    Bootstrap(ClusterConfig),
+    /// An ordinary node that joins through the bootstrap at this `host:port`.
+    Member {
+        /// The bootstrap's advertised address.
+        bootstrap: String,
+    },
+}
+
+/// Everything needed to start one node.
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    /// Address to listen on; port 0 picks a free port.
+    pub bind: SocketAddr,
+    /// `host:port` other nodes and clients reach this node at; by default the bound
+    /// address (which must then not be a wildcard such as 0.0.0.0).
+    pub advertise: Option<String>,
+    /// Bootstrap or member.
+    pub role: Role,
+    /// Seed of the node's random number generator; by default derived from its address.
+    pub seed: Option<u64>,
+    /// Core input limits.
+    pub limits: Limits,
+    /// Core timeouts.
+    pub timing: Timing,
+    /// Runtime bounds.
+    pub actor: ActorOptions,
+    /// Client timeout of peer exchanges.
+    pub peer_timeout: Duration,
+}
+
+impl NodeOptions {
+    /// A node on `bind` with default limits and timing.
+    pub fn new(bind: SocketAddr, role: Role) -> NodeOptions {
+        NodeOptions {
+            bind,
+            advertise: None,
+            role,
+            seed: None,
+            limits: Limits::default(),
+            timing: Timing::default(),
+            actor: ActorOptions::default(),
+            peer_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The node would advertise an address no peer can reach.
+    #[error("listening on {0}, a wildcard address: give the address peers should use with --advertise HOST:PORT")]
+    NeedAdvertise(SocketAddr),
+}
+
+/// A running node. Stop it with [`NodeServer::shutdown`] (depart first) or
+/// [`NodeServer::stop`].
+pub struct NodeServer {
+    addr: String,
+    local_addr: SocketAddr,
+    handle: NodeHandle,
+    metrics: Arc<Metrics>,
+    is_bootstrap: bool,
+    actor_task: JoinHandle<()>,
+    actor_stop: oneshot::Sender<()>,
+    http_task: JoinHandle<()>,
+    http_stop: oneshot::Sender<()>,
+}
+
+/// How long a stopping server waits for open connections to finish.
+const HTTP_DRAIN: Duration = Duration::from_secs(3);
+
+impl NodeServer {
+    /// Bind, then start the actor and the HTTP server.
+    pub async fn start(options: NodeOptions) -> Result<NodeServer, StartError> {
+        let listener =
+            TcpListener::bind(options.bind)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: options.bind,
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: options.bind,
+            source,
+        })?;
+        let addr = match &options.advertise {
+            Some(addr) => addr.clone(),
+            None if local_addr.ip().is_unspecified() => {
+                return Err(StartError::NeedAdvertise(local_addr))
+            }
+            None => local_addr.to_string(),
+        };
+        let seed = options.seed.unwrap_or_else(|| seed_of(&addr));
+        let (mut config, is_bootstrap) = match &options.role {
+            Role::Bootstrap(cluster) => (NodeConfig::bootstrap(addr.clone(), *cluster, seed), true),
+            Role::Member { bootstrap } => (
+                NodeConfig::member(addr.clone(), bootstrap.clone(), seed),
+                false,
+            ),
+        };
+        config.limits = options.limits;
+        config.timing = options.timing;
+        let metrics = Arc::new(Metrics::default());
+        let client = HttpClient::new(options.peer_timeout);
+        let running = actor::spawn(
+            Node::new(config),
+            options.timing.request_timeout_ns,
+            options.actor,
+            client,
+            metrics.clone(),
+        );
+        let app = crate::http::router(running.handle.clone(), metrics.clone());
+        let (http_stop, stopped) = oneshot::channel::<()>();
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let http_task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = stopped.await;
+            });
+            if let Err(err) = serve.await {
+                tracing::error!(%err, "HTTP server failed");
+            }
+        });
+        tracing::info!(%addr, %local_addr, bootstrap = is_bootstrap, "node started");
+        Ok(NodeServer {
+            addr,
+            local_addr,
+            handle: running.handle,
+            metrics,
+            is_bootstrap,
+            actor_task: running.task,
+            actor_stop: running.stop,
+            http_task,
+            http_stop,
+        })
+    }
+
+    /// Advertised `host:port`.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The socket address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `http://host:port` of this node.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Whether this node is the bootstrap.
+    pub fn is_bootstrap(&self) -> bool {
+        self.is_bootstrap
+    }
+
+    /// The handle to the node's actor.
+    pub fn handle(&self) -> &NodeHandle {
+        &self.handle
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Ask the node directly (without HTTP).
+    pub async fn request(&self, request: Request) -> Result<Reply, Unavailable> {
+        self.handle.request(request).await
+    }
+
+    /// Join the ring (a member that is idle).
+    pub async fn join(&self) -> Result<Response, String> {
+        flatten(self.request(Request::Join).await)
+    }
+
+    /// Leave the ring, handing the node's data on.
+    pub async fn depart(&self) -> Result<Response, String> {
+        flatten(self.request(Request::Depart).await)
+    }
+
+    /// Depart if this node is a member (the bootstrap only when it is alone), then stop.
+    pub async fn shutdown(self) {
+        let member = self
+            .handle
+            .inspect(|n| n.is_member())
+            .await
+            .unwrap_or(false);
+        if member {
+            match self.depart().await {
+                Ok(_) => tracing::info!(addr = %self.addr, "departed"),
+                Err(err) => {
+                    tracing::warn!(addr = %self.addr, %err, "could not depart before stopping")
+                }
+            }
+        }
+        self.stop().await;
+    }
+
+    /// Stop serving at once, without departing (peers see a crash).
+    pub async fn stop(self) {
+        let _ = self.http_stop.send(());
+        if tokio::time::timeout(HTTP_DRAIN, self.http_task)
+            .await
+            .is_err()
+        {
+            tracing::warn!(addr = %self.addr, "HTTP connections still open after {HTTP_DRAIN:?}");
+        }
+        let _ = self.actor_stop.send(());
+        let _ = self.actor_task.await;
+        tracing::info!(addr = %self.addr, "node stopped");
+    }
+}
+
+fn flatten(reply: Result<Reply, Unavailable>) -> Result<Response, String> {
+    match reply {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(unavailable) => Err(unavailable.to_string()),
+    }
+}
+
+/// A seed derived from the advertised address (FNV-1a), so a node's behaviour does not
+/// depend on when it started.
+fn seed_of(addr: &str) -> u64 {
+    addr.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}

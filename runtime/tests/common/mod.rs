@@ -1,0 +1,119 @@
+//! Helpers shared by the integration tests: a JSON client bound to one node.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use ringkv_runtime::{encode_segment, HttpClient, LocalCluster};
+use serde_json::Value;
+
+/// One node's API over real HTTP.
+#[derive(Clone)]
+pub struct Api {
+    pub client: HttpClient,
+    pub base: String,
+}
+
+impl Api {
+    pub fn new(addr: &str) -> Api {
+        Api {
+            client: HttpClient::new(Duration::from_secs(20)),
+            base: format!("http://{addr}"),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let reply = self
+            .client
+            .get(&format!("{}{path}", self.base))
+            .await
+            .expect("GET");
+        (reply.status, reply.value())
+    }
+
+    pub async fn post(&self, path: &str, body: Option<&str>) -> (u16, Value) {
+        let body = body.map(|b| bytes::Bytes::from(b.to_string()));
+        let reply = self
+            .client
+            .post(&format!("{}{path}", self.base), body)
+            .await
+            .expect("POST");
+        (reply.status, reply.value())
+    }
+
+    pub async fn delete_path(&self, path: &str) -> (u16, Value) {
+        let reply = self
+            .client
+            .delete(&format!("{}{path}", self.base))
+            .await
+            .expect("DELETE");
+        (reply.status, reply.value())
+    }
+
+    pub async fn insert(&self, key: &str, value: &str) -> (u16, Value) {
+        self.post(
+            &format!("/insert/{}/{}", encode_segment(key), encode_segment(value)),
+            None,
+        )
+        .await
+    }
+
+    pub async fn query(&self, key: &str) -> (u16, Value) {
+        self.get(&format!("/query/{}", encode_segment(key))).await
+    }
+
+    pub async fn delete(&self, key: &str) -> (u16, Value) {
+        self.delete_path(&format!("/delete/{}", encode_segment(key)))
+            .await
+    }
+
+    pub async fn query_all(&self) -> Vec<(String, String)> {
+        let (status, body) = self.get("/query/*").await;
+        assert_eq!(status, 200, "{body}");
+        body["pairs"]
+            .as_array()
+            .expect("pairs")
+            .iter()
+            .map(|p| {
+                (
+                    p["key"].as_str().unwrap().to_string(),
+                    p["value"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    pub async fn overlay(&self) -> Vec<String> {
+        let (status, body) = self.get("/overlay").await;
+        assert_eq!(status, 200, "{body}");
+        body["overlay"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    }
+
+    pub async fn node(&self) -> Value {
+        let (status, body) = self.get("/node").await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+}
+
+pub fn apis(cluster: &LocalCluster) -> Vec<Api> {
+    cluster.addrs().iter().map(|a| Api::new(a)).collect()
+}
+
+/// Total (primary, replica) live keys over the given nodes, as `GET /node` reports them.
+pub async fn copies(apis: &[Api]) -> (u64, u64) {
+    let mut primary = 0;
+    let mut replica = 0;
+    for api in apis {
+        let node = api.node().await;
+        if node["phase"] == "active" {
+            primary += node["keys_primary"].as_u64().unwrap();
+            replica += node["keys_replica"].as_u64().unwrap();
+        }
+    }
+    (primary, replica)
+}

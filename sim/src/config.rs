@@ -1,0 +1,287 @@
+//! Every knob of a simulation, and the `dht sim` command line that reproduces it.
+
+use std::path::PathBuf;
+
+use ringkv_core::config::MAX_K;
+use ringkv_core::{ClusterConfig, Consistency, Routing, Timing};
+
+use crate::faults::{Fault, RandomFaults};
+use crate::net::{NetConfig, PartitionMode};
+use crate::units::{check_probability, Dur, ParseError};
+use crate::workload::{Synthetic, WorkloadSpec};
+
+/// A simulation is a seed plus this. `Default` is a 10-node chain ring with k = 3 running
+/// the reference `requests` workload over an exponential 1 ms network.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimConfig {
+    /// Seed of every random draw.
+    pub seed: u64,
+    /// Initial ring size (node 0 is the bootstrap).
+    pub nodes: usize,
+    /// Replication factor.
+    pub k: usize,
+    /// Replication model.
+    pub consistency: Consistency,
+    /// Lookup routing.
+    pub routing: Routing,
+    /// Closed-loop clients; client c is bound to node `c % nodes`. `None`: one per node.
+    pub clients: Option<usize>,
+    /// What the clients do.
+    pub workload: WorkloadSpec,
+    /// Read reference files from here instead of the embedded copies.
+    pub workload_dir: Option<PathBuf>,
+    /// Latency, drops, duplicates, partition mode.
+    pub net: NetConfig,
+    /// Scheduled faults.
+    pub faults: Vec<Fault>,
+    /// Random faults drawn from the seed.
+    pub random_faults: Option<RandomFaults>,
+    /// A client's operation not answered within this ends `info`. The nodes' own request
+    /// timeout is the larger of this and the core's default, so joins and departs, which
+    /// take longer than an operation, are not cut short.
+    pub timeout_ns: u64,
+    /// Pause between a client's operations.
+    pub think_ns: u64,
+    /// Run the core's failure handling (heartbeats, failure detection, anti-entropy:
+    /// `Timing::with_failure_handling`). Off by default, as in the core.
+    pub failure_handling: bool,
+    /// After the last client operation, keep running the nodes' background work
+    /// (heartbeats, anti-entropy) for this long before the invariants are checked.
+    /// `None`: 0 without failure handling, else the failure timeout plus two
+    /// anti-entropy rounds.
+    pub settle_ns: Option<u64>,
+    /// Stop after this many events (a bound against livelock); the summary says so.
+    pub events_max: u64,
+    /// Stop at this virtual time (ns), whatever is still queued; the summary says so.
+    pub time_max_ns: u64,
+    /// Keep the JSON Lines history (needed for `--history` and `--check`).
+    pub record_history: bool,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            seed: 0,
+            nodes: 10,
+            k: 3,
+            consistency: Consistency::Chain,
+            routing: Routing::Finger,
+            clients: None,
+            workload: WorkloadSpec::default(),
+            workload_dir: None,
+            net: NetConfig::default(),
+            faults: Vec::new(),
+            random_faults: None,
+            timeout_ns: 2_000_000_000,
+            think_ns: 0,
+            failure_handling: false,
+            settle_ns: None,
+            events_max: 2_000_000_000,
+            time_max_ns: 3_600_000_000_000,
+            record_history: true,
+        }
+    }
+}
+
+/// Largest ring the simulator builds (node addresses are `10.x.y.z:5000`).
+pub const NODES_MAX: usize = 1 << 20;
+
+impl SimConfig {
+    /// Number of clients.
+    pub fn client_count(&self) -> usize {
+        self.clients.unwrap_or(self.nodes)
+    }
+
+    /// The nodes' timing: the core's defaults (or its failure-handling defaults), with
+    /// the request timeout raised to `timeout_ns` if that is longer.
+    pub fn timing(&self) -> Timing {
+        let mut timing = if self.failure_handling {
+            Timing::with_failure_handling()
+        } else {
+            Timing::default()
+        };
+        timing.request_timeout_ns = timing.request_timeout_ns.max(self.timeout_ns);
+        timing
+    }
+
+    /// How long the background runs after the last client operation.
+    pub fn settle(&self) -> u64 {
+        self.settle_ns.unwrap_or_else(|| {
+            let t = self.timing();
+            if self.failure_handling {
+                t.failure_timeout_ns + 2 * t.anti_entropy_interval_ns
+            } else {
+                0
+            }
+        })
+    }
+
+    /// The cluster settings the bootstrap starts with.
+    pub fn cluster(&self) -> Result<ClusterConfig, ParseError> {
+        ClusterConfig::new(self.k, self.consistency, self.routing)
+            .map_err(|e| ParseError(e.to_string()))
+    }
+
+    /// Reject settings the simulator cannot run.
+    pub fn validate(&self) -> Result<(), ParseError> {
+        if self.nodes == 0 || self.nodes > NODES_MAX {
+            return Err(ParseError(format!(
+                "--nodes must be between 1 and {NODES_MAX}"
+            )));
+        }
+        if self.k == 0 || self.k > MAX_K {
+            return Err(ParseError(format!("--k must be between 1 and {MAX_K}")));
+        }
+        if self.client_count() == 0 || self.client_count() > NODES_MAX {
+            return Err(ParseError(format!(
+                "--clients must be between 1 and {NODES_MAX}"
+            )));
+        }
+        if self.timeout_ns == 0 {
+            return Err(ParseError("--timeout must be positive".into()));
+        }
+        check_probability(self.net.drop_probability, "--drop")?;
+        check_probability(self.net.dup_probability, "--dup")?;
+        Ok(())
+    }
+
+    /// The `dht sim` command that replays this run.
+    pub fn replay_command(&self) -> String {
+        let mut args = vec![
+            "dht sim".to_string(),
+            format!("--nodes {}", self.nodes),
+            format!("--k {}", self.k),
+            format!("--consistency {}", self.consistency),
+            format!("--routing {}", self.routing),
+            format!("--seed {}", self.seed),
+        ];
+        if let Some(c) = self.clients {
+            args.push(format!("--clients {c}"));
+        }
+        args.push(format!("--workload {}", self.workload.name()));
+        if let WorkloadSpec::Synthetic(s) = &self.workload {
+            args.push(synthetic_args(s));
+        }
+        if let Some(dir) = &self.workload_dir {
+            args.push(format!(
+                "--workload-dir {}",
+                shell_quote(&dir.display().to_string())
+            ));
+        }
+        args.push(format!("--latency {}", self.net.latency));
+        args.push(format!("--drop {}", self.net.drop_probability));
+        args.push(format!("--dup {}", self.net.dup_probability));
+        if self.net.partition_mode != PartitionMode::Drop {
+            args.push(format!("--partition-mode {}", self.net.partition_mode));
+        }
+        args.push(format!("--timeout {}", Dur(self.timeout_ns)));
+        if self.think_ns > 0 {
+            args.push(format!("--think {}", Dur(self.think_ns)));
+        }
+        for f in &self.faults {
+            args.push(format!("--fault {}", shell_quote(&f.to_string())));
+        }
+        if let Some(r) = &self.random_faults {
+            args.push(random_fault_args(r));
+        }
+        if self.failure_handling {
+            args.push("--failure-handling".into());
+        }
+        if let Some(ns) = self.settle_ns {
+            args.push(format!("--settle {}", Dur(ns)));
+        }
+        let defaults = SimConfig::default();
+        if self.events_max != defaults.events_max {
+            args.push(format!("--events-max {}", self.events_max));
+        }
+        if self.time_max_ns != defaults.time_max_ns {
+            args.push(format!("--time-max {}", Dur(self.time_max_ns)));
+        }
+        args.join(" ")
+    }
+}
+
+fn synthetic_args(s: &Synthetic) -> String {
+    format!(
+        "--ops {} --keys {} --read-fraction {} --delete-fraction {} --key-dist {}",
+        s.ops, s.keys, s.read_fraction, s.delete_fraction, s.key_dist
+    )
+}
+
+fn random_fault_args(r: &RandomFaults) -> String {
+    let restart = match r.restart_after_ns {
+        Some(ns) => Dur(ns).to_string(),
+        None => "never".into(),
+    };
+    format!(
+        "--faults random --crash-rate {} --restart-after {restart} --join-rate {} --depart-rate {} \
+         --partition-rate {} --partition-duration {} --fault-horizon {}",
+        r.crash_rate,
+        r.join_rate,
+        r.depart_rate,
+        r.partition_rate,
+        Dur(r.partition_ns),
+        Dur(r.horizon_ns)
+    )
+}
+
+/// Quote `s` for a POSIX shell if it needs it.
+fn shell_quote(s: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_.,:@/=+".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_command_names_every_changed_knob() {
+        let config = SimConfig {
+            seed: 42,
+            faults: vec!["crash:3@1ms".parse().unwrap()],
+            random_faults: Some(RandomFaults::default()),
+            ..SimConfig::default()
+        };
+        let cmd = config.replay_command();
+        assert!(cmd.starts_with(
+            "dht sim --nodes 10 --k 3 --consistency chain --routing finger --seed 42"
+        ));
+        assert!(cmd.contains("--latency exp:1ms --drop 0 --dup 0"));
+        assert!(cmd.contains("--fault crash:3@1ms"));
+        assert!(cmd.contains("--faults random --crash-rate 1 --restart-after 200ms"));
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        let bad = [
+            SimConfig {
+                nodes: 0,
+                ..SimConfig::default()
+            },
+            SimConfig {
+                k: 0,
+                ..SimConfig::default()
+            },
+            SimConfig {
+                clients: Some(0),
+                ..SimConfig::default()
+            },
+            SimConfig {
+                net: NetConfig {
+                    drop_probability: 2.0,
+                    ..NetConfig::default()
+                },
+                ..SimConfig::default()
+            },
+        ];
+        for config in bad {
+            assert!(config.validate().is_err(), "{config:?}");
+        }
+        assert!(SimConfig::default().validate().is_ok());
+    }
+}

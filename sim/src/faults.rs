@@ -1,0 +1,316 @@
+//! Node faults and churn: crash, restart, join, depart, partition — from the command line
+//! or drawn at random from the seed.
+//!
+//! Times count from the start of the client phase (after the initial ring is built).
+//! Nodes are numbered as the simulator creates them: `0` is the bootstrap, `1..N` the
+//! initial members, and nodes added by `join` faults get `N, N+1, …` in the order they
+//! join.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::units::{parse_duration_ns, Dur, ParseError};
+
+/// What happens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    /// The node stops: no more events, messages to it vanish, its clients' operations in
+    /// flight end `info`.
+    Crash {
+        /// The node.
+        node: u32,
+    },
+    /// A crashed node comes back empty and asks to join again.
+    Restart {
+        /// The node.
+        node: u32,
+    },
+    /// A new node joins through the bootstrap.
+    Join,
+    /// A member hands its data on and leaves.
+    Depart {
+        /// The node.
+        node: u32,
+    },
+    /// `nodes` are cut off from every other node for `duration_ns`, then healed.
+    Partition {
+        /// The cut-off side.
+        nodes: Vec<u32>,
+        /// How long.
+        duration_ns: u64,
+    },
+}
+
+/// A fault at a time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fault {
+    /// When, in ns after the client phase starts.
+    pub at_ns: u64,
+    /// What.
+    pub kind: FaultKind,
+}
+
+impl FromStr for Fault {
+    type Err = ParseError;
+
+    /// `crash:3@500ms`, `restart:3@1s`, `join@200ms`, `depart:4@1s`,
+    /// `partition:1,2,5-7@1s..3s`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let usage = "use crash:N@T, restart:N@T, join@T, depart:N@T or partition:N,M-P@T1..T2";
+        let (what, when) = text
+            .split_once('@')
+            .ok_or_else(|| ParseError(format!("fault '{text}': {usage}")))?;
+        let (kind, arg) = match what.split_once(':') {
+            Some((k, a)) => (k.trim(), Some(a.trim())),
+            None => (what.trim(), None),
+        };
+        let node = || -> Result<u32, ParseError> {
+            let a =
+                arg.ok_or_else(|| ParseError(format!("fault '{text}': {kind} needs a node")))?;
+            a.parse()
+                .map_err(|_| ParseError(format!("fault '{text}': '{a}' is not a node number")))
+        };
+        if kind == "partition" {
+            let (from, to) = when
+                .split_once("..")
+                .ok_or_else(|| ParseError(format!("fault '{text}': partition needs FROM..TO")))?;
+            let (at_ns, to_ns) = (parse_duration_ns(from)?, parse_duration_ns(to)?);
+            if to_ns <= at_ns {
+                return Err(ParseError(format!(
+                    "fault '{text}': the partition must end after it starts"
+                )));
+            }
+            let nodes = parse_node_list(arg.unwrap_or(""))
+                .map_err(|e| ParseError(format!("fault '{text}': {e}")))?;
+            let kind = FaultKind::Partition {
+                nodes,
+                duration_ns: to_ns - at_ns,
+            };
+            return Ok(Fault { at_ns, kind });
+        }
+        let at_ns = parse_duration_ns(when)?;
+        let kind = match kind {
+            "crash" => FaultKind::Crash { node: node()? },
+            "restart" => FaultKind::Restart { node: node()? },
+            "depart" | "leave" => FaultKind::Depart { node: node()? },
+            "join" => FaultKind::Join,
+            other => return Err(ParseError(format!("fault kind '{other}' unknown: {usage}"))),
+        };
+        Ok(Fault { at_ns, kind })
+    }
+}
+
+fn parse_node_list(text: &str) -> Result<Vec<u32>, String> {
+    let mut nodes = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let number = |s: &str| {
+            s.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("'{s}' is not a node number"))
+        };
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (number(a)?, number(b)?);
+                if b < a || b - a > 1_000_000 {
+                    return Err(format!("bad node range '{part}'"));
+                }
+                nodes.extend(a..=b);
+            }
+            None => nodes.push(number(part)?),
+        }
+    }
+    if nodes.is_empty() {
+        return Err("a partition needs at least one node".into());
+    }
+    nodes.sort_unstable();
+    nodes.dedup();
+    Ok(nodes)
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let at = Dur(self.at_ns);
+        match &self.kind {
+            FaultKind::Crash { node } => write!(f, "crash:{node}@{at}"),
+            FaultKind::Restart { node } => write!(f, "restart:{node}@{at}"),
+            FaultKind::Join => write!(f, "join@{at}"),
+            FaultKind::Depart { node } => write!(f, "depart:{node}@{at}"),
+            FaultKind::Partition { nodes, duration_ns } => {
+                let list: Vec<String> = nodes.iter().map(u32::to_string).collect();
+                write!(
+                    f,
+                    "partition:{}@{at}..{}",
+                    list.join(","),
+                    Dur(self.at_ns + duration_ns)
+                )
+            }
+        }
+    }
+}
+
+/// Rates of random faults, per virtual second, over `[0, horizon_ns)` of the client
+/// phase. The bootstrap is never crashed or departed (the core has no failover for it).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RandomFaults {
+    /// Crashes per second.
+    pub crash_rate: f64,
+    /// Delay from a crash to the node's restart; `None` = crashed nodes stay down.
+    pub restart_after_ns: Option<u64>,
+    /// New nodes joining per second.
+    pub join_rate: f64,
+    /// Graceful departures per second.
+    pub depart_rate: f64,
+    /// Partitions per second.
+    pub partition_rate: f64,
+    /// How long each partition lasts.
+    pub partition_ns: u64,
+    /// Faults are drawn over `[0, horizon_ns)`.
+    pub horizon_ns: u64,
+}
+
+impl Default for RandomFaults {
+    fn default() -> Self {
+        RandomFaults {
+            crash_rate: 1.0,
+            restart_after_ns: Some(200_000_000),
+            join_rate: 2.0,
+            depart_rate: 2.0,
+            partition_rate: 1.0,
+            partition_ns: 100_000_000,
+            horizon_ns: 1_000_000_000,
+        }
+    }
+}
+
+impl RandomFaults {
+    /// Draw a schedule for a ring of `nodes` initial nodes, sorted by time.
+    pub fn generate(&self, nodes: u32, rng: &mut ChaCha8Rng) -> Vec<Fault> {
+        let mut faults = Vec::new();
+        let others = nodes.saturating_sub(1);
+        let times = |rate: f64, rng: &mut ChaCha8Rng| -> Vec<u64> {
+            let mut out = Vec::new();
+            if rate <= 0.0 {
+                return out;
+            }
+            let mut t = 0.0;
+            loop {
+                let u: f64 = rng.gen();
+                t += -(1.0 - u).ln() / rate * 1e9;
+                if t >= self.horizon_ns as f64 || out.len() >= RANDOM_FAULTS_MAX {
+                    return out;
+                }
+                out.push(t as u64);
+            }
+        };
+        if others > 0 {
+            for at_ns in times(self.crash_rate, rng) {
+                let node = rng.gen_range(1..=others);
+                faults.push(Fault {
+                    at_ns,
+                    kind: FaultKind::Crash { node },
+                });
+                if let Some(delay) = self.restart_after_ns {
+                    faults.push(Fault {
+                        at_ns: at_ns + delay,
+                        kind: FaultKind::Restart { node },
+                    });
+                }
+            }
+            for at_ns in times(self.depart_rate, rng) {
+                let node = rng.gen_range(1..=others);
+                faults.push(Fault {
+                    at_ns,
+                    kind: FaultKind::Depart { node },
+                });
+            }
+        }
+        for at_ns in times(self.join_rate, rng) {
+            faults.push(Fault {
+                at_ns,
+                kind: FaultKind::Join,
+            });
+        }
+        if nodes > 1 {
+            for at_ns in times(self.partition_rate, rng) {
+                let size = rng.gen_range(1..=(nodes / 2).max(1));
+                let mut side: Vec<u32> = (0..size).map(|_| rng.gen_range(0..nodes)).collect();
+                side.sort_unstable();
+                side.dedup();
+                faults.push(Fault {
+                    at_ns,
+                    kind: FaultKind::Partition {
+                        nodes: side,
+                        duration_ns: self.partition_ns,
+                    },
+                });
+            }
+        }
+        // Stable: faults drawn at the same time keep their drawing order.
+        faults.sort_by_key(|f| f.at_ns);
+        faults
+    }
+}
+
+/// Most faults of one kind a random schedule draws.
+pub const RANDOM_FAULTS_MAX: usize = 10_000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn faults_parse_and_print_back() {
+        for spec in [
+            "crash:3@500ms",
+            "restart:3@1s",
+            "join@200ms",
+            "depart:4@1s",
+            "partition:1,2,5@1s..3s",
+        ] {
+            let f: Fault = spec.parse().unwrap();
+            assert_eq!(f.to_string(), spec);
+        }
+        let f: Fault = "partition:1,5-7@0ms..10ms".parse().unwrap();
+        assert_eq!(
+            f.kind,
+            FaultKind::Partition {
+                nodes: vec![1, 5, 6, 7],
+                duration_ns: 10_000_000
+            }
+        );
+        for bad in [
+            "crash@1s",
+            "crash:x@1s",
+            "boom:1@1s",
+            "crash:1",
+            "partition:1@2s..1s",
+            "partition:@1s..2s",
+        ] {
+            assert!(bad.parse::<Fault>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn random_schedules_spare_the_bootstrap_and_are_sorted() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let faults = RandomFaults {
+            horizon_ns: 10_000_000_000,
+            ..RandomFaults::default()
+        }
+        .generate(10, &mut rng);
+        assert!(faults.len() > 20);
+        assert!(faults.windows(2).all(|w| w[0].at_ns <= w[1].at_ns));
+        for f in &faults {
+            match f.kind {
+                FaultKind::Crash { node } | FaultKind::Depart { node } => {
+                    assert!((1..10).contains(&node))
+                }
+                _ => {}
+            }
+        }
+    }
+}

@@ -252,7 +252,14 @@ impl Node {
                 }
                 return;
             }
-            Stage::Committing => {}
+            Stage::Committing => {
+                // In force even though some never acknowledged: tell the joiner.
+                if let Change::Join(n) = &op.change {
+                    let epoch = op.epoch;
+                    let n = n.clone();
+                    self.send(&n, Message::ChangeDone { epoch }, out);
+                }
+            }
             Stage::Preparing
                 if op.prepare_retries < PREPARE_RETRIES_MAX
                     && !c
@@ -422,7 +429,10 @@ impl Node {
                 }
             }
             Stage::Committing => {
-                c.current = None;
+                let done = c.current.take().map(|op| (op.change, op.epoch));
+                if let Some((Change::Join(n), epoch)) = done {
+                    self.send(&n, Message::ChangeDone { epoch }, out);
+                }
                 self.start_next_change(out);
             }
         }

@@ -281,16 +281,31 @@ impl Node {
             self.phase = Phase::Active;
             self.forward_to = None;
             self.release_early();
-            if let Some(id) = self.membership_req.take() {
-                let reply = match (self.view.preds.first(), self.view.succs.first()) {
-                    (Some(p), Some(s)) => Ok(Response::Joined {
-                        predecessor: p.clone(),
-                        successor: s.clone(),
-                    }),
-                    _ => Err(RequestError::NotJoined),
-                };
-                self.finish(id, reply, out);
-            }
+            // The client hears of the join when the whole change is done (`ChangeDone`),
+            // so that the ring it then sees already includes this node everywhere.
+        }
+        Ok(())
+    }
+
+    /// The bootstrap finished the change that let this node in: answer the join.
+    pub(crate) fn on_change_done(
+        &mut self,
+        from: &NodeRef,
+        out: &mut Vec<Output>,
+    ) -> Result<(), Rejected> {
+        self.check_from_bootstrap(from, "change_done")?;
+        if self.phase != Phase::Active {
+            return Ok(());
+        }
+        if let Some(id) = self.membership_req.take() {
+            let reply = match (self.view.preds.first(), self.view.succs.first()) {
+                (Some(p), Some(s)) => Ok(Response::Joined {
+                    predecessor: p.clone(),
+                    successor: s.clone(),
+                }),
+                _ => Err(RequestError::NotJoined),
+            };
+            self.finish(id, reply, out);
         }
         Ok(())
     }
@@ -418,12 +433,20 @@ mod tests {
     fn snapshots_are_chunked_by_entries_and_bytes() {
         let small: Vec<_> = (0..10).map(|i| (format!("k{i}"), entry(10))).collect();
         assert_eq!(chunk_entries(small.clone(), 4, 1 << 20).len(), 3);
-        assert_eq!(chunk_entries(Vec::new(), 4, 1 << 20).len(), 1, "never zero chunks");
+        assert_eq!(
+            chunk_entries(Vec::new(), 4, 1 << 20).len(),
+            1,
+            "never zero chunks"
+        );
         let big: Vec<_> = (0..5).map(|i| (format!("k{i}"), entry(1000))).collect();
         let chunks = chunk_entries(big, 100, 2500);
         assert_eq!(chunks.len(), 3);
         assert!(chunks.iter().all(|c| !c.is_empty()));
         let huge = vec![("k".to_string(), entry(10_000))];
-        assert_eq!(chunk_entries(huge, 100, 10).len(), 1, "an oversized entry still goes");
+        assert_eq!(
+            chunk_entries(huge, 100, 10).len(),
+            1,
+            "an oversized entry still goes"
+        );
     }
 }

@@ -197,6 +197,11 @@ pub enum Message {
         /// Installed epoch.
         epoch: u64,
     },
+    /// Bootstrap → a joiner: the change that let it in is complete everywhere.
+    ChangeDone {
+        /// Epoch of the change.
+        epoch: u64,
+    },
     /// Bootstrap → any node: some finger table entries changed.
     Fingers {
         /// Configuration epoch.
@@ -340,6 +345,7 @@ impl Message {
             Message::Commit { .. } => "commit",
             Message::Ack { .. } => "ack",
             Message::Fingers { .. } => "fingers",
+            Message::ChangeDone { .. } => "change_done",
             Message::Route(_) => "route",
             Message::TailRead { .. } => "tail_read",
             Message::ChainWrite { .. } => "chain_write",

@@ -437,6 +437,7 @@ impl Node {
             } => self.on_snapshot(&from, epoch, chunk, chunks, entries, out),
             Message::Commit { epoch } => self.on_commit(&from, epoch, out),
             Message::Fingers { epoch, updates } => self.on_fingers(&from, epoch, updates),
+            Message::ChangeDone { .. } => self.on_change_done(&from, out),
             Message::Route(routed) => {
                 self.route(routed, out);
                 Ok(())

@@ -28,6 +28,11 @@ pub struct Tuning {
     /// that crashes is then removed from the ring and its keys re-replicated).
     #[arg(long)]
     pub no_failure_handling: bool,
+    /// Shared secret authenticating node-to-node messages; every member of a ring must
+    /// be given the same one. Without it the internal endpoint is open, which is fine
+    /// only on loopback.
+    #[arg(long, env = "RINGKV_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
 }
 
 impl Tuning {
@@ -242,6 +247,7 @@ pub fn run_cluster(args: ClusterArgs) -> anyhow::Result<ExitCode> {
     options.limits = args.tuning.limits();
     options.timing = args.tuning.timing();
     options.actor = args.tuning.actor();
+    options.cluster_secret = args.tuning.cluster_secret.clone();
     runtime()?.block_on(async move {
         let cluster = LocalCluster::start(options).await?;
         let overlay = cluster.overlay().await.map_err(anyhow::Error::msg)?;
@@ -295,6 +301,7 @@ fn apply_tuning(options: &mut NodeOptions, tuning: &Tuning) {
     options.limits = tuning.limits();
     options.timing = tuning.timing();
     options.actor = tuning.actor();
+    options.cluster_secret = tuning.cluster_secret.clone();
 }
 
 fn bench_runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {

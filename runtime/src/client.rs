@@ -103,6 +103,8 @@ impl HttpReply {
 pub struct HttpClient {
     inner: Client<HttpConnector, Full<Bytes>>,
     timeout: Duration,
+    /// Sent as `Authorization: Bearer ...` on every request (the cluster secret).
+    bearer: Option<std::sync::Arc<str>>,
 }
 
 /// Idle keep-alive connections kept per host.
@@ -118,7 +120,17 @@ impl HttpClient {
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(IDLE_PER_HOST_MAX)
             .build(connector);
-        HttpClient { inner, timeout }
+        HttpClient {
+            inner,
+            timeout,
+            bearer: None,
+        }
+    }
+
+    /// The same client, sending `secret` as a bearer token on every request.
+    pub fn with_bearer(mut self, secret: Option<&str>) -> HttpClient {
+        self.bearer = secret.map(std::sync::Arc::from);
+        self
     }
 
     /// Send one request; `body` is sent as `application/json` when given.
@@ -138,6 +150,9 @@ impl HttpClient {
         let mut builder = hyper::Request::builder().method(method).uri(uri);
         if body.is_some() {
             builder = builder.header(CONTENT_TYPE, "application/json");
+        }
+        if let Some(secret) = &self.bearer {
+            builder = builder.header(hyper::header::AUTHORIZATION, format!("Bearer {secret}"));
         }
         let request = builder
             .body(Full::new(body.unwrap_or_default()))

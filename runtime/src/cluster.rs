@@ -26,6 +26,8 @@ pub struct ClusterOptions {
     pub timing: Timing,
     /// Runtime bounds.
     pub actor: ActorOptions,
+    /// Cluster secret for node-to-node messages (see [`NodeOptions::cluster_secret`]).
+    pub cluster_secret: Option<String>,
 }
 
 impl ClusterOptions {
@@ -39,6 +41,7 @@ impl ClusterOptions {
             limits: Limits::default(),
             timing: Timing::default(),
             actor: ActorOptions::default(),
+            cluster_secret: None,
         }
     }
 
@@ -57,6 +60,7 @@ impl ClusterOptions {
         options.limits = self.limits;
         options.timing = self.timing;
         options.actor = self.actor;
+        options.cluster_secret = self.cluster_secret.clone();
         Ok(options)
     }
 }

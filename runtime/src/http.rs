@@ -28,11 +28,19 @@ pub const INTERNAL_BODY_BYTES_MAX: usize = 64 << 20;
 struct AppState {
     node: NodeHandle,
     metrics: Arc<Metrics>,
+    /// The cluster secret the internal endpoint requires, if any.
+    secret: Option<Arc<str>>,
 }
 
 /// The router of one node.
-pub fn router(node: NodeHandle, metrics: Arc<Metrics>) -> Router {
-    let state = AppState { node, metrics };
+/// The router of one node. With `secret`, the internal endpoint accepts only requests
+/// that carry `Authorization: Bearer <secret>`.
+pub fn router(node: NodeHandle, metrics: Arc<Metrics>, secret: Option<Arc<str>>) -> Router {
+    let state = AppState {
+        node,
+        metrics,
+        secret,
+    };
     Router::new()
         .route("/insert/{key}/{value}", post(insert_path))
         .route("/insert", post(insert_json))
@@ -323,8 +331,20 @@ async fn render_metrics(State(s): State<AppState>) -> HttpResponse {
 
 async fn internal_message(
     State(s): State<AppState>,
+    headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> HttpResponse {
+    if let Some(secret) = &s.secret {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| same_secret(g.as_bytes(), secret.as_bytes())) {
+            add(&s.metrics.peer.messages_malformed, 1);
+            let message = "node-to-node messages need the cluster secret (--cluster-secret)";
+            return error(StatusCode::UNAUTHORIZED, message).into_response();
+        }
+    }
     let body = match body {
         Ok(body) => body,
         Err(rejection) => return error(rejection.status(), rejection.body_text()).into_response(),
@@ -347,6 +367,11 @@ async fn internal_message(
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(unavailable) => unavailable_json(unavailable).into_response(),
     }
+}
+
+/// Compare secrets in time independent of where they differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 // ----- fallbacks -----

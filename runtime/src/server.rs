@@ -46,6 +46,10 @@ pub struct NodeOptions {
     pub actor: ActorOptions,
     /// Client timeout of peer exchanges.
     pub peer_timeout: Duration,
+    /// Shared secret every cluster member sends on node-to-node messages; the internal
+    /// endpoint refuses (401) messages without it. `None`: the endpoint is open (fine on
+    /// a loopback-only ring).
+    pub cluster_secret: Option<String>,
 }
 
 impl NodeOptions {
@@ -60,6 +64,7 @@ impl NodeOptions {
             timing: Timing::default(),
             actor: ActorOptions::default(),
             peer_timeout: Duration::from_secs(10),
+            cluster_secret: None,
         }
     }
 }
@@ -129,7 +134,8 @@ impl NodeServer {
         config.limits = options.limits;
         config.timing = options.timing;
         let metrics = Arc::new(Metrics::default());
-        let client = HttpClient::new(options.peer_timeout);
+        let client =
+            HttpClient::new(options.peer_timeout).with_bearer(options.cluster_secret.as_deref());
         let running = actor::spawn(
             Node::new(config),
             options.timing.request_timeout_ns,
@@ -137,7 +143,8 @@ impl NodeServer {
             client,
             metrics.clone(),
         );
-        let app = crate::http::router(running.handle.clone(), metrics.clone());
+        let secret = options.cluster_secret.as_deref().map(std::sync::Arc::from);
+        let app = crate::http::router(running.handle.clone(), metrics.clone(), secret);
         let (http_stop, stopped) = oneshot::channel::<()>();
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);

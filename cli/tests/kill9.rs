@@ -199,7 +199,7 @@ fn kill_9_of_k_minus_1_nodes_loses_no_acknowledged_write() {
     // Every acknowledged write is readable (the latest acknowledged value, or a later
     // unacknowledged one), from every node; the reads join the checked history.
     let reader = process + 1;
-    for (key, _) in &acked {
+    for key in acked.keys() {
         for via in addrs.iter().chain([&boot_addr]) {
             let url = format!("http://{via}/query/{}", encode_segment(key));
             rec.push(reader, EventType::Invoke, OpKind::Read, key, None);

@@ -21,6 +21,11 @@ pub(crate) struct Preparing {
     pub(crate) gained: Range,
     /// Sources still to answer, with the snapshot chunks received from each.
     pending: BTreeMap<Id, BTreeSet<u32>>,
+    /// Sources nearest first: with several, each key is taken from the nearest that has
+    /// it (see `on_snapshot`).
+    order: Vec<Id>,
+    /// Entries received from each source, merged when all have answered.
+    received: BTreeMap<Id, Vec<(String, Entry)>>,
     ready: bool,
 }
 
@@ -110,6 +115,8 @@ impl Node {
             fingers,
             gained,
             pending: sources.iter().map(|s| (s.id, BTreeSet::new())).collect(),
+            order: sources.iter().map(|s| s.id).collect(),
+            received: BTreeMap::new(),
             ready: false,
         });
         if sources.is_empty() {
@@ -204,13 +211,12 @@ impl Node {
                 epoch,
             });
         }
-        for (key, entry) in entries {
-            self.apply_entry(&key, entry, out);
-        }
         let complete = match &mut self.preparing {
             Some(p) => {
                 if let Some(seen) = p.pending.get_mut(&from.id) {
-                    seen.insert(chunk);
+                    if seen.insert(chunk) {
+                        p.received.entry(from.id).or_default().extend(entries);
+                    }
                     if seen.len() as u32 >= chunks {
                         p.pending.remove(&from.id);
                     }
@@ -220,9 +226,29 @@ impl Node {
             None => false,
         };
         if complete {
+            for (key, entry) in self.merge_received() {
+                self.apply_entry(&key, entry, out);
+            }
             self.mark_ready(out);
         }
         Ok(())
+    }
+
+    /// The fetched entries, each key taken from the nearest source that has it. After a
+    /// failure the sources are the newcomer's predecessors in the key's chain; the nearest
+    /// holds every acknowledged write but the fewest unacknowledged ones, so a new tail
+    /// never exposes a write an upstream node applied but the chain never committed.
+    fn merge_received(&mut self) -> BTreeMap<String, Entry> {
+        let Some(p) = &mut self.preparing else {
+            return BTreeMap::new();
+        };
+        let mut merged = BTreeMap::new();
+        for id in &p.order {
+            for (key, entry) in p.received.remove(id).unwrap_or_default() {
+                merged.entry(key).or_insert(entry);
+            }
+        }
+        merged
     }
 
     pub(crate) fn on_commit(

@@ -256,12 +256,19 @@ pub fn run(options: &Options) -> Result<Report> {
                 sum(&|r| r.invariant_violations).to_string(),
             ]);
             if model == Consistency::Chain && profile.name == "crash-churn" && violating > 0 {
+                // Point at a run inside the fault model (fewer than k nodes down at once).
                 let first = mine
                     .iter()
-                    .find(|r| r.linearizability == "violation")
-                    .map(|r| r.replay.clone());
+                    .filter(|r| r.linearizability == "violation")
+                    .min_by_key(|r| (r.max_crashed_at_once >= r.k, r.seed))
+                    .map(|r| {
+                        format!(
+                            "seed {}, at most {} down at once: {}",
+                            r.seed, r.max_crashed_at_once, r.replay
+                        )
+                    });
                 warnings.push(format!(
-                    "chain under crash-churn: {violating} of {} runs not linearizable (replay: {})",
+                    "chain under crash-churn: {violating} of {} runs not linearizable, {within_model} of them with fewer than k nodes down ({})",
                     mine.len(),
                     first.unwrap_or_default()
                 ));

@@ -314,18 +314,11 @@ pub fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
     out
 }
 
-/// Format a tick value compactly: `1,200`, `0.25`, `10k`.
+/// Format a tick value: `1,200`, `250,000`, `0.25`.
 pub fn format_tick(v: f64) -> String {
     let a = v.abs();
     if a == 0.0 {
         "0".into()
-    } else if a >= 100_000.0 {
-        let k = v / 1000.0;
-        if (k - k.round()).abs() < 1e-9 {
-            format!("{}k", k.round() as i64)
-        } else {
-            format!("{k:.1}k")
-        }
     } else if (v - v.round()).abs() < 1e-9 {
         thousands(v.round() as i64)
     } else if a >= 1.0 {
@@ -430,7 +423,7 @@ fn draw_one(area: &Area<'_>, chart: &Chart) -> DrawResult {
         .margin(16)
         .margin_right(30)
         .x_label_area_size(62)
-        .y_label_area_size(92);
+        .y_label_area_size(106);
     let x_ticks = chart.x.tick_values();
     let y_ticks = chart.y.tick_values();
     let xr = chart.x.lo..chart.x.hi;
@@ -640,7 +633,7 @@ mod tests {
         assert_eq!(log_ticks(1.0, 20.0), vec![1.0, 2.0, 5.0, 10.0, 20.0]);
         assert_eq!(format_tick(1200.0), "1,200");
         assert_eq!(format_tick(0.25), "0.25");
-        assert_eq!(format_tick(250_000.0), "250k");
+        assert_eq!(format_tick(250_000.0), "250,000");
     }
 
     #[test]

@@ -331,6 +331,13 @@ fn report(options: &Options, which: Which, rows: &[Row], suffix: &str) -> Result
     let png = options.path(&format!("{name}_throughput{suffix}.png"));
     write_csv(&csv, rows)?;
     plot(&png, options, which, rows)?;
+    let mut files = vec![csv, png];
+    let cpu_known = rows.iter().any(|r| r.cpu_us_per_op.is_some());
+    if cpu_known {
+        let cpu_png = options.path(&format!("{name}_cpu{suffix}.png"));
+        plot_cpu(&cpu_png, options, which, rows)?;
+        files.push(cpu_png);
+    }
     let backend = options.backend;
     let unit = if backend == Backend::Real {
         "ops/s"
@@ -360,8 +367,13 @@ fn report(options: &Options, which: Which, rows: &[Row], suffix: &str) -> Result
             "CPU µs/op (median)",
             "cores busy (median)",
             "errors",
-        ],
+        ][..],
     );
+    if !cpu_known {
+        table
+            .header
+            .retain(|h| !h.starts_with("CPU") && !h.starts_with("cores"));
+    }
     let mut warnings = Vec::new();
     for model in MODELS {
         let m = model_name(model);
@@ -379,17 +391,20 @@ fn report(options: &Options, which: Which, rows: &[Row], suffix: &str) -> Result
             };
             let errors: usize = mine.iter().map(|r| r.errors).sum();
             let total: usize = mine.iter().map(|r| r.ops).sum();
-            table.row(vec![
+            let mut cells = vec![
                 m.into(),
                 k.to_string(),
                 ops(med),
                 ops(lo),
                 ops(hi),
                 fixed(min_median_max(&p99).1, 2),
-                median_of(&|r| r.cpu_us_per_op),
-                median_of(&|r| r.cpu_cores_busy),
-                format!("{errors}/{total}"),
-            ]);
+            ];
+            if cpu_known {
+                cells.push(median_of(&|r| r.cpu_us_per_op));
+                cells.push(median_of(&|r| r.cpu_cores_busy));
+            }
+            cells.push(format!("{errors}/{total}"));
+            table.row(cells);
             if errors > 0 {
                 let causes: Vec<&str> = mine
                     .iter()
@@ -414,11 +429,65 @@ fn report(options: &Options, which: Which, rows: &[Row], suffix: &str) -> Result
             (Which::Insert, Backend::Sim) => "insert (sim)",
             (Which::Query, Backend::Sim) => "query (sim)",
         },
-        files: vec![csv, png],
+        files,
         table,
         warnings,
         seconds: 0.0,
     })
+}
+
+/// CPU time per operation against k (real backend): why throughput falls.
+fn plot_cpu(path: &Path, options: &Options, which: Which, rows: &[Row]) -> Result<()> {
+    let dodge = 0.05 * (options.ks.iter().max().copied().unwrap_or(1) as f64).max(1.0) / 5.0;
+    let mut top: f64 = 0.0;
+    let mut busy = Vec::new();
+    let series = MODELS
+        .into_iter()
+        .enumerate()
+        .map(|(i, model)| {
+            let m = model_name(model);
+            let offset = if i == 0 { -dodge } else { dodge };
+            let points = options
+                .ks
+                .iter()
+                .map(|&k| {
+                    let mine = rows.iter().filter(|r| r.model == m && r.k == k);
+                    let v: Vec<f64> = mine.clone().filter_map(|r| r.cpu_us_per_op).collect();
+                    busy.extend(mine.filter_map(|r| r.cpu_cores_busy));
+                    let five = five_numbers(&v);
+                    top = top.max(five[4]);
+                    Point::boxed(k as f64 + offset, five)
+                })
+                .collect();
+            Series::new(
+                m,
+                plot::model_color(model),
+                plot::model_marker(model),
+                points,
+            )
+        })
+        .collect();
+    let kmax = options.ks.iter().max().copied().unwrap_or(1) as f64;
+    let what = if which == Which::Insert {
+        "insert"
+    } else {
+        "query"
+    };
+    let chart = Chart {
+        title: format!("CPU time per {what} vs replication factor (whole ring, one process)"),
+        x: Axis::linear("replication factor k", 0.5, kmax + 0.5)
+            .with_ticks(options.ks.iter().map(|&k| k as f64).collect()),
+        y: Axis::linear(format!("CPU time per {what} (µs, all nodes + clients)"), 0.0, (top * 1.2).max(1.0)),
+        legend: LegendAt::UpperLeft,
+        series,
+        note: Some(format!(
+            "process CPU time during the timed phase / operations; {} of {} cores busy (median); {} runs per point",
+            fixed(min_median_max(&busy).1, 2),
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            options.reps()
+        )),
+    };
+    plot::draw(path, plot::SIZE, &chart)
 }
 
 fn plot(path: &Path, options: &Options, which: Which, rows: &[Row]) -> Result<()> {

@@ -138,11 +138,13 @@ fn every_experiment_runs_quick_and_writes_its_files() {
             let t: f64 = col(&path, row, "throughput_ops_per_s").parse().unwrap();
             assert!(t > 0.0);
         }
-        assert_png(
-            &dir.join(format!("{name}_throughput.png")),
-            SIZE,
-            &[plot::CHAIN, plot::EVENTUAL],
-        );
+        for png in [
+            format!("{name}_throughput.png"),
+            format!("{name}_cpu.png"),
+            format!("{name}_throughput_sim.png"),
+        ] {
+            assert_png(&dir.join(png), SIZE, &[plot::CHAIN, plot::EVENTUAL]);
+        }
     }
 
     // 3: verdicts for every (model, k, mode); chain replication linearizable.

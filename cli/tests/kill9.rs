@@ -3,70 +3,18 @@
 //! restarted on their addresses and rejoin empty. At the end every acknowledged write is
 //! readable and the recorded history is linearizable.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
+
+use common::Proc;
 
 use ringkv_runtime::{encode_segment, HttpClient};
 use ringkv_sim::check::{
     check_linearizability, CheckOptions, EventType, History, HistoryEvent, OpKind, Verdict,
 };
-
-const DHT: &str = env!("CARGO_BIN_EXE_dht");
-
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Proc {
-    fn start(args: &[&str]) -> Proc {
-        let mut child = Command::new(DHT)
-            .args(args)
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dht starts");
-        let stdout = child.stdout.take().expect("piped");
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Proc { child, lines }
-    }
-
-    fn wait_line(&self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-        panic!("no line with '{needle}' within 30 s");
-    }
-
-    /// `kill -9`: no depart, no goodbye.
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
 
 /// The advertised `host:port` in a "... (advertised as H:P)" line.
 fn advertised(line: &str) -> String {
@@ -215,7 +163,10 @@ fn kill_9_of_k_minus_1_nodes_loses_no_acknowledged_write() {
         report.verdict,
         Verdict::Linearizable,
         "{:?}",
-        report.counterexamples().map(|c| c.explanation.clone()).collect::<Vec<_>>()
+        report
+            .counterexamples()
+            .map(|c| c.explanation.clone())
+            .collect::<Vec<_>>()
     );
     assert!(
         acked.len() >= 30,

@@ -1,8 +1,11 @@
 //! `dht sim`: a seeded, deterministic simulation of a ringkv ring (see `docs/simulator.md`).
+//! `dht sim sweep`: many seeds of one configuration, every run checked, one table.
 //!
 //! Exit codes: 0 the run held its invariants (and, with `--check` under chain
-//! replication, was linearizable); 1 it breached one (the replay command is printed on
-//! stderr); 2 bad arguments or an I/O error.
+//! replication, was linearizable; with `--final-reads`, lost no acknowledged write) —
+//! for a sweep, every run passed every check; 1 a run failed (the replay command is
+//! printed on stderr; a sweep also prints a shrunk reproducer); 2 bad arguments or an
+//! I/O error.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,15 +13,67 @@ use std::process::ExitCode;
 use anyhow::Context;
 use ringkv_core::{Consistency, Routing};
 use ringkv_sim::check::CheckOptions;
+use ringkv_sim::sweep::{sweep, SweepOptions};
 use ringkv_sim::units::{parse_duration_ns, parse_probability};
 use ringkv_sim::{
     Fault, KeyDist, Latency, NetConfig, PartitionMode, RandomFaults, SimConfig, Simulation,
     Synthetic, WorkloadSpec,
 };
 
-/// Arguments of `dht sim`.
+/// Arguments of `dht sim`: one run, or `dht sim sweep`.
 #[derive(clap::Args, Debug, Clone)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct SimArgs {
+    /// The run.
+    #[command(flatten)]
+    pub opts: SimOptions,
+    /// `sweep`: many seeds instead of one run.
+    #[command(subcommand)]
+    pub action: Option<SimAction>,
+}
+
+/// What `dht sim` does besides one run.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum SimAction {
+    /// Run many seeds, check every run, print one table; shrink the first failure.
+    ///
+    /// Every run is checked for linearizability (chain), lost acknowledged writes (a
+    /// final read of every key written), convergence and the quiescence invariants.
+    /// Random faults default to the declared fault model: at most k - 1 nodes down at
+    /// once, no partitions. Exits 1 if any run failed, printing its replay command and a
+    /// shrunk reproducer.
+    Sweep(SweepArgs),
+}
+
+/// Arguments of `dht sim sweep`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SweepArgs {
+    /// Every flag of `dht sim` (the seed is the first seed).
+    #[command(flatten)]
+    pub opts: SimOptions,
+    /// Number of seeds.
+    #[arg(long, default_value_t = 100)]
+    pub seeds: u64,
+    /// First seed (default: --seed, 0).
+    #[arg(long)]
+    pub first_seed: Option<u64>,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Run chain replication and eventual consistency for every seed.
+    #[arg(long)]
+    pub both: bool,
+    /// Do not shrink the first failing run.
+    #[arg(long)]
+    pub no_shrink: bool,
+    /// Most runs the shrinking may make.
+    #[arg(long, default_value_t = 150)]
+    pub shrink_budget: usize,
+}
+
+/// The flags of one simulation, shared by `dht sim` and `dht sim sweep`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SimOptions {
     /// Initial ring size (node 0 is the bootstrap).
     #[arg(long, default_value_t = 10)]
     pub nodes: usize,
@@ -96,15 +151,25 @@ pub struct SimArgs {
     /// Random faults: departures per virtual second.
     #[arg(long, default_value_t = 2.0)]
     pub depart_rate: f64,
-    /// Random faults: partitions per virtual second.
-    #[arg(long, default_value_t = 1.0)]
-    pub partition_rate: f64,
+    /// Random faults: partitions per virtual second [default: 1; 0 in sweeps, where
+    /// partitions are outside the declared fault model unless asked for].
+    #[arg(long)]
+    pub partition_rate: Option<f64>,
     /// Random faults: how long a partition lasts.
     #[arg(long, default_value = "100ms")]
     pub partition_duration: String,
     /// Random faults are drawn over this much of the client phase.
     #[arg(long, default_value = "1s")]
     pub fault_horizon: String,
+    /// Random faults: at most this many nodes down at once (from a crash until the
+    /// failure timeout after the restart), or `none` [default: none; k - 1 in sweeps,
+    /// the declared fault model].
+    #[arg(long)]
+    pub max_down: Option<String>,
+    /// After the run settles, read every key the workload wrote, through live members,
+    /// and count lost acknowledged writes (on in sweeps).
+    #[arg(long)]
+    pub final_reads: bool,
     /// Run the core's heartbeats, failure detection and anti-entropy.
     #[arg(long)]
     pub failure_handling: bool,
@@ -128,9 +193,19 @@ pub struct SimArgs {
     pub json: bool,
 }
 
-impl SimArgs {
-    /// The simulation these flags describe.
-    pub fn to_config(&self) -> anyhow::Result<SimConfig> {
+impl SimOptions {
+    /// The simulation these flags describe; `sweep` selects the sweep's defaults (random
+    /// faults within the declared model, final reads on).
+    pub fn to_config(&self, sweep: bool) -> anyhow::Result<SimConfig> {
+        let partition_rate = self.partition_rate.unwrap_or(if sweep { 0.0 } else { 1.0 });
+        let max_down =
+            match self.max_down.as_deref() {
+                None if sweep => Some(self.k.saturating_sub(1)),
+                None | Some("none") => None,
+                Some(n) => Some(n.parse::<usize>().map_err(|_| {
+                    anyhow::anyhow!("--max-down '{n}': use a number of nodes or none")
+                })?),
+            };
         let synthetic = Synthetic {
             ops: self.ops,
             keys: self.keys,
@@ -148,7 +223,7 @@ impl SimArgs {
                 },
                 join_rate: self.join_rate,
                 depart_rate: self.depart_rate,
-                partition_rate: self.partition_rate,
+                partition_rate,
                 partition_ns: parse_duration_ns(&self.partition_duration)?,
                 horizon_ns: parse_duration_ns(&self.fault_horizon)?,
             }),
@@ -160,7 +235,7 @@ impl SimArgs {
             self.crash_rate,
             self.join_rate,
             self.depart_rate,
-            self.partition_rate,
+            partition_rate,
         ];
         if rates.iter().any(|r| !r.is_finite() || *r < 0.0) {
             anyhow::bail!("fault rates must be non-negative numbers");
@@ -197,16 +272,105 @@ impl SimArgs {
                 Some(t) => parse_duration_ns(t)?,
                 None => defaults.time_max_ns,
             },
-            record_history: self.history.is_some() || self.check,
+            record_history: self.history.is_some() || self.check || sweep,
+            max_down,
+            final_reads: self.final_reads || sweep,
         };
         config.validate()?;
         Ok(config)
     }
 }
 
-/// Run `dht sim`.
+/// Run `dht sim` or `dht sim sweep`.
 pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
-    let config = args.to_config()?;
+    match args.action {
+        Some(SimAction::Sweep(sweep_args)) => run_sweep(sweep_args),
+        None => run_one(args.opts),
+    }
+}
+
+/// Run `dht sim sweep`.
+fn run_sweep(args: SweepArgs) -> anyhow::Result<ExitCode> {
+    if args.opts.history.is_some() {
+        anyhow::bail!(
+            "--history is per run: replay a seed with the dht sim command the sweep prints"
+        );
+    }
+    if args.seeds == 0 {
+        anyhow::bail!("--seeds must be at least 1");
+    }
+    if args.jobs == Some(0) {
+        anyhow::bail!("--jobs must be at least 1");
+    }
+    let first_seed = match args.first_seed {
+        Some(s) if args.opts.seed != 0 && s != args.opts.seed => {
+            anyhow::bail!("--seed and --first-seed disagree: give one of them")
+        }
+        Some(s) => s,
+        None => args.opts.seed,
+    };
+    let config = args.opts.to_config(true)?;
+    let options = SweepOptions {
+        seeds: args.seeds,
+        first_seed,
+        jobs: args.jobs,
+        both: args.both,
+        shrink: !args.no_shrink,
+        shrink_budget: args.shrink_budget,
+        ..SweepOptions::default()
+    };
+    let mut notes = Vec::new();
+    if let Some(r) = &config.random_faults {
+        if r.partition_rate > 0.0 {
+            notes.push(
+                "partitions are outside the declared fault model: chain replication is not \
+                 guaranteed linearizable across them (docs/protocol.md)",
+            );
+        }
+        if config.max_down.is_none_or(|m| m >= config.k) && r.crash_rate > 0.0 {
+            notes.push(
+                "k or more nodes may be down at once: keys whose whole replica set crashed \
+                 are lost by design",
+            );
+        }
+        if !config.failure_handling && r.crash_rate > 0.0 {
+            notes.push(
+                "crashes without --failure-handling are never repaired: expect unanswered \
+                 reads and diverged replicas",
+            );
+        }
+    }
+    let report = sweep(&config, &options);
+    if args.opts.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        for note in &notes {
+            println!("note: {note}");
+        }
+        println!("{report}");
+    }
+    if report.passed() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let first = &report.failures[0];
+    eprintln!(
+        "the sweep found {} failing run(s) over {} seed(s); replay the first (seed {}, {}) with:
+  {}",
+        report.failed_runs, report.failed_seeds, first.seed, first.consistency, first.replay
+    );
+    if let Some(shrunk) = &report.shrunk {
+        eprintln!(
+            "smallest reproducer found:
+  {}",
+            shrunk.replay
+        );
+    }
+    Ok(ExitCode::from(1))
+}
+
+/// Run `dht sim` (one run).
+fn run_one(args: SimOptions) -> anyhow::Result<ExitCode> {
+    let config = args.to_config(false)?;
     let mut result = Simulation::new(config)?.run();
     if let Some(path) = &args.history {
         std::fs::write(path, &result.history)
@@ -232,8 +396,11 @@ pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
                 summary.invariant_violations
             ));
         }
-        if summary.linearizable.as_deref() == Some("violation") {
+        if summary.consistency == "chain" && summary.linearizable.as_deref() == Some("violation") {
             found.push("a linearizability violation under chain replication".to_string());
+        }
+        if let Some(lost) = summary.lost_acked_writes.filter(|n| *n > 0) {
+            found.push(format!("{lost} lost acknowledged write(s)"));
         }
         eprintln!(
             "the run found {}; replay with:\n  {}",

@@ -240,3 +240,154 @@ fn the_replay_command_reproduces_the_run() {
     }
     assert_eq!(a, b, "replay: {replay}");
 }
+
+#[test]
+fn a_sweep_within_the_declared_model_prints_the_table_and_passes() {
+    let out = dht(&[
+        "sweep",
+        "--seeds",
+        "4",
+        "--first-seed",
+        "100",
+        "--both",
+        "--faults",
+        "random",
+        "--failure-handling",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        "seeds 100..=103 (4), chain + eventual",
+        "--max-down 2",
+        "--partition-rate 0",
+        "--final-reads",
+        "seeds run / runs                   4 / 8",
+        "chain linearizability violations   0 runs",
+        "lost acknowledged writes           0 keys",
+        "convergence failures               0 (100.00% of runs converged)",
+        "worst staleness (eventual)",
+        "result: PASS",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+    }
+    let json = dht(&[
+        "sweep",
+        "--seeds",
+        "2",
+        "--faults",
+        "random",
+        "--failure-handling",
+        "--json",
+    ]);
+    assert!(json.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(report["runs"], 2);
+    assert_eq!(report["models"], serde_json::json!(["chain"]));
+    for field in [
+        "failed_runs",
+        "linearizability_violations",
+        "lost_acked_writes",
+        "convergence_failures",
+        "invariant_breaches",
+        "worst_staleness_ns",
+        "wall_seconds",
+    ] {
+        assert!(report.get(field).is_some(), "missing {field}");
+    }
+}
+
+/// k = 1 with a crash loses the crashed node's keys by design: the sweep exits 1, names
+/// the seed and its replay command, and shrinks it to a reproducer that fails too.
+#[test]
+fn a_failing_sweep_exits_1_with_a_replay_and_a_shrunk_reproducer() {
+    let out = dht(&[
+        "sweep",
+        "--seeds",
+        "10",
+        "--k",
+        "1",
+        "--max-down",
+        "1",
+        "--consistency",
+        "eventual",
+        "--workload",
+        "synthetic",
+        "--ops",
+        "200",
+        "--keys",
+        "20",
+        "--faults",
+        "random",
+        "--timeout",
+        "200ms",
+        "--failure-handling",
+        "--shrink-budget",
+        "60",
+    ]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("note: k or more nodes may be down at once"));
+    assert!(stdout.contains("lost_acked_writes"), "{stdout}");
+    assert!(stdout.contains("result: FAIL"), "{stdout}");
+    assert!(stderr.contains("replay the first (seed "), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().map(str::trim).collect();
+    let replay = lines
+        .iter()
+        .find(|l| l.starts_with("dht sim ") && l.contains("--faults random"))
+        .expect("the failing run's replay command");
+    assert!(replay.ends_with("--max-down 1 --failure-handling --final-reads --check"));
+    let shrunk = lines
+        .iter()
+        .rev()
+        .find(|l| l.starts_with("dht sim ") && l.contains("--fault "))
+        .expect("a shrunk reproducer");
+    assert!(!shrunk.contains("--faults random"), "{shrunk}");
+    assert!(
+        stdout.contains(shrunk),
+        "the table names the reproducer too"
+    );
+    // Both commands reproduce the failure.
+    for command in [replay, shrunk] {
+        let args: Vec<&str> = command
+            .strip_prefix("dht sim ")
+            .unwrap()
+            .split_whitespace()
+            .chain(["--json"])
+            .collect();
+        let again = dht(&args);
+        assert_eq!(again.status.code(), Some(1), "{command}");
+        let s: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+        assert!(
+            s["lost_acked_writes"].as_u64().unwrap() > 0,
+            "{command}: {s}"
+        );
+        assert!(String::from_utf8_lossy(&again.stderr).contains("lost acknowledged write"));
+    }
+}
+
+#[test]
+fn sweep_flags_are_checked() {
+    for (args, needle) in [
+        (vec!["sweep", "--seeds", "0"], "--seeds must be at least 1"),
+        (vec!["sweep", "--jobs", "0"], "--jobs must be at least 1"),
+        (
+            vec!["sweep", "--history", "h.jsonl"],
+            "--history is per run",
+        ),
+        (vec!["sweep", "--max-down", "two"], "--max-down 'two'"),
+        (vec!["--nodes", "3", "sweep"], "cannot be used with"),
+    ] {
+        let out = dht(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use ringkv_core::config::MAX_K;
 use ringkv_core::{ClusterConfig, Consistency, Routing, Timing};
 
-use crate::faults::{Fault, RandomFaults};
+use crate::faults::{DownCap, Fault, RandomFaults};
 use crate::net::{NetConfig, PartitionMode};
 use crate::units::{check_probability, Dur, ParseError};
 use crate::workload::{Synthetic, WorkloadSpec};
@@ -36,6 +36,12 @@ pub struct SimConfig {
     pub faults: Vec<Fault>,
     /// Random faults drawn from the seed.
     pub random_faults: Option<RandomFaults>,
+    /// Random faults: at most this many nodes down at once; `None`: no cap. A node counts
+    /// as down from its crash until the failure timeout after its restart, time for the
+    /// ring to remove its old incarnation and refill it (see [`SimConfig::down_cap`]).
+    /// `Some(k - 1)` keeps random schedules within the declared fault model. Explicit
+    /// faults are never capped.
+    pub max_down: Option<usize>,
     /// A client's operation not answered within this ends `info`. The nodes' own request
     /// timeout is the larger of this and the core's default, so joins and departs, which
     /// take longer than an operation, are not cut short.
@@ -56,6 +62,12 @@ pub struct SimConfig {
     pub time_max_ns: u64,
     /// Keep the JSON Lines history (needed for `--history` and `--check`).
     pub record_history: bool,
+    /// Final phase (`--final-reads`): once the run has settled, read every key the
+    /// workload wrote or deleted, once, through a live member, on a reliable network,
+    /// and count the keys whose read contradicts an acknowledged write
+    /// (`lost_acked_writes`). The reads are in the history like any other (under fresh
+    /// process ids). With failure handling it also checks placement after crashes.
+    pub final_reads: bool,
 }
 
 impl Default for SimConfig {
@@ -79,6 +91,8 @@ impl Default for SimConfig {
             events_max: 2_000_000_000,
             time_max_ns: 3_600_000_000_000,
             record_history: true,
+            max_down: None,
+            final_reads: false,
         }
     }
 }
@@ -102,6 +116,15 @@ impl SimConfig {
         };
         timing.request_timeout_ns = timing.request_timeout_ns.max(self.timeout_ns);
         timing
+    }
+
+    /// The cap on simultaneous crashes of random schedules: `max_down` nodes, each down
+    /// from its crash until the failure timeout after its restart.
+    pub fn down_cap(&self) -> Option<DownCap> {
+        self.max_down.map(|max_down| DownCap {
+            max_down,
+            repair_ns: self.timing().failure_timeout_ns,
+        })
     }
 
     /// How long the background runs after the last client operation.
@@ -183,12 +206,18 @@ impl SimConfig {
         }
         if let Some(r) = &self.random_faults {
             args.push(random_fault_args(r));
+            if let Some(max) = self.max_down {
+                args.push(format!("--max-down {max}"));
+            }
         }
         if self.failure_handling {
             args.push("--failure-handling".into());
         }
         if let Some(ns) = self.settle_ns {
             args.push(format!("--settle {}", Dur(ns)));
+        }
+        if self.final_reads {
+            args.push("--final-reads".into());
         }
         let defaults = SimConfig::default();
         if self.events_max != defaults.events_max {

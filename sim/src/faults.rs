@@ -188,7 +188,28 @@ impl Default for RandomFaults {
 impl RandomFaults {
     /// Draw a schedule for a ring of `nodes` initial nodes, sorted by time.
     pub fn generate(&self, nodes: u32, rng: &mut ChaCha8Rng) -> Vec<Fault> {
+        self.generate_capped(nodes, None, rng)
+    }
+
+    /// Like [`RandomFaults::generate`], but with at most `cap.max_down` nodes down at once
+    /// (`None`: no cap). A node counts as down from its crash until `cap.repair_ns` after
+    /// its restart (for ever with `restart_after_ns: None`): a restarted node comes back
+    /// empty, and its data is not back on `k` replicas until the ring has removed its old
+    /// incarnation and refilled it. A crash drawn while `max_down` nodes are down, or of
+    /// a node that is already down, is not scheduled (nor its restart); the draws are the
+    /// same as without the cap, so every other fault of the schedule is unchanged.
+    ///
+    /// With `max_down = k - 1` the schedule stays within the declared fault model
+    /// (`docs/protocol.md`): fewer than k simultaneous crashes.
+    pub fn generate_capped(
+        &self,
+        nodes: u32,
+        cap: Option<DownCap>,
+        rng: &mut ChaCha8Rng,
+    ) -> Vec<Fault> {
         let mut faults = Vec::new();
+        // (node, crash, restart or never) of the crashes scheduled so far.
+        let mut down: Vec<(u32, u64, Option<u64>)> = Vec::new();
         let others = nodes.saturating_sub(1);
         let times = |rate: f64, rng: &mut ChaCha8Rng| -> Vec<u64> {
             let mut out = Vec::new();
@@ -208,6 +229,21 @@ impl RandomFaults {
         if others > 0 {
             for at_ns in times(self.crash_rate, rng) {
                 let node = rng.gen_range(1..=others);
+                if let Some(cap) = cap {
+                    // Crash times increase and every node stays down equally long, so the
+                    // most nodes down during this one's outage is the count at its start.
+                    let is_down = |&&(_, from, until): &&(u32, u64, Option<u64>)| {
+                        from <= at_ns && until.is_none_or(|u| at_ns < u)
+                    };
+                    let now_down: Vec<u32> = down.iter().filter(is_down).map(|d| d.0).collect();
+                    if now_down.len() >= cap.max_down || now_down.contains(&node) {
+                        continue;
+                    }
+                    let until = self
+                        .restart_after_ns
+                        .map(|d| at_ns.saturating_add(d).saturating_add(cap.repair_ns));
+                    down.push((node, at_ns, until));
+                }
                 faults.push(Fault {
                     at_ns,
                     kind: FaultKind::Crash { node },
@@ -254,6 +290,16 @@ impl RandomFaults {
     }
 }
 
+/// A cap on simultaneous crashes in a random schedule
+/// ([`RandomFaults::generate_capped`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DownCap {
+    /// Most nodes down at once.
+    pub max_down: usize,
+    /// How long after its restart a node still counts as down.
+    pub repair_ns: u64,
+}
+
 /// Most faults of one kind a random schedule draws.
 pub const RANDOM_FAULTS_MAX: usize = 10_000;
 
@@ -292,6 +338,54 @@ mod tests {
         ] {
             assert!(bad.parse::<Fault>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn capped_schedules_keep_fewer_nodes_down_and_change_nothing_else() {
+        let faults = RandomFaults {
+            crash_rate: 20.0,
+            horizon_ns: 2_000_000_000,
+            ..RandomFaults::default()
+        };
+        let draw = |cap| faults.generate_capped(10, cap, &mut ChaCha8Rng::seed_from_u64(5));
+        let free = draw(None);
+        assert_eq!(free, faults.generate(10, &mut ChaCha8Rng::seed_from_u64(5)));
+        let cap = DownCap {
+            max_down: 2,
+            repair_ns: 300_000_000,
+        };
+        let capped = draw(Some(cap));
+        assert!(capped.len() < free.len());
+        let others = |v: &[Fault]| -> Vec<Fault> {
+            v.iter()
+                .filter(|f| !matches!(f.kind, FaultKind::Crash { .. } | FaultKind::Restart { .. }))
+                .cloned()
+                .collect()
+        };
+        assert_eq!(others(&capped), others(&free));
+        // At every crash, fewer than max_down nodes are within their down window.
+        let window = 200_000_000 + cap.repair_ns;
+        let crashes: Vec<(u32, u64)> = capped
+            .iter()
+            .filter_map(|f| match f.kind {
+                FaultKind::Crash { node } => Some((node, f.at_ns)),
+                _ => None,
+            })
+            .collect();
+        assert!(crashes.len() >= 2);
+        for &(node, at) in &crashes {
+            let down: Vec<u32> = crashes
+                .iter()
+                .filter(|&&(_, t)| t <= at && at < t + window)
+                .map(|c| c.0)
+                .collect();
+            assert!(down.len() <= cap.max_down, "{capped:?}");
+            assert_eq!(down.iter().filter(|&&n| n == node).count(), 1);
+        }
+        let none = draw(Some(DownCap { max_down: 0, ..cap }));
+        assert!(none
+            .iter()
+            .all(|f| !matches!(f.kind, FaultKind::Crash { .. } | FaultKind::Restart { .. })));
     }
 
     #[test]

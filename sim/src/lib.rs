@@ -22,15 +22,17 @@ pub mod client;
 pub mod config;
 pub mod engine;
 pub mod faults;
+pub mod final_reads;
 pub mod net;
 pub mod observe;
 pub mod sim;
 pub mod summary;
+pub mod sweep;
 pub mod units;
 pub mod workload;
 
 pub use config::SimConfig;
-pub use faults::{Fault, FaultKind, RandomFaults};
+pub use faults::{DownCap, Fault, FaultKind, RandomFaults};
 pub use net::{Latency, NetConfig, PartitionMode};
 pub use sim::{node_addr, SimError, SimResult, Simulation};
 pub use summary::Summary;

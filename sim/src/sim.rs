@@ -7,9 +7,11 @@
 //! measured (operations, latency, throughput); events and messages are counted
 //! throughout. The run ends when it is quiescent: no message in flight, no request
 //! waiting at a node, no fault or client step queued (periodic garbage-collection timers
-//! do not keep a run alive). Then the observers check the invariants.
+//! do not keep a run alive). With `final_reads`, a **final phase** follows the settle
+//! period: one read of every key the workload wrote, through live members, on a reliable
+//! network. Then the observers check the invariants.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,11 +27,12 @@ use crate::client::{classify, Client, ClientState, Outcome, Outstanding};
 use crate::config::SimConfig;
 use crate::engine::{EventQueue, Streams};
 use crate::faults::{Fault, FaultKind};
+use crate::final_reads::lost_acked_writes;
 use crate::net::{Fate, Network};
 use crate::observe::{observe, NodeView};
 use crate::summary::{percentile, Summary};
 use crate::units::ParseError;
-use crate::workload::{Files, Op, OpKind, Workload, WorkloadError};
+use crate::workload::{ClientOps, Files, Op, OpKind, Workload, WorkloadError};
 
 /// Request ids with this bit set are the simulator's join and depart requests; the others
 /// are `client << 32 | sequence`.
@@ -81,6 +84,8 @@ enum Event {
 enum Stage {
     Setup,
     Clients,
+    /// The final reads (`SimConfig::final_reads`).
+    Final,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,6 +127,9 @@ struct Counters {
     ops_not_issued: u64,
     history_events: u64,
     sent_before_clients: u64,
+    final_reads: u64,
+    final_reads_ok: u64,
+    final_reads_unanswered: u64,
 }
 
 /// The outcome of a run.
@@ -205,6 +213,12 @@ pub struct Simulation {
     /// Nodes that panicked, described.
     panics: Vec<String>,
     history: Vec<u8>,
+    /// Keys the workload wrote or deleted (kept only with `final_reads`).
+    written_keys: BTreeSet<String>,
+    /// Clients from this index on are the final phase's readers.
+    first_final_client: usize,
+    /// History events recorded before the final phase began.
+    final_from_event: Option<u64>,
 }
 
 fn input_kind(input: &Input) -> String {
@@ -248,7 +262,11 @@ impl Simulation {
         let workload = Workload::build(&config.workload, clients_n, &files, &mut streams.workload)?;
         let mut faults = config.faults.clone();
         if let Some(random) = &config.random_faults {
-            faults.extend(random.generate(config.nodes as u32, &mut streams.faults));
+            faults.extend(random.generate_capped(
+                config.nodes as u32,
+                config.down_cap(),
+                &mut streams.faults,
+            ));
         }
         faults.sort_by_key(|f| f.at_ns);
         let phases = workload.phases.len();
@@ -307,6 +325,9 @@ impl Simulation {
             notes: Vec::new(),
             panics: Vec::new(),
             history: Vec::new(),
+            written_keys: BTreeSet::new(),
+            first_final_client: clients_n,
+            final_from_event: None,
             config,
         };
         for i in 0..sim.config.nodes {
@@ -446,8 +467,13 @@ impl Simulation {
                 let until = *self
                     .settle_until
                     .get_or_insert(self.now + self.config.settle());
-                self.now < until && self.queue.peek_time().is_some_and(|t| t <= until)
+                if self.now < until && self.queue.peek_time().is_some_and(|t| t <= until) {
+                    return true;
+                }
+                self.config.final_reads && self.start_final_reads()
             }
+            // Readers whose node left give up; then the run is over.
+            Stage::Final => self.release_stuck_clients(),
         }
     }
 
@@ -716,6 +742,9 @@ impl Simulation {
         } else {
             None
         };
+        if self.config.final_reads && op.f != OpKind::Read && c < self.first_final_client {
+            self.written_keys.insert(op.key.clone());
+        }
         let event = HistoryEvent::invoke(process, op.f, &op.key, value, self.now);
         self.record(&event);
         self.clients[c].outstanding = Some(Outstanding {
@@ -769,6 +798,31 @@ impl Simulation {
         event.node = node;
         event.hops = hops.map(u64::from);
         self.record(&event);
+        if c >= self.first_final_client {
+            // A final read: not part of the client phase's figures.
+            match &outcome {
+                Outcome::Ok { .. } => self.counters.final_reads_ok += 1,
+                Outcome::Fail(why) | Outcome::Info(why) => {
+                    self.counters.final_reads_unanswered += 1;
+                    let node = self.clients[c].node;
+                    self.note(format!(
+                        "the final read of {:?} through node {node} ended {}: {why}",
+                        op.key,
+                        if kind == EventType::Fail {
+                            "fail"
+                        } else {
+                            "info"
+                        }
+                    ));
+                }
+            }
+            if matches!(outcome, Outcome::Info(_)) {
+                self.clients[c].process = self.next_process;
+                self.next_process += 1;
+            }
+            let at = self.now + self.config.think_ns;
+            return self.schedule_wake(c, at);
+        }
         let label = match kind {
             EventType::Ok => "ok",
             EventType::Fail => "fail",
@@ -842,7 +896,8 @@ impl Simulation {
 
     fn record(&mut self, event: &HistoryEvent) {
         self.counters.history_events += 1;
-        if self.config.record_history {
+        // The final phase needs the history to tell lost writes.
+        if self.config.record_history || self.config.final_reads {
             write_event(&mut self.history, event).expect("writing to memory cannot fail");
         }
     }
@@ -851,6 +906,64 @@ impl Simulation {
         if self.notes.len() < NOTES_MAX {
             self.notes.push(note);
         }
+    }
+
+    /// Start the final phase: one reader per live member, key j (in key order) read
+    /// through member j mod m, on a reliable network (no drops or duplicates; every
+    /// partition has healed). Returns whether a read was scheduled.
+    fn start_final_reads(&mut self) -> bool {
+        if self.stage == Stage::Final {
+            return false;
+        }
+        self.stage = Stage::Final;
+        self.net.set_faulty(false);
+        self.final_from_event = Some(self.counters.history_events);
+        let members: Vec<u32> = (0..self.nodes.len() as u32)
+            .filter(|&n| self.nodes[n as usize].up && self.nodes[n as usize].node.is_member())
+            .collect();
+        self.counters.final_reads = self.written_keys.len() as u64;
+        if members.is_empty() || self.written_keys.is_empty() {
+            self.counters.final_reads_unanswered += self.written_keys.len() as u64;
+            if !self.written_keys.is_empty() {
+                self.note("no live member is left for the final reads".into());
+            }
+            return false;
+        }
+        let mut reads: Vec<VecDeque<Op>> = vec![VecDeque::new(); members.len()];
+        let keys = std::mem::take(&mut self.written_keys);
+        for (j, key) in keys.into_iter().enumerate() {
+            reads[j % members.len()].push_back(Op {
+                f: OpKind::Read,
+                key,
+                value: None,
+            });
+        }
+        // The readers run the last phase; the earlier ones are empty.
+        self.phases = self.phases.max(1);
+        let last = self.phases - 1;
+        for (m, ops) in members.into_iter().zip(reads) {
+            if ops.is_empty() {
+                continue;
+            }
+            let c = self.clients.len();
+            let mut phases: Vec<ClientOps> = (0..last)
+                .map(|_| ClientOps::List(VecDeque::new()))
+                .collect();
+            phases.push(ClientOps::List(ops));
+            self.clients.push(Client {
+                node: m,
+                process: self.next_process,
+                phases,
+                phase: last,
+                state: ClientState::Scheduled,
+                seq: 0,
+                outstanding: None,
+            });
+            self.next_process += 1;
+            self.nodes[m as usize].clients.push(c as u32);
+            self.schedule_wake(c, self.now);
+        }
+        true
     }
 
     // ----- faults -----
@@ -947,9 +1060,14 @@ impl Simulation {
 
     fn finish(mut self, truncated: bool, wall_seconds: f64) -> SimResult {
         // Operations of clients that never got to run them.
-        for client in &mut self.clients {
+        for (c, client) in self.clients.iter_mut().enumerate() {
             for ops in client.phases.iter_mut().skip(client.phase) {
-                self.counters.ops_not_issued += ops.abandon();
+                let n = ops.abandon();
+                if c < self.first_final_client {
+                    self.counters.ops_not_issued += n;
+                } else {
+                    self.counters.final_reads_unanswered += n;
+                }
             }
         }
         let views: Vec<NodeView<'_>> = self
@@ -960,7 +1078,10 @@ impl Simulation {
                 up: n.up,
             })
             .collect();
-        let mut obs = observe(&views, self.config.k, !self.crashed);
+        // After crashes, placement holds again only once failure handling has repaired
+        // the ring; the final phase runs after that repair has had time to finish.
+        let placement = !self.crashed || (self.config.final_reads && self.config.failure_handling);
+        let mut obs = observe(&views, self.config.k, placement);
         for panic in &self.panics {
             obs.breach("node_panic", || panic.clone());
         }
@@ -980,7 +1101,7 @@ impl Simulation {
                 v.iter().sum::<u64>() as f64 / v.len() as f64
             }
         };
-        let summary = Summary {
+        let mut summary = Summary {
             seed: config.seed,
             nodes: config.nodes,
             k: config.k,
@@ -1050,6 +1171,29 @@ impl Simulation {
             replay: config.replay_command(),
             ..Summary::default()
         };
+        if let Some(from) = self.final_from_event {
+            summary.final_reads = Some(c.final_reads);
+            summary.final_reads_ok = Some(c.final_reads_ok);
+            summary.final_reads_unanswered = Some(c.final_reads_unanswered);
+            match check::History::parse(self.history.as_slice()) {
+                Ok(history) => {
+                    let lost = lost_acked_writes(&history, from as usize);
+                    summary.lost_acked_writes = Some(lost.keys);
+                    summary.lost_writes = lost.examples;
+                }
+                Err(e) => summary.notes.push(format!(
+                    "the history does not parse ({e}): lost writes unknown"
+                )),
+            }
+        } else if config.final_reads {
+            // The run ended (truncated) before its final phase.
+            summary.final_reads = Some(0);
+            summary.final_reads_ok = Some(0);
+            summary.final_reads_unanswered = Some(c.final_reads_unanswered);
+        }
+        if !config.record_history {
+            self.history.clear();
+        }
         SimResult {
             summary,
             history: std::mem::take(&mut self.history),

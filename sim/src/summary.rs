@@ -159,6 +159,23 @@ pub struct Summary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub counterexample: Option<String>,
 
+    /// Final reads issued, one per key the workload wrote (`--final-reads`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub final_reads: Option<u64>,
+    /// Final reads that completed `ok` (`--final-reads`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub final_reads_ok: Option<u64>,
+    /// Final reads that ended `info` or `fail`, or were never issued (`--final-reads`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub final_reads_unanswered: Option<u64>,
+    /// Keys whose final read contradicts an acknowledged write or delete
+    /// (`--final-reads`; see `ringkv_sim::final_reads`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lost_acked_writes: Option<u64>,
+    /// The first lost writes, described.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lost_writes: Vec<String>,
+
     /// The command that replays this run.
     pub replay: String,
 }
@@ -176,12 +193,13 @@ impl Summary {
         value
     }
 
-    /// Whether the run breached an invariant or (with `--check`) linearizability under
-    /// chain replication, the model that promises it.
+    /// Whether the run breached an invariant, (with `--check`) linearizability under
+    /// chain replication, the model that promises it, or (with `--final-reads`) lost an
+    /// acknowledged write.
     pub fn failed(&self) -> bool {
         let lin_broken =
             self.consistency == "chain" && self.linearizable.as_deref() == Some("violation");
-        self.invariant_violations > 0 || lin_broken
+        self.invariant_violations > 0 || lin_broken || self.lost_acked_writes.unwrap_or(0) > 0
     }
 }
 
@@ -368,6 +386,27 @@ impl fmt::Display for Summary {
             )?;
             if let Some(counterexample) = &self.counterexample {
                 writeln!(f, "{counterexample}")?;
+            }
+        }
+        if let Some(reads) = self.final_reads {
+            writeln!(f, "final reads")?;
+            row(
+                f,
+                "issued / ok / unanswered",
+                format!(
+                    "{reads} / {} / {}",
+                    self.final_reads_ok.unwrap_or(0),
+                    self.final_reads_unanswered.unwrap_or(0)
+                ),
+            )?;
+            row(
+                f,
+                "lost acknowledged writes",
+                self.lost_acked_writes
+                    .map_or("unknown".into(), |n| n.to_string()),
+            )?;
+            for lost in &self.lost_writes {
+                writeln!(f, "    - {lost}")?;
             }
         }
         for note in &self.notes {

@@ -1,0 +1,176 @@
+//! Lost acknowledged writes, told from the final reads (`SimConfig::final_reads`).
+//!
+//! Once a run has settled, the simulator reads every key the workload wrote or deleted,
+//! once. Every workload operation was invoked before those reads, and every `ok` one
+//! completed before them, so the value a final read may return is easy to state:
+//!
+//! - an `ok` write or delete `o` is **superseded** when another `ok` write or delete of the
+//!   key was invoked after `o` completed (history order); an `info` or pending one is
+//!   never superseded (it may take effect at any later point);
+//! - the read may return the value of any write (`ok` or `info`) that is not superseded,
+//!   `null` if a delete that is not superseded exists, or `null` if no write or delete of
+//!   the key completed `ok` (the initial state).
+//!
+//! A key whose final read (completed `ok`) returns anything else, although some write or
+//! delete of it was acknowledged, has **lost an acknowledged write** (or delete). Under
+//! chain replication the same history is also a linearizability violation; under
+//! eventual consistency this is the check that acknowledged writes survive and replicas
+//! converge.
+
+use std::collections::BTreeMap;
+
+use crate::check::{History, OpKind, OpStatus, Operation};
+
+/// Keys described in [`LostWrites::examples`].
+pub const EXAMPLES_MAX: usize = 10;
+
+/// What the final reads found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LostWrites {
+    /// Final reads that completed `ok`.
+    pub reads: u64,
+    /// Keys whose final read contradicts an acknowledged write or delete.
+    pub keys: u64,
+    /// The first such keys, described.
+    pub examples: Vec<String>,
+}
+
+fn show(value: Option<&str>) -> String {
+    match value {
+        Some(v) => format!("{v:?}"),
+        None => "null".into(),
+    }
+}
+
+/// Count the keys whose final read — a read invoked at or after history event
+/// `from_event` — contradicts an acknowledged write (see the module docs).
+pub fn lost_acked_writes(history: &History, from_event: usize) -> LostWrites {
+    let mut by_key: BTreeMap<&str, (Vec<&Operation>, Vec<&Operation>)> = BTreeMap::new();
+    for op in &history.ops {
+        let entry = by_key.entry(op.key.as_str()).or_default();
+        if op.invoke.index >= from_event {
+            if op.f == OpKind::Read && op.status == OpStatus::Ok {
+                entry.1.push(op);
+            }
+        } else if op.f != OpKind::Read && op.status != OpStatus::Fail {
+            entry.0.push(op);
+        }
+    }
+    let mut lost = LostWrites::default();
+    for (key, (writes, reads)) in by_key {
+        lost.reads += reads.len() as u64;
+        let acked: Vec<&&Operation> = writes.iter().filter(|o| o.status == OpStatus::Ok).collect();
+        if reads.is_empty() || acked.is_empty() {
+            continue;
+        }
+        let last_acked_invoke = acked.iter().map(|o| o.invoke.index).max().unwrap_or(0);
+        let current: Vec<&&Operation> = writes
+            .iter()
+            .filter(|o| {
+                o.status != OpStatus::Ok || o.complete.is_none_or(|c| c.index > last_acked_invoke)
+            })
+            .collect();
+        let allowed = |value: Option<&str>| {
+            current.iter().any(|o| match o.f {
+                OpKind::Write => o.value.as_deref() == value && value.is_some(),
+                _ => value.is_none(),
+            })
+        };
+        let bad = reads.iter().find(|r| !allowed(r.value.as_deref()));
+        let Some(read) = bad else {
+            continue;
+        };
+        lost.keys += 1;
+        if lost.examples.len() < EXAMPLES_MAX {
+            let expected: Vec<String> = current
+                .iter()
+                .map(|o| match o.f {
+                    OpKind::Write => {
+                        format!("{} ({})", show(o.value.as_deref()), o.status.as_str())
+                    }
+                    _ => format!("null (delete, {})", o.status.as_str()),
+                })
+                .collect();
+            lost.examples.push(format!(
+                "key {key:?}: the final read through {} (process {}, line {}) returned {}; \
+                 acknowledged history allows {}",
+                read.node.as_deref().unwrap_or("?"),
+                read.process,
+                read.invoke.line,
+                show(read.value.as_deref()),
+                expected.join(" or ")
+            ));
+        }
+    }
+    lost
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lost(text: &str, from: usize) -> LostWrites {
+        lost_acked_writes(&History::parse_str(text).unwrap(), from)
+    }
+
+    const W: &str = r#"
+{"process":1,"type":"invoke","f":"write","key":"a","value":"1","time":1}
+{"process":1,"type":"ok","f":"write","key":"a","value":"1","time":2}
+{"process":2,"type":"invoke","f":"write","key":"a","value":"2","time":3}
+{"process":2,"type":"ok","f":"write","key":"a","value":"2","time":4}
+"#;
+
+    fn with_read(prefix: &str, value: &str) -> String {
+        format!(
+            "{prefix}{{\"process\":9,\"type\":\"invoke\",\"f\":\"read\",\"key\":\"a\",\"value\":null,\"time\":10}}\n\
+             {{\"process\":9,\"type\":\"ok\",\"f\":\"read\",\"key\":\"a\",\"value\":{value},\"time\":11}}\n"
+        )
+    }
+
+    #[test]
+    fn the_latest_acknowledged_value_is_kept() {
+        let r = lost(&with_read(W, "\"2\""), 4);
+        assert_eq!((r.reads, r.keys), (1, 0));
+    }
+
+    #[test]
+    fn null_or_a_superseded_value_is_a_lost_write() {
+        for value in ["null", "\"1\"", "\"9\""] {
+            let r = lost(&with_read(W, value), 4);
+            assert_eq!(r.keys, 1, "{value}");
+            assert!(r.examples[0].contains("\"2\" (ok)"), "{:?}", r.examples);
+        }
+    }
+
+    #[test]
+    fn unknown_outcomes_and_deletes_are_allowed() {
+        let info = r#"
+{"process":1,"type":"invoke","f":"write","key":"a","value":"1","time":1}
+{"process":1,"type":"ok","f":"write","key":"a","value":"1","time":2}
+{"process":2,"type":"invoke","f":"write","key":"a","value":"2","time":3}
+{"process":2,"type":"info","f":"write","key":"a","value":"2","time":4}
+{"process":3,"type":"invoke","f":"delete","key":"a","value":null,"time":5}
+{"process":3,"type":"info","f":"delete","key":"a","value":null,"time":6}
+"#;
+        for value in ["null", "\"1\"", "\"2\""] {
+            assert_eq!(lost(&with_read(info, value), 6).keys, 0, "{value}");
+        }
+        let deleted = r#"
+{"process":1,"type":"invoke","f":"write","key":"a","value":"1","time":1}
+{"process":1,"type":"ok","f":"write","key":"a","value":"1","time":2}
+{"process":3,"type":"invoke","f":"delete","key":"a","value":null,"time":5}
+{"process":3,"type":"ok","f":"delete","key":"a","value":null,"time":6}
+"#;
+        assert_eq!(lost(&with_read(deleted, "null"), 4).keys, 0);
+        assert_eq!(lost(&with_read(deleted, "\"1\""), 4).keys, 1);
+    }
+
+    #[test]
+    fn keys_without_an_acknowledged_write_are_not_counted() {
+        let failed = r#"
+{"process":1,"type":"invoke","f":"write","key":"a","value":"1","time":1}
+{"process":1,"type":"fail","f":"write","key":"a","value":"1","time":2}
+"#;
+        assert_eq!(lost(&with_read(failed, "null"), 2).keys, 0);
+    }
+}

@@ -1,11 +1,7 @@
 //! The consistency claim, checked by `ringkv_sim::check` on the histories the simulator
 //! writes: under random latency (so messages reorder), chain replication is
 //! linearizable on every seed, while eventual consistency serves stale reads.
-//!
-//! Duplication is the exception today: a duplicated `Route` write reaches the primary
-//! twice and is applied twice, the second time with a newer version, after later
-//! writes. `chain_with_duplicates_*` shows it and is ignored until the core deduplicates
-//! writes at the primary.
+//! Message duplication is covered too: the primary applies a duplicated client write once.
 
 use rayon::prelude::*;
 use ringkv_core::Consistency;

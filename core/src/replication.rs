@@ -339,12 +339,13 @@ impl Node {
             }
         }
         // Only a node that is the key's tail in its own view acknowledges: the write is
-        // then on the whole chain. And only if no newer version is already here: one that
-        // is may have been read, and this write cannot be ordered after it.
-        let superseded = self
-            .store
-            .get(&step.key)
-            .is_some_and(|e| e.version > step.entry.version);
+        // then on the whole chain. Not if a newer version from another primary is already
+        // here: it may have been read, and this write cannot be ordered after it. (A newer
+        // version from the same primary was assigned after this write reached it, so this
+        // write can be ordered just before that one.)
+        let superseded = self.store.get(&step.key).is_some_and(|e| {
+            e.version > step.entry.version && e.version.node != step.entry.version.node
+        });
         if self.is_tail(key_id) && !superseded {
             let reply = self.write_reply(&step.key, &step.entry, step.existed, step.hops);
             self.respond(step.origin, Ok(reply), out);

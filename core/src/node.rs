@@ -478,7 +478,7 @@ impl Node {
                 ttl,
             } => {
                 // Taken like a replica write, and acknowledged.
-                self.offer_entry(&key, entry, ttl, out);
+                self.offer(&key, entry, ttl, out);
                 self.send(&from, Message::ForwardAck { epoch, seq }, out);
                 Ok(())
             }

@@ -137,11 +137,7 @@ impl Node {
     /// A replica write arrived: store it if this node should hold the key; otherwise,
     /// unless it is itself a repair, send it on to the key's current primary, which passes
     /// it to the key's current replicas.
-    pub(crate) fn offer_entry(&mut self, key: &str, entry: Entry, ttl: u8, out: &mut Vec<Output>) {
-        self.offer(key, entry, ttl, out);
-    }
-
-    fn offer(&mut self, key: &str, entry: Entry, ttl: u8, out: &mut Vec<Output>) {
+    pub(crate) fn offer(&mut self, key: &str, entry: Entry, ttl: u8, out: &mut Vec<Output>) {
         if self.accepts(Id::of_key(key)) {
             self.apply_entry(key, entry, out);
             return;

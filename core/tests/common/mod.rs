@@ -8,8 +8,8 @@ use std::sync::Arc;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use ringkv_core::{
-    ClusterConfig, Consistency, Envelope, Id, Input, Message, Node, NodeConfig, Output, Reply,
-    ReqId, Request, Routing,
+    ClusterConfig, Consistency, Envelope, Id, Input, Node, NodeConfig, Output, Reply, ReqId,
+    Request, Routing,
 };
 
 /// Upper bound on deliveries in one `drive`, so a protocol loop fails the test instead of
@@ -339,10 +339,6 @@ impl Pump {
             }
         }
         Ok(())
-    }
-
-    pub fn is_bootstrap_message(env: &Envelope) -> bool {
-        matches!(env.msg, Message::Prepare { .. })
     }
 }
 

@@ -352,8 +352,11 @@ impl Node {
             }
         }
         if let Some(reason) = refusal(&c.ring, &self.me, &change) {
-            // The ring changed while the request waited.
-            if !matches!(change, Change::Remove(_)) {
+            // The ring changed while the request waited. A departure of a node no longer
+            // listed is not answered: that node was removed as failed, and its address may
+            // already be a new incarnation that is joining.
+            let gone = matches!(&change, Change::Depart(n) if !c.ring.contains(n.id));
+            if !matches!(change, Change::Remove(_)) && !gone {
                 let node = change.node().clone();
                 self.send(&node, Message::Refused { reason }, out);
             }
@@ -626,7 +629,14 @@ fn prepare_for(next: &Ring, change: &Change, node: &NodeRef, shape: Shape) -> Me
     // precedes the newcomer in the key's new replica set).
     let sources = match change {
         Change::Join(n) => next.successor_after(n.id).cloned().into_iter().collect(),
-        Change::Depart(n) => vec![n.clone()],
+        // The departing node holds everything but may, as a head, hold writes its chain
+        // never committed: nearer holders come first, the departing node last (it alone
+        // holds the keys when k = 1).
+        Change::Depart(n) => {
+            let mut sources = next.predecessors(node.id, shape.k.saturating_sub(1));
+            sources.push(n.clone());
+            sources
+        }
         Change::Remove(_) => next.predecessors(node.id, shape.k.saturating_sub(1).max(1)),
     };
     Message::Prepare {

@@ -56,10 +56,10 @@ struct InFlight {
     stage: Stage,
     /// Times the commit was sent again to nodes that did not acknowledge it.
     commit_retries: u32,
-    /// Affected nodes whose responsibility shrinks (they commit first).
-    shrinking: Vec<NodeRef>,
-    /// Nodes still to commit once the first wave has.
-    second_wave: Vec<NodeRef>,
+    /// The commit waves, in order (see [`Plan::waves`]).
+    waves: Vec<Vec<NodeRef>>,
+    /// Waves still to commit once the current one has.
+    later_waves: VecDeque<Vec<NodeRef>>,
     /// The prepare sent to each affected node, for retransmission.
     prepares: Vec<(NodeRef, Message)>,
     /// Times the prepares were sent again.
@@ -179,6 +179,9 @@ impl Node {
             return self.send(&node, Message::Refused { reason }, out);
         }
         c.queue.push_back((change, 0));
+        if restarted {
+            self.preempt_for_removals(out);
+        }
         self.start_next_change(out);
     }
 
@@ -204,6 +207,7 @@ impl Node {
                 c.queue.push_back((change, 0));
             }
         }
+        self.preempt_for_removals(out);
         self.start_next_change(out);
     }
 
@@ -237,10 +241,10 @@ impl Node {
                 }
                 return;
             }
-            Stage::Committing if !op.second_wave.is_empty() => {
-                // The first wave did not all answer (they will be found silent and removed);
-                // the change is in force, so commit the rest.
-                let wave = std::mem::take(&mut op.second_wave);
+            Stage::Committing if !op.later_waves.is_empty() => {
+                // A wave did not all answer (they will be found silent and removed); the
+                // change is in force, so commit the rest.
+                let wave = op.later_waves.pop_front().unwrap_or_default();
                 op.waiting = wave.iter().map(|n| n.id).collect();
                 op.commit_retries = 0;
                 let epoch = op.epoch;
@@ -304,6 +308,51 @@ impl Node {
             }
         }
         self.start_next_change(out);
+    }
+
+    /// Bootstrap: a member the change in progress waits for is about to be removed
+    /// (found silent, or restarted). Waiting for its deadline would stall every key near
+    /// it, so a prepare is abandoned at once and retried after the removal, and a commit
+    /// stops waiting for it (a dead or restarted node serves nothing, so skipping its
+    /// turn in the first wave is safe).
+    fn preempt_for_removals(&mut self, out: &mut Vec<Output>) {
+        let Some(c) = &mut self.coordinator else {
+            return;
+        };
+        let removing: BTreeSet<crate::Id> = c
+            .queue
+            .iter()
+            .filter_map(|(q, _)| match q {
+                Change::Remove(n) => Some(n.id),
+                _ => None,
+            })
+            .collect();
+        let Some(op) = &c.current else { return };
+        let blocked: Vec<crate::Id> = op
+            .waiting
+            .iter()
+            .filter(|id| removing.contains(id))
+            .copied()
+            .collect();
+        if blocked.is_empty() {
+            return;
+        }
+        let (epoch, stage) = (op.epoch, op.stage);
+        match stage {
+            Stage::Preparing => {
+                let Some(op) = c.current.take() else { return };
+                c.queue.push_front((op.change, op.attempt));
+                for node in op.affected {
+                    self.send(&node, Message::Abort { epoch }, out);
+                }
+                self.start_next_change(out);
+            }
+            Stage::Committing => {
+                for id in blocked {
+                    self.progress(id, epoch, stage, out);
+                }
+            }
+        }
     }
 
     fn start_next_change(&mut self, out: &mut Vec<Output>) {
@@ -387,7 +436,7 @@ impl Node {
             removed,
             affected,
             prepares,
-            shrinking,
+            waves,
         } = Plan::new(&mut c.ring, &change, &silent, shape);
         c.current = Some(InFlight {
             change,
@@ -398,8 +447,8 @@ impl Node {
             affected,
             stage: Stage::Preparing,
             commit_retries: 0,
-            shrinking,
-            second_wave: Vec::new(),
+            waves,
+            later_waves: VecDeque::new(),
             prepares: prepares.clone(),
             prepare_retries: 0,
         });
@@ -411,6 +460,11 @@ impl Node {
     }
 
     fn on_progress(&mut self, from: &NodeRef, epoch: u64, stage: Stage, out: &mut Vec<Output>) {
+        self.progress(from.id, epoch, stage, out);
+    }
+
+    /// `id` has done its part of stage `stage` of change `epoch` (or will never do it).
+    fn progress(&mut self, id: crate::Id, epoch: u64, stage: Stage, out: &mut Vec<Output>) {
         let Some(c) = &mut self.coordinator else {
             return;
         };
@@ -418,14 +472,14 @@ impl Node {
         if op.epoch != epoch || op.stage != stage {
             return; // a late duplicate
         }
-        op.waiting.remove(&from.id);
+        op.waiting.remove(&id);
         if !op.waiting.is_empty() {
             return;
         }
         match stage {
             Stage::Preparing => self.commit_change(out),
-            Stage::Committing if !op.second_wave.is_empty() => {
-                let wave = std::mem::take(&mut op.second_wave);
+            Stage::Committing if !op.later_waves.is_empty() => {
+                let wave = op.later_waves.pop_front().unwrap_or_default();
                 op.waiting = wave.iter().map(|n| n.id).collect();
                 for node in wave {
                     self.send(&node, Message::Commit { epoch }, out);
@@ -448,18 +502,10 @@ impl Node {
         };
         let Some(op) = &mut c.current else { return };
         op.stage = Stage::Committing;
-        // Nodes that lose keys commit first; the rest only once they have: a key's old
-        // tail stops serving before its new tail starts.
-        let first_wave: Vec<NodeRef> = match op.shrinking.is_empty() {
-            true => op.affected.clone(),
-            false => op.shrinking.clone(),
-        };
-        op.second_wave = op
-            .affected
-            .iter()
-            .filter(|n| !first_wave.contains(n))
-            .cloned()
-            .collect();
+        // Wave by wave (see `Plan::waves`): a key's old tail stops serving, and its
+        // hand-over forwards have all arrived, before its new tail starts.
+        op.later_waves = op.waves.iter().filter(|w| !w.is_empty()).cloned().collect();
+        let first_wave = op.later_waves.pop_front().unwrap_or_default();
         op.waiting = first_wave.iter().map(|n| n.id).collect();
         apply(&mut c.ring, &op.change, &op.removed);
         let epoch = op.epoch;
@@ -533,8 +579,17 @@ struct Plan {
     affected: Vec<NodeRef>,
     /// The `Prepare` for each affected node.
     prepares: Vec<(NodeRef, Message)>,
-    /// Affected nodes that will hold fewer keys.
-    shrinking: Vec<NodeRef>,
+    /// The order in which affected nodes commit: every node of a wave acknowledges its
+    /// commit before the next wave is sent theirs.
+    ///
+    /// Wave 0 holds the nodes that gain nothing (those that lose keys, and those whose
+    /// neighbours alone change). A node that gains keys commits one wave after its
+    /// fetch source: the source is the old holder nearest to it, often the keys' old
+    /// tail, and acknowledges its commit only once its hand-over forwards have arrived,
+    /// so a new tail never serves while the old one still acknowledges writes it lacks.
+    /// Sources form chains (after a departure each gainer fetches from the next gainer's
+    /// predecessor), so there can be up to `k + 1` waves.
+    waves: Vec<Vec<NodeRef>>,
 }
 
 impl Plan {
@@ -584,33 +639,66 @@ impl Plan {
         }
         let before: Vec<Range> = affected.iter().map(|n| responsibility(ring, n)).collect();
         apply(ring, change, &removed);
-        let mut shrinking: Vec<NodeRef> = affected
+        let gaining: Vec<bool> = affected
             .iter()
             .zip(&before)
-            .filter(|(n, old)| Range::gained(responsibility(ring, n), **old) != Range::Empty)
-            .map(|(n, _)| n.clone())
+            .map(|(n, old)| Range::gained(*old, responsibility(ring, n)) != Range::Empty)
             .collect();
         let prepares: Vec<(NodeRef, Message)> = affected
             .iter()
             .map(|node| (node.clone(), prepare_for(ring, change, node, shape)))
             .collect();
         undo(ring, change, &removed);
-        // Sources commit with the first wave too: their hand-over forwards must all have
-        // arrived before any new holder starts serving.
-        for (_, msg) in &prepares {
-            if let Message::Prepare { sources, .. } = msg {
-                shrinking.extend(sources.iter().filter(|s| affected.contains(s)).cloned());
-            }
-        }
-        shrinking.sort();
-        shrinking.dedup();
+        let waves = commit_waves(&affected, &gaining, &prepares);
         Plan {
             removed,
             affected,
             prepares,
-            shrinking,
+            waves,
         }
     }
+}
+
+/// Group `affected` into commit waves (see [`Plan::waves`]): `gaining[i]` tells whether
+/// `affected[i]` gains keys, and its prepare names its fetch sources, nearest first.
+fn commit_waves(
+    affected: &[NodeRef],
+    gaining: &[bool],
+    prepares: &[(NodeRef, Message)],
+) -> Vec<Vec<NodeRef>> {
+    let source_of = |i: usize| -> Option<usize> {
+        let Some((_, Message::Prepare { sources, .. })) = prepares.get(i) else {
+            return None;
+        };
+        let nearest = sources.iter().find(|s| s.id != affected[i].id)?;
+        affected.iter().position(|a| a.id == nearest.id)
+    };
+    let sources: Vec<Option<usize>> = (0..affected.len()).map(source_of).collect();
+    let mut level: Vec<usize> = gaining.iter().map(|g| usize::from(*g)).collect();
+    // Longest path along "fetches from" edges; they never form a cycle (sources are
+    // predecessors after a departure or removal and the successor of a joiner), but the
+    // loop is bounded regardless.
+    for _ in 0..affected.len() {
+        let mut changed = false;
+        for i in 0..affected.len() {
+            if let (true, Some(src)) = (gaining[i], sources[i]) {
+                let want = level[src] + 1;
+                if want > level[i] && want <= affected.len() {
+                    level[i] = want;
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    let depth = level.iter().copied().max().unwrap_or(0);
+    let mut waves = vec![Vec::new(); depth + 1];
+    for (node, l) in affected.iter().zip(level) {
+        waves[l].push(node.clone());
+    }
+    waves
 }
 
 /// The `Prepare` for `node`, computed on the next ring.

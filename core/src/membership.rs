@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::id::Id;
 
 use crate::api::{RequestError, Response};
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, Consistency};
 use crate::message::{Message, NodeRef, View};
 use crate::node::{responsibility_of, Node, Phase, Rejected};
 use crate::store::{Entry, Range};
@@ -106,10 +106,27 @@ impl Node {
         let new = responsibility_of(&view, &self.me, self.config.k);
         let gained = Range::gained(old, new);
         let epoch = view.epoch;
-        let sources: Vec<NodeRef> = match gained {
+        // Whatever this node holds outside its responsibility is left over from an
+        // abandoned change (its abort may arrive after this prepare) or an older view:
+        // the gained range must come from the sources alone.
+        match old {
+            Range::Empty => self.store.clear(),
+            keep => {
+                self.store.retain_range(keep);
+            }
+        }
+        let mut sources: Vec<NodeRef> = match gained {
             Range::Empty => Vec::new(),
             _ => sources.into_iter().filter(|s| s.id != self.me.id).collect(),
         };
+        if self.config.consistency == Consistency::Chain {
+            // The nearest source is this node's predecessor in every chain it joins, so it
+            // holds every acknowledged write; a farther one (upstream, nearer the head)
+            // may also hold writes its chain never committed, which a new tail must not
+            // serve. So a chain member fetches from, and is forwarded to by, the nearest
+            // source only.
+            sources.truncate(1);
+        }
         self.preparing = Some(Preparing {
             view,
             fingers,

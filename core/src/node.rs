@@ -477,8 +477,15 @@ impl Node {
                 entry,
                 ttl,
             } => {
-                // Taken like a replica write, and acknowledged.
-                self.offer(&key, entry, ttl, out);
+                // Taken like a replica write, and acknowledged. Under chain replication a
+                // forward for a change this node is neither preparing nor has installed
+                // belongs to an abandoned change: its source may be upstream of this
+                // node's chain position, so it is acknowledged but not applied.
+                let current = self.view.epoch == epoch
+                    || self.preparing.as_ref().is_some_and(|p| p.view.epoch == epoch);
+                if current || self.config.consistency == Consistency::Eventual {
+                    self.offer(&key, entry, ttl, out);
+                }
                 self.send(&from, Message::ForwardAck { epoch, seq }, out);
                 Ok(())
             }

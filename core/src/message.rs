@@ -111,7 +111,15 @@ pub struct Routed {
     pub action: Action,
     /// Forwards so far.
     pub hops: u32,
+    /// Forwards that did not bring the operation closer to its key (views that disagree
+    /// during a change, or a dead node skipped): a lookup that keeps circling is ended.
+    #[serde(default)]
+    pub laps: u32,
 }
+
+/// Forwards without progress a lookup may take before it is ended as looping. Each lap
+/// costs up to a ring's worth of hops, and duplicated messages multiply each lap.
+pub const LAPS_MAX: u32 = 4;
 
 /// Repair budget of a fresh replica write: how many times it may be bounced to the key's
 /// primary while views change under it.

@@ -359,6 +359,7 @@ impl Node {
             key,
             action,
             hops: 0,
+            laps: 0,
         };
         match request {
             Request::Insert { key, value } => {
@@ -438,7 +439,12 @@ impl Node {
             Message::Commit { epoch } => self.on_commit(&from, epoch, out),
             Message::Fingers { epoch, updates } => self.on_fingers(&from, epoch, updates),
             Message::ChangeDone { .. } => self.on_change_done(&from, out),
-            Message::Route(routed) => {
+            Message::Route(mut routed) => {
+                // Progress means this node lies between the sender and the key.
+                let key = Id::of_key(&routed.key);
+                if from.id != self.me.id && !in_open_closed(self.me.id, from.id, key) {
+                    routed.laps += 1;
+                }
                 self.route(routed, out);
                 Ok(())
             }

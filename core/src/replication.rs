@@ -171,6 +171,7 @@ impl Node {
             key,
             action,
             hops,
+            ..
         } = routed;
         match action {
             Action::Write { value } => self.write_at_primary(origin, key, value, hops, out),
@@ -407,6 +408,7 @@ impl Node {
             key: key.to_string(),
             action: Action::Repair { entry, ttl },
             hops: 0,
+            laps: 0,
         };
         // A node that has left passes it to the node that took over its keys.
         self.route(routed, out);

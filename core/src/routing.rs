@@ -4,7 +4,7 @@
 use crate::api::{Pair, RequestError, Response};
 use crate::config::{Consistency, Routing};
 use crate::id::{in_open, in_open_closed, Id};
-use crate::message::{Action, Message, NodeRef, Origin, Routed};
+use crate::message::{Action, Message, NodeRef, Origin, Routed, LAPS_MAX};
 use crate::node::{Node, Phase};
 use crate::{Output, ReqId};
 
@@ -33,18 +33,6 @@ impl Node {
             .cloned()
     }
 
-    /// Most forwards a request may take here before it is answered as looping.
-    ///
-    /// A walk around the whole ring takes at most `ring_size` hops; views that disagree
-    /// during a change (or after a crash, without failure handling) can make a lookup
-    /// circle. Duplicated messages then multiply each lap, so the bound follows the ring
-    /// size rather than only the configured ceiling.
-    pub(crate) fn hops_limit(&self) -> u32 {
-        let ring = u32::try_from(self.view.ring_size).unwrap_or(u32::MAX);
-        let slack = 2 * u32::try_from(self.config.k).unwrap_or(u32::MAX / 4) + 16;
-        ring.saturating_mul(2).saturating_add(slack).min(self.limits.hops_max)
-    }
-
     /// Take one routing step for `routed`: serve it here or pass it on.
     pub(crate) fn route(&mut self, mut routed: Routed, out: &mut Vec<Output>) {
         if !self.is_member() {
@@ -60,7 +48,7 @@ impl Node {
         if self.is_primary(key) {
             return self.at_primary(routed, out);
         }
-        if routed.hops >= self.hops_limit() {
+        if routed.hops >= self.limits.hops_max || routed.laps > LAPS_MAX {
             let err = Err(RequestError::TooManyHops { hops: routed.hops });
             return self.respond(routed.origin, err, out);
         }
@@ -74,7 +62,7 @@ impl Node {
     /// A lookup reached a node that is not (or no longer) a member.
     fn route_while_away(&mut self, mut routed: Routed, out: &mut Vec<Output>) {
         match (self.phase, self.forward_to.clone()) {
-            (Phase::Idle, Some(next)) if routed.hops < self.hops_limit() => {
+            (Phase::Idle, Some(next)) if routed.hops < self.limits.hops_max && routed.laps <= LAPS_MAX => {
                 routed.hops += 1;
                 self.send(&next, Message::Route(routed), out);
             }
@@ -103,7 +91,7 @@ impl Node {
             let node = self.me.addr.to_string();
             return self.respond(Some(origin), Err(RequestError::RouteBroken { node }), out);
         }
-        if visited > self.hops_limit() {
+        if visited > self.limits.hops_max {
             let err = Err(RequestError::TooManyHops { hops: visited });
             return self.respond(Some(origin), err, out);
         }

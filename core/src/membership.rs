@@ -251,18 +251,31 @@ impl Node {
         Ok(())
     }
 
-    /// The fetched entries, each key taken from the nearest source that has it. After a
+    /// The fetched entries. Under chain replication each key is taken from the nearest
+    /// source that has it (in practice there is one source: see `on_prepare`): after a
     /// failure the sources are the newcomer's predecessors in the key's chain; the nearest
     /// holds every acknowledged write but the fewest unacknowledged ones, so a new tail
     /// never exposes a write an upstream node applied but the chain never committed.
+    /// Under eventual consistency replicas may lag one another, so the newest version
+    /// wins (last writer wins, as everywhere else in that model).
     fn merge_received(&mut self) -> BTreeMap<String, Entry> {
+        let newest_wins = self.config.consistency == Consistency::Eventual;
         let Some(p) = &mut self.preparing else {
             return BTreeMap::new();
         };
-        let mut merged = BTreeMap::new();
+        let mut merged: BTreeMap<String, Entry> = BTreeMap::new();
         for id in &p.order {
             for (key, entry) in p.received.remove(id).unwrap_or_default() {
-                merged.entry(key).or_insert(entry);
+                match merged.entry(key) {
+                    std::collections::btree_map::Entry::Vacant(slot) => {
+                        slot.insert(entry);
+                    }
+                    std::collections::btree_map::Entry::Occupied(mut slot) => {
+                        if newest_wins && entry.version > slot.get().version {
+                            slot.insert(entry);
+                        }
+                    }
+                }
             }
         }
         merged

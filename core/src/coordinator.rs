@@ -31,10 +31,15 @@ impl Change {
 const ATTEMPTS_MAX: u32 = 3;
 
 /// Times a commit is re-sent to nodes that have not acknowledged it.
-const COMMIT_RETRIES_MAX: u32 = 3;
+const COMMIT_RETRIES_MAX: u32 = 15;
 
 /// Times prepares are re-sent to nodes not ready before an attempt is abandoned.
-const PREPARE_RETRIES_MAX: u32 = 1;
+const PREPARE_RETRIES_MAX: u32 = 5;
+
+/// Retransmissions per membership timeout: a lost prepare, ready, commit or
+/// acknowledgement costs a fifth of the timeout, not all of it (an attempt is still
+/// abandoned after about the timeout plus one interval).
+const RETRANSMITS_PER_TIMEOUT: u64 = 5;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stage {
@@ -234,7 +239,7 @@ impl Node {
                     .cloned()
                     .collect();
                 c.current = Some(op);
-                let deadline = self.now.saturating_add(self.timing.membership_timeout_ns);
+                let deadline = self.now.saturating_add(self.retransmit_interval());
                 self.set_timer(Timer::Membership, deadline, out);
                 for node in waiting {
                     self.send(&node, Message::Commit { epoch }, out);
@@ -249,7 +254,7 @@ impl Node {
                 op.commit_retries = 0;
                 let epoch = op.epoch;
                 c.current = Some(op);
-                let deadline = self.now.saturating_add(self.timing.membership_timeout_ns);
+                let deadline = self.now.saturating_add(self.retransmit_interval());
                 self.set_timer(Timer::Membership, deadline, out);
                 for node in wave {
                     self.send(&node, Message::Commit { epoch }, out);
@@ -280,7 +285,7 @@ impl Node {
                     .cloned()
                     .collect();
                 c.current = Some(op);
-                let deadline = self.now.saturating_add(self.timing.membership_timeout_ns);
+                let deadline = self.now.saturating_add(self.retransmit_interval());
                 self.set_timer(Timer::Membership, deadline, out);
                 for (node, msg) in resend {
                     self.send(&node, msg, out);
@@ -353,6 +358,11 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// How long the bootstrap waits for answers before sending a change's messages again.
+    fn retransmit_interval(&self) -> crate::Time {
+        (self.timing.membership_timeout_ns / RETRANSMITS_PER_TIMEOUT).max(1)
     }
 
     fn start_next_change(&mut self, out: &mut Vec<Output>) {
@@ -452,7 +462,7 @@ impl Node {
             prepares: prepares.clone(),
             prepare_retries: 0,
         });
-        let deadline = self.now.saturating_add(self.timing.membership_timeout_ns);
+        let deadline = self.now.saturating_add(self.retransmit_interval());
         self.set_timer(Timer::Membership, deadline, out);
         for (node, msg) in prepares {
             self.send(&node, msg, out);

@@ -50,6 +50,10 @@ impl Node {
         if !self.is_member() {
             return;
         }
+        if self.phase == Phase::Departing && self.preparing.is_none() {
+            // Likewise for a departure the bootstrap has not started preparing.
+            self.send_depart_request(out);
+        }
         if !self.is_bootstrap() {
             let bootstrap = self.bootstrap.clone();
             self.send_addr(&bootstrap, Message::Heartbeat, out);

@@ -26,6 +26,9 @@ pub(crate) struct Preparing {
     order: Vec<Id>,
     /// Entries received from each source, merged when all have answered.
     received: BTreeMap<Id, Vec<(String, Entry)>>,
+    /// Chunks each source had delivered when the prepare last arrived: a source that
+    /// has sent more since is making progress and is not asked again.
+    marks: BTreeMap<Id, usize>,
     ready: bool,
 }
 
@@ -76,19 +79,28 @@ impl Node {
                 phase: self.phase,
             });
         }
-        if let Some(p) = &self.preparing {
+        if let Some(p) = &mut self.preparing {
             if p.view.epoch == view.epoch {
                 // Sent again (something was lost): answer again if ready, else fetch
-                // again from the sources that have not answered.
+                // again from the sources that have not answered and have sent nothing
+                // since the last time (a large snapshot may simply still be arriving).
                 if p.ready {
                     self.send_ready(view.epoch, out);
                     return Ok(());
                 }
                 let (epoch, range) = (p.view.epoch, p.gained);
-                let missing: Vec<NodeRef> = sources
-                    .into_iter()
-                    .filter(|s| p.pending.contains_key(&s.id))
-                    .collect();
+                let mut missing: Vec<NodeRef> = Vec::new();
+                for source in sources {
+                    let Some(seen) = p.pending.get(&source.id) else {
+                        continue;
+                    };
+                    let mark = p.marks.entry(source.id).or_insert(0);
+                    if seen.len() > *mark {
+                        *mark = seen.len();
+                    } else {
+                        missing.push(source);
+                    }
+                }
                 for source in missing {
                     self.send(&source, Message::Fetch { epoch, range }, out);
                 }
@@ -134,6 +146,7 @@ impl Node {
             pending: sources.iter().map(|s| (s.id, BTreeSet::new())).collect(),
             order: sources.iter().map(|s| s.id).collect(),
             received: BTreeMap::new(),
+            marks: BTreeMap::new(),
             ready: false,
         });
         if sources.is_empty() {

@@ -671,6 +671,11 @@ impl Node {
         self.phase = Phase::Departing;
         self.membership_req = Some(id);
         self.wait_for(id);
+        self.send_depart_request(out);
+    }
+
+    /// (Re)send this node's request to leave to the bootstrap.
+    pub(crate) fn send_depart_request(&mut self, out: &mut Vec<Output>) {
         let bootstrap = self.bootstrap.clone();
         let request = Message::DepartRequest {
             node: self.me.clone(),

@@ -120,4 +120,6 @@ pub enum Timer {
     Membership,
     /// Anti-entropy round with this node's replicas.
     AntiEntropy,
+    /// Resend replica writes (eventual consistency) not yet acknowledged.
+    Replicate,
 }

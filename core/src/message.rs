@@ -254,6 +254,15 @@ pub enum Message {
         /// How many more times a receiver that should not hold the key may send it on to
         /// the key's primary. Bounded, so views in flux cannot make a loop.
         ttl: u8,
+        /// When not 0, the receiver answers `ReplicateAck { seq }`; the sender resends
+        /// until it does (a lost replica write would otherwise wait for anti-entropy).
+        #[serde(default)]
+        seq: u64,
+    },
+    /// A `Replicate` with this sequence number arrived.
+    ReplicateAck {
+        /// The acknowledged `Replicate`'s `seq`.
+        seq: u64,
     },
     /// Hand-over: a write the source applied in a range the receiver is fetching, sent
     /// until the change commits and acknowledged one by one, so the source can tell the
@@ -360,6 +369,7 @@ impl Message {
             Message::Replicate { .. } => "replicate",
             Message::Forward { .. } => "forward",
             Message::ForwardAck { .. } => "forward_ack",
+            Message::ReplicateAck { .. } => "replicate_ack",
             Message::Done { .. } => "done",
             Message::CollectAll { .. } => "collect_all",
             Message::OverlayWalk { .. } => "overlay_walk",

@@ -141,6 +141,8 @@ pub struct Node {
     /// Client writes recently applied as primary, by (origin node, request): the network
     /// may duplicate a request, and a write must not take effect twice.
     pub(crate) applied_writes: crate::replication::RecentWrites,
+    /// Replica writes sent and not yet acknowledged (eventual consistency).
+    pub(crate) replicating: crate::replication::Unacked,
     pub(crate) now: Time,
 }
 
@@ -184,6 +186,7 @@ impl Node {
             incarnation: 0,
             ack_pending: None,
             applied_writes: Default::default(),
+            replicating: Default::default(),
             now: 0,
         };
         if is_bootstrap {
@@ -475,7 +478,17 @@ impl Node {
                 self.on_chain_write(write, out);
                 Ok(())
             }
-            Message::Replicate { entries, ttl } => self.on_replicate(&from, entries, ttl, out),
+            Message::Replicate { entries, ttl, seq } => {
+                self.on_replicate(&from, entries, ttl, out)?;
+                if seq != 0 {
+                    self.send(&from, Message::ReplicateAck { seq }, out);
+                }
+                Ok(())
+            }
+            Message::ReplicateAck { seq } => {
+                self.replicating.acknowledge(&from, seq);
+                Ok(())
+            }
             Message::Forward {
                 epoch,
                 seq,
@@ -578,6 +591,7 @@ impl Node {
             Timer::FailureCheck => self.check_failures(out),
             Timer::Membership => self.on_change_deadline(out),
             Timer::AntiEntropy => self.on_sync_tick(out),
+            Timer::Replicate => self.resend_replicates(out),
         }
     }
 

@@ -7,8 +7,8 @@ use crate::id::Id;
 use crate::message::{Action, Message, NodeRef, Origin, Routed, REPAIR_TTL};
 use crate::node::{Node, Rejected};
 use crate::store::{Applied, Entry};
-use crate::{Output, ReqId, Time};
-use std::collections::{BTreeSet, VecDeque};
+use crate::{Output, ReqId, Time, Timer};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// A versioned write on its way through a key's replicas (for chain replication: as
 /// received by one chain member).
@@ -230,11 +230,17 @@ impl Node {
             .cloned()
             .collect();
         for to in replicas {
+            let seq = self.replicating.track(&to, &write.key, &write.entry, write.ttl);
             let msg = Message::Replicate {
                 entries: vec![(write.key.clone(), write.entry.clone())],
                 ttl: write.ttl,
+                seq,
             };
             self.send(&to, msg, out);
+        }
+        if !self.replicating.is_empty() && !self.timers.contains_key(&Timer::Replicate) {
+            let at = self.now.saturating_add(REPLICATE_RETRY_NS);
+            self.set_timer(Timer::Replicate, at, out);
         }
         let reply = self.write_reply(&write.key, &write.entry, write.existed, write.hops);
         self.respond(write.origin, Ok(reply), out);
@@ -412,5 +418,90 @@ impl Node {
         };
         // A node that has left passes it to the node that took over its keys.
         self.route(routed, out);
+    }
+}
+
+/// How long a primary waits for a replica to acknowledge a write before sending it again.
+const REPLICATE_RETRY_NS: crate::Time = 50_000_000;
+
+/// Sends of one replica write before the primary leaves it to anti-entropy.
+const REPLICATE_TRIES_MAX: u8 = 8;
+
+/// Replica writes tracked at once; beyond it new ones are sent once, untracked (anti-entropy
+/// still repairs them), so memory stays bounded under any load.
+const REPLICATE_TRACKED_MAX: usize = 65_536;
+
+/// A replica write waiting for its acknowledgement.
+#[derive(Clone, Debug)]
+struct Pending {
+    to: NodeRef,
+    key: String,
+    entry: Entry,
+    ttl: u8,
+    tries: u8,
+}
+
+/// Replica writes a primary has sent and not yet seen acknowledged, by sequence number.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Unacked {
+    next_seq: u64,
+    pending: BTreeMap<u64, Pending>,
+}
+
+impl Unacked {
+    /// Remember a replica write to `to`; its sequence number, or 0 (untracked) when full.
+    fn track(&mut self, to: &NodeRef, key: &str, entry: &Entry, ttl: u8) -> u64 {
+        if self.pending.len() >= REPLICATE_TRACKED_MAX {
+            return 0;
+        }
+        self.next_seq += 1;
+        let pending = Pending {
+            to: to.clone(),
+            key: key.to_string(),
+            entry: entry.clone(),
+            ttl,
+            tries: 1,
+        };
+        self.pending.insert(self.next_seq, pending);
+        self.next_seq
+    }
+
+    /// `from` acknowledged write `seq`.
+    pub(crate) fn acknowledge(&mut self, from: &NodeRef, seq: u64) {
+        if self.pending.get(&seq).is_some_and(|p| p.to.id == from.id) {
+            self.pending.remove(&seq);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
+impl Node {
+    /// Resend every unacknowledged replica write (each a bounded number of times).
+    pub(crate) fn resend_replicates(&mut self, out: &mut Vec<Output>) {
+        self.timers.remove(&Timer::Replicate);
+        let mut sends = Vec::new();
+        self.replicating.pending.retain(|seq, p| {
+            if p.tries >= REPLICATE_TRIES_MAX {
+                return false;
+            }
+            p.tries += 1;
+            let msg = Message::Replicate {
+                entries: vec![(p.key.clone(), p.entry.clone())],
+                ttl: p.ttl,
+                seq: *seq,
+            };
+            sends.push((p.to.clone(), msg));
+            true
+        });
+        for (to, msg) in sends {
+            self.send(&to, msg, out);
+        }
+        if !self.replicating.is_empty() {
+            let at = self.now.saturating_add(REPLICATE_RETRY_NS);
+            self.set_timer(Timer::Replicate, at, out);
+        }
     }
 }

@@ -742,6 +742,7 @@ fn prepare_for(next: &Ring, change: &Change, node: &NodeRef, shape: Shape) -> Me
         config: shape.config,
         sources,
         fingers,
+        resync: matches!(change, Change::Remove(_)),
     }
 }
 

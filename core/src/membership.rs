@@ -19,6 +19,9 @@ pub(crate) struct Preparing {
     pub(crate) fingers: Option<Vec<NodeRef>>,
     /// Keys the next view adds to this node's responsibility.
     pub(crate) gained: Range,
+    /// Keys fetched from the sources: `gained`, or more after a failure (see
+    /// `Message::Prepare::resync`).
+    fetching: Range,
     /// Sources still to answer, with the snapshot chunks received from each.
     pending: BTreeMap<Id, BTreeSet<u32>>,
     /// Sources nearest first: with several, each key is taken from the nearest that has
@@ -66,6 +69,7 @@ impl Node {
         config: ClusterConfig,
         sources: Vec<NodeRef>,
         fingers: Option<Vec<NodeRef>>,
+        resync: bool,
         out: &mut Vec<Output>,
     ) -> Result<(), Rejected> {
         self.check_from_bootstrap(from, "prepare")?;
@@ -88,7 +92,7 @@ impl Node {
                     self.send_ready(view.epoch, out);
                     return Ok(());
                 }
-                let (epoch, range) = (p.view.epoch, p.gained);
+                let (epoch, range) = (p.view.epoch, p.fetching);
                 let mut missing: Vec<NodeRef> = Vec::new();
                 for source in sources {
                     let Some(seen) = p.pending.get(&source.id) else {
@@ -127,7 +131,21 @@ impl Node {
                 self.store.retain_range(keep);
             }
         }
-        let mut sources: Vec<NodeRef> = match gained {
+        // After a failure, a chain member whose nearest predecessor changed takes again
+        // from it every key it does not head: that predecessor precedes it in each of
+        // those chains, so holds every acknowledged write.
+        let chain = self.config.consistency == Consistency::Chain;
+        let new_pred = view.preds.first().map(|p| p.id);
+        let pred_changed = self.view.preds.first().map(|p| p.id) != new_pred;
+        let fetching = match (new, new_pred) {
+            (Range::Interval { from, .. }, Some(p1))
+                if resync && chain && self.is_member() && pred_changed && p1 != from =>
+            {
+                Range::Interval { from, to: p1 }
+            }
+            _ => gained,
+        };
+        let mut sources: Vec<NodeRef> = match fetching {
             Range::Empty => Vec::new(),
             _ => sources.into_iter().filter(|s| s.id != self.me.id).collect(),
         };
@@ -143,6 +161,7 @@ impl Node {
             view,
             fingers,
             gained,
+            fetching,
             pending: sources.iter().map(|s| (s.id, BTreeSet::new())).collect(),
             order: sources.iter().map(|s| s.id).collect(),
             received: BTreeMap::new(),
@@ -155,7 +174,7 @@ impl Node {
         for source in sources {
             let fetch = Message::Fetch {
                 epoch,
-                range: gained,
+                range: fetching,
             };
             self.send(&source, fetch, out);
         }

@@ -170,6 +170,12 @@ pub enum Message {
         sources: Vec<NodeRef>,
         /// A joining node's whole finger table.
         fingers: Option<Vec<NodeRef>>,
+        /// Set when members were removed as failed: a chain member whose nearest
+        /// predecessor changed fetches again every key it does not head, from that
+        /// predecessor (a failed source may have died before its hand-over forwards
+        /// arrived, leaving an earlier copy short of acknowledged writes).
+        #[serde(default)]
+        resync: bool,
     },
     /// Gainer → source: send me the entries in `range`, and forward writes in it until
     /// the epoch commits.

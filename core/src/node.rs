@@ -431,7 +431,8 @@ impl Node {
                 config,
                 sources,
                 fingers,
-            } => self.on_prepare(&from, view, config, sources, fingers, out),
+                resync,
+            } => self.on_prepare(&from, view, config, sources, fingers, resync, out),
             Message::Fetch { epoch, range } => self.on_fetch(from, epoch, range, out),
             Message::Snapshot {
                 epoch,

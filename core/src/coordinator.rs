@@ -809,3 +809,93 @@ fn refusal(ring: &Ring, bootstrap: &NodeRef, change: &Change) -> Option<RequestE
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ClusterConfig, Consistency};
+
+    fn ring(n: usize) -> (Ring, Vec<NodeRef>) {
+        let nodes: Vec<NodeRef> = (0..n)
+            .map(|i| NodeRef::new(&format!("10.0.0.{i}:5000")))
+            .collect();
+        let mut ring = Ring::default();
+        for node in &nodes {
+            ring.insert(node.clone());
+        }
+        (ring, nodes)
+    }
+
+    fn shape(k: usize) -> Shape {
+        Shape {
+            list_len: k + 1,
+            k,
+            epoch: 1,
+            config: ClusterConfig {
+                k,
+                consistency: Consistency::Chain,
+                ..ClusterConfig::default()
+            },
+        }
+    }
+
+    fn wave_of(plan: &Plan, id: crate::Id) -> usize {
+        plan.waves
+            .iter()
+            .position(|w| w.iter().any(|n| n.id == id))
+            .expect("every affected node commits in some wave")
+    }
+
+    /// Every affected node commits exactly once, and each node that fetches commits in a
+    /// later wave than its nearest source, for departures, removals and joins.
+    #[test]
+    fn fetchers_commit_after_their_sources() {
+        for k in 1..=4 {
+            let (mut ring, nodes) = ring(12);
+            let changes = [
+                Change::Depart(nodes[3].clone()),
+                Change::Remove(nodes[5].clone()),
+                Change::Join(NodeRef::new("10.0.0.99:5000")),
+            ];
+            for change in changes {
+                let plan = Plan::new(&mut ring, &change, &[], shape(k));
+                let committed: usize = plan.waves.iter().map(Vec::len).sum();
+                assert_eq!(committed, plan.affected.len(), "{change:?} k={k}");
+                let mut fetchers = 0;
+                for (node, msg) in &plan.prepares {
+                    let Message::Prepare { sources, .. } = msg else {
+                        panic!("not a prepare")
+                    };
+                    let Some(src) = sources.iter().find(|s| s.id != node.id) else {
+                        continue;
+                    };
+                    if !plan.affected.contains(src) || wave_of(&plan, node.id) == 0 {
+                        continue;
+                    }
+                    fetchers += 1;
+                    assert!(
+                        wave_of(&plan, node.id) > wave_of(&plan, src.id),
+                        "{change:?} k={k}: {node:?} commits with or before its source {src:?}"
+                    );
+                }
+                if k > 1 {
+                    assert!(fetchers > 0, "{change:?} k={k}: nobody fetched");
+                }
+                // The plan left the ring as it found it.
+                assert_eq!(ring.len(), 12);
+            }
+        }
+    }
+
+    /// After a departure with k = 3, the gainers form a chain of sources: up to k + 1
+    /// waves, the departing node (which gains nothing) in the first.
+    #[test]
+    fn a_departure_commits_in_waves_along_the_sources() {
+        let (mut ring, nodes) = ring(10);
+        let change = Change::Depart(nodes[4].clone());
+        let plan = Plan::new(&mut ring, &change, &[], shape(3));
+        assert_eq!(wave_of(&plan, nodes[4].id), 0);
+        assert!(plan.waves.len() >= 3, "{:?}", plan.waves);
+        assert!(plan.waves.len() <= 3 + 1, "{:?}", plan.waves);
+    }
+}

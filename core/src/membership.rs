@@ -12,6 +12,15 @@ use crate::node::{responsibility_of, Node, Phase, Rejected};
 use crate::store::{Entry, Range};
 use crate::Output;
 
+/// The fields of a `Message::Prepare`.
+pub(crate) struct Prepare {
+    pub(crate) view: View,
+    pub(crate) config: ClusterConfig,
+    pub(crate) sources: Vec<NodeRef>,
+    pub(crate) fingers: Option<Vec<NodeRef>>,
+    pub(crate) resync: bool,
+}
+
 /// A view change this node has been told to prepare.
 #[derive(Clone, Debug)]
 pub(crate) struct Preparing {
@@ -65,13 +74,16 @@ impl Node {
     pub(crate) fn on_prepare(
         &mut self,
         from: &NodeRef,
-        view: View,
-        config: ClusterConfig,
-        sources: Vec<NodeRef>,
-        fingers: Option<Vec<NodeRef>>,
-        resync: bool,
+        prepare: Prepare,
         out: &mut Vec<Output>,
     ) -> Result<(), Rejected> {
+        let Prepare {
+            view,
+            config,
+            sources,
+            fingers,
+            resync,
+        } = prepare;
         self.check_from_bootstrap(from, "prepare")?;
         // A joiner accepts only the prepare of its own join (the one that carries its
         // finger table); any other is meant for an earlier incarnation at this address.

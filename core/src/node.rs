@@ -432,7 +432,16 @@ impl Node {
                 sources,
                 fingers,
                 resync,
-            } => self.on_prepare(&from, view, config, sources, fingers, resync, out),
+            } => {
+                let prepare = crate::membership::Prepare {
+                    view,
+                    config,
+                    sources,
+                    fingers,
+                    resync,
+                };
+                self.on_prepare(&from, prepare, out)
+            }
             Message::Fetch { epoch, range } => self.on_fetch(from, epoch, range, out),
             Message::Snapshot {
                 epoch,
@@ -502,7 +511,10 @@ impl Node {
                 // belongs to an abandoned change: its source may be upstream of this
                 // node's chain position, so it is acknowledged but not applied.
                 let current = self.view.epoch == epoch
-                    || self.preparing.as_ref().is_some_and(|p| p.view.epoch == epoch);
+                    || self
+                        .preparing
+                        .as_ref()
+                        .is_some_and(|p| p.view.epoch == epoch);
                 if current || self.config.consistency == Consistency::Eventual {
                     self.offer(&key, entry, ttl, out);
                 }

@@ -230,7 +230,9 @@ impl Node {
             .cloned()
             .collect();
         for to in replicas {
-            let seq = self.replicating.track(&to, &write.key, &write.entry, write.ttl);
+            let seq = self
+                .replicating
+                .track(&to, &write.key, &write.entry, write.ttl);
             let msg = Message::Replicate {
                 entries: vec![(write.key.clone(), write.entry.clone())],
                 ttl: write.ttl,

@@ -62,7 +62,9 @@ impl Node {
     /// A lookup reached a node that is not (or no longer) a member.
     fn route_while_away(&mut self, mut routed: Routed, out: &mut Vec<Output>) {
         match (self.phase, self.forward_to.clone()) {
-            (Phase::Idle, Some(next)) if routed.hops < self.limits.hops_max && routed.laps <= LAPS_MAX => {
+            (Phase::Idle, Some(next))
+                if routed.hops < self.limits.hops_max && routed.laps <= LAPS_MAX =>
+            {
                 routed.hops += 1;
                 self.send(&next, Message::Route(routed), out);
             }

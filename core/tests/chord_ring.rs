@@ -247,3 +247,75 @@ fn node_ids_are_sha1_of_address() {
     let node = &pump.nodes[&addr(1)];
     assert_eq!(node.me().id, Id::of_addr(&addr(1)));
 }
+
+/// A lookup that keeps arriving at nodes that are not between its sender and its key
+/// (views that disagree) is ended after `LAPS_MAX` such hops, with `TooManyHops`, instead
+/// of circling until the hop ceiling (duplicated messages would multiply every lap).
+#[test]
+fn a_lookup_that_keeps_circling_is_ended() {
+    use ringkv_core::id::in_open_closed;
+    use ringkv_core::message::{Action, Origin, Routed, LAPS_MAX};
+    use ringkv_core::{Envelope, Input, Message, Output, RequestError};
+
+    let mut pump = Pump::ring(cluster(3, Consistency::Chain, Routing::Finger), 6);
+    let a = addr(1);
+    let node = &pump.nodes[&a];
+    let me = node.me().clone();
+    let succ = node.view().succs[0].clone();
+    let origin_node = ringkv_core::NodeRef::new(&addr(2));
+    // A key this node is not primary for, and not between its successor and the key:
+    // a hop from the successor to here goes backwards.
+    let key = (0..10_000)
+        .map(|i| format!("key-{i}"))
+        .find(|k| {
+            let id = Id::of_key(k);
+            !in_open_closed(me.id, succ.id, id)
+                && !in_open_closed(id, node.view().preds[0].id, me.id)
+        })
+        .expect("such a key exists");
+    let routed = |laps| Routed {
+        origin: Some(Origin {
+            node: origin_node.clone(),
+            req: 7,
+            incarnation: 1,
+        }),
+        key: key.clone(),
+        action: Action::Read,
+        hops: 3,
+        laps,
+    };
+    let now = pump.now;
+    let mut deliver = |laps| {
+        let node = pump.nodes.get_mut(&a).expect("node a");
+        let mut out = Vec::new();
+        let envelope = Envelope {
+            from: succ.clone(),
+            msg: Message::Route(routed(laps)),
+        };
+        node.handle(now, Input::Message(envelope), &mut out)
+            .expect("a route is accepted");
+        out
+    };
+    // Below the bound the lookup is passed on.
+    let out = deliver(0);
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::Send { envelope: Envelope { msg: Message::Route(r), .. }, .. } if r.laps == 1
+    )));
+    // At the bound it is answered to its origin as looping.
+    let out = deliver(LAPS_MAX);
+    let answered = out.iter().any(|o| match o {
+        Output::Send { to, envelope } => {
+            **to == *addr(2)
+                && matches!(
+                    &envelope.msg,
+                    Message::Done {
+                        reply: Err(RequestError::TooManyHops { .. }),
+                        ..
+                    }
+                )
+        }
+        _ => false,
+    });
+    assert!(answered, "{out:?}");
+}

@@ -128,6 +128,35 @@ fn eventual_reads_may_be_stale_before_replication_arrives() {
     assert_eq!(found(&pump.call(&last, query("song"))), Some("new".into()));
 }
 
+/// A replica write that is lost is sent again by the primary until acknowledged, so a
+/// replica does not wait for anti-entropy (off here) to learn an acknowledged write.
+#[test]
+fn a_lost_replica_write_is_resent_until_acknowledged() {
+    let mut pump = Pump::ring(cluster(3, Consistency::Eventual, Routing::Finger), 6);
+    let id = pump.submit(&addr(0), insert("song", "new"));
+    pump.drive_holding(|e| matches!(e.msg, Message::Replicate { .. }));
+    assert!(matches!(
+        pump.take_reply(&addr(0), id),
+        Some(Ok(Response::Inserted { .. }))
+    ));
+    // Every replica write is lost.
+    assert!(!pump.held.is_empty());
+    pump.held.clear();
+    assert!(
+        pump.check_placement().is_err(),
+        "only the primary holds the key"
+    );
+    // The primary's retry timer sends them again.
+    pump.run_for(200_000_000);
+    pump.drive();
+    assert_eq!(pump.check_placement(), Ok(1));
+    // Acknowledged: no further resends once the replicas have answered.
+    let before = pump.delivered;
+    pump.run_for(2_000_000_000);
+    pump.drive();
+    assert_eq!(pump.delivered, before, "resends stop once acknowledged");
+}
+
 #[test]
 fn a_late_replica_message_does_not_resurrect_a_delete() {
     for consistency in [Consistency::Eventual, Consistency::Chain] {

@@ -63,7 +63,7 @@ fn assert_clean(report: &ringkv_sim::sweep::SweepReport, seeds: u64) {
         report.worst_staleness_ns > 0,
         "eventual reads were never stale"
     );
-    for run in &report.failures {
+    if let Some(run) = report.failures.first() {
         panic!(
             "seed {} {} failed: {:?}\n{}\nreplay: {}\n{report}",
             run.seed,
@@ -109,25 +109,44 @@ fn a_sweep_with_message_loss_and_duplication_is_clean() {
     let report = sweep(&declared_model_lossy(), &options);
     println!("{report}");
     assert_clean(&report, seeds);
-    assert!(report.ops_info > 0, "message loss left no operation uncertain");
+    assert!(
+        report.ops_info > 0,
+        "message loss left no operation uncertain"
+    );
 }
 
 /// The full campaigns of `results/sweep.md` (10,000 seeds each, both models), in a
 /// release build: `cargo test --release -p ringkv-sim --test sim_sweep -- --ignored`.
+/// Campaign 1 must be clean. In campaign 2 chain replication must be clean too; eventual
+/// consistency may lose a write its primary acknowledged and crashed before replicating
+/// (the window `results/sweep.md` describes), and nothing else.
 #[test]
-#[ignore = "two 10,000-seed campaigns: about a minute and a half in a release build"]
+#[ignore = "two 10,000-seed campaigns: about 70 s in a release build"]
 fn the_campaigns_of_results_sweep_md() {
-    for base in [declared_model(), declared_model_lossy()] {
-        let options = SweepOptions {
-            seeds: 10_000,
-            both: true,
-            shrink: false,
-            ..SweepOptions::default()
-        };
-        let report = sweep(&base, &options);
-        println!("{report}");
-        assert!(report.passed(), "{report}");
+    let options = SweepOptions {
+        seeds: 10_000,
+        both: true,
+        shrink: false,
+        ..SweepOptions::default()
+    };
+    let report = sweep(&declared_model(), &options);
+    println!("{report}");
+    assert!(report.passed(), "{report}");
+    let report = sweep(&declared_model_lossy(), &options);
+    println!("{report}");
+    for run in &report.failures {
+        assert!(
+            run.consistency == "eventual" && run.failures == ["lost_acked_writes"],
+            "seed {} {}: {:?}\nreplay: {}",
+            run.seed,
+            run.consistency,
+            run.failures,
+            run.replay
+        );
     }
+    assert_eq!(report.linearizability_violations, 0, "{report}");
+    assert_eq!(report.convergence_failures, 0, "{report}");
+    assert_eq!(report.invariant_breaches, 0, "{report}");
 }
 
 #[test]

@@ -95,6 +95,20 @@ impl Node {
                 phase: self.phase,
             });
         }
+        // Epochs only grow: a prepare older than the view installed or being prepared is
+        // a late duplicate, and taking it would drop the newer change.
+        let newest = self
+            .preparing
+            .as_ref()
+            .map_or(self.view.epoch, |p| p.view.epoch.max(self.view.epoch));
+        let installed = self.is_member() && view.epoch <= self.view.epoch;
+        if installed || view.epoch < newest {
+            return Err(Rejected::WrongEpoch {
+                kind: "prepare",
+                from: from.addr.to_string(),
+                epoch: view.epoch,
+            });
+        }
         if let Some(p) = &mut self.preparing {
             if p.view.epoch == view.epoch {
                 // Sent again (something was lost): answer again if ready, else fetch

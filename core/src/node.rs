@@ -110,7 +110,7 @@ pub struct Node {
     pub(crate) config: ClusterConfig,
     pub(crate) limits: Limits,
     pub(crate) timing: Timing,
-    rng: ChaCha8Rng,
+    pub(crate) rng: ChaCha8Rng,
     pub(crate) phase: Phase,
     /// The client request waiting for a join or depart to finish.
     pub(crate) membership_req: Option<ReqId>,

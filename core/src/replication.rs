@@ -9,6 +9,7 @@ use crate::node::{Node, Rejected};
 use crate::store::{Applied, Entry};
 use crate::{Output, ReqId, Time, Timer};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use rand::Rng;
 
 /// A versioned write on its way through a key's replicas (for chain replication: as
 /// received by one chain member).
@@ -315,6 +316,25 @@ impl Node {
             },
         };
         self.respond(origin, Ok(reply), out);
+        self.maybe_read_repair(key, out);
+    }
+
+    /// Read repair (eventual consistency): after answering a read, a replica that is not
+    /// the key's primary sends its copy, now and then, to the primary, which keeps the
+    /// newer of the two and re-replicates it to every replica. Stale replicas catch up on
+    /// the keys clients read, between anti-entropy rounds; a primary that missed a write
+    /// (it took over the key while the write travelled) learns it back.
+    fn maybe_read_repair(&mut self, key: &str, out: &mut Vec<Output>) {
+        if self.config.consistency != Consistency::Eventual || self.is_primary(Id::of_key(key)) {
+            return;
+        }
+        let Some(entry) = self.store.get(key).cloned() else {
+            return;
+        };
+        if self.rng.gen_range(0..1000) >= READ_REPAIR_PER_MILLE {
+            return;
+        }
+        self.repair(key, entry, REPAIR_TTL, out);
     }
 
     pub(crate) fn on_chain_write(&mut self, step: ChainStep, out: &mut Vec<Output>) {
@@ -422,6 +442,9 @@ impl Node {
         self.route(routed, out);
     }
 }
+
+/// Reads (per thousand) after which an eventual replica sends its copy to the primary.
+const READ_REPAIR_PER_MILLE: u32 = 100;
 
 /// How long a primary waits for a replica to acknowledge a write before sending it again.
 const REPLICATE_RETRY_NS: crate::Time = 50_000_000;

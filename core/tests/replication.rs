@@ -157,6 +157,35 @@ fn a_lost_replica_write_is_resent_until_acknowledged() {
     assert_eq!(pump.delivered, before, "resends stop once acknowledged");
 }
 
+/// Read repair: a replica that missed a write (lost, never resent here because no timer
+/// fires) catches up after answering reads, without anti-entropy.
+#[test]
+fn reads_at_a_stale_replica_repair_it() {
+    let mut pump = Pump::ring(cluster(3, Consistency::Eventual, Routing::Finger), 6);
+    pump.call(&addr(0), insert("song", "old")).unwrap();
+    let ring = pump.bootstrap_node().ring().unwrap().clone();
+    let replicas = ring.replicas(ringkv_core::Id::of_key("song"), 3);
+    let last = replicas[2].addr.to_string();
+    let to_last = replicas[2].addr.clone();
+    let id = pump.submit(&addr(0), insert("song", "new"));
+    // The write to the last replica is lost; the others arrive.
+    pump.drive_holding(|e| matches!(e.msg, Message::Replicate { .. }));
+    let held = std::mem::take(&mut pump.held);
+    let lost = held.iter().filter(|(to, _)| *to == to_last).count();
+    pump.held = held.into_iter().filter(|(to, _)| *to != to_last).collect();
+    pump.release_held();
+    pump.drive();
+    assert_eq!(lost, 1, "one replica write was lost");
+    assert!(matches!(
+        pump.take_reply(&addr(0), id),
+        Some(Ok(Response::Inserted { .. }))
+    ));
+    assert_eq!(found(&pump.call(&last, query("song"))), Some("old".into()));
+    let repaired = (0..200).any(|_| found(&pump.call(&last, query("song"))) == Some("new".into()));
+    assert!(repaired, "reads never repaired the stale replica");
+    assert_eq!(pump.check_placement(), Ok(1));
+}
+
 #[test]
 fn a_late_replica_message_does_not_resurrect_a_delete() {
     for consistency in [Consistency::Eventual, Consistency::Chain] {

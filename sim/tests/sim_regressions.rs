@@ -144,3 +144,28 @@ fn a_lost_replica_write_is_sent_again() {
         ],
     ));
 }
+
+/// A late duplicate of an older prepare replaced the newer change a node was preparing,
+/// so it rejected that change's commit for ever and its view never matched the ring.
+#[test]
+fn a_late_prepare_does_not_replace_a_newer_one() {
+    assert_passes(reproducer(
+        2317,
+        Consistency::Eventual,
+        true,
+        true,
+        &[
+            "crash:9@147807482ns",
+            "join@184523290ns",
+            "join@346034066ns",
+            "depart:8@347121925ns",
+            "restart:9@347807482ns",
+            "join@403013242ns",
+            "join@441617599ns",
+            "join@481908183ns",
+            "join@647790379ns",
+            "join@771310869ns",
+            "join@894838535ns",
+        ],
+    ));
+}

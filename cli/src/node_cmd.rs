@@ -10,7 +10,10 @@ use std::time::Duration;
 use anyhow::Context;
 use ringkv_core::{ClusterConfig, Consistency, Limits, Routing, Timing};
 use ringkv_experiments::load::{self, LoadOptions, Mix};
-use ringkv_runtime::{ActorOptions, ClusterOptions, LocalCluster, NodeOptions, NodeServer, Role};
+use ringkv_runtime::{
+    ActorOptions, ClusterOptions, LocalCluster, NodeOptions, NodeServer, Role,
+    MAX_CONNECTIONS_DEFAULT,
+};
 
 /// Settings every node command shares.
 #[derive(clap::Args, Clone, Debug)]
@@ -33,6 +36,15 @@ pub struct Tuning {
     /// only on loopback.
     #[arg(long, env = "RINGKV_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
+    /// Most HTTP connections a node serves at once; beyond it a connection gets 503 and is
+    /// closed (clients and peers count alike; keep-alive connections hold their place).
+    #[arg(
+        long,
+        default_value_t = MAX_CONNECTIONS_DEFAULT,
+        value_name = "N",
+        value_parser = at_least_one
+    )]
+    pub max_connections: usize,
 }
 
 impl Tuning {
@@ -248,6 +260,7 @@ pub fn run_cluster(args: ClusterArgs) -> anyhow::Result<ExitCode> {
     options.timing = args.tuning.timing();
     options.actor = args.tuning.actor();
     options.cluster_secret = args.tuning.cluster_secret.clone();
+    options.max_connections = args.tuning.max_connections;
     runtime()?.block_on(async move {
         let cluster = LocalCluster::start(options).await?;
         let overlay = cluster.overlay().await.map_err(anyhow::Error::msg)?;
@@ -297,11 +310,21 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Parse a count that must be at least 1.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_string()),
+        Ok(n) => Ok(n),
+        Err(err) => Err(format!("expected a whole number: {err}")),
+    }
+}
+
 fn apply_tuning(options: &mut NodeOptions, tuning: &Tuning) {
     options.limits = tuning.limits();
     options.timing = tuning.timing();
     options.actor = tuning.actor();
     options.cluster_secret = tuning.cluster_secret.clone();
+    options.max_connections = tuning.max_connections;
 }
 
 fn bench_runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {

@@ -28,6 +28,8 @@ pub struct ClusterOptions {
     pub actor: ActorOptions,
     /// Cluster secret for node-to-node messages (see [`NodeOptions::cluster_secret`]).
     pub cluster_secret: Option<String>,
+    /// HTTP connections each node serves at once (see [`NodeOptions::max_connections`]).
+    pub max_connections: usize,
 }
 
 impl ClusterOptions {
@@ -42,6 +44,7 @@ impl ClusterOptions {
             timing: Timing::default(),
             actor: ActorOptions::default(),
             cluster_secret: None,
+            max_connections: crate::MAX_CONNECTIONS_DEFAULT,
         }
     }
 
@@ -61,6 +64,7 @@ impl ClusterOptions {
         options.timing = self.timing;
         options.actor = self.actor;
         options.cluster_secret = self.cluster_secret.clone();
+        options.max_connections = self.max_connections;
         Ok(options)
     }
 }

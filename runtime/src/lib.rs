@@ -10,6 +10,7 @@
 //!   keep-alive HTTP exchange at a time.
 //! - [`server`]: one node (listener + HTTP server + actor); [`cluster`]: a whole ring in
 //!   one process.
+//! - [`conn_limit`]: the listener that caps a node's open HTTP connections.
 //!
 //! No protocol decision is made here: what to send, when to time out and what to answer
 //! all come from the core's outputs.
@@ -18,6 +19,7 @@
 pub mod actor;
 pub mod client;
 pub mod cluster;
+pub mod conn_limit;
 pub mod http;
 pub mod metrics;
 pub mod peer;
@@ -26,6 +28,7 @@ pub mod server;
 pub use actor::{ActorOptions, NodeHandle, Unavailable};
 pub use client::{encode_segment, ClientError, HttpClient, HttpReply};
 pub use cluster::{ClusterError, ClusterOptions, LocalCluster};
+pub use conn_limit::MAX_CONNECTIONS_DEFAULT;
 pub use metrics::Metrics;
 pub use peer::PeerLimits;
 pub use server::{NodeOptions, NodeServer, Role, StartError};

@@ -87,6 +87,8 @@ pub struct Metrics {
     latency_sum_us: [AtomicU64; OPS.len()],
     /// Node-to-node transport counters.
     pub peer: PeerCounters,
+    /// HTTP connections refused with 503 because the node served its limit.
+    pub connections_rejected: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -96,6 +98,7 @@ impl Default for Metrics {
             latency_buckets: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
             latency_sum_us: std::array::from_fn(|_| AtomicU64::new(0)),
             peer: PeerCounters::default(),
+            connections_rejected: AtomicU64::new(0),
         }
     }
 }
@@ -166,6 +169,14 @@ impl Metrics {
             "1 when the node is a ring member.",
             usize::from(gauges.member),
         );
+        let name = "ringkv_connections_rejected_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} HTTP connections refused with 503 because the node served its limit."
+        );
+        let _ = writeln!(out, "# TYPE {name} counter");
+        let rejected = self.connections_rejected.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name} {rejected}");
         let queued = self.peer.queued.load(Ordering::Relaxed) as usize;
         gauge(
             &mut out,

@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use ringkv_core::{ClusterConfig, Limits, Node, NodeConfig, Reply, Request, Response, Timing};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -12,6 +11,7 @@ use tokio::task::JoinHandle;
 
 use crate::actor::{self, ActorOptions, NodeHandle, Unavailable};
 use crate::client::HttpClient;
+use crate::conn_limit::{LimitedListener, MAX_CONNECTIONS_DEFAULT};
 use crate::metrics::Metrics;
 
 /// Whether a node founds the ring or joins one.
@@ -50,6 +50,11 @@ pub struct NodeOptions {
     /// endpoint refuses (401) messages without it. `None`: the endpoint is open (fine on
     /// a loopback-only ring).
     pub cluster_secret: Option<String>,
+    /// Most HTTP connections (clients and peers alike) served at once; a connection
+    /// beyond it is answered `503` (`code` `too_many_connections`, `retry-after: 1`) and
+    /// closed, without reaching the node. Values below 1 count as 1. Default
+    /// [`MAX_CONNECTIONS_DEFAULT`] (1024).
+    pub max_connections: usize,
 }
 
 impl NodeOptions {
@@ -65,6 +70,7 @@ impl NodeOptions {
             actor: ActorOptions::default(),
             peer_timeout: Duration::from_secs(10),
             cluster_secret: None,
+            max_connections: MAX_CONNECTIONS_DEFAULT,
         }
     }
 }
@@ -146,9 +152,8 @@ impl NodeServer {
         let secret = options.cluster_secret.as_deref().map(std::sync::Arc::from);
         let app = crate::http::router(running.handle.clone(), metrics.clone(), secret);
         let (http_stop, stopped) = oneshot::channel::<()>();
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
+        // Sets TCP_NODELAY on every accepted connection.
+        let listener = LimitedListener::new(listener, options.max_connections, metrics.clone());
         let http_task = tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async {
                 let _ = stopped.await;
@@ -157,7 +162,13 @@ impl NodeServer {
                 tracing::error!(%err, "HTTP server failed");
             }
         });
-        tracing::info!(%addr, %local_addr, bootstrap = is_bootstrap, "node started");
+        tracing::info!(
+            %addr,
+            %local_addr,
+            bootstrap = is_bootstrap,
+            max_connections = options.max_connections,
+            "node started"
+        );
         Ok(NodeServer {
             addr,
             local_addr,

@@ -6,14 +6,22 @@
 //! `--out DIR`), shows progress bars on a terminal and ends with a summary table, which
 //! it also writes to `summary.txt` in the output directory.
 //!
+//! `dht experiment crash` is not part of `all`: it starts a ring of separate `dht`
+//! processes (this executable; default 5, k = 3, chain), runs a closed-loop load for
+//! `--duration` (20 s; 5 s with `--quick`), `kill -9`s k − 1 of them at 25% of it and
+//! restarts them at 55%, then reads every key back and checks the history. It writes
+//! `crash_real.csv`, `crash_real.md` and `crash_real.png`.
+//!
 //! Exit codes: 0 done (anomalies, such as failed inserts, are listed as warnings in the
-//! summary); 2 bad arguments, or an experiment could not run or write its files.
+//! summary); 2 bad arguments, or an experiment could not run or write its files, or the
+//! crash experiment lost an acknowledged write or found the history not linearizable.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use ringkv_experiments::crash;
 use ringkv_experiments::runner::{self, Backend, Experiment, Options};
 
 /// Which experiment.
@@ -35,6 +43,9 @@ pub enum Which {
     Scaling,
     /// 4d. Linearizability violations under random faults, many seeds (simulator).
     Faults,
+    /// Experiment 5: kill -9 of k − 1 dht node processes under load, then their restart; no
+    /// acknowledged write may be lost, the history must be linearizable (not part of all).
+    Crash,
 }
 
 impl Which {
@@ -48,6 +59,7 @@ impl Which {
             Which::Hops => Experiment::Hops,
             Which::Scaling => Experiment::Scaling,
             Which::Faults => Experiment::Faults,
+            Which::Crash => Experiment::Crash,
         }
     }
 }
@@ -62,7 +74,7 @@ pub struct ExperimentArgs {
     #[arg(long, default_value = "results")]
     pub out: PathBuf,
     /// Small sizes (for tests): 2 runs per throughput point, 1 per requests run, few
-    /// seeds, small rings.
+    /// seeds, small rings; a 5 s load for crash.
     #[arg(long)]
     pub quick: bool,
     /// Backend of insert, query and requests: real (an in-process ring on loopback HTTP,
@@ -74,10 +86,22 @@ pub struct ExperimentArgs {
     /// requests run (default 10; 1 with --quick).
     #[arg(long)]
     pub reps: Option<usize>,
-    /// Replication factors, comma-separated (insert, query, requests, staleness; hops,
-    /// scaling and faults use k = 3).
-    #[arg(long, value_delimiter = ',', default_value = "1,3,5")]
+    /// Replication factors, comma-separated (default 1,3,5: insert, query, requests,
+    /// staleness; hops, scaling and faults use k = 3). crash takes one (default 3) and
+    /// kills k − 1 nodes.
+    #[arg(long, value_delimiter = ',')]
     pub k: Vec<usize>,
+    /// crash only: processes in the ring, the bootstrap included (default 5).
+    #[arg(long)]
+    pub nodes: Option<usize>,
+    /// crash only: length of the load, e.g. 20s, 5s, 1500ms (default 20s; 5s with
+    /// --quick). The kill is at 25% of it, the restart at 55%.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// crash only: the nodes' --request-timeout-ms, after which a request caught by the
+    /// crash is answered 504 (default 2000).
+    #[arg(long, value_name = "MS")]
+    pub request_timeout_ms: Option<u64>,
     /// Base seed of the simulator runs (and of the sequential client's node choices).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -85,7 +109,8 @@ pub struct ExperimentArgs {
     /// experiments/workloads/.
     #[arg(long)]
     pub workload_dir: Option<PathBuf>,
-    /// Also write each requests run's history to OUT/histories/*.jsonl (for `dht check`).
+    /// Also write each requests run's history (and the crash run's) to
+    /// OUT/histories/*.jsonl (for `dht check`).
     #[arg(long)]
     pub histories: bool,
     /// No progress bars (they are hidden anyway when stderr is not a terminal).
@@ -96,11 +121,11 @@ pub struct ExperimentArgs {
 /// Run `dht experiment`.
 pub fn run(args: ExperimentArgs) -> anyhow::Result<ExitCode> {
     let backend: Backend = args.backend.parse().map_err(anyhow::Error::msg)?;
-    if args.k.is_empty()
-        || args
-            .k
-            .iter()
-            .any(|&k| k == 0 || k > ringkv_core::config::MAX_K)
+    let experiment = args.which.experiment();
+    if args
+        .k
+        .iter()
+        .any(|&k| k == 0 || k > ringkv_core::config::MAX_K)
     {
         anyhow::bail!(
             "--k takes replication factors between 1 and {}",
@@ -110,9 +135,33 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<ExitCode> {
     if args.reps == Some(0) {
         anyhow::bail!("--reps must be at least 1");
     }
-    let mut k = args.k.clone();
+    let mut k = if args.k.is_empty() {
+        vec![1, 3, 5]
+    } else {
+        args.k.clone()
+    };
     k.sort_unstable();
     k.dedup();
+    let mut crash = crash::Settings::default();
+    if experiment == Experiment::Crash {
+        match args.k.as_slice() {
+            [] => {}
+            [one] => crash.k = *one,
+            _ => anyhow::bail!("crash takes one replication factor (--k 3), not a list"),
+        }
+        crash.nodes = args.nodes.unwrap_or(crash.nodes);
+        crash.duration = args.duration;
+        if let Some(ms) = args.request_timeout_ms {
+            if ms == 0 {
+                anyhow::bail!("--request-timeout-ms must be at least 1");
+            }
+            crash.request_timeout = Duration::from_millis(ms);
+        }
+    } else if args.nodes.is_some() || args.duration.is_some() || args.request_timeout_ms.is_some() {
+        anyhow::bail!(
+            "--nodes, --duration and --request-timeout-ms apply to the crash experiment only"
+        );
+    }
     let options = Options {
         out: args.out.clone(),
         quick: args.quick,
@@ -124,8 +173,8 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<ExitCode> {
         workload_dir: args.workload_dir.clone(),
         progress: !args.no_progress,
         histories: args.histories,
+        crash,
     };
-    let experiment = args.which.experiment();
     let load_before = runner::load_average();
     let started = Instant::now();
     let reports = runner::run(experiment, &options)
@@ -151,4 +200,39 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<ExitCode> {
         println!("  {}", options.path("summary.txt").display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A duration: `12s`, `1.5s`, `800ms`, or a number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (number, scale) = if let Some(ms) = t.strip_suffix("ms") {
+        (ms, 1e-3)
+    } else if let Some(s) = t.strip_suffix('s') {
+        (s, 1.0)
+    } else {
+        (t, 1.0)
+    };
+    match number.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v * scale < 86_400.0 => {
+            Ok(Duration::from_secs_f64(v * scale))
+        }
+        _ => Err(format!(
+            "'{text}' is not a duration: use e.g. 12s, 1.5s or 800ms"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("12s"), Ok(Duration::from_secs(12)));
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("800ms"), Ok(Duration::from_millis(800)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("fast").is_err());
+    }
 }

@@ -48,7 +48,8 @@ enum Command {
     /// Make the node at --node leave the ring, handing its data on.
     Depart(client_cmd::NodeOnlyArgs),
     /// Run the experiments (insert, query, requests, staleness, hops, scaling, faults, or
-    /// all) and write CSVs and PNG plots into results/.
+    /// all; and crash, real node processes killed under load) and write CSVs and PNG
+    /// plots into results/.
     Experiment(experiment_cmd::ExperimentArgs),
 }
 

@@ -11,7 +11,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ringkv_core::Consistency;
 use serde::Serialize;
 
-use crate::{consistency, faults, hops, scaling, staleness, throughput, ExperimentError, Result};
+use crate::{
+    consistency, crash, faults, hops, scaling, staleness, throughput, ExperimentError, Result,
+};
 
 /// The two replication models, in the order every table and plot uses.
 pub const MODELS: [Consistency; 2] = [Consistency::Chain, Consistency::Eventual];
@@ -72,10 +74,15 @@ pub enum Experiment {
     Faults,
     /// Everything above.
     All,
+    /// Experiment 5: `kill -9` of k − 1 separate node processes under load, then their
+    /// restart; every acknowledged write must survive and the history be linearizable. Not
+    /// part of [`Experiment::All`]: it starts `dht` processes (see [`crash`]).
+    Crash,
 }
 
 impl Experiment {
-    /// Every single experiment, in the order `all` runs them.
+    /// Every single experiment `all` runs, in its order ([`Experiment::Crash`] runs only on
+    /// its own).
     pub const EACH: [Experiment; 7] = [
         Experiment::Insert,
         Experiment::Query,
@@ -97,6 +104,7 @@ impl Experiment {
             Experiment::Scaling => "scaling",
             Experiment::Faults => "faults",
             Experiment::All => "all",
+            Experiment::Crash => "crash",
         }
     }
 
@@ -114,7 +122,7 @@ impl FromStr for Experiment {
     fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
         Experiment::EACH
             .iter()
-            .chain([Experiment::All].iter())
+            .chain([Experiment::All, Experiment::Crash].iter())
             .find(|e| e.name() == s)
             .copied()
             .ok_or_else(|| format!("unknown experiment '{s}'"))
@@ -146,6 +154,8 @@ pub struct Options {
     pub progress: bool,
     /// Also write each requests run's history (`histories/*.jsonl`, for `dht check`).
     pub histories: bool,
+    /// Settings of the crash experiment (its own ring size, k and duration).
+    pub crash: crash::Settings,
 }
 
 impl Options {
@@ -162,6 +172,7 @@ impl Options {
             workload_dir: None,
             progress: true,
             histories: false,
+            crash: crash::Settings::default(),
         }
     }
 
@@ -345,6 +356,7 @@ pub fn run(experiment: Experiment, options: &Options) -> Result<Vec<Report>> {
             Experiment::Hops => vec![hops::run(options)?],
             Experiment::Scaling => vec![scaling::run(options)?],
             Experiment::Faults => vec![faults::run(options)?],
+            Experiment::Crash => vec![crash::run(options)?],
             Experiment::All => unreachable!("expanded below"),
         };
         let seconds = started.elapsed().as_secs_f64();

@@ -1,0 +1,170 @@
+//! `dht experiment crash --quick`: the crash-stop experiment on real processes, run as a
+//! user runs it. It must exit 0 (no acknowledged write lost, the history linearizable),
+//! write its CSV, Markdown and PNG, and leave no node process behind.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const DHT: &str = env!("CARGO_BIN_EXE_dht");
+
+fn out_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ringkv-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Run `dht ARGS`, killing it if it has not ended within `limit`.
+fn run_bounded(args: &[&str], limit: Duration) -> Output {
+    let child = Command::new(DHT)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("dht starts");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(output) => output.expect("dht runs"),
+        Err(_) => {
+            // Only the process this test started.
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("dht {} did not end within {limit:?}", args.join(" "));
+        }
+    }
+}
+
+/// Header and rows of a simple CSV (no quoted fields).
+fn csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut lines = text.lines();
+    let header = lines
+        .next()
+        .expect("a header")
+        .split(',')
+        .map(String::from)
+        .collect();
+    let rows = lines
+        .map(|l| l.split(',').map(String::from).collect())
+        .collect();
+    (header, rows)
+}
+
+#[test]
+fn crash_experiment_quick_loses_nothing_and_is_linearizable() {
+    let dir = out_dir("crash");
+    let started = Instant::now();
+    let out = run_bounded(
+        &[
+            "experiment",
+            "crash",
+            "--quick",
+            "--no-progress",
+            "--out",
+            dir.to_str().unwrap(),
+        ],
+        Duration::from_secs(120),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(stdout.contains("acknowledged writes lost"), "{stdout}");
+
+    // The CSV: one row per second of the 5 s load, ok operations before the kill.
+    let (header, rows) = csv(&dir.join("crash_real.csv"));
+    for col in [
+        "t_from_s",
+        "t_to_s",
+        "phase",
+        "nodes_up",
+        "ops_ok",
+        "ops_info",
+        "ops_fail",
+        "throughput_ok_per_s",
+        "events",
+    ] {
+        assert!(
+            header.iter().any(|h| h == col),
+            "no column {col}: {header:?}"
+        );
+    }
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let ok: Vec<u64> = rows
+        .iter()
+        .map(|r| r[col("ops_ok")].parse().unwrap())
+        .collect();
+    assert!(ok[0] > 0, "no ok operations in the first second: {ok:?}");
+    assert!(
+        rows.iter().any(|r| r[col("events")].contains("kill -9")),
+        "{rows:?}"
+    );
+    assert!(
+        rows.iter().any(|r| r[col("phase")] == "crashed"),
+        "{rows:?}"
+    );
+
+    // The summary: nothing lost, linearizable.
+    let md = std::fs::read_to_string(dir.join("crash_real.md")).unwrap();
+    assert!(
+        md.contains("| **acknowledged writes lost** | **0** |"),
+        "{md}"
+    );
+    assert!(md.contains("| **linearizable** ("), "{md}");
+    assert!(
+        md.contains("dht experiment crash --nodes 5 --k 3 --duration 5s"),
+        "{md}"
+    );
+    let png = std::fs::read(dir.join("crash_real.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
+
+    // Every node process was killed when the experiment ended: nothing listens any more
+    // on the addresses of the node table.
+    let addrs: Vec<SocketAddr> = md
+        .lines()
+        .filter_map(|l| l.strip_prefix("| 127.0.0.1:"))
+        .filter_map(|l| l.split(' ').next())
+        .filter_map(|port| format!("127.0.0.1:{port}").parse().ok())
+        .collect();
+    assert_eq!(addrs.len(), 5, "{md}");
+    for a in addrs {
+        assert!(
+            TcpStream::connect_timeout(&a, Duration::from_millis(500)).is_err(),
+            "a node still listens on {a}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn crash_options_are_checked() {
+    let dir = out_dir("crash-args");
+    let d = dir.to_str().unwrap();
+    for args in [
+        vec!["experiment", "crash", "--k", "1", "--out", d],
+        vec!["experiment", "crash", "--k", "3,5", "--out", d],
+        vec!["experiment", "crash", "--nodes", "2", "--out", d],
+        vec!["experiment", "crash", "--duration", "soon", "--out", d],
+        vec!["experiment", "hops", "--duration", "5s", "--out", d],
+    ] {
+        let out = run_bounded(&args, Duration::from_secs(30));
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

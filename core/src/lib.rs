@@ -122,4 +122,6 @@ pub enum Timer {
     AntiEntropy,
     /// Resend replica writes (eventual consistency) not yet acknowledged.
     Replicate,
+    /// Send the acknowledgements of replica writes gathered since the last time.
+    ReplicateAcks,
 }

@@ -260,15 +260,17 @@ pub enum Message {
         /// How many more times a receiver that should not hold the key may send it on to
         /// the key's primary. Bounded, so views in flux cannot make a loop.
         ttl: u8,
-        /// When not 0, the receiver answers `ReplicateAck { seq }`; the sender resends
-        /// until it does (a lost replica write would otherwise wait for anti-entropy).
+        /// When not 0, the receiver acknowledges it in a `ReplicateAck`; the sender
+        /// resends until it does (a lost replica write would otherwise wait for
+        /// anti-entropy).
         #[serde(default)]
         seq: u64,
     },
-    /// A `Replicate` with this sequence number arrived.
+    /// `Replicate`s with these sequence numbers arrived. A replica gathers them for a
+    /// few milliseconds, so under load one acknowledgement covers many writes.
     ReplicateAck {
-        /// The acknowledged `Replicate`'s `seq`.
-        seq: u64,
+        /// The acknowledged `Replicate`s' `seq`s.
+        seqs: Vec<u64>,
     },
     /// Hand-over: a write the source applied in a range the receiver is fetching, sent
     /// until the change commits and acknowledged one by one, so the source can tell the

@@ -143,6 +143,8 @@ pub struct Node {
     pub(crate) applied_writes: crate::replication::RecentWrites,
     /// Replica writes sent and not yet acknowledged (eventual consistency).
     pub(crate) replicating: crate::replication::Unacked,
+    /// Acknowledgements of replica writes not yet sent, by primary.
+    pub(crate) acks_due: BTreeMap<NodeRef, Vec<u64>>,
     pub(crate) now: Time,
 }
 
@@ -187,6 +189,7 @@ impl Node {
             ack_pending: None,
             applied_writes: Default::default(),
             replicating: Default::default(),
+            acks_due: BTreeMap::new(),
             now: 0,
         };
         if is_bootstrap {
@@ -491,12 +494,14 @@ impl Node {
             Message::Replicate { entries, ttl, seq } => {
                 self.on_replicate(&from, entries, ttl, out)?;
                 if seq != 0 {
-                    self.send(&from, Message::ReplicateAck { seq }, out);
+                    self.ack_replicate(from, seq, out);
                 }
                 Ok(())
             }
-            Message::ReplicateAck { seq } => {
-                self.replicating.acknowledge(&from, seq);
+            Message::ReplicateAck { seqs } => {
+                for seq in seqs {
+                    self.replicating.acknowledge(&from, seq);
+                }
                 Ok(())
             }
             Message::Forward {
@@ -605,6 +610,7 @@ impl Node {
             Timer::Membership => self.on_change_deadline(out),
             Timer::AntiEntropy => self.on_sync_tick(out),
             Timer::Replicate => self.resend_replicates(out),
+            Timer::ReplicateAcks => self.flush_replicate_acks(out),
         }
     }
 

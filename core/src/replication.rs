@@ -8,8 +8,8 @@ use crate::message::{Action, Message, NodeRef, Origin, Routed, REPAIR_TTL};
 use crate::node::{Node, Rejected};
 use crate::store::{Applied, Entry};
 use crate::{Output, ReqId, Time, Timer};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use rand::Rng;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// A versioned write on its way through a key's replicas (for chain replication: as
 /// received by one chain member).
@@ -446,6 +446,13 @@ impl Node {
 /// Reads (per thousand) after which an eventual replica sends its copy to the primary.
 const READ_REPAIR_PER_MILLE: u32 = 100;
 
+/// How long a replica gathers acknowledgements before sending them (well under
+/// `REPLICATE_RETRY_NS`, so a gathered acknowledgement never causes a resend).
+const ACK_DELAY_NS: crate::Time = 5_000_000;
+
+/// Acknowledgements gathered for one primary before they are sent at once.
+const ACKS_PER_MESSAGE_MAX: usize = 256;
+
 /// How long a primary waits for a replica to acknowledge a write before sending it again.
 const REPLICATE_RETRY_NS: crate::Time = 50_000_000;
 
@@ -504,6 +511,33 @@ impl Unacked {
 }
 
 impl Node {
+    /// Acknowledge replica write `seq` from `primary`: gathered, sent within
+    /// `ACK_DELAY_NS` (or at once when many are waiting).
+    pub(crate) fn ack_replicate(&mut self, primary: NodeRef, seq: u64, out: &mut Vec<Output>) {
+        let due = self.acks_due.entry(primary.clone()).or_default();
+        due.push(seq);
+        if due.len() >= ACKS_PER_MESSAGE_MAX {
+            let seqs = std::mem::take(due);
+            self.acks_due.remove(&primary);
+            self.send(&primary, Message::ReplicateAck { seqs }, out);
+            return;
+        }
+        if !self.timers.contains_key(&Timer::ReplicateAcks) {
+            let at = self.now.saturating_add(ACK_DELAY_NS);
+            self.set_timer(Timer::ReplicateAcks, at, out);
+        }
+    }
+
+    /// Send every gathered acknowledgement.
+    pub(crate) fn flush_replicate_acks(&mut self, out: &mut Vec<Output>) {
+        self.timers.remove(&Timer::ReplicateAcks);
+        for (primary, seqs) in std::mem::take(&mut self.acks_due) {
+            if !seqs.is_empty() {
+                self.send(&primary, Message::ReplicateAck { seqs }, out);
+            }
+        }
+    }
+
     /// Resend every unacknowledged replica write (each a bounded number of times).
     pub(crate) fn resend_replicates(&mut self, out: &mut Vec<Output>) {
         self.timers.remove(&Timer::Replicate);

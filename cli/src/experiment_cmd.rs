@@ -102,6 +102,10 @@ pub struct ExperimentArgs {
     /// crash is answered 504 (default 2000).
     #[arg(long, value_name = "MS")]
     pub request_timeout_ms: Option<u64>,
+    /// crash only: the nodes' --failure-timeout-ms, how long a killed node stays in the
+    /// ring (default 3000, as for `dht node`).
+    #[arg(long, value_name = "MS")]
+    pub failure_timeout_ms: Option<u64>,
     /// Base seed of the simulator runs (and of the sequential client's node choices).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -157,9 +161,19 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<ExitCode> {
             }
             crash.request_timeout = Duration::from_millis(ms);
         }
-    } else if args.nodes.is_some() || args.duration.is_some() || args.request_timeout_ms.is_some() {
+        if let Some(ms) = args.failure_timeout_ms {
+            if ms < 100 {
+                anyhow::bail!("--failure-timeout-ms must be at least 100");
+            }
+            crash.failure_timeout = Duration::from_millis(ms);
+        }
+    } else if args.nodes.is_some()
+        || args.duration.is_some()
+        || args.request_timeout_ms.is_some()
+        || args.failure_timeout_ms.is_some()
+    {
         anyhow::bail!(
-            "--nodes, --duration and --request-timeout-ms apply to the crash experiment only"
+            "--nodes, --duration, --request-timeout-ms and --failure-timeout-ms apply to the crash experiment only"
         );
     }
     let options = Options {

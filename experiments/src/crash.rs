@@ -95,6 +95,9 @@ pub struct Settings {
     /// nodes' 10 s). A request caught by the crash is not re-driven when the ring repairs
     /// itself: it is answered 504 after this time, and until then its client is stuck.
     pub request_timeout: Duration,
+    /// The nodes' failure timeout (`--failure-timeout-ms`, default 3 s as in `dht node`):
+    /// how long a killed node stays in the ring.
+    pub failure_timeout: Duration,
     /// The `dht` executable to start the nodes from (`None`: this process's executable).
     pub dht: Option<PathBuf>,
 }
@@ -109,6 +112,7 @@ impl Default for Settings {
             keys: 16,
             write_ratio: 0.5,
             request_timeout: Duration::from_secs(2),
+            failure_timeout: Duration::from_secs(3),
             dht: None,
         }
     }
@@ -225,11 +229,13 @@ struct Fleet {
     addrs: Vec<String>,
     /// `--request-timeout-ms` of every node.
     request_timeout_ms: String,
+    /// `--failure-timeout-ms` of every node.
+    failure_timeout_ms: String,
     starts: usize,
 }
 
 impl Fleet {
-    fn new(dht: PathBuf, request_timeout: Duration) -> Result<Fleet> {
+    fn new(dht: PathBuf, request_timeout: Duration, failure_timeout: Duration) -> Result<Fleet> {
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -243,6 +249,7 @@ impl Fleet {
             procs: Vec::new(),
             addrs: Vec::new(),
             request_timeout_ms: request_timeout.as_millis().max(1).to_string(),
+            failure_timeout_ms: failure_timeout.as_millis().max(100).to_string(),
             starts: 0,
         })
     }
@@ -298,6 +305,8 @@ impl Fleet {
             "chain",
             "--request-timeout-ms",
             &self.request_timeout_ms,
+            "--failure-timeout-ms",
+            &self.failure_timeout_ms,
         ]
         .map(String::from);
         let mut p = self.spawn(&args)?;
@@ -326,6 +335,8 @@ impl Fleet {
             "--join",
             "--request-timeout-ms",
             &self.request_timeout_ms,
+            "--failure-timeout-ms",
+            &self.failure_timeout_ms,
         ]
         .map(String::from);
         let deadline = Instant::now() + START_TIMEOUT;
@@ -848,7 +859,7 @@ pub fn run(options: &Options) -> Result<Report> {
     };
     let rt = runtime()?;
     let bar = progress_bar(options, "crash", duration.as_secs().max(1));
-    let mut fleet = Fleet::new(dht, s.request_timeout)?;
+    let mut fleet = Fleet::new(dht, s.request_timeout, s.failure_timeout)?;
     let logs = fleet.logs.clone();
     let measured = measure(options, duration, &rt, &mut fleet, &bar);
     bar.finish_and_clear();
@@ -1165,11 +1176,12 @@ impl Run {
     fn command(&self, options: &Options) -> String {
         let s = &self.settings;
         format!(
-            "dht experiment crash --nodes {} --k {} --duration {}s --request-timeout-ms {} --seed {} --out {}",
+            "dht experiment crash --nodes {} --k {} --duration {}s --request-timeout-ms {} --failure-timeout-ms {} --seed {} --out {}",
             s.nodes,
             s.k,
             trim(self.duration.as_secs_f64()),
             s.request_timeout.as_millis(),
+            s.failure_timeout.as_millis(),
             options.seed,
             options.out.display()
         )
@@ -1192,7 +1204,7 @@ impl Run {
         md.push_str(&format!(
             "A ring of {n} separate `dht` processes on 127.0.0.1 (one `dht bootstrap`, {} \
              `dht node --join`), k = {}, chain replication, failure handling on (heartbeats, \
-             removal after 3 s of silence, anti-entropy every 2 s), request timeout {} ms. {} \
+             removal after {} s of silence, anti-entropy every 2 s), request timeout {} ms. {} \
              closed-loop HTTP clients, one request at a time each to a random node that is up, \
              on {} keys, {}% inserts and {}% queries, for {} s. At {}% of the load, `kill -9` \
              (SIGKILL) of k − 1 = {} members that are consecutive on the ring (the bootstrap's \
@@ -1201,6 +1213,7 @@ impl Run {
              seconds since the load began.\n\n",
             n - 1,
             s.k,
+            trim(s.failure_timeout.as_secs_f64()),
             s.request_timeout.as_millis(),
             s.clients,
             s.keys,

@@ -16,6 +16,9 @@ const SYNC_BUCKETS: u64 = DIGEST_BUCKETS as u64;
 /// Successors pinged on each heartbeat.
 const PINGED_SUCCESSORS: usize = 2;
 
+/// Distinct fingers pinged on each heartbeat (a ring of N nodes has about log2 N).
+const PINGED_FINGERS_MAX: usize = 24;
+
 impl Node {
     /// Keep the periodic timers this node's role needs armed.
     pub(crate) fn arm_periodic(&mut self, out: &mut Vec<Output>) {
@@ -60,13 +63,24 @@ impl Node {
         }
         let now = self.now;
         let timeout = self.timing.failure_timeout_ns;
-        let peers: Vec<NodeRef> = self
+        // The nearest successors, and every distinct finger: routing skips any of them
+        // found silent, so lookups avoid a crashed node even while the bootstrap, which
+        // would repair views and fingers, is down itself.
+        let mut peers: Vec<NodeRef> = self
             .view
             .succs
             .iter()
             .take(PINGED_SUCCESSORS)
             .cloned()
             .collect();
+        for finger in &self.fingers {
+            if peers.len() >= PINGED_SUCCESSORS + PINGED_FINGERS_MAX {
+                break;
+            }
+            if finger.id != self.me.id && !peers.iter().any(|p| p.id == finger.id) {
+                peers.push(finger.clone());
+            }
+        }
         self.unanswered
             .retain(|id, _| peers.iter().any(|p| p.id == *id));
         for peer in peers {

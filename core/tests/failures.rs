@@ -144,6 +144,43 @@ fn routing_avoids_a_dead_successor_without_the_bootstrap() {
     assert_readable(&mut pump, &want);
 }
 
+/// With the bootstrap down, nothing repairs finger tables; a node pings its distinct
+/// fingers and routes round one found silent, so lookups that would hop through a
+/// crashed finger still arrive.
+#[test]
+fn routing_avoids_a_dead_finger_without_the_bootstrap() {
+    let n = 24;
+    let mut pump =
+        ring_with_failure_handling(cluster(3, Consistency::Eventual, Routing::Finger), n);
+    let want = load(&mut pump, 200);
+    pump.run_for(3 * SECOND);
+    pump.crash(&addr(0));
+    // A finger of some node that is not among its pinged successors nor the bootstrap.
+    let boot = ringkv_core::Id::of_addr(&addr(0));
+    let dead = (1..n)
+        .find_map(|i| {
+            let node = &pump.nodes[&addr(i)];
+            let near: Vec<_> = node.view().succs.iter().take(3).map(|s| s.id).collect();
+            node.fingers()
+                .iter()
+                .rev()
+                .find(|f| f.id != node.me().id && f.id != boot && !near.contains(&f.id))
+                .map(|f| f.addr.to_string())
+        })
+        .expect("a far finger exists in a ring of 24");
+    pump.crash(&dead);
+    pump.run_for(5 * SECOND);
+    // Every lookup is answered by a live replica: none is lost at the dead finger.
+    for via in pump.members() {
+        for (key, value) in &want {
+            match pump.call_timed(&via, Request::Query { key: key.clone() }) {
+                Ok(Response::Found { value: got, .. }) => assert_eq!(&got, value),
+                other => panic!("{key} via {via}: {other:?}"),
+            }
+        }
+    }
+}
+
 #[test]
 fn a_falsely_suspected_node_is_removed_and_rejoins() {
     let mut pump = ring_with_failure_handling(cluster(2, Consistency::Chain, Routing::Finger), 6);

@@ -262,8 +262,9 @@ impl Node {
                 return;
             }
             Stage::Committing => {
-                // In force even though some never acknowledged: tell the joiner.
-                if let Change::Join(n) = &op.change {
+                // In force even though some never acknowledged: tell the joiner (or the
+                // node that departed).
+                if let Change::Join(n) | Change::Depart(n) = &op.change {
                     let epoch = op.epoch;
                     let n = n.clone();
                     self.send(&n, Message::ChangeDone { epoch }, out);
@@ -497,7 +498,7 @@ impl Node {
             }
             Stage::Committing => {
                 let done = c.current.take().map(|op| (op.change, op.epoch));
-                if let Some((Change::Join(n), epoch)) = done {
+                if let Some((Change::Join(n) | Change::Depart(n), epoch)) = done {
                     self.send(&n, Message::ChangeDone { epoch }, out);
                 }
                 self.start_next_change(out);

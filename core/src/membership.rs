@@ -377,10 +377,9 @@ impl Node {
         if p.view.ring_size == 0 {
             self.leave();
             self.ack_when_handed_over(epoch, out);
-            if let Some(id) = self.membership_req.take() {
-                let node = self.me.addr.to_string();
-                self.finish(id, Ok(Response::Departed { node }), out);
-            }
+            // The client hears of the departure when the whole change is done
+            // (`ChangeDone`): the nodes after this one commit in later waves, and until
+            // then the ring it would see still routes through this node.
             return Ok(());
         }
         self.view = p.view;
@@ -408,6 +407,14 @@ impl Node {
         out: &mut Vec<Output>,
     ) -> Result<(), Rejected> {
         self.check_from_bootstrap(from, "change_done")?;
+        if self.phase == Phase::Idle {
+            // The change that took this node out is done everywhere.
+            if let Some(id) = self.membership_req.take() {
+                let node = self.me.addr.to_string();
+                self.finish(id, Ok(Response::Departed { node }), out);
+            }
+            return Ok(());
+        }
         if self.phase != Phase::Active {
             return Ok(());
         }

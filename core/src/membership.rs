@@ -57,6 +57,8 @@ pub(crate) struct Migration {
     pub(crate) next_seq: u64,
     /// Forwards sent and not yet acknowledged.
     pub(crate) unacked: BTreeMap<u64, (String, Entry)>,
+    /// Times the unacknowledged forwards were sent again before the commit.
+    pub(crate) resends: u32,
 }
 
 impl Node {
@@ -261,6 +263,7 @@ impl Node {
                 until: None,
                 next_seq: 0,
                 unacked: BTreeMap::new(),
+                resends: 0,
             });
         }
         Ok(())

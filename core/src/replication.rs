@@ -130,9 +130,51 @@ impl Node {
             };
             sends.push((m.to.clone(), msg));
         }
+        let tracked = !sends.is_empty() && self.migrations.iter().any(|m| m.until.is_none());
         for (to, msg) in sends {
             self.send(&to, msg, out);
         }
+        if tracked {
+            self.arm_resend_timer(out);
+        }
+    }
+
+    /// Arm the resend timer (replica writes and hand-over forwards not yet acknowledged).
+    fn arm_resend_timer(&mut self, out: &mut Vec<Output>) {
+        if !self.timers.contains_key(&Timer::Replicate) {
+            let at = self.now.saturating_add(REPLICATE_RETRY_NS);
+            self.set_timer(Timer::Replicate, at, out);
+        }
+    }
+
+    /// Hand-over forwards not yet acknowledged, before their change commits here: sent
+    /// again (a bounded number of times), so a lost one does not wait for the commit (which
+    /// resends them too) — the source may crash first, and with it the only copy of a
+    /// write its chain acknowledged.
+    fn resend_pending_forwards(&mut self, out: &mut Vec<Output>) -> bool {
+        let mut sends = Vec::new();
+        let mut pending = false;
+        for m in self.migrations.iter_mut() {
+            if m.until.is_some() || m.unacked.is_empty() || m.resends >= FORWARD_RESENDS_MAX {
+                continue;
+            }
+            m.resends += 1;
+            pending = true;
+            for (seq, (key, entry)) in &m.unacked {
+                let msg = Message::Forward {
+                    epoch: m.epoch,
+                    seq: *seq,
+                    key: key.clone(),
+                    entry: entry.clone(),
+                    ttl: REPAIR_TTL,
+                };
+                sends.push((m.to.clone(), msg));
+            }
+        }
+        for (to, msg) in sends {
+            self.send(&to, msg, out);
+        }
+        pending
     }
 
     /// A replica write arrived: store it if this node should hold the key; otherwise,
@@ -241,9 +283,8 @@ impl Node {
             };
             self.send(&to, msg, out);
         }
-        if !self.replicating.is_empty() && !self.timers.contains_key(&Timer::Replicate) {
-            let at = self.now.saturating_add(REPLICATE_RETRY_NS);
-            self.set_timer(Timer::Replicate, at, out);
+        if !self.replicating.is_empty() {
+            self.arm_resend_timer(out);
         }
         let reply = self.write_reply(&write.key, &write.entry, write.existed, write.hops);
         self.respond(write.origin, Ok(reply), out);
@@ -456,6 +497,10 @@ const ACKS_PER_MESSAGE_MAX: usize = 256;
 /// How long a primary waits for a replica to acknowledge a write before sending it again.
 const REPLICATE_RETRY_NS: crate::Time = 50_000_000;
 
+/// Resends of a hand-over's unacknowledged forwards before its commit (the commit, when
+/// it arrives, sends them again too).
+const FORWARD_RESENDS_MAX: u32 = 40;
+
 /// Sends of one replica write before the primary leaves it to anti-entropy.
 const REPLICATE_TRIES_MAX: u8 = 8;
 
@@ -538,7 +583,8 @@ impl Node {
         }
     }
 
-    /// Resend every unacknowledged replica write (each a bounded number of times).
+    /// Resend every unacknowledged replica write (each a bounded number of times), and
+    /// hand-over forwards not yet acknowledged.
     pub(crate) fn resend_replicates(&mut self, out: &mut Vec<Output>) {
         self.timers.remove(&Timer::Replicate);
         let mut sends = Vec::new();
@@ -558,9 +604,9 @@ impl Node {
         for (to, msg) in sends {
             self.send(&to, msg, out);
         }
-        if !self.replicating.is_empty() {
-            let at = self.now.saturating_add(REPLICATE_RETRY_NS);
-            self.set_timer(Timer::Replicate, at, out);
+        let forwards = self.resend_pending_forwards(out);
+        if !self.replicating.is_empty() || forwards {
+            self.arm_resend_timer(out);
         }
     }
 }

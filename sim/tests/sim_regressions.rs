@@ -169,3 +169,23 @@ fn a_late_prepare_does_not_replace_a_newer_one() {
         ],
     ));
 }
+
+/// A hand-over forward of an acknowledged write was lost, and its source (the key's old
+/// tail) crashed, with the key's other replica, before the commit that would have resent
+/// it; the departing head had already dropped its copy. Forwards are now resent every
+/// 50 ms until acknowledged.
+#[test]
+fn a_lost_hand_over_forward_is_resent_before_its_source_can_crash() {
+    assert_passes(reproducer(
+        4595,
+        Consistency::Chain,
+        true,
+        true,
+        &[
+            "depart:6@560292421ns",
+            "join@677664825ns",
+            "crash:2@705926126ns",
+            "crash:4@869900625ns",
+        ],
+    ));
+}

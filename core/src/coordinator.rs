@@ -152,6 +152,36 @@ impl Node {
         if known == Some(incarnation) && c.ring.contains(node.id) {
             return; // a duplicate of a request already carried out
         }
+        let restarted = known.is_some_and(|k| k != incarnation);
+        let join = Change::Join(node.clone());
+        let in_progress = c
+            .current
+            .as_ref()
+            .filter(|op| restarted && op.change == join)
+            .map(|op| (op.stage, op.epoch, op.affected.clone()));
+        match in_progress {
+            // The node restarted while its own join was being prepared: that attempt is
+            // void (the new incarnation holds nothing it fetched); start afresh.
+            Some((Stage::Preparing, epoch, affected)) => {
+                c.current = None;
+                for n in affected {
+                    self.send(&n, Message::Abort { epoch }, out);
+                }
+            }
+            // ... or committed: the ring now lists its old incarnation, which holds nothing.
+            // Finish the change without waiting for it, then take it out and let the new
+            // incarnation in.
+            Some((Stage::Committing, epoch, _)) => {
+                for change in [Change::Remove(node.clone()), join] {
+                    if !c.queue.iter().any(|(q, _)| *q == change) {
+                        c.queue.push_back((change, 0));
+                    }
+                }
+                self.progress(node.id, epoch, Stage::Committing, out);
+                return self.start_next_change(out);
+            }
+            None => {}
+        }
         self.request_change(Change::Join(node), out);
     }
 

@@ -189,3 +189,28 @@ fn a_lost_hand_over_forward_is_resent_before_its_source_can_crash() {
         ],
     ));
 }
+
+/// A node restarted while its own join was committing: the new incarnation's join request
+/// looked like a duplicate of the one in progress, the change finished with the old
+/// incarnation in the ring, and the new one never became a member (from `dht experiment
+/// faults`, crash-churn profile, seed 50).
+#[test]
+fn a_node_restarted_during_its_own_join_gets_in() {
+    let mut config = reproducer(
+        50,
+        Consistency::Chain,
+        false,
+        false,
+        &[
+            "crash:6@64742377ns",
+            "depart:8@83556485ns",
+            "restart:6@164742377ns",
+            "crash:6@188638031ns",
+            "restart:6@288638031ns",
+        ],
+    );
+    config.net.drop_probability = 0.005;
+    config.timeout_ns = 1_000_000_000;
+    config.think_ns = 5_000_000;
+    assert_passes(config);
+}

@@ -61,6 +61,22 @@ pub(crate) struct Migration {
     pub(crate) resends: u32,
 }
 
+impl Migration {
+    /// Its forwards not yet acknowledged, ready to send again.
+    pub(crate) fn unacked_forwards(&self) -> impl Iterator<Item = (NodeRef, Message)> + '_ {
+        self.unacked.iter().map(|(seq, (key, entry))| {
+            let msg = Message::Forward {
+                epoch: self.epoch,
+                seq: *seq,
+                key: key.clone(),
+                entry: entry.clone(),
+                ttl: crate::message::REPAIR_TTL,
+            };
+            (self.to.clone(), msg)
+        })
+    }
+}
+
 impl Node {
     fn check_from_bootstrap(&self, from: &NodeRef, kind: &'static str) -> Result<(), Rejected> {
         if *from.addr == *self.bootstrap {
@@ -453,16 +469,7 @@ impl Node {
     fn resend_forwards(&mut self, epoch: u64, out: &mut Vec<Output>) {
         let mut sends = Vec::new();
         for m in self.migrations.iter().filter(|m| m.epoch <= epoch) {
-            for (seq, (key, entry)) in &m.unacked {
-                let msg = Message::Forward {
-                    epoch: m.epoch,
-                    seq: *seq,
-                    key: key.clone(),
-                    entry: entry.clone(),
-                    ttl: crate::message::REPAIR_TTL,
-                };
-                sends.push((m.to.clone(), msg));
-            }
+            sends.extend(m.unacked_forwards());
         }
         for (to, msg) in sends {
             self.send(&to, msg, out);

@@ -160,16 +160,7 @@ impl Node {
             }
             m.resends += 1;
             pending = true;
-            for (seq, (key, entry)) in &m.unacked {
-                let msg = Message::Forward {
-                    epoch: m.epoch,
-                    seq: *seq,
-                    key: key.clone(),
-                    entry: entry.clone(),
-                    ttl: REPAIR_TTL,
-                };
-                sends.push((m.to.clone(), msg));
-            }
+            sends.extend(m.unacked_forwards());
         }
         for (to, msg) in sends {
             self.send(&to, msg, out);

@@ -120,7 +120,8 @@ pub enum Timer {
     Membership,
     /// Anti-entropy round with this node's replicas.
     AntiEntropy,
-    /// Resend replica writes (eventual consistency) not yet acknowledged.
+    /// Resend replica writes (eventual consistency) and hand-over forwards not yet
+    /// acknowledged.
     Replicate,
     /// Send the acknowledgements of replica writes gathered since the last time.
     ReplicateAcks,

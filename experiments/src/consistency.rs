@@ -22,13 +22,13 @@ use ringkv_core::Consistency;
 use ringkv_sim::check::{
     check_linearizability, write_event, CheckOptions, History, OpKind, OpStatus,
 };
-use ringkv_sim::{Reference, SimConfig, Simulation, WorkloadSpec};
+use ringkv_sim::{Reference, SimConfig, WorkloadSpec};
 use serde::Serialize;
 
 use crate::analysis::{classify_reads, counts, reference_rule_stale, ReadClass};
 use crate::real::{self, Ring};
 use crate::runner::{
-    fixed, model_name, progress_bar, write_csv, Backend, Options, Report, Table, MODELS,
+    fixed, model_name, progress_bar, simulate, write_csv, Backend, Options, Report, Table, MODELS,
 };
 use crate::throughput::scripts;
 use crate::workloads::{self, Planned};
@@ -254,12 +254,8 @@ fn run_sim(
         workload_dir: options.workload_dir.clone(),
         ..SimConfig::default()
     };
-    let result = Simulation::new(config)
-        .map_err(|e| ExperimentError(e.to_string()))?
-        .run();
+    let (result, history) = simulate(config)?;
     let seconds = result.summary.virtual_seconds;
-    let history =
-        History::parse(result.history.as_slice()).map_err(|e| ExperimentError(e.to_string()))?;
     // Client c runs its files in order (with one client, all ten); its process id is c
     // until an operation ends `info` (none do without faults).
     let per_client: Vec<Vec<&Planned>> = match mode {

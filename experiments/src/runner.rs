@@ -281,6 +281,18 @@ pub struct Report {
 }
 
 /// Write rows as CSV with a header from the row type's field names.
+/// Run one simulation that records its history, and parse that history.
+pub fn simulate(
+    config: ringkv_sim::SimConfig,
+) -> Result<(ringkv_sim::SimResult, ringkv_sim::check::History)> {
+    let result = ringkv_sim::Simulation::new(config)
+        .map_err(|e| ExperimentError(e.to_string()))?
+        .run();
+    let history = ringkv_sim::check::History::parse(result.history.as_slice())
+        .map_err(|e| ExperimentError(e.to_string()))?;
+    Ok((result, history))
+}
+
 pub fn write_csv<T: Serialize>(path: &Path, rows: &[T]) -> Result<()> {
     let file = File::create(path)
         .map_err(|e| ExperimentError(format!("cannot write {}: {e}", path.display())))?;

@@ -12,14 +12,13 @@
 use std::path::Path;
 
 use ringkv_core::Consistency;
-use ringkv_sim::check::History;
-use ringkv_sim::{Reference, SimConfig, Simulation, WorkloadSpec};
+use ringkv_sim::{Reference, SimConfig, WorkloadSpec};
 use serde::Serialize;
 
 use crate::analysis::{classify_reads, ReadClass};
 use crate::plot::{self, Axis, Chart, LegendAt, Marker, Point, Series};
 use crate::runner::{
-    fixed, model_name, par_map, progress_bar, write_csv, Options, Report, Table, MODELS,
+    fixed, model_name, par_map, progress_bar, simulate, write_csv, Options, Report, Table, MODELS,
 };
 use crate::{ExperimentError, Result};
 
@@ -74,11 +73,7 @@ pub fn run(options: &Options) -> Result<Report> {
             workload_dir: options.workload_dir.clone(),
             ..SimConfig::default()
         };
-        let result = Simulation::new(config)
-            .map_err(|e| ExperimentError(e.to_string()))?
-            .run();
-        let history = History::parse(result.history.as_slice())
-            .map_err(|e| ExperimentError(e.to_string()))?;
+        let (_, history) = simulate(config)?;
         bar.inc(1);
         Ok(classify_reads(&history)
             .into_iter()

@@ -12,16 +12,16 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use ringkv_core::Consistency;
-use ringkv_sim::check::{History, OpKind};
-use ringkv_sim::{Reference, SimConfig, Simulation, WorkloadSpec};
+use ringkv_sim::check::OpKind;
+use ringkv_sim::{Reference, SimConfig, WorkloadSpec};
 use serde::Serialize;
 
 use crate::analysis::{five_numbers, min_median_max, percentile, span, Span};
 use crate::plot::{self, Axis, Chart, LegendAt, Point, Series};
 use crate::real::{self, Outcome, Phase, Ring};
 use crate::runner::{
-    fixed, model_name, ops, par_map, progress_bar, write_csv, Backend, Options, Report, Table,
-    MODELS,
+    fixed, model_name, ops, par_map, progress_bar, simulate, write_csv, Backend, Options, Report,
+    Table, MODELS,
 };
 use crate::workloads::{self, Planned};
 use crate::{ExperimentError, Result};
@@ -244,11 +244,7 @@ fn measure_sim(
             workload_dir: options.workload_dir.clone(),
             ..SimConfig::default()
         };
-        let result = Simulation::new(config)
-            .map_err(|e| ExperimentError(e.to_string()))?
-            .run();
-        let history = History::parse(result.history.as_slice())
-            .map_err(|e| ExperimentError(e.to_string()))?;
+        let (_, history) = simulate(config)?;
         let not_found = history
             .ops
             .iter()

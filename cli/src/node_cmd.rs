@@ -63,20 +63,17 @@ impl Tuning {
     }
 
     fn timing(&self) -> Timing {
-        let base = if self.no_failure_handling {
-            Timing::default()
-        } else {
-            Timing::with_failure_handling()
-        };
         let failure_timeout_ns = self.failure_timeout_ms.saturating_mul(1_000_000);
-        let heartbeat_interval_ns = match base.heartbeat_interval_ns {
-            0 => 0,
-            every => every.min(failure_timeout_ns / 6),
+        let base = if self.no_failure_handling {
+            Timing {
+                failure_timeout_ns,
+                ..Timing::default()
+            }
+        } else {
+            Timing::with_failure_timeout(failure_timeout_ns)
         };
         Timing {
             request_timeout_ns: self.request_timeout_ms.saturating_mul(1_000_000),
-            failure_timeout_ns,
-            heartbeat_interval_ns,
             ..base
         }
     }

@@ -173,6 +173,11 @@ pub struct SimOptions {
     /// Run the core's heartbeats, failure detection and anti-entropy.
     #[arg(long)]
     pub failure_handling: bool,
+    /// With --failure-handling: silence after which a member is removed as failed
+    /// (heartbeats go every sixth of it, at most every 500 ms), as
+    /// `dht node --failure-timeout-ms` on real nodes [default: 3s].
+    #[arg(long, value_name = "DUR")]
+    pub failure_timeout: Option<String>,
     /// Background time after the last operation before the invariants are checked.
     #[arg(long)]
     pub settle: Option<String>,
@@ -266,6 +271,11 @@ impl SimOptions {
             timeout_ns: parse_duration_ns(&self.timeout)?,
             think_ns: parse_duration_ns(&self.think)?,
             failure_handling: self.failure_handling,
+            failure_timeout_ns: self
+                .failure_timeout
+                .as_deref()
+                .map(parse_failure_timeout)
+                .transpose()?,
             settle_ns: self.settle.as_deref().map(parse_duration_ns).transpose()?,
             events_max: self.events_max.unwrap_or(defaults.events_max),
             time_max_ns: match &self.time_max {
@@ -410,4 +420,13 @@ fn run_one(args: SimOptions) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Parse `--failure-timeout`: a duration of at least 100 ms, as on real nodes.
+fn parse_failure_timeout(text: &str) -> anyhow::Result<u64> {
+    let ns = parse_duration_ns(text)?;
+    if ns < ringkv_core::config::FAILURE_TIMEOUT_MIN_NS {
+        anyhow::bail!("--failure-timeout {text}: must be at least 100ms");
+    }
+    Ok(ns)
 }

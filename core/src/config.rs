@@ -95,6 +95,17 @@ pub struct Limits {
     pub snapshot_chunk_entries: usize,
     /// Approximate bytes per snapshot chunk (a chunk holds at least one entry).
     pub snapshot_chunk_bytes: usize,
+    /// Hand-over forwards a source tracks per gainer until they are acknowledged; beyond
+    /// it, forwards are still sent but not awaited (a ring this far behind is overloaded;
+    /// anti-entropy repairs what such a forward misses).
+    pub handover_unacked_max: usize,
+    /// Gainers a node forwards writes to at once.
+    pub migrations_max: usize,
+    /// Data-path messages a joining node holds until its join commits.
+    pub early_messages_max: usize,
+    /// Node incarnations the coordinator remembers, to tell a duplicate join request
+    /// from a restarted node's.
+    pub incarnations_max: usize,
 }
 
 impl Default for Limits {
@@ -107,6 +118,10 @@ impl Default for Limits {
             hops_max: 1 << 16,
             snapshot_chunk_entries: 4096,
             snapshot_chunk_bytes: 4 << 20,
+            handover_unacked_max: 1 << 18,
+            migrations_max: 1024,
+            early_messages_max: 16_384,
+            incarnations_max: 1 << 16,
         }
     }
 }
@@ -139,11 +154,29 @@ pub struct Timing {
     pub anti_entropy_interval_ns: Time,
 }
 
+/// The most often a member heartbeats, however short its failure timeout.
+pub const HEARTBEAT_INTERVAL_MAX_NS: Time = 500_000_000;
+
+/// The shortest failure timeout accepted: heartbeats go every sixth of it, and a
+/// shorter one would mistake scheduling hiccups for crashes.
+pub const FAILURE_TIMEOUT_MIN_NS: Time = 100_000_000;
+
 impl Timing {
-    /// Defaults plus heartbeats, failure detection and anti-entropy.
+    /// Defaults plus heartbeats, failure detection and anti-entropy, with the default
+    /// failure timeout.
     pub fn with_failure_handling() -> Timing {
+        Timing::with_failure_timeout(Timing::default().failure_timeout_ns)
+    }
+
+    /// Failure handling on, with a member declared failed after `failure_timeout_ns` of
+    /// silence (at least [`FAILURE_TIMEOUT_MIN_NS`]). Heartbeats go every sixth of it, at
+    /// most every [`HEARTBEAT_INTERVAL_MAX_NS`], so a live member misses about five
+    /// before it is suspected.
+    pub fn with_failure_timeout(failure_timeout_ns: Time) -> Timing {
+        let failure_timeout_ns = failure_timeout_ns.max(FAILURE_TIMEOUT_MIN_NS);
         Timing {
-            heartbeat_interval_ns: 500_000_000,
+            heartbeat_interval_ns: HEARTBEAT_INTERVAL_MAX_NS.min(failure_timeout_ns / 6),
+            failure_timeout_ns,
             anti_entropy_interval_ns: 2_000_000_000,
             ..Timing::default()
         }

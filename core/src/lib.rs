@@ -6,7 +6,9 @@
 //! feeds it [`Input`]s together with the current time and carries out the [`Output`]s it
 //! pushes into a caller-owned buffer.
 //!
-//! The driver loop, the same in the simulator and in the HTTP runtime:
+//! The driver loop, the same in the simulator and in the HTTP runtime (quinn-proto's
+//! shape): feed inputs with [`Node::handle`], carry out the outputs, and sleep until
+//! [`Node::poll_timeout`], then call [`Node::handle_timeout`].
 //!
 //! ```
 //! use ringkv_core::{ClusterConfig, Input, Node, NodeConfig, Output, Request, Response};
@@ -15,21 +17,29 @@
 //! let mut out = Vec::new();
 //! let now = 0; // nanoseconds on the driver's monotonic clock
 //! let insert = Request::Insert { key: "Imagine".into(), value: "1971".into() };
-//! node.handle(now, Input::Request { id: 1, request: insert }, &mut out);
+//! node.handle(now, Input::Request { id: 1, request: insert }, &mut out).unwrap();
 //! for output in out.drain(..) {
 //!     match output {
 //!         Output::Send { to, envelope } => { /* deliver `envelope` to the node at `to` */ }
 //!         Output::Reply { id, reply } => assert!(matches!(reply, Ok(Response::Inserted { .. }))),
-//!         Output::SetTimer { timer, at } => { /* call handle(at, Input::Timer(timer)) then */ }
-//!         Output::CancelTimer { timer } => {}
 //!     }
+//! }
+//! if let Some(at) = node.poll_timeout() {
+//!     // sleep until `at`, then:
+//!     node.handle_timeout(at, &mut out);
 //! }
 //! ```
 //!
-//! Membership changes (join, depart) are serialized by the bootstrap, which acts as the
-//! configuration master: it prepares the affected nodes' next views, lets the nodes that
-//! gain keys fetch them, then commits, so that after every change each key is on exactly
-//! its `min(k, N)` replicas. Lookups travel hop by hop over fingers (or successors only).
+//! Inside, a [`Node`] is a dispatcher over sub-machines that own their state and write
+//! into one output context; modules import in one direction:
+//! `node` → `coordinator`, `membership`, `replication`, `routing`, `failure`,
+//! `anti_entropy` → `handover` → `shared`, `out`, `timers`, `message`, `store`, `ring`.
+//!
+//! Membership changes (join, depart, removal of a failed member) are serialized by the
+//! bootstrap, which acts as the configuration master: it prepares the affected nodes'
+//! next views, lets the nodes that gain keys fetch them, then commits, so that after
+//! every change each key is on exactly its `min(k, N)` replicas. Lookups travel hop by
+//! hop over fingers (or successors only).
 #![deny(missing_docs)]
 
 pub mod api;
@@ -38,21 +48,31 @@ pub mod id;
 pub mod message;
 pub mod store;
 
+mod anti_entropy;
 mod coordinator;
 mod failure;
+mod handover;
 mod membership;
 mod node;
+mod out;
+mod rejected;
 mod replication;
+mod requests;
 mod ring;
 mod routing;
+mod shared;
+mod timers;
 
 pub use api::{Pair, Reply, ReqId, Request, RequestError, Response};
 pub use config::{ClusterConfig, Consistency, Limits, NodeConfig, Routing, Timing};
 pub use id::Id;
-pub use message::{Envelope, Message, NodeRef, View};
-pub use node::{Node, NodeStatus, Phase, Rejected};
+pub use message::{ChainStep, Envelope, Message, NodeRef, Prepare, View};
+pub use node::{Node, NodeStatus};
+pub use rejected::Rejected;
 pub use ring::Ring;
+pub use shared::Phase;
 pub use store::{Entry, Range, Store, Version};
+pub use timers::Timer;
 
 /// Time in nanoseconds on the driver's clock (virtual in the simulator, monotonic in real
 /// runs). Only differences matter.
@@ -70,8 +90,6 @@ pub enum Input {
     },
     /// A message from another node.
     Message(Envelope),
-    /// A timer the node set has fired.
-    Timer(Timer),
 }
 
 /// Something a node asks its driver to do.
@@ -91,38 +109,4 @@ pub enum Output {
         /// The answer.
         reply: Reply,
     },
-    /// Fire `timer` at time `at`, replacing any earlier setting of the same timer.
-    SetTimer {
-        /// Which timer.
-        timer: Timer,
-        /// When.
-        at: Time,
-    },
-    /// Do not fire `timer`.
-    CancelTimer {
-        /// Which timer.
-        timer: Timer,
-    },
-}
-
-/// The timers a node uses. Each is set at most once at a time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Timer {
-    /// The earliest deadline of an outstanding client request.
-    Requests,
-    /// Tombstone garbage collection (armed while tombstones exist).
-    Gc,
-    /// Heartbeat to the bootstrap and pings to successors.
-    Heartbeat,
-    /// The bootstrap looks for members it has not heard from.
-    FailureCheck,
-    /// Deadline of the membership change in progress (bootstrap).
-    Membership,
-    /// Anti-entropy round with this node's replicas.
-    AntiEntropy,
-    /// Resend replica writes (eventual consistency) and hand-over forwards not yet
-    /// acknowledged.
-    Replicate,
-    /// Send the acknowledgements of replica writes gathered since the last time.
-    ReplicateAcks,
 }

@@ -1,189 +1,279 @@
-//! A member's side of a membership change: prepare (fetch what the next view adds),
-//! commit (install it, drop what it removes), and finger updates.
+//! A member's side of membership: asking to join or leave, preparing a view (fetching
+//! what it adds through the hand-over), installing it on commit, finger updates, and
+//! notices of removal and of abandoned changes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use rand::Rng;
 
-use crate::id::Id;
-
-use crate::api::{RequestError, Response};
-use crate::config::{ClusterConfig, Consistency};
-use crate::message::{Message, NodeRef, View};
-use crate::node::{responsibility_of, Node, Phase, Rejected};
-use crate::store::{Entry, Range};
-use crate::Output;
-
-/// The fields of a `Message::Prepare`.
-pub(crate) struct Prepare {
-    pub(crate) view: View,
-    pub(crate) config: ClusterConfig,
-    pub(crate) sources: Vec<NodeRef>,
-    pub(crate) fingers: Option<Vec<NodeRef>>,
-    pub(crate) resync: bool,
-}
+use crate::api::{Reply, ReqId, RequestError, Response};
+use crate::config::Consistency;
+use crate::handover::Handover;
+use crate::message::{Envelope, Message, NodeRef, Prepare, View};
+use crate::out::Out;
+use crate::rejected::Rejected;
+use crate::shared::{responsibility_of, Gaining, Phase, Shared};
+use crate::store::Range;
 
 /// A view change this node has been told to prepare.
 #[derive(Clone, Debug)]
-pub(crate) struct Preparing {
-    pub(crate) view: View,
-    pub(crate) fingers: Option<Vec<NodeRef>>,
-    /// Keys the next view adds to this node's responsibility.
-    pub(crate) gained: Range,
-    /// Keys fetched from the sources: `gained`, or more after a failure (see
-    /// `Message::Prepare::resync`).
-    fetching: Range,
-    /// Sources still to answer, with the snapshot chunks received from each.
-    pending: BTreeMap<Id, BTreeSet<u32>>,
-    /// Sources nearest first: with several, each key is taken from the nearest that has
-    /// it (see `on_snapshot`).
-    order: Vec<Id>,
-    /// Entries received from each source, merged when all have answered.
-    received: BTreeMap<Id, Vec<(String, Entry)>>,
-    /// Chunks each source had delivered when the prepare last arrived: a source that
-    /// has sent more since is making progress and is not asked again.
-    marks: BTreeMap<Id, usize>,
+struct Preparing {
+    view: View,
+    fingers: Option<Vec<crate::message::NodeRef>>,
+    /// Whether everything the view adds has been fetched (`Ready` sent).
     ready: bool,
 }
 
-/// Writes this node forwards to a node that is fetching a range from it, until the
-/// fetching epoch commits, so nothing written during the hand-over is missed.
-#[derive(Clone, Debug)]
-pub(crate) struct Migration {
-    pub(crate) to: NodeRef,
-    pub(crate) range: Range,
-    pub(crate) epoch: u64,
-    /// Set when the epoch commits: forwarding stops at this time.
-    pub(crate) until: Option<crate::Time>,
-    /// Next `Forward` sequence number.
-    pub(crate) next_seq: u64,
-    /// Forwards sent and not yet acknowledged.
-    pub(crate) unacked: BTreeMap<u64, (String, Entry)>,
-    /// Times the unacknowledged forwards were sent again before the commit.
-    pub(crate) resends: u32,
+/// The member side of membership changes.
+#[derive(Debug, Default)]
+pub(crate) struct Membership {
+    preparing: Option<Preparing>,
+    /// Data-path messages that reached a joining node between its neighbours' commit and
+    /// its own; handled once it commits.
+    early: Vec<Envelope>,
+    /// The client request waiting for a join or depart to finish.
+    request: Option<ReqId>,
 }
 
-impl Migration {
-    /// Its forwards not yet acknowledged, ready to send again.
-    pub(crate) fn unacked_forwards(&self) -> impl Iterator<Item = (NodeRef, Message)> + '_ {
-        self.unacked.iter().map(|(seq, (key, entry))| {
-            let msg = Message::Forward {
-                epoch: self.epoch,
-                seq: *seq,
-                key: key.clone(),
-                entry: entry.clone(),
-                ttl: crate::message::REPAIR_TTL,
-            };
-            (self.to.clone(), msg)
-        })
+impl Membership {
+    /// Keep `envelope` for after this node's join commits, if it is for the data path of
+    /// a node prepared to join but not yet committed (its neighbours may have installed
+    /// their views already). Returns it back otherwise.
+    pub(crate) fn hold_early(&mut self, sh: &Shared, envelope: Envelope) -> Option<Envelope> {
+        let prepared = sh.phase == Phase::Joining && self.preparing.is_some();
+        let data_path = matches!(
+            envelope.msg,
+            Message::Route(_)
+                | Message::TailRead { .. }
+                | Message::ChainWrite(_)
+                | Message::CollectAll { .. }
+                | Message::OverlayWalk { .. }
+        );
+        if !(prepared && data_path) {
+            return Some(envelope);
+        }
+        if self.early.len() < sh.limits.early_messages_max {
+            self.early.push(envelope);
+        }
+        None
     }
-}
 
-impl Node {
-    fn check_from_bootstrap(&self, from: &NodeRef, kind: &'static str) -> Result<(), Rejected> {
-        if *from.addr == *self.bootstrap {
-            Ok(())
-        } else {
-            Err(Rejected::NotBootstrap {
-                kind,
-                from: from.addr.to_string(),
-            })
+    /// The client request `id` timed out: the join or depart may still complete, but
+    /// nobody waits for it.
+    pub(crate) fn forget_request(&mut self, id: ReqId) {
+        if self.request == Some(id) {
+            self.request = None;
         }
     }
 
+    /// Answer the client waiting for the join or depart, if any.
+    fn finish(&mut self, sh: &Shared, out: &mut Out, reply: Reply) {
+        if let Some(id) = self.request.take() {
+            out.respond(Some(sh.origin(id)), reply);
+        }
+    }
+
+    // ----- joining and leaving -----
+
+    /// Client request `id` asks an idle node to join.
+    pub(crate) fn join(&mut self, sh: &mut Shared, out: &mut Out, id: ReqId) {
+        self.request = Some(id);
+        self.start_joining(sh, out);
+    }
+
+    /// Become a joiner with a fresh incarnation and ask the coordinator to let us in.
+    fn start_joining(&mut self, sh: &mut Shared, out: &mut Out) {
+        sh.phase = Phase::Joining;
+        sh.incarnation = out.now ^ out.rng.gen::<u64>();
+        send_join_request(sh, out);
+    }
+
+    /// Client request `id` asks an active member to leave.
+    pub(crate) fn depart(&mut self, sh: &mut Shared, out: &mut Out, id: ReqId) {
+        sh.phase = Phase::Departing;
+        self.request = Some(id);
+        send_depart_request(sh, out);
+    }
+
+    /// Heartbeat tick: a join or depart the coordinator has not started preparing is
+    /// asked for again (the request, or the answer, may have been lost).
+    pub(crate) fn on_tick(&mut self, sh: &Shared, out: &mut Out) {
+        if self.preparing.is_some() {
+            return;
+        }
+        match sh.phase {
+            Phase::Joining => send_join_request(sh, out),
+            Phase::Departing => send_depart_request(sh, out),
+            _ => {}
+        }
+    }
+
+    /// Forget ring state and data; remember the successor to pass stray lookups to.
+    pub(crate) fn leave(&mut self, sh: &mut Shared, ho: &mut Handover) {
+        sh.forward_to = sh.view.succs.first().cloned();
+        sh.phase = Phase::Idle;
+        sh.view = View::default();
+        sh.fingers.clear();
+        sh.store.clear();
+        sh.gaining = None;
+        // Replica writes sent under the old view may still arrive: they are repaired
+        // through `forward_to`. Hand-overs still waiting for acknowledgements stay, so
+        // their forwards can be sent again.
+        ho.leave();
+        self.preparing = None;
+    }
+
+    /// The coordinator refused this node's join or depart.
+    pub(crate) fn on_refused(
+        &mut self,
+        sh: &mut Shared,
+        ho: &mut Handover,
+        out: &mut Out,
+        from: &NodeRef,
+        reason: RequestError,
+    ) -> Result<(), Rejected> {
+        check_from_coordinator(sh, from, "refused")?;
+        match sh.phase {
+            Phase::Joining => {
+                // Drop whatever a prepared-then-abandoned join fetched.
+                sh.phase = Phase::Idle;
+                sh.store.clear();
+                sh.gaining = None;
+                ho.leave();
+                self.preparing = None;
+                self.early.clear();
+            }
+            Phase::Departing => sh.phase = Phase::Active,
+            _ => return Ok(()),
+        }
+        self.finish(sh, out, Err(reason));
+        Ok(())
+    }
+
+    /// The coordinator removed this node (it was silent too long). Leave, and come back
+    /// empty through a fresh join, as a restarted node does.
+    pub(crate) fn on_removed(
+        &mut self,
+        sh: &mut Shared,
+        ho: &mut Handover,
+        out: &mut Out,
+        from: &NodeRef,
+    ) -> Result<(), Rejected> {
+        check_from_coordinator(sh, from, "removed")?;
+        if !sh.is_member() {
+            return Ok(());
+        }
+        let departing = sh.phase == Phase::Departing;
+        self.leave(sh, ho);
+        if departing {
+            let node = sh.addr();
+            self.finish(sh, out, Ok(Response::Departed { node }));
+            return Ok(());
+        }
+        self.start_joining(sh, out);
+        Ok(())
+    }
+
+    // ----- a change: prepare, commit, abort -----
+
+    /// The coordinator's next view for this node: fetch what it adds, then say `Ready`.
     pub(crate) fn on_prepare(
         &mut self,
+        sh: &mut Shared,
+        ho: &mut Handover,
+        out: &mut Out,
         from: &NodeRef,
         prepare: Prepare,
-        out: &mut Vec<Output>,
     ) -> Result<(), Rejected> {
-        let Prepare {
-            view,
-            config,
-            sources,
-            fingers,
-            resync,
-        } = prepare;
-        self.check_from_bootstrap(from, "prepare")?;
+        check_from_coordinator(sh, from, "prepare")?;
         // A joiner accepts only the prepare of its own join (the one that carries its
         // finger table); any other is meant for an earlier incarnation at this address.
-        let foreign = self.phase == Phase::Joining && fingers.is_none();
-        if self.phase == Phase::Idle || foreign {
-            return Err(Rejected::NotMember {
-                kind: "prepare",
-                from: from.addr.to_string(),
-                phase: self.phase,
-            });
+        let foreign = sh.phase == Phase::Joining && prepare.fingers.is_none();
+        if sh.phase == Phase::Idle || foreign {
+            return Err(Rejected::not_member("prepare", from, sh.phase));
         }
+        let epoch = prepare.view.epoch;
         // Epochs only grow: a prepare older than the view installed or being prepared is
         // a late duplicate, and taking it would drop the newer change.
         let newest = self
             .preparing
             .as_ref()
-            .map_or(self.view.epoch, |p| p.view.epoch.max(self.view.epoch));
-        let installed = self.is_member() && view.epoch <= self.view.epoch;
-        if installed || view.epoch < newest {
-            return Err(Rejected::WrongEpoch {
-                kind: "prepare",
-                from: from.addr.to_string(),
-                epoch: view.epoch,
-            });
+            .map_or(sh.view.epoch, |p| p.view.epoch.max(sh.view.epoch));
+        let installed = sh.is_member() && epoch <= sh.view.epoch;
+        if installed || epoch < newest {
+            return Err(Rejected::wrong_epoch("prepare", from, epoch));
         }
-        if let Some(p) = &mut self.preparing {
-            if p.view.epoch == view.epoch {
-                // Sent again (something was lost): answer again if ready, else fetch
-                // again from the sources that have not answered and have sent nothing
-                // since the last time (a large snapshot may simply still be arriving).
+        if let Some(p) = &self.preparing {
+            if p.view.epoch == epoch {
+                // Sent again (something was lost): answer again if ready, else ask again.
                 if p.ready {
-                    self.send_ready(view.epoch, out);
-                    return Ok(());
-                }
-                let (epoch, range) = (p.view.epoch, p.fetching);
-                let mut missing: Vec<NodeRef> = Vec::new();
-                for source in sources {
-                    let Some(seen) = p.pending.get(&source.id) else {
-                        continue;
-                    };
-                    let mark = p.marks.entry(source.id).or_insert(0);
-                    if seen.len() > *mark {
-                        *mark = seen.len();
-                    } else {
-                        missing.push(source);
-                    }
-                }
-                for source in missing {
-                    self.send(&source, Message::Fetch { epoch, range }, out);
+                    send_ready(sh, out, epoch);
+                } else {
+                    ho.refetch(out, &prepare.sources);
                 }
                 return Ok(());
             }
         }
-        if self.phase == Phase::Joining {
-            self.config = config;
-        }
-        let old = if self.is_member() {
-            self.responsibility()
-        } else {
-            Range::Empty
+        let k = match sh.phase {
+            Phase::Joining => prepare.config.k,
+            _ => sh.config.k,
         };
-        let new = responsibility_of(&view, &self.me, self.config.k);
-        let gained = Range::gained(old, new);
+        let me_listed = prepare.view.preds.contains(&sh.me) || prepare.view.succs.contains(&sh.me);
+        if let Err(reason) = prepare.view.check(k).and(match me_listed {
+            true => Err("the view lists its own node as a neighbour".to_string()),
+            false => Ok(()),
+        }) {
+            return Err(Rejected::Malformed {
+                kind: "prepare",
+                from: from.addr.to_string(),
+                reason,
+            });
+        }
+        if sh.phase == Phase::Joining {
+            sh.config = prepare.config;
+        }
+        self.start_preparing(sh, ho, out, prepare);
+        Ok(())
+    }
+
+    /// Take `prepare` (checked, and newer than anything here) as the view to prepare.
+    fn start_preparing(
+        &mut self,
+        sh: &mut Shared,
+        ho: &mut Handover,
+        out: &mut Out,
+        prepare: Prepare,
+    ) {
+        let Prepare {
+            view,
+            sources,
+            fingers,
+            resync,
+            ..
+        } = prepare;
         let epoch = view.epoch;
+        let old = match sh.is_member() {
+            true => sh.responsibility(),
+            false => Range::Empty,
+        };
+        let new = responsibility_of(&view, &sh.me, sh.config.k);
+        let gained = Range::gained(old, new);
         // Whatever this node holds outside its responsibility is left over from an
         // abandoned change (its abort may arrive after this prepare) or an older view:
         // the gained range must come from the sources alone.
         match old {
-            Range::Empty => self.store.clear(),
+            Range::Empty => sh.store.clear(),
             keep => {
-                self.store.retain_range(keep);
+                sh.store.retain_range(keep);
             }
         }
         // After a failure, a chain member whose nearest predecessor changed takes again
         // from it every key it does not head: that predecessor precedes it in each of
         // those chains, so holds every acknowledged write.
-        let chain = self.config.consistency == Consistency::Chain;
+        let chain = sh.config.consistency == Consistency::Chain;
         let new_pred = view.preds.first().map(|p| p.id);
-        let pred_changed = self.view.preds.first().map(|p| p.id) != new_pred;
+        let pred_changed = sh.view.preds.first().map(|p| p.id) != new_pred;
         let fetching = match (new, new_pred) {
             (Range::Interval { from, .. }, Some(p1))
-                if resync && chain && self.is_member() && pred_changed && p1 != from =>
+                if resync && chain && sh.is_member() && pred_changed && p1 != from =>
             {
                 Range::Interval { from, to: p1 }
             }
@@ -191,9 +281,9 @@ impl Node {
         };
         let mut sources: Vec<NodeRef> = match fetching {
             Range::Empty => Vec::new(),
-            _ => sources.into_iter().filter(|s| s.id != self.me.id).collect(),
+            _ => sources.into_iter().filter(|s| s.id != sh.me.id).collect(),
         };
-        if self.config.consistency == Consistency::Chain {
+        if chain {
             // The nearest source is this node's predecessor in every chain it joins, so it
             // holds every acknowledged write; a farther one (upstream, nearer the head)
             // may also hold writes its chain never committed, which a new tail must not
@@ -201,173 +291,41 @@ impl Node {
             // source only.
             sources.truncate(1);
         }
+        sh.gaining = Some(Gaining {
+            epoch,
+            range: gained,
+        });
         self.preparing = Some(Preparing {
             view,
             fingers,
-            gained,
-            fetching,
-            pending: sources.iter().map(|s| (s.id, BTreeSet::new())).collect(),
-            order: sources.iter().map(|s| s.id).collect(),
-            received: BTreeMap::new(),
-            marks: BTreeMap::new(),
             ready: false,
         });
-        if sources.is_empty() {
-            self.mark_ready(out);
+        if ho.start_fetch(out, epoch, fetching, &sources) {
+            self.mark_ready(sh, out);
         }
-        for source in sources {
-            let fetch = Message::Fetch {
-                epoch,
-                range: fetching,
-            };
-            self.send(&source, fetch, out);
-        }
-        Ok(())
     }
 
-    fn mark_ready(&mut self, out: &mut Vec<Output>) {
+    /// Everything the prepared view adds has been fetched.
+    pub(crate) fn mark_ready(&mut self, sh: &Shared, out: &mut Out) {
         if let Some(p) = &mut self.preparing {
             p.ready = true;
-            let epoch = p.view.epoch;
-            self.send_ready(epoch, out);
+            send_ready(sh, out, p.view.epoch);
         }
     }
 
-    fn send_ready(&mut self, epoch: u64, out: &mut Vec<Output>) {
-        let bootstrap = self.bootstrap.clone();
-        self.send_addr(&bootstrap, Message::Ready { epoch }, out);
-    }
-
-    pub(crate) fn on_fetch(
-        &mut self,
-        from: NodeRef,
-        epoch: u64,
-        range: Range,
-        out: &mut Vec<Output>,
-    ) -> Result<(), Rejected> {
-        if !self.is_member() {
-            return Err(Rejected::NotMember {
-                kind: "fetch",
-                from: from.addr.to_string(),
-                phase: self.phase,
-            });
-        }
-        let chunks = chunk_entries(
-            self.store.entries_in(range),
-            self.limits.snapshot_chunk_entries,
-            self.limits.snapshot_chunk_bytes,
-        );
-        let count = chunks.len() as u32;
-        for (chunk, entries) in chunks.into_iter().enumerate() {
-            let msg = Message::Snapshot {
-                epoch,
-                chunk: chunk as u32,
-                chunks: count,
-                entries,
-            };
-            self.send(&from, msg, out);
-        }
-        if !self
-            .migrations
-            .iter()
-            .any(|m| m.to == from && m.epoch == epoch)
-        {
-            self.migrations.push(Migration {
-                to: from,
-                range,
-                epoch,
-                until: None,
-                next_seq: 0,
-                unacked: BTreeMap::new(),
-                resends: 0,
-            });
-        }
-        Ok(())
-    }
-
-    pub(crate) fn on_snapshot(
-        &mut self,
-        from: &NodeRef,
-        epoch: u64,
-        chunk: u32,
-        chunks: u32,
-        entries: Vec<(String, Entry)>,
-        out: &mut Vec<Output>,
-    ) -> Result<(), Rejected> {
-        let matches = self
-            .preparing
-            .as_ref()
-            .is_some_and(|p| p.view.epoch == epoch && !p.ready && chunk < chunks);
-        if !matches {
-            return Err(Rejected::WrongEpoch {
-                kind: "snapshot",
-                from: from.addr.to_string(),
-                epoch,
-            });
-        }
-        let complete = match &mut self.preparing {
-            Some(p) => {
-                if let Some(seen) = p.pending.get_mut(&from.id) {
-                    if seen.insert(chunk) {
-                        p.received.entry(from.id).or_default().extend(entries);
-                    }
-                    if seen.len() as u32 >= chunks {
-                        p.pending.remove(&from.id);
-                    }
-                }
-                p.pending.is_empty()
-            }
-            None => false,
-        };
-        if complete {
-            for (key, entry) in self.merge_received() {
-                self.apply_entry(&key, entry, out);
-            }
-            self.mark_ready(out);
-        }
-        Ok(())
-    }
-
-    /// The fetched entries. Under chain replication each key is taken from the nearest
-    /// source that has it (in practice there is one source: see `on_prepare`): after a
-    /// failure the sources are the newcomer's predecessors in the key's chain; the nearest
-    /// holds every acknowledged write but the fewest unacknowledged ones, so a new tail
-    /// never exposes a write an upstream node applied but the chain never committed.
-    /// Under eventual consistency replicas may lag one another, so the newest version
-    /// wins (last writer wins, as everywhere else in that model).
-    fn merge_received(&mut self) -> BTreeMap<String, Entry> {
-        let newest_wins = self.config.consistency == Consistency::Eventual;
-        let Some(p) = &mut self.preparing else {
-            return BTreeMap::new();
-        };
-        let mut merged: BTreeMap<String, Entry> = BTreeMap::new();
-        for id in &p.order {
-            for (key, entry) in p.received.remove(id).unwrap_or_default() {
-                match merged.entry(key) {
-                    std::collections::btree_map::Entry::Vacant(slot) => {
-                        slot.insert(entry);
-                    }
-                    std::collections::btree_map::Entry::Occupied(mut slot) => {
-                        if newest_wins && entry.version > slot.get().version {
-                            slot.insert(entry);
-                        }
-                    }
-                }
-            }
-        }
-        merged
-    }
-
+    /// Install the prepared view `epoch` and drop what it takes away.
     pub(crate) fn on_commit(
         &mut self,
+        sh: &mut Shared,
+        ho: &mut Handover,
+        out: &mut Out,
         from: &NodeRef,
         epoch: u64,
-        out: &mut Vec<Output>,
     ) -> Result<(), Rejected> {
-        self.check_from_bootstrap(from, "commit")?;
-        if self.ack_pending == Some(epoch) {
+        check_from_coordinator(sh, from, "commit")?;
+        if ho.is_ack_pending(epoch) {
             // Still waiting for hand-over forwards to be acknowledged: send them again.
-            self.resend_forwards(epoch, out);
+            ho.resend_forwards(out, epoch);
             return Ok(());
         }
         let prepared = self
@@ -375,209 +333,147 @@ impl Node {
             .as_ref()
             .is_some_and(|p| p.view.epoch == epoch && p.ready);
         if !prepared {
-            if self.view.epoch == epoch {
+            if sh.view.epoch == epoch {
                 // A duplicate commit: acknowledge again.
-                self.send_addr(&self.bootstrap.clone(), Message::Ack { epoch }, out);
+                out.send_addr(&sh.coordinator, Message::Ack { epoch });
                 return Ok(());
             }
-            return Err(Rejected::WrongEpoch {
-                kind: "commit",
-                from: from.addr.to_string(),
-                epoch,
-            });
+            return Err(Rejected::wrong_epoch("commit", from, epoch));
         }
         let Some(p) = self.preparing.take() else {
             return Ok(());
         };
-        let until = self.now.saturating_add(self.timing.handover_grace_ns);
-        for m in self.migrations.iter_mut().filter(|m| m.epoch <= epoch) {
-            m.until.get_or_insert(until);
-        }
+        sh.gaining = None;
+        ho.committed(epoch, out.after(sh.timing.handover_grace_ns));
         if p.view.ring_size == 0 {
-            self.leave();
-            self.ack_when_handed_over(epoch, out);
+            self.leave(sh, ho);
+            ho.ack_when_handed_over(sh, out, epoch);
             // The client hears of the departure when the whole change is done
             // (`ChangeDone`): the nodes after this one commit in later waves, and until
             // then the ring it would see still routes through this node.
             return Ok(());
         }
-        self.view = p.view;
+        sh.view = p.view;
         if let Some(fingers) = p.fingers {
-            self.finger_epochs = vec![epoch; fingers.len()];
-            self.fingers = fingers;
+            sh.fingers.install(fingers, epoch);
         }
-        let keep = self.responsibility();
-        self.store.retain_range(keep);
-        self.ack_when_handed_over(epoch, out);
-        if self.phase == Phase::Joining {
-            self.phase = Phase::Active;
-            self.forward_to = None;
-            self.release_early();
-            // The client hears of the join when the whole change is done (`ChangeDone`),
-            // so that the ring it then sees already includes this node everywhere.
+        let keep = sh.responsibility();
+        sh.store.retain_range(keep);
+        ho.ack_when_handed_over(sh, out, epoch);
+        if sh.phase == Phase::Joining {
+            sh.phase = Phase::Active;
+            sh.forward_to = None;
+            // Handle the messages that arrived before the join committed. The client
+            // hears of the join when the whole change is done (`ChangeDone`), so that
+            // the ring it then sees already includes this node everywhere.
+            for envelope in std::mem::take(&mut self.early) {
+                out.requeue(envelope);
+            }
         }
         Ok(())
     }
 
-    /// The bootstrap finished the change that let this node in: answer the join.
+    /// The coordinator finished the change that let this node in (or out): answer the
+    /// client that asked.
     pub(crate) fn on_change_done(
         &mut self,
+        sh: &Shared,
+        out: &mut Out,
         from: &NodeRef,
-        out: &mut Vec<Output>,
     ) -> Result<(), Rejected> {
-        self.check_from_bootstrap(from, "change_done")?;
-        if self.phase == Phase::Idle {
-            // The change that took this node out is done everywhere.
-            if let Some(id) = self.membership_req.take() {
-                let node = self.me.addr.to_string();
-                self.finish(id, Ok(Response::Departed { node }), out);
+        check_from_coordinator(sh, from, "change_done")?;
+        match sh.phase {
+            Phase::Idle => {
+                // The change that took this node out is done everywhere.
+                let node = sh.addr();
+                self.finish(sh, out, Ok(Response::Departed { node }));
             }
-            return Ok(());
-        }
-        if self.phase != Phase::Active {
-            return Ok(());
-        }
-        if let Some(id) = self.membership_req.take() {
-            let reply = match (self.view.preds.first(), self.view.succs.first()) {
-                (Some(p), Some(s)) => Ok(Response::Joined {
-                    predecessor: p.clone(),
-                    successor: s.clone(),
-                }),
-                _ => Err(RequestError::NotJoined),
-            };
-            self.finish(id, reply, out);
+            Phase::Active => {
+                let reply = match (sh.view.preds.first(), sh.view.succs.first()) {
+                    (Some(p), Some(s)) => Ok(Response::Joined {
+                        predecessor: p.clone(),
+                        successor: s.clone(),
+                    }),
+                    _ => Err(RequestError::NotJoined),
+                };
+                self.finish(sh, out, reply);
+            }
+            _ => {}
         }
         Ok(())
     }
 
-    /// Acknowledge commit `epoch` once every hand-over forward this node sent for it has
-    /// arrived (the bootstrap lets new holders serve only after that).
-    fn ack_when_handed_over(&mut self, epoch: u64, out: &mut Vec<Output>) {
-        let waiting = self
-            .migrations
-            .iter()
-            .any(|m| m.epoch <= epoch && !m.unacked.is_empty());
-        if waiting {
-            self.ack_pending = Some(epoch);
-            return;
-        }
-        self.ack_pending = None;
-        let bootstrap = self.bootstrap.clone();
-        self.send_addr(&bootstrap, Message::Ack { epoch }, out);
-    }
-
-    fn resend_forwards(&mut self, epoch: u64, out: &mut Vec<Output>) {
-        let mut sends = Vec::new();
-        for m in self.migrations.iter().filter(|m| m.epoch <= epoch) {
-            sends.extend(m.unacked_forwards());
-        }
-        for (to, msg) in sends {
-            self.send(&to, msg, out);
-        }
-    }
-
-    pub(crate) fn on_forward_ack(
+    /// The change being prepared was abandoned: forget its next view and hand-overs.
+    pub(crate) fn on_abort(
         &mut self,
+        sh: &mut Shared,
+        ho: &mut Handover,
         from: &NodeRef,
         epoch: u64,
-        seq: u64,
-        out: &mut Vec<Output>,
-    ) {
-        for m in self
-            .migrations
-            .iter_mut()
-            .filter(|m| m.to == *from && m.epoch == epoch)
+    ) -> Result<(), Rejected> {
+        check_from_coordinator(sh, from, "abort")?;
+        if self
+            .preparing
+            .as_ref()
+            .is_some_and(|p| p.view.epoch == epoch)
         {
-            m.unacked.remove(&seq);
+            self.preparing = None;
+            sh.gaining = None;
+            // Drop what the abandoned change had us fetch.
+            match sh.is_member() {
+                true => {
+                    let keep = sh.responsibility();
+                    sh.store.retain_range(keep);
+                }
+                false => sh.store.clear(),
+            }
         }
-        if let Some(pending) = self.ack_pending {
-            self.ack_when_handed_over(pending, out);
-        }
+        ho.abort(epoch);
+        Ok(())
     }
 
+    /// Some finger table entries changed.
     pub(crate) fn on_fingers(
         &mut self,
+        sh: &mut Shared,
         from: &NodeRef,
         epoch: u64,
         updates: Vec<(u8, NodeRef)>,
     ) -> Result<(), Rejected> {
-        self.check_from_bootstrap(from, "fingers")?;
-        if self.fingers.is_empty() {
-            return Err(Rejected::NotMember {
-                kind: "fingers",
-                from: from.addr.to_string(),
-                phase: self.phase,
-            });
+        check_from_coordinator(sh, from, "fingers")?;
+        if sh.fingers.nodes.is_empty() {
+            return Err(Rejected::not_member("fingers", from, sh.phase));
         }
         for (i, node) in updates {
-            let i = i as usize;
-            // Updates can arrive out of order; an older epoch never overwrites a newer one.
-            if i < self.fingers.len() && self.finger_epochs[i] <= epoch {
-                self.fingers[i] = node;
-                self.finger_epochs[i] = epoch;
-            }
+            sh.fingers.update(i as usize, node, epoch);
         }
         Ok(())
     }
 }
 
-/// Split `entries` into chunks of at most `max_entries` entries and about `max_bytes`
-/// bytes (a chunk always takes at least one entry); never zero chunks.
-fn chunk_entries(
-    entries: Vec<(String, Entry)>,
-    max_entries: usize,
-    max_bytes: usize,
-) -> Vec<Vec<(String, Entry)>> {
-    let mut chunks = vec![Vec::new()];
-    let mut bytes = 0;
-    for (key, entry) in entries {
-        let size = key.len() + entry.value.as_ref().map_or(0, |v| v.len()) + 64;
-        let last = chunks.last().map_or(0, |c| c.len());
-        if last > 0 && (last >= max_entries.max(1) || bytes + size > max_bytes) {
-            chunks.push(Vec::new());
-            bytes = 0;
-        }
-        bytes += size;
-        if let Some(chunk) = chunks.last_mut() {
-            chunk.push((key, entry));
-        }
+fn check_from_coordinator(sh: &Shared, from: &NodeRef, kind: &'static str) -> Result<(), Rejected> {
+    if *from.addr == *sh.coordinator {
+        Ok(())
+    } else {
+        Err(Rejected::not_coordinator(kind, from))
     }
-    chunks
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::Version;
+fn send_ready(sh: &Shared, out: &mut Out, epoch: u64) {
+    out.send_addr(&sh.coordinator, Message::Ready { epoch });
+}
 
-    fn entry(len: usize) -> Entry {
-        Entry {
-            value: Some("v".repeat(len)),
-            version: Version {
-                counter: 1,
-                node: Id::ZERO,
-            },
-        }
-    }
+fn send_join_request(sh: &Shared, out: &mut Out) {
+    let request = Message::JoinRequest {
+        node: sh.me.clone(),
+        incarnation: sh.incarnation,
+    };
+    out.send_addr(&sh.coordinator, request);
+}
 
-    #[test]
-    fn snapshots_are_chunked_by_entries_and_bytes() {
-        let small: Vec<_> = (0..10).map(|i| (format!("k{i}"), entry(10))).collect();
-        assert_eq!(chunk_entries(small.clone(), 4, 1 << 20).len(), 3);
-        assert_eq!(
-            chunk_entries(Vec::new(), 4, 1 << 20).len(),
-            1,
-            "never zero chunks"
-        );
-        let big: Vec<_> = (0..5).map(|i| (format!("k{i}"), entry(1000))).collect();
-        let chunks = chunk_entries(big, 100, 2500);
-        assert_eq!(chunks.len(), 3);
-        assert!(chunks.iter().all(|c| !c.is_empty()));
-        let huge = vec![("k".to_string(), entry(10_000))];
-        assert_eq!(
-            chunk_entries(huge, 100, 10).len(),
-            1,
-            "an oversized entry still goes"
-        );
-    }
+fn send_depart_request(sh: &Shared, out: &mut Out) {
+    let request = Message::DepartRequest {
+        node: sh.me.clone(),
+    };
+    out.send_addr(&sh.coordinator, request);
 }

@@ -67,6 +67,164 @@ pub struct View {
     pub succs: Vec<NodeRef>,
 }
 
+impl View {
+    /// Whether this view is well formed for a ring with replication factor `k`: a view
+    /// of a ring of `n ≥ 1` members lists `min(k + 1, n - 1)` predecessors and as many
+    /// successors; the empty view (`ring_size` 0) of a departing node lists none. Views
+    /// the coordinator builds always are; one from the network may not be.
+    pub fn check(&self, k: usize) -> Result<(), String> {
+        let want = match self.ring_size {
+            0 => 0,
+            n => (k + 1).min(n - 1),
+        };
+        if self.preds.len() != want || self.succs.len() != want {
+            return Err(format!(
+                "a view of {} members with k = {k} lists {want} predecessors and successors, \
+                 not {} and {}",
+                self.ring_size,
+                self.preds.len(),
+                self.succs.len()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Coordinator → affected node: the next view, and where to fetch what it adds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "PrepareWire")]
+pub struct Prepare {
+    /// The next view.
+    pub view: View,
+    /// Cluster settings (new members learn them here).
+    pub config: ClusterConfig,
+    /// Nodes that together hold every key the receiver gains: the node leaving or the
+    /// joiner's successor, or after a failure the receiver's nearest live predecessors
+    /// (one of them held each key as an earlier replica).
+    pub sources: Vec<NodeRef>,
+    /// A joining node's whole finger table.
+    pub fingers: Option<Vec<NodeRef>>,
+    /// Set when members were removed as failed: a chain member whose nearest
+    /// predecessor changed fetches again every key it does not head, from that
+    /// predecessor (a failed source may have died before its hand-over forwards
+    /// arrived, leaving an earlier copy short of acknowledged writes).
+    #[serde(default)]
+    pub resync: bool,
+}
+
+impl Prepare {
+    /// Whether the prepare is well formed (see [`View::check`]).
+    pub fn check(&self) -> Result<(), String> {
+        crate::config::ClusterConfig::new(
+            self.config.k,
+            self.config.consistency,
+            self.config.routing,
+        )
+        .map_err(|e| e.to_string())?;
+        self.view.check(self.config.k)?;
+        if self.sources.len() > crate::config::MAX_K + 1 {
+            return Err(format!("{} fetch sources", self.sources.len()));
+        }
+        match &self.fingers {
+            Some(f) if f.len() != crate::id::ID_BITS => {
+                Err(format!("a finger table of {} entries", f.len()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct PrepareWire {
+    view: View,
+    config: ClusterConfig,
+    sources: Vec<NodeRef>,
+    fingers: Option<Vec<NodeRef>>,
+    #[serde(default)]
+    resync: bool,
+}
+
+impl TryFrom<PrepareWire> for Prepare {
+    type Error = String;
+    fn try_from(w: PrepareWire) -> Result<Self, Self::Error> {
+        let prepare = Prepare {
+            view: w.view,
+            config: w.config,
+            sources: w.sources,
+            fingers: w.fingers,
+            resync: w.resync,
+        };
+        prepare.check()?;
+        Ok(prepare)
+    }
+}
+
+/// A versioned write on its way down a key's chain, as received by one chain member.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "ChainStepWire")]
+pub struct ChainStep {
+    /// Client waiting for the tail's acknowledgement, if any.
+    pub origin: Option<Origin>,
+    /// The key.
+    pub key: String,
+    /// The versioned write.
+    pub entry: Entry,
+    /// Whether the key had a live value at the head before this write.
+    pub existed: bool,
+    /// This receiver's position in the chain (head = 0).
+    pub position: u8,
+    /// Chain length, `min(k, N)`.
+    pub chain_len: u8,
+    /// Lookup hops the client's request took to the head.
+    pub hops: u32,
+    /// Repair budget, as in `Replicate`.
+    pub ttl: u8,
+}
+
+impl ChainStep {
+    /// Whether the step is well formed: a position inside a chain of 1 to `MAX_K` nodes.
+    pub fn check(&self) -> Result<(), String> {
+        let len = self.chain_len as usize;
+        if len == 0 || len > crate::config::MAX_K || self.position >= self.chain_len {
+            return Err(format!(
+                "chain position {} of a chain of {}",
+                self.position, self.chain_len
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+struct ChainStepWire {
+    origin: Option<Origin>,
+    key: String,
+    entry: Entry,
+    existed: bool,
+    position: u8,
+    chain_len: u8,
+    hops: u32,
+    ttl: u8,
+}
+
+impl TryFrom<ChainStepWire> for ChainStep {
+    type Error = String;
+    fn try_from(w: ChainStepWire) -> Result<Self, Self::Error> {
+        let step = ChainStep {
+            origin: w.origin,
+            key: w.key,
+            entry: w.entry,
+            existed: w.existed,
+            position: w.position,
+            chain_len: w.chain_len,
+            hops: w.hops,
+            ttl: w.ttl,
+        };
+        step.check()?;
+        Ok(step)
+    }
+}
+
 /// Where a routed operation came from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Origin {
@@ -157,26 +315,9 @@ pub enum Message {
         /// Why.
         reason: crate::api::RequestError,
     },
-    /// Bootstrap → affected node: here is your next view; fetch what it adds to your
-    /// responsibility from `source`, then say `Ready`.
-    Prepare {
-        /// The next view.
-        view: View,
-        /// Cluster settings (new members learn them here).
-        config: ClusterConfig,
-        /// Nodes that together hold every key the receiver gains: the node leaving or
-        /// the joiner's successor, or after a failure the receiver's nearest live
-        /// predecessors (one of them held each key as an earlier replica).
-        sources: Vec<NodeRef>,
-        /// A joining node's whole finger table.
-        fingers: Option<Vec<NodeRef>>,
-        /// Set when members were removed as failed: a chain member whose nearest
-        /// predecessor changed fetches again every key it does not head, from that
-        /// predecessor (a failed source may have died before its hand-over forwards
-        /// arrived, leaving an earlier copy short of acknowledged writes).
-        #[serde(default)]
-        resync: bool,
-    },
+    /// Coordinator → affected node: here is your next view; fetch what it adds to your
+    /// responsibility from its sources, then say `Ready`.
+    Prepare(Prepare),
     /// Gainer → source: send me the entries in `range`, and forward writes in it until
     /// the epoch commits.
     Fetch {
@@ -234,25 +375,8 @@ pub enum Message {
         /// Lookup hops so far.
         hops: u32,
     },
-    /// Chain replication: apply `entry` and pass it on; the tail answers the client.
-    ChainWrite {
-        /// Client waiting for the tail's acknowledgement, if any.
-        origin: Option<Origin>,
-        /// The key.
-        key: String,
-        /// The versioned write.
-        entry: Entry,
-        /// Whether the key had a live value at the head before this write.
-        existed: bool,
-        /// This receiver's position in the chain (head = 0).
-        position: u8,
-        /// Chain length, `min(k, N)`.
-        chain_len: u8,
-        /// Lookup hops the client's request took to the head.
-        hops: u32,
-        /// Repair budget, as in `Replicate`.
-        ttl: u8,
-    },
+    /// Chain replication: apply the write and pass it on; the tail answers the client.
+    ChainWrite(ChainStep),
     /// Asynchronous replication, and writes forwarded during a hand-over.
     Replicate {
         /// The entries.
@@ -357,13 +481,40 @@ pub enum Message {
 }
 
 impl Message {
+    /// Whether the message is well formed: the checks decoding applies (see
+    /// [`Prepare::check`], [`ChainStep::check`]) and the bounds on the other variants. The
+    /// core checks every message it is handed, so one built in memory (the simulator)
+    /// is held to the same rules as one decoded from the network.
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            Message::Prepare(p) => p.check(),
+            Message::ChainWrite(step) => step.check(),
+            Message::Snapshot { chunk, chunks, .. } if chunk >= chunks => {
+                Err(format!("snapshot chunk {chunk} of {chunks}"))
+            }
+            Message::SyncDigest { digests, .. }
+                if digests.len() != crate::store::DIGEST_BUCKETS =>
+            {
+                Err(format!("{} digest buckets", digests.len()))
+            }
+            Message::Fingers { updates, .. }
+                if updates
+                    .iter()
+                    .any(|(i, _)| *i as usize >= crate::id::ID_BITS) =>
+            {
+                Err("a finger index beyond the table".into())
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Short name of the message, for metrics and logs.
     pub fn kind(&self) -> &'static str {
         match self {
             Message::JoinRequest { .. } => "join_request",
             Message::DepartRequest { .. } => "depart_request",
             Message::Refused { .. } => "refused",
-            Message::Prepare { .. } => "prepare",
+            Message::Prepare(_) => "prepare",
             Message::Fetch { .. } => "fetch",
             Message::Snapshot { .. } => "snapshot",
             Message::Ready { .. } => "ready",
@@ -373,7 +524,7 @@ impl Message {
             Message::ChangeDone { .. } => "change_done",
             Message::Route(_) => "route",
             Message::TailRead { .. } => "tail_read",
-            Message::ChainWrite { .. } => "chain_write",
+            Message::ChainWrite(_) => "chain_write",
             Message::Replicate { .. } => "replicate",
             Message::Forward { .. } => "forward",
             Message::ForwardAck { .. } => "forward_ack",

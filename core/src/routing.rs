@@ -5,150 +5,153 @@ use crate::api::{Pair, RequestError, Response};
 use crate::config::{Consistency, Routing};
 use crate::id::{in_open, in_open_closed, Id};
 use crate::message::{Action, Message, NodeRef, Origin, Routed, LAPS_MAX};
-use crate::node::{Node, Phase};
-use crate::{Output, ReqId};
+use crate::out::Out;
+use crate::shared::{Phase, Shared};
 
-impl Node {
-    /// The next node towards the successor of `key`, for a node that is not its primary.
-    /// Suspected peers (silent past the failure timeout) are skipped while another
-    /// choice exists, so routing survives a crash before the bootstrap repairs the ring.
-    pub(crate) fn next_hop(&self, key: Id) -> Option<NodeRef> {
-        let first = self.view.succs.first()?;
-        let alive = |n: &&NodeRef| !self.suspects.contains(&n.id);
-        let succ = self.view.succs.iter().find(alive).unwrap_or(first);
-        if in_open_closed(key, self.me.id, first.id) {
-            // The key's primary; if it seems dead, its next replica.
-            return Some(succ.clone());
-        }
-        if self.config.routing == Routing::Successor {
-            return Some(succ.clone());
-        }
-        // Closest preceding finger: the farthest finger still before the key.
-        self.fingers
-            .iter()
-            .rev()
-            .filter(alive)
-            .find(|f| in_open(f.id, self.me.id, key))
-            .or(Some(succ))
-            .cloned()
+/// What a member does with a routed operation.
+#[derive(Debug)]
+pub(crate) enum Decision {
+    /// An eventual read this replica answers itself.
+    ReadHere,
+    /// This node is the key's primary.
+    Primary,
+    /// Pass it on.
+    Forward(NodeRef),
+    /// End it with this error.
+    Fail(RequestError),
+}
+
+/// Where `routed` goes from this member. `suspect` tells which peers to route round.
+pub(crate) fn decide(sh: &Shared, suspect: impl Fn(Id) -> bool, routed: &Routed) -> Decision {
+    let key = Id::of_key(&routed.key);
+    let eventual_read = sh.config.consistency == Consistency::Eventual
+        && routed.action == Action::Read
+        && sh.responsibility().contains(key);
+    if eventual_read {
+        return Decision::ReadHere;
     }
-
-    /// Take one routing step for `routed`: serve it here or pass it on.
-    pub(crate) fn route(&mut self, mut routed: Routed, out: &mut Vec<Output>) {
-        if !self.is_member() {
-            return self.route_while_away(routed, out);
-        }
-        let key = Id::of_key(&routed.key);
-        let eventual_read = self.config.consistency == Consistency::Eventual
-            && routed.action == Action::Read
-            && self.responsibility().contains(key);
-        if eventual_read {
-            return self.answer_read(routed.origin, &routed.key, routed.hops, out);
-        }
-        if self.is_primary(key) {
-            return self.at_primary(routed, out);
-        }
-        if routed.hops >= self.limits.hops_max || routed.laps > LAPS_MAX {
-            let err = Err(RequestError::TooManyHops { hops: routed.hops });
-            return self.respond(routed.origin, err, out);
-        }
-        let Some(next) = self.next_hop(key) else {
-            return self.at_primary(routed, out);
-        };
-        routed.hops += 1;
-        self.send(&next, Message::Route(routed), out);
+    if sh.is_primary(key) {
+        return Decision::Primary;
     }
-
-    /// A lookup reached a node that is not (or no longer) a member.
-    fn route_while_away(&mut self, mut routed: Routed, out: &mut Vec<Output>) {
-        match (self.phase, self.forward_to.clone()) {
-            (Phase::Idle, Some(next))
-                if routed.hops < self.limits.hops_max && routed.laps <= LAPS_MAX =>
-            {
-                routed.hops += 1;
-                self.send(&next, Message::Route(routed), out);
-            }
-            _ => {
-                let node = self.me.addr.to_string();
-                self.respond(routed.origin, Err(RequestError::RouteBroken { node }), out);
-            }
-        }
+    if routed.hops >= sh.limits.hops_max || routed.laps > LAPS_MAX {
+        return Decision::Fail(RequestError::TooManyHops { hops: routed.hops });
     }
-
-    /// Start a `query *` walk at this node.
-    pub(crate) fn start_collect(&mut self, id: ReqId, out: &mut Vec<Output>) {
-        let origin = self.origin(id);
-        self.on_collect(origin, Vec::new(), 0, out);
+    match next_hop(sh, suspect, key) {
+        Some(next) => Decision::Forward(next),
+        None => Decision::Primary,
     }
+}
 
-    /// Add the pairs this node is primary for, then pass the walk on or finish it.
-    pub(crate) fn on_collect(
-        &mut self,
-        origin: Origin,
-        mut pairs: Vec<Pair>,
-        visited: u32,
-        out: &mut Vec<Output>,
-    ) {
-        if !self.is_member() {
-            let node = self.me.addr.to_string();
-            return self.respond(Some(origin), Err(RequestError::RouteBroken { node }), out);
+/// The next node towards the successor of `key`, for a node that is not its primary.
+/// Suspected peers (silent past the failure timeout) are skipped while another choice
+/// exists, so routing survives a crash before the coordinator repairs the ring.
+fn next_hop(sh: &Shared, suspect: impl Fn(Id) -> bool, key: Id) -> Option<NodeRef> {
+    let first = sh.view.succs.first()?;
+    let alive = |n: &&NodeRef| !suspect(n.id);
+    let succ = sh.view.succs.iter().find(alive).unwrap_or(first);
+    if in_open_closed(key, sh.me.id, first.id) {
+        // The key's primary; if it seems dead, its next replica.
+        return Some(succ.clone());
+    }
+    if sh.config.routing == Routing::Successor {
+        return Some(succ.clone());
+    }
+    // Closest preceding finger: the farthest finger still before the key.
+    sh.fingers
+        .nodes
+        .iter()
+        .rev()
+        .filter(alive)
+        .find(|f| in_open(f.id, sh.me.id, key))
+        .or(Some(succ))
+        .cloned()
+}
+
+/// Whether a hop from `from` to this node brought an operation on `key` closer; one that
+/// did not is a lap (views that disagree during a change, or a dead node skipped).
+pub(crate) fn is_lap(sh: &Shared, from: &NodeRef, key: &str) -> bool {
+    from.id != sh.me.id && !in_open_closed(sh.me.id, from.id, Id::of_key(key))
+}
+
+/// A lookup reached a node that is not (or no longer) a member.
+pub(crate) fn route_while_away(sh: &Shared, out: &mut Out, mut routed: Routed) {
+    match (sh.phase, &sh.forward_to) {
+        (Phase::Idle, Some(next))
+            if routed.hops < sh.limits.hops_max && routed.laps <= LAPS_MAX =>
+        {
+            routed.hops += 1;
+            out.send(next, Message::Route(routed));
         }
-        if visited > self.limits.hops_max {
-            let err = Err(RequestError::TooManyHops { hops: visited });
-            return self.respond(Some(origin), err, out);
-        }
-        let node = self.me.addr.to_string();
-        pairs.extend(
-            self.store
-                .live_entries()
-                .filter(|(k, _)| self.is_primary(Id::of_key(k)))
-                .map(|(k, v)| Pair {
-                    key: k.to_string(),
-                    value: v.to_string(),
-                    node: node.clone(),
-                }),
-        );
-        match self.view.succs.first().cloned() {
-            Some(next) if next.id != origin.node.id => {
-                let msg = Message::CollectAll {
-                    origin,
-                    pairs,
-                    visited: visited + 1,
-                };
-                self.send(&next, msg, out);
-            }
-            _ => {
-                pairs.sort();
-                self.respond(Some(origin), Ok(Response::All { pairs }), out);
-            }
+        _ => {
+            let node = sh.addr();
+            out.respond(routed.origin, Err(RequestError::RouteBroken { node }));
         }
     }
+}
 
-    /// Add this node to an overlay walk that started at the bootstrap.
-    pub(crate) fn on_overlay_walk(
-        &mut self,
-        origin: Origin,
-        mut nodes: Vec<String>,
-        out: &mut Vec<Output>,
-    ) {
-        let back_at_start = nodes.first().is_some_and(|first| **first == *self.me.addr);
-        if back_at_start {
-            return self.respond(Some(origin), Ok(Response::Overlay { nodes }), out);
+/// Add the pairs this node is primary for to a `query *` walk, then pass it on or
+/// finish it.
+pub(crate) fn on_collect(
+    sh: &Shared,
+    out: &mut Out,
+    origin: Origin,
+    mut pairs: Vec<Pair>,
+    visited: u32,
+) {
+    if !sh.is_member() {
+        let node = sh.addr();
+        return out.respond(Some(origin), Err(RequestError::RouteBroken { node }));
+    }
+    if visited > sh.limits.hops_max {
+        let err = Err(RequestError::TooManyHops { hops: visited });
+        return out.respond(Some(origin), err);
+    }
+    let node = sh.addr();
+    pairs.extend(
+        sh.store
+            .live_entries()
+            .filter(|(k, _)| sh.is_primary(Id::of_key(k)))
+            .map(|(k, v)| Pair {
+                key: k.to_string(),
+                value: v.to_string(),
+                node: node.clone(),
+            }),
+    );
+    match sh.view.succs.first() {
+        Some(next) if next.id != origin.node.id => {
+            let msg = Message::CollectAll {
+                origin,
+                pairs,
+                visited: visited + 1,
+            };
+            out.send(next, msg);
         }
-        if !self.is_member() {
-            let node = self.me.addr.to_string();
-            return self.respond(Some(origin), Err(RequestError::RouteBroken { node }), out);
+        _ => {
+            pairs.sort();
+            out.respond(Some(origin), Ok(Response::All { pairs }));
         }
-        if nodes.len() as u32 > self.limits.hops_max {
-            let err = Err(RequestError::TooManyHops {
-                hops: nodes.len() as u32,
-            });
-            return self.respond(Some(origin), err, out);
-        }
-        nodes.push(self.me.addr.to_string());
-        match self.view.succs.first().cloned() {
-            Some(next) => self.send(&next, Message::OverlayWalk { origin, nodes }, out),
-            None => self.respond(Some(origin), Ok(Response::Overlay { nodes }), out),
-        }
+    }
+}
+
+/// Add this node to an overlay walk that started at the coordinator.
+pub(crate) fn on_overlay_walk(sh: &Shared, out: &mut Out, origin: Origin, mut nodes: Vec<String>) {
+    let back_at_start = nodes.first().is_some_and(|first| **first == *sh.me.addr);
+    if back_at_start {
+        return out.respond(Some(origin), Ok(Response::Overlay { nodes }));
+    }
+    if !sh.is_member() {
+        let node = sh.addr();
+        return out.respond(Some(origin), Err(RequestError::RouteBroken { node }));
+    }
+    if nodes.len() as u32 > sh.limits.hops_max {
+        let err = Err(RequestError::TooManyHops {
+            hops: nodes.len() as u32,
+        });
+        return out.respond(Some(origin), err);
+    }
+    nodes.push(sh.addr());
+    match sh.view.succs.first() {
+        Some(next) => out.send(next, Message::OverlayWalk { origin, nodes }),
+        None => out.respond(Some(origin), Ok(Response::Overlay { nodes })),
     }
 }

@@ -238,3 +238,68 @@ fn core_depends_on_no_io_crate() {
         );
     }
 }
+
+/// A prepare whose view lists fewer neighbours than its ring needs used to be installed,
+/// and the node's next write panicked on `succs[0]`. Decoding now refuses it, and a node
+/// handed one in memory refuses it too: nothing changes, and the node goes on serving.
+#[test]
+fn a_malformed_prepare_is_refused_and_never_installed() {
+    use ringkv_core::{ChainStep, Message, NodeRef, Prepare, Rejected, View};
+    let config = cluster(3, Consistency::Chain, Routing::Finger);
+    let mut pump = Pump::ring(config, 5);
+    let before = snapshot(&pump);
+    let bad = Prepare {
+        view: View {
+            epoch: 99,
+            ring_size: 5,
+            preds: Vec::new(),
+            succs: Vec::new(),
+        },
+        config,
+        sources: Vec::new(),
+        fingers: None,
+        resync: false,
+    };
+    let from_coordinator = |msg| Envelope {
+        from: NodeRef::new(&addr(0)),
+        msg,
+    };
+    let envelope = from_coordinator(Message::Prepare(bad));
+    let json = serde_json::to_string(&envelope).unwrap();
+    let decoded = serde_json::from_str::<Envelope>(&json);
+    assert!(
+        decoded.unwrap_err().to_string().contains("predecessors"),
+        "decoding names what is wrong"
+    );
+    let step = ChainStep {
+        origin: None,
+        key: "k".into(),
+        entry: ringkv_core::Entry {
+            value: Some("v".into()),
+            version: ringkv_core::Version {
+                counter: 1,
+                node: ringkv_core::Id::ZERO,
+            },
+        },
+        existed: false,
+        position: 4,
+        chain_len: 3,
+        hops: 0,
+        ttl: 1,
+    };
+    let json = serde_json::to_string(&from_coordinator(Message::ChainWrite(step.clone()))).unwrap();
+    assert!(serde_json::from_str::<Envelope>(&json).is_err());
+    let node = pump.nodes.get_mut(&addr(2)).unwrap();
+    let mut out = Vec::new();
+    for msg in [envelope.msg, Message::ChainWrite(step)] {
+        let err = node.handle(1, Input::Message(from_coordinator(msg)), &mut out);
+        assert!(matches!(err, Err(Rejected::Malformed { .. })), "{err:?}");
+    }
+    assert!(out.is_empty());
+    assert_eq!(snapshot(&pump), before);
+    let insert = Request::Insert {
+        key: "after".into(),
+        value: "1".into(),
+    };
+    assert!(pump.call(&addr(2), insert).is_ok());
+}

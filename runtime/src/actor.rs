@@ -3,13 +3,16 @@
 //! Its loop is "receive a command or sleep until the next timer deadline". Client requests
 //! get a fresh [`ReqId`] and a oneshot channel for the reply; peer messages are fed in as
 //! they come; outputs are carried out at once (sends go to the peer queues, replies to the
-//! waiting handlers, timers into a two-entry table). No lock guards protocol state.
+//! waiting handlers). The core keeps its own timers: the actor sleeps until
+//! `Node::poll_timeout` and then calls `Node::handle_timeout`. The core also enforces
+//! every request's deadline, so a waiting handler needs no timeout of its own. No lock
+//! guards protocol state.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringkv_core::{Envelope, Input, Node, Output, Reply, ReqId, Request, Time, Timer};
+use ringkv_core::{Envelope, Input, Node, Output, Reply, ReqId, Request, Time};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -61,7 +64,8 @@ impl NodeHandle {
         self.wait
     }
 
-    /// Ask the node; refused at once with `Busy` when its queue is full.
+    /// Ask the node; refused at once with `Busy` when its queue is full. The node
+    /// answers every request it takes by the core's request timeout.
     pub async fn request(&self, request: Request) -> Result<Reply, Unavailable> {
         let (reply, rx) = oneshot::channel();
         self.tx
@@ -70,11 +74,7 @@ impl NodeHandle {
                 mpsc::error::TrySendError::Full(_) => Unavailable::Busy,
                 mpsc::error::TrySendError::Closed(_) => Unavailable::Stopped,
             })?;
-        match tokio::time::timeout(self.wait, rx).await {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(_)) => Err(Unavailable::Stopped),
-            Err(_) => Err(Unavailable::TimedOut(self.wait.as_millis() as u64)),
-        }
+        rx.await.map_err(|_| Unavailable::Stopped)
     }
 
     /// Hand peer messages to the node, waiting for room in its queue (back-pressure on the
@@ -165,7 +165,6 @@ pub(crate) fn spawn(
         start: Instant::now(),
         next_req: 1,
         waiting: HashMap::new(),
-        timers: BTreeMap::new(),
         out: Vec::new(),
         peers: Peers::new(client, metrics.clone(), options.peers),
         metrics,
@@ -179,7 +178,6 @@ struct Actor {
     start: Instant,
     next_req: ReqId,
     waiting: HashMap<ReqId, oneshot::Sender<Reply>>,
-    timers: BTreeMap<Timer, Time>,
     out: Vec<Output>,
     peers: Peers,
     metrics: Arc<Metrics>,
@@ -198,7 +196,7 @@ impl Actor {
         loop {
             self.fire_due_timers();
             self.peers.flush();
-            let next = self.timers.values().min().copied();
+            let next = self.node.poll_timeout();
             if next != armed {
                 if let Some(at) = next {
                     sleep
@@ -251,15 +249,10 @@ impl Actor {
 
     fn fire_due_timers(&mut self) {
         let now = self.now();
-        let due: Vec<Timer> = self
-            .timers
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(t, _)| *t)
-            .collect();
-        for timer in due {
-            self.timers.remove(&timer);
-            self.input(Input::Timer(timer));
+        if self.node.poll_timeout().is_some_and(|at| at <= now) {
+            let mut out = std::mem::take(&mut self.out);
+            self.node.handle_timeout(now, &mut out);
+            self.carry_out(out);
         }
     }
 
@@ -270,13 +263,17 @@ impl Actor {
             add(&self.metrics.peer.messages_rejected, 1);
             tracing::debug!(node = %self.node.me().addr, %rejected, "message dropped");
         }
+        self.carry_out(out);
+    }
+
+    fn carry_out(&mut self, mut out: Vec<Output>) {
         for output in out.drain(..) {
-            self.carry_out(output);
+            self.carry_out_one(output);
         }
         self.out = out;
     }
 
-    fn carry_out(&mut self, output: Output) {
+    fn carry_out_one(&mut self, output: Output) {
         match output {
             Output::Send { to, envelope } => self.peers.send(to, envelope),
             Output::Reply { id, reply } => {
@@ -284,12 +281,6 @@ impl Actor {
                     // The client may have gone; its answer is then simply dropped.
                     let _ = waiter.send(reply);
                 }
-            }
-            Output::SetTimer { timer, at } => {
-                self.timers.insert(timer, at);
-            }
-            Output::CancelTimer { timer } => {
-                self.timers.remove(&timer);
             }
         }
     }

@@ -5,6 +5,8 @@
 //! eventual over 1,000 seeds, checked).
 //!
 //! `SIM_BENCH_QUICK=1` shrinks every size (for a smoke run).
+// A benchmark measures wall time: that is its job.
+#![allow(clippy::disallowed_methods)]
 
 use std::time::Instant;
 

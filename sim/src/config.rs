@@ -51,6 +51,9 @@ pub struct SimConfig {
     /// Run the core's failure handling (heartbeats, failure detection, anti-entropy:
     /// `Timing::with_failure_handling`). Off by default, as in the core.
     pub failure_handling: bool,
+    /// The failure timeout when failure handling is on (`Timing::with_failure_timeout`;
+    /// heartbeats follow from it); `None` for the core's default.
+    pub failure_timeout_ns: Option<u64>,
     /// After the last client operation, keep running the nodes' background work
     /// (heartbeats, anti-entropy) for this long before the invariants are checked.
     /// `None`: 0 without failure handling, else the failure timeout plus two
@@ -87,6 +90,7 @@ impl Default for SimConfig {
             timeout_ns: 2_000_000_000,
             think_ns: 0,
             failure_handling: false,
+            failure_timeout_ns: None,
             settle_ns: None,
             events_max: 2_000_000_000,
             time_max_ns: 3_600_000_000_000,
@@ -109,10 +113,10 @@ impl SimConfig {
     /// The nodes' timing: the core's defaults (or its failure-handling defaults), with
     /// the request timeout raised to `timeout_ns` if that is longer.
     pub fn timing(&self) -> Timing {
-        let mut timing = if self.failure_handling {
-            Timing::with_failure_handling()
-        } else {
-            Timing::default()
+        let mut timing = match (self.failure_handling, self.failure_timeout_ns) {
+            (true, Some(ns)) => Timing::with_failure_timeout(ns),
+            (true, None) => Timing::with_failure_handling(),
+            (false, _) => Timing::default(),
         };
         timing.request_timeout_ns = timing.request_timeout_ns.max(self.timeout_ns);
         timing
@@ -212,6 +216,9 @@ impl SimConfig {
         }
         if self.failure_handling {
             args.push("--failure-handling".into());
+        }
+        if let Some(ns) = self.failure_timeout_ns {
+            args.push(format!("--failure-timeout {}", Dur(ns)));
         }
         if let Some(ns) = self.settle_ns {
             args.push(format!("--settle {}", Dur(ns)));

@@ -14,6 +14,10 @@
 //! Stale finger entries are counted but are not a breach: a stale finger only lengthens
 //! a lookup.
 
+// Hash maps and sets here are lookups and memo tables: none is iterated where the order
+// could reach a verdict, a report or a history (those are sorted or B-tree ordered).
+#![allow(clippy::disallowed_types)]
+
 use std::collections::{BTreeMap, HashMap};
 
 use ringkv_core::{Entry, Id, Node};

@@ -36,8 +36,6 @@ pub struct Pump {
     pub log: Vec<String>,
     pub record: bool,
     pub bootstrap: String,
-    /// Armed timers, when the pump runs with time (`run_for`).
-    timers: BTreeMap<(String, ringkv_core::Timer), u64>,
     timing: ringkv_core::Timing,
 }
 
@@ -62,7 +60,6 @@ impl Pump {
             log: Vec::new(),
             record: false,
             bootstrap,
-            timers: BTreeMap::new(),
             timing: ringkv_core::Timing::default(),
         }
     }
@@ -81,7 +78,6 @@ impl Pump {
     /// Crash-stop node `a`: it vanishes with its state; messages to it are lost.
     pub fn crash(&mut self, a: &str) {
         self.nodes.remove(a);
-        self.timers.retain(|(n, _), _| n != a);
     }
 
     /// Deliver messages and fire timers in time order until `duration_ns` has passed.
@@ -90,17 +86,19 @@ impl Pump {
         for _ in 0..STEPS_MAX {
             while self.step() {}
             let next = self
-                .timers
+                .nodes
                 .iter()
-                .min_by_key(|(_, at)| **at)
-                .map(|(k, at)| (k.clone(), *at));
+                .filter_map(|(a, n)| n.poll_timeout().map(|at| (at, a.clone())))
+                .min();
             match next {
-                Some(((node, timer), at)) if at <= end => {
-                    self.timers.remove(&(node.clone(), timer));
+                Some((at, node)) if at <= end => {
                     self.now = self.now.max(at);
-                    if self.nodes.contains_key(&node) {
-                        self.input(&node, Input::Timer(timer));
+                    let mut out = Vec::new();
+                    let now = self.now;
+                    if let Some(n) = self.nodes.get_mut(&node) {
+                        n.handle_timeout(now, &mut out);
                     }
+                    self.carry_out(&node, out);
                 }
                 _ => {
                     self.now = end;
@@ -186,6 +184,10 @@ impl Pump {
         let mut out = Vec::new();
         let node = self.nodes.get_mut(a).expect("known node");
         let _ = node.handle(self.now, input, &mut out);
+        self.carry_out(a, out);
+    }
+
+    fn carry_out(&mut self, a: &str, out: Vec<Output>) {
         for o in out {
             if self.record {
                 self.log.push(format!("{a} {o:?}"));
@@ -195,12 +197,6 @@ impl Pump {
                 Output::Reply { id, reply } => {
                     let old = self.replies.insert((a.to_string(), id), reply);
                     assert!(old.is_none(), "request {id} at {a} answered twice");
-                }
-                Output::SetTimer { timer, at } => {
-                    self.timers.insert((a.to_string(), timer), at);
-                }
-                Output::CancelTimer { timer } => {
-                    self.timers.remove(&(a.to_string(), timer));
                 }
             }
         }

@@ -5,6 +5,10 @@
 //! canonical field order (`process`, `type`, `f`, `key`, `value`, `time`, then the
 //! optional `node` and `hops`).
 
+// Hash maps and sets here are lookups and memo tables: none is iterated where the order
+// could reach a verdict, a report or a history (those are sorted or B-tree ordered).
+#![allow(clippy::disallowed_types)]
+
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
 

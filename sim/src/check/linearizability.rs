@@ -1,6 +1,10 @@
 //! Per-key linearizability of a register history (P-compositionality: keys are
 //! independent, so each key is checked on its own, in parallel).
 
+// Hash maps and sets here are lookups and memo tables: none is iterated where the order
+// could reach a verdict, a report or a history (those are sorted or B-tree ordered).
+#![allow(clippy::disallowed_types)]
+
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
@@ -46,6 +50,9 @@ impl CheckOptions {
     pub(crate) fn budget(&self, max_steps: u64) -> Budget {
         Budget {
             max_steps,
+            // The caller's wall-clock budget: past it the verdict is "unknown", never a
+            // different answer.
+            #[allow(clippy::disallowed_methods)]
             deadline: self.timeout.map(|t| Instant::now() + t),
             max_cache_bytes: self.max_cache_bytes,
         }

@@ -5,6 +5,10 @@
 //! The horizontal axis is history (line) order, not time: two bars overlap exactly when
 //! the operations are concurrent. Times and line numbers are in each bar's tooltip.
 
+// Hash maps and sets here are lookups and memo tables: none is iterated where the order
+// could reach a verdict, a report or a history (those are sorted or B-tree ordered).
+#![allow(clippy::disallowed_types)]
+
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 

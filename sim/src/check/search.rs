@@ -9,6 +9,10 @@
 //! optional: the search succeeds as soon as every required operation is linearized,
 //! since an optional write can always be linearized last, or never.
 
+// Hash maps and sets here are lookups and memo tables: none is iterated where the order
+// could reach a verdict, a report or a history (those are sorted or B-tree ordered).
+#![allow(clippy::disallowed_types)]
+
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::time::Instant;
@@ -341,6 +345,8 @@ impl<'a> Search<'a> {
                 self.budget.max_cache_bytes
             ));
         }
+        // The wall-clock budget ends the search as "unknown", never with another verdict.
+        #[allow(clippy::disallowed_methods)]
         match self.budget.deadline {
             Some(d) if self.steps & 4095 == 0 && Instant::now() > d => {
                 Some("search time budget exceeded".to_string())

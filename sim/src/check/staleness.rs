@@ -15,6 +15,10 @@
 //! completed. Staleness in versions is their number; staleness in time is how long
 //! before `r`'s invoke the first of them completed.
 
+// Hash maps and sets here are lookups and memo tables: none is iterated where the order
+// could reach a verdict, a report or a history (those are sorted or B-tree ordered).
+#![allow(clippy::disallowed_types)]
+
 use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;

@@ -5,6 +5,10 @@
 //! write may take effect even after its timeout, or never), and reads return the
 //! register's value at that instant. The result is linearizable by construction.
 
+// Hash maps and sets here are lookups and memo tables: none is iterated where the order
+// could reach a verdict, a report or a history (those are sorted or B-tree ordered).
+#![allow(clippy::disallowed_types)]
+
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 

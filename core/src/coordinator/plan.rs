@@ -1,0 +1,332 @@
+//! Planning one membership change: which members it affects, the view and fetch
+//! sources each prepares, and the order in which they commit.
+
+use crate::api::RequestError;
+use crate::message::{NodeRef, Prepare, View};
+use crate::ring::Ring;
+use crate::shared::responsibility_of;
+use crate::store::Range;
+
+/// A membership change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Change {
+    Join(NodeRef),
+    Depart(NodeRef),
+    /// A member declared failed (silent past the failure timeout) or that restarted.
+    Remove(NodeRef),
+}
+
+impl Change {
+    pub(crate) fn node(&self) -> &NodeRef {
+        match self {
+            Change::Join(n) | Change::Depart(n) | Change::Remove(n) => n,
+        }
+    }
+}
+
+/// The parameters every prepared view shares.
+#[derive(Clone, Copy)]
+pub(crate) struct Shape {
+    pub(crate) list_len: usize,
+    pub(crate) k: usize,
+    pub(crate) epoch: u64,
+    pub(crate) config: crate::ClusterConfig,
+}
+
+/// What one change does to the ring: who is affected and what each is told to prepare.
+pub(crate) struct Plan {
+    /// Members taken out without their help.
+    pub(crate) removed: Vec<NodeRef>,
+    /// Nodes whose neighbour lists change (they prepare and commit).
+    pub(crate) affected: Vec<NodeRef>,
+    /// The `Prepare` for each affected node.
+    pub(crate) prepares: Vec<(NodeRef, Prepare)>,
+    /// The order in which affected nodes commit: every node of a wave acknowledges its
+    /// commit before the next wave is sent theirs.
+    ///
+    /// Wave 0 holds the nodes that gain nothing (those that lose keys, and those whose
+    /// neighbours alone change). A node that gains keys commits one wave after its
+    /// fetch source: the source is the old holder nearest to it, often the keys' old
+    /// tail, and acknowledges its commit only once its hand-over forwards have arrived,
+    /// so a new tail never serves while the old one still acknowledges writes it lacks.
+    /// Sources form chains (after a departure each gainer fetches from the next gainer's
+    /// predecessor), so there can be up to `k + 1` waves.
+    pub(crate) waves: Vec<Vec<NodeRef>>,
+}
+
+impl Plan {
+    /// Plan a join, a depart, or the removal of `change`'s node together with every other
+    /// `silent` member (simultaneous crashes are removed in one change, so no prepare
+    /// waits for, or fetches from, a dead node). The change is applied to `ring` only
+    /// while the next views are computed, then undone: the ring is never copied.
+    pub(crate) fn new(ring: &mut Ring, change: &Change, silent: &[NodeRef], shape: Shape) -> Plan {
+        let removed: Vec<NodeRef> = match change {
+            Change::Remove(n) => {
+                let mut all: Vec<NodeRef> = std::iter::once(n).chain(silent).cloned().collect();
+                all.sort();
+                all.dedup();
+                all
+            }
+            _ => Vec::new(),
+        };
+        let mut affected = Vec::new();
+        let mut near = |ring: &Ring, id| {
+            affected.extend(ring.predecessors(id, shape.list_len));
+            affected.extend(ring.successors(id, shape.list_len));
+        };
+        match change {
+            Change::Join(n) => {
+                ring.insert(n.clone());
+                near(ring, n.id);
+                affected.push(n.clone());
+            }
+            Change::Depart(n) => {
+                near(ring, n.id);
+                affected.push(n.clone());
+            }
+            Change::Remove(_) => removed.iter().for_each(|r| near(ring, r.id)),
+        }
+        affected.retain(|a| !removed.contains(a));
+        affected.sort();
+        affected.dedup();
+        let responsibility = |ring: &Ring, node: &NodeRef| {
+            let view = match ring.contains(node.id) {
+                true => ring.view_of(node.id, shape.list_len, shape.epoch),
+                false => View::default(),
+            };
+            responsibility_of(&view, node, shape.k)
+        };
+        if matches!(change, Change::Join(_)) {
+            undo(ring, change, &removed);
+        }
+        let before: Vec<Range> = affected.iter().map(|n| responsibility(ring, n)).collect();
+        apply(ring, change, &removed);
+        let gaining: Vec<bool> = affected
+            .iter()
+            .zip(&before)
+            .map(|(n, old)| Range::gained(*old, responsibility(ring, n)) != Range::Empty)
+            .collect();
+        let prepares: Vec<(NodeRef, Prepare)> = affected
+            .iter()
+            .map(|node| (node.clone(), prepare_for(ring, change, node, shape)))
+            .collect();
+        undo(ring, change, &removed);
+        let waves = commit_waves(&affected, &gaining, &prepares);
+        Plan {
+            removed,
+            affected,
+            prepares,
+            waves,
+        }
+    }
+}
+
+/// Group `affected` into commit waves (see [`Plan::waves`]): `gaining[i]` tells whether
+/// `affected[i]` gains keys, and its prepare names its fetch sources, nearest first.
+fn commit_waves(
+    affected: &[NodeRef],
+    gaining: &[bool],
+    prepares: &[(NodeRef, Prepare)],
+) -> Vec<Vec<NodeRef>> {
+    let source_of = |i: usize| -> Option<usize> {
+        let (_, prepare) = prepares.get(i)?;
+        let nearest = prepare.sources.iter().find(|s| s.id != affected[i].id)?;
+        affected.iter().position(|a| a.id == nearest.id)
+    };
+    let sources: Vec<Option<usize>> = (0..affected.len()).map(source_of).collect();
+    let mut level: Vec<usize> = gaining.iter().map(|g| usize::from(*g)).collect();
+    // Longest path along "fetches from" edges; they never form a cycle (sources are
+    // predecessors after a departure or removal and the successor of a joiner), but the
+    // loop is bounded regardless.
+    for _ in 0..affected.len() {
+        let mut changed = false;
+        for i in 0..affected.len() {
+            if let (true, Some(src)) = (gaining[i], sources[i]) {
+                let want = level[src] + 1;
+                if want > level[i] && want <= affected.len() {
+                    level[i] = want;
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    let depth = level.iter().copied().max().unwrap_or(0);
+    let mut waves = vec![Vec::new(); depth + 1];
+    for (node, l) in affected.iter().zip(level) {
+        waves[l].push(node.clone());
+    }
+    waves
+}
+
+/// The `Prepare` for `node`, computed on the next ring.
+fn prepare_for(next: &Ring, change: &Change, node: &NodeRef, shape: Shape) -> Prepare {
+    let view = if next.contains(node.id) {
+        next.view_of(node.id, shape.list_len, shape.epoch)
+    } else {
+        View {
+            epoch: shape.epoch,
+            ..View::default()
+        }
+    };
+    let fingers = matches!(change, Change::Join(n) if n == node).then(|| next.fingers_of(node.id));
+    // Where `node` fetches what it gains. After a removal, its `k - 1` nearest new
+    // predecessors: a surviving old replica of any key it gains lies among them (it
+    // precedes the newcomer in the key's new replica set).
+    let sources = match change {
+        Change::Join(n) => next.successor_after(n.id).cloned().into_iter().collect(),
+        // The departing node holds everything but may, as a head, hold writes its chain
+        // never committed: nearer holders come first, the departing node last (it alone
+        // holds the keys when k = 1).
+        Change::Depart(n) => {
+            let mut sources = next.predecessors(node.id, shape.k.saturating_sub(1));
+            sources.push(n.clone());
+            sources
+        }
+        Change::Remove(_) => next.predecessors(node.id, shape.k.saturating_sub(1).max(1)),
+    };
+    Prepare {
+        view,
+        config: shape.config,
+        sources,
+        fingers,
+        resync: matches!(change, Change::Remove(_)),
+    }
+}
+
+/// Make `change` (whose removals are `removed`) to `ring`.
+pub(crate) fn apply(ring: &mut Ring, change: &Change, removed: &[NodeRef]) {
+    match change {
+        Change::Join(n) => {
+            ring.insert(n.clone());
+        }
+        Change::Depart(n) => {
+            ring.remove(n.id);
+        }
+        Change::Remove(_) => removed.iter().for_each(|r| {
+            ring.remove(r.id);
+        }),
+    }
+}
+
+/// Undo [`apply`].
+fn undo(ring: &mut Ring, change: &Change, removed: &[NodeRef]) {
+    match change {
+        Change::Join(n) => {
+            ring.remove(n.id);
+        }
+        Change::Depart(n) => {
+            ring.insert(n.clone());
+        }
+        Change::Remove(_) => removed.iter().for_each(|r| {
+            ring.insert(r.clone());
+        }),
+    }
+}
+
+/// Why `change` cannot be made to `ring` (coordinated by the node `bootstrap`), if it cannot.
+pub(crate) fn refusal(ring: &Ring, bootstrap: &NodeRef, change: &Change) -> Option<RequestError> {
+    match change {
+        Change::Join(n) if ring.contains(n.id) => Some(RequestError::AlreadyJoined),
+        Change::Remove(n) if !ring.contains(n.id) || n.id == bootstrap.id => {
+            Some(RequestError::NotJoined)
+        }
+        Change::Join(_) if !ring.contains(bootstrap.id) => Some(RequestError::JoinRefused {
+            reason: "the bootstrap is not in a ring; ask it to join first".into(),
+        }),
+        Change::Depart(n) if !ring.contains(n.id) => Some(RequestError::NotJoined),
+        Change::Depart(n) if n.id == bootstrap.id => Some(RequestError::BootstrapCannotDepart {
+            others: ring.len() - 1,
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ClusterConfig, Consistency};
+
+    fn ring(n: usize) -> (Ring, Vec<NodeRef>) {
+        let nodes: Vec<NodeRef> = (0..n)
+            .map(|i| NodeRef::new(&format!("10.0.0.{i}:5000")))
+            .collect();
+        let mut ring = Ring::default();
+        for node in &nodes {
+            ring.insert(node.clone());
+        }
+        (ring, nodes)
+    }
+
+    fn shape(k: usize) -> Shape {
+        Shape {
+            list_len: k + 1,
+            k,
+            epoch: 1,
+            config: ClusterConfig {
+                k,
+                consistency: Consistency::Chain,
+                ..ClusterConfig::default()
+            },
+        }
+    }
+
+    fn wave_of(plan: &Plan, id: crate::Id) -> usize {
+        plan.waves
+            .iter()
+            .position(|w| w.iter().any(|n| n.id == id))
+            .expect("every affected node commits in some wave")
+    }
+
+    /// Every affected node commits exactly once, and each node that fetches commits in a
+    /// later wave than its nearest source, for departures, removals and joins.
+    #[test]
+    fn fetchers_commit_after_their_sources() {
+        for k in 1..=4 {
+            let (mut ring, nodes) = ring(12);
+            let changes = [
+                Change::Depart(nodes[3].clone()),
+                Change::Remove(nodes[5].clone()),
+                Change::Join(NodeRef::new("10.0.0.99:5000")),
+            ];
+            for change in changes {
+                let plan = Plan::new(&mut ring, &change, &[], shape(k));
+                let committed: usize = plan.waves.iter().map(Vec::len).sum();
+                assert_eq!(committed, plan.affected.len(), "{change:?} k={k}");
+                let mut fetchers = 0;
+                for (node, prepare) in &plan.prepares {
+                    let Some(src) = prepare.sources.iter().find(|s| s.id != node.id) else {
+                        continue;
+                    };
+                    if !plan.affected.contains(src) || wave_of(&plan, node.id) == 0 {
+                        continue;
+                    }
+                    fetchers += 1;
+                    assert!(
+                        wave_of(&plan, node.id) > wave_of(&plan, src.id),
+                        "{change:?} k={k}: {node:?} commits with or before its source {src:?}"
+                    );
+                }
+                if k > 1 {
+                    assert!(fetchers > 0, "{change:?} k={k}: nobody fetched");
+                }
+                // The plan left the ring as it found it.
+                assert_eq!(ring.len(), 12);
+            }
+        }
+    }
+
+    /// After a departure with k = 3, the gainers form a chain of sources: up to k + 1
+    /// waves, the departing node (which gains nothing) in the first.
+    #[test]
+    fn a_departure_commits_in_waves_along_the_sources() {
+        let (mut ring, nodes) = ring(10);
+        let change = Change::Depart(nodes[4].clone());
+        let plan = Plan::new(&mut ring, &change, &[], shape(3));
+        assert_eq!(wave_of(&plan, nodes[4].id), 0);
+        assert!(plan.waves.len() >= 3, "{:?}", plan.waves);
+        assert!(plan.waves.len() <= 3 + 1, "{:?}", plan.waves);
+    }
+}

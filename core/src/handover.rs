@@ -1,0 +1,492 @@
+//! Hand-over: moving a key range to the node that gains it during a membership change.
+//!
+//! The **gainer** fetches the range from its sources (a snapshot in chunks) while it
+//! prepares its next view. Each **source** then forwards every write it applies in that
+//! range (`Forward`, acknowledged one by one) until the change commits, and for a grace
+//! period afterwards. A source acknowledges its commit to the coordinator only when its
+//! forwards have all arrived, so a new holder never starts serving without a write its
+//! source acknowledged.
+//!
+//! Every write to the store goes through [`Handover::apply`], which forwards it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::config::Consistency;
+use crate::id::Id;
+use crate::message::{Action, Message, NodeRef, Routed, REPAIR_TTL};
+use crate::out::Out;
+use crate::rejected::Rejected;
+use crate::shared::Shared;
+use crate::store::{Applied, Entry, Range};
+use crate::timers::Timer;
+use crate::Time;
+
+/// How long a primary or source waits for an acknowledgement before sending again.
+pub(crate) const RESEND_INTERVAL_NS: Time = 50_000_000;
+
+/// Resends of a hand-over's unacknowledged forwards before its commit (the commit, when
+/// it arrives, sends them again too).
+const FORWARD_RESENDS_MAX: u32 = 40;
+
+/// Writes a source forwards to one node fetching a range from it.
+#[derive(Clone, Debug)]
+struct Migration {
+    to: NodeRef,
+    range: Range,
+    epoch: u64,
+    /// Set when the epoch commits: forwarding stops at this time.
+    until: Option<Time>,
+    next_seq: u64,
+    /// Forwards sent before the commit and not yet acknowledged.
+    unacked: BTreeMap<u64, (String, Entry)>,
+    /// Times the unacknowledged forwards were sent again before the commit.
+    resends: u32,
+}
+
+impl Migration {
+    fn unacked_forwards(&self) -> impl Iterator<Item = (NodeRef, Message)> + '_ {
+        self.unacked.iter().map(|(seq, (key, entry))| {
+            let msg = Message::Forward {
+                epoch: self.epoch,
+                seq: *seq,
+                key: key.clone(),
+                entry: entry.clone(),
+                ttl: REPAIR_TTL,
+            };
+            (self.to.clone(), msg)
+        })
+    }
+}
+
+/// What a gainer is fetching.
+#[derive(Clone, Debug)]
+struct Fetch {
+    epoch: u64,
+    range: Range,
+    /// Sources still to answer, with the snapshot chunks received from each.
+    pending: BTreeMap<Id, BTreeSet<u32>>,
+    /// Sources nearest first: with several, each key is taken from the nearest that has
+    /// it (see [`Handover::on_snapshot`]).
+    order: Vec<Id>,
+    received: BTreeMap<Id, Vec<(String, Entry)>>,
+    /// Chunks each source had delivered when the prepare last arrived: a source that
+    /// has sent more since is making progress and is not asked again.
+    marks: BTreeMap<Id, usize>,
+}
+
+/// Both sides of every hand-over this node takes part in.
+#[derive(Debug, Default)]
+pub(crate) struct Handover {
+    migrations: Vec<Migration>,
+    fetch: Option<Fetch>,
+    /// A commit whose acknowledgement waits for forwards to be acknowledged.
+    ack_pending: Option<u64>,
+}
+
+impl Handover {
+    // ----- every write -----
+
+    /// Apply `entry` to the store; a newer entry is also forwarded to any node fetching a
+    /// range that holds the key.
+    pub(crate) fn apply(&mut self, sh: &mut Shared, out: &mut Out, key: &str, entry: Entry) {
+        let applied = sh.store.apply(out.now, key, entry.clone());
+        if applied == Applied::Changed {
+            self.forward(sh, out, key, &entry, REPAIR_TTL);
+        }
+    }
+
+    /// A replica write arrived: store it if this node should hold the key; otherwise,
+    /// unless it is itself a repair, pass it to whoever took the range over and to the
+    /// key's current primary (which re-replicates it).
+    pub(crate) fn offer(
+        &mut self,
+        sh: &mut Shared,
+        out: &mut Out,
+        key: &str,
+        entry: Entry,
+        ttl: u8,
+    ) {
+        if sh.accepts(Id::of_key(key)) {
+            return self.apply(sh, out, key, entry);
+        }
+        if ttl > 0 {
+            self.forward(sh, out, key, &entry, ttl - 1);
+            repair(out, key, entry, ttl - 1);
+        }
+    }
+
+    /// Send a write to every node fetching a range that holds its key.
+    fn forward(&mut self, sh: &Shared, out: &mut Out, key: &str, entry: &Entry, ttl: u8) {
+        if self.migrations.is_empty() {
+            return;
+        }
+        let now = out.now;
+        self.migrations.retain(|m| m.until.is_none_or(|t| t > now));
+        let id = Id::of_key(key);
+        let cap = sh.limits.handover_unacked_max;
+        let mut tracked = false;
+        for m in self.migrations.iter_mut().filter(|m| m.range.contains(id)) {
+            let seq = m.next_seq;
+            m.next_seq += 1;
+            // Only forwards sent before the commit gate the commit's acknowledgement;
+            // those sent during the grace period afterwards are best effort.
+            if m.until.is_none() && m.unacked.len() < cap {
+                m.unacked.insert(seq, (key.to_string(), entry.clone()));
+                tracked = true;
+            }
+            let msg = Message::Forward {
+                epoch: m.epoch,
+                seq,
+                key: key.to_string(),
+                entry: entry.clone(),
+                ttl,
+            };
+            out.send(&m.to, msg);
+        }
+        if tracked {
+            out.arm(Timer::Replicate, out.after(RESEND_INTERVAL_NS));
+        }
+    }
+
+    // ----- source side -----
+
+    /// A gainer asks for `range` as of change `epoch`: send it, then forward writes in it.
+    pub(crate) fn on_fetch(
+        &mut self,
+        sh: &Shared,
+        out: &mut Out,
+        from: NodeRef,
+        epoch: u64,
+        range: Range,
+    ) -> Result<(), Rejected> {
+        if !sh.is_member() {
+            return Err(Rejected::not_member("fetch", &from, sh.phase));
+        }
+        let chunks = chunk_entries(
+            sh.store.entries_in(range),
+            sh.limits.snapshot_chunk_entries,
+            sh.limits.snapshot_chunk_bytes,
+        );
+        let count = chunks.len() as u32;
+        for (chunk, entries) in chunks.into_iter().enumerate() {
+            let msg = Message::Snapshot {
+                epoch,
+                chunk: chunk as u32,
+                chunks: count,
+                entries,
+            };
+            out.send(&from, msg);
+        }
+        let known = self
+            .migrations
+            .iter()
+            .any(|m| m.to == from && m.epoch == epoch);
+        if !known && self.migrations.len() < sh.limits.migrations_max {
+            self.migrations.push(Migration {
+                to: from,
+                range,
+                epoch,
+                until: None,
+                next_seq: 0,
+                unacked: BTreeMap::new(),
+                resends: 0,
+            });
+        }
+        Ok(())
+    }
+
+    /// A source forwarded a write it applied in a range this node is taking over: taken
+    /// like a replica write, and acknowledged. Under chain replication a forward for a
+    /// change this node is neither preparing nor has installed belongs to an abandoned
+    /// change: its source may be upstream of this node's chain position, so it is
+    /// acknowledged but not applied.
+    #[allow(clippy::too_many_arguments)] // the fields of `Message::Forward`
+    pub(crate) fn on_forward(
+        &mut self,
+        sh: &mut Shared,
+        out: &mut Out,
+        from: &NodeRef,
+        epoch: u64,
+        seq: u64,
+        key: &str,
+        entry: Entry,
+        ttl: u8,
+    ) {
+        if sh.is_current_epoch(epoch) || sh.config.consistency == Consistency::Eventual {
+            self.offer(sh, out, key, entry, ttl);
+        }
+        out.send(from, Message::ForwardAck { epoch, seq });
+    }
+
+    /// The gainer got forward `seq` of change `epoch`.
+    pub(crate) fn on_forward_ack(
+        &mut self,
+        sh: &Shared,
+        out: &mut Out,
+        from: &NodeRef,
+        epoch: u64,
+        seq: u64,
+    ) {
+        for m in self
+            .migrations
+            .iter_mut()
+            .filter(|m| m.to == *from && m.epoch == epoch)
+        {
+            m.unacked.remove(&seq);
+        }
+        if let Some(pending) = self.ack_pending {
+            self.ack_when_handed_over(sh, out, pending);
+        }
+    }
+
+    /// Change `epoch` committed here: forwarding for it (and older ones) ends after the
+    /// grace period.
+    pub(crate) fn committed(&mut self, epoch: u64, until: Time) {
+        for m in self.migrations.iter_mut().filter(|m| m.epoch <= epoch) {
+            m.until.get_or_insert(until);
+        }
+    }
+
+    /// Acknowledge commit `epoch` once every forward this node sent for it has arrived
+    /// (the coordinator lets new holders serve only after that).
+    pub(crate) fn ack_when_handed_over(&mut self, sh: &Shared, out: &mut Out, epoch: u64) {
+        let waiting = self
+            .migrations
+            .iter()
+            .any(|m| m.epoch <= epoch && !m.unacked.is_empty());
+        if waiting {
+            self.ack_pending = Some(epoch);
+            return;
+        }
+        self.ack_pending = None;
+        out.send_addr(&sh.coordinator, Message::Ack { epoch });
+    }
+
+    /// Whether the acknowledgement of commit `epoch` waits for forwards.
+    pub(crate) fn is_ack_pending(&self, epoch: u64) -> bool {
+        self.ack_pending == Some(epoch)
+    }
+
+    /// The commit was sent again while its acknowledgement waits: resend the forwards.
+    pub(crate) fn resend_forwards(&mut self, out: &mut Out, epoch: u64) {
+        for m in self.migrations.iter().filter(|m| m.epoch <= epoch) {
+            for (to, msg) in m.unacked_forwards() {
+                out.send(&to, msg);
+            }
+        }
+    }
+
+    /// Unacknowledged forwards before their change commits: sent again (a bounded number
+    /// of times), so a lost one does not wait for the commit — the source may crash
+    /// first, and with it the only copy of a write its chain acknowledged. Whether any
+    /// is still waiting.
+    pub(crate) fn resend_pending(&mut self, out: &mut Out) -> bool {
+        let mut pending = false;
+        for m in self.migrations.iter_mut() {
+            if m.until.is_some() || m.unacked.is_empty() || m.resends >= FORWARD_RESENDS_MAX {
+                continue;
+            }
+            m.resends += 1;
+            pending = true;
+            for (to, msg) in m.unacked_forwards() {
+                out.send(&to, msg);
+            }
+        }
+        pending
+    }
+
+    /// Change `epoch` was abandoned: stop forwarding for it.
+    pub(crate) fn abort(&mut self, epoch: u64) {
+        self.migrations.retain(|m| m.epoch != epoch);
+        if self.fetch.as_ref().is_some_and(|f| f.epoch == epoch) {
+            self.fetch = None;
+        }
+    }
+
+    /// This node left the ring. Forwards still unacknowledged stay, to be sent again.
+    pub(crate) fn leave(&mut self) {
+        self.migrations.retain(|m| !m.unacked.is_empty());
+        self.fetch = None;
+    }
+
+    // ----- gainer side -----
+
+    /// Fetch `range` for change `epoch` from `sources` (nearest first). Returns true when
+    /// there is nothing to fetch.
+    pub(crate) fn start_fetch(
+        &mut self,
+        out: &mut Out,
+        epoch: u64,
+        range: Range,
+        sources: &[NodeRef],
+    ) -> bool {
+        self.fetch = None;
+        if sources.is_empty() {
+            return true;
+        }
+        self.fetch = Some(Fetch {
+            epoch,
+            range,
+            pending: sources.iter().map(|s| (s.id, BTreeSet::new())).collect(),
+            order: sources.iter().map(|s| s.id).collect(),
+            received: BTreeMap::new(),
+            marks: BTreeMap::new(),
+        });
+        for source in sources {
+            out.send(source, Message::Fetch { epoch, range });
+        }
+        false
+    }
+
+    /// The prepare came again (something was lost): ask again the sources that have not
+    /// answered and have sent nothing since the last time (a large snapshot may simply
+    /// still be arriving).
+    pub(crate) fn refetch(&mut self, out: &mut Out, sources: &[NodeRef]) {
+        let Some(f) = &mut self.fetch else { return };
+        let (epoch, range) = (f.epoch, f.range);
+        for source in sources {
+            let Some(seen) = f.pending.get(&source.id) else {
+                continue;
+            };
+            let mark = f.marks.entry(source.id).or_insert(0);
+            if seen.len() > *mark {
+                *mark = seen.len();
+            } else {
+                out.send(source, Message::Fetch { epoch, range });
+            }
+        }
+    }
+
+    /// A snapshot chunk arrived. When every source has sent everything, the fetched
+    /// entries, merged (see [`merge`]).
+    pub(crate) fn on_snapshot(
+        &mut self,
+        consistency: Consistency,
+        from: &NodeRef,
+        epoch: u64,
+        chunk: u32,
+        chunks: u32,
+        entries: Vec<(String, Entry)>,
+    ) -> Result<Option<BTreeMap<String, Entry>>, Rejected> {
+        let Some(f) = self.fetch.as_mut().filter(|f| f.epoch == epoch) else {
+            return Err(Rejected::wrong_epoch("snapshot", from, epoch));
+        };
+        if let Some(seen) = f.pending.get_mut(&from.id) {
+            if seen.insert(chunk) {
+                f.received.entry(from.id).or_default().extend(entries);
+            }
+            if seen.len() as u32 >= chunks {
+                f.pending.remove(&from.id);
+            }
+        }
+        if !f.pending.is_empty() {
+            return Ok(None);
+        }
+        let Some(mut f) = self.fetch.take() else {
+            return Ok(None);
+        };
+        Ok(Some(merge(&mut f, consistency)))
+    }
+}
+
+/// The fetched entries. Under chain replication each key is taken from the nearest
+/// source that has it (in practice there is one source: see `Membership::on_prepare`):
+/// after a failure the sources are the newcomer's predecessors in the key's chain; the
+/// nearest holds every acknowledged write but the fewest unacknowledged ones, so a new
+/// tail never exposes a write an upstream node applied but the chain never committed.
+/// Under eventual consistency replicas may lag one another, so the newest version wins
+/// (last writer wins, as everywhere else in that model).
+fn merge(f: &mut Fetch, consistency: Consistency) -> BTreeMap<String, Entry> {
+    let newest_wins = consistency == Consistency::Eventual;
+    let mut merged: BTreeMap<String, Entry> = BTreeMap::new();
+    for id in &f.order {
+        for (key, entry) in f.received.remove(id).unwrap_or_default() {
+            match merged.entry(key) {
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    slot.insert(entry);
+                }
+                std::collections::btree_map::Entry::Occupied(mut slot) => {
+                    if newest_wins && entry.version > slot.get().version {
+                        slot.insert(entry);
+                    }
+                }
+            }
+        }
+    }
+    merged
+}
+
+/// Send a write that reached a node which should not hold its key on to the key's
+/// current primary (through this node's own routing).
+pub(crate) fn repair(out: &mut Out, key: &str, entry: Entry, ttl: u8) {
+    let routed = Routed {
+        origin: None,
+        key: key.to_string(),
+        action: Action::Repair { entry, ttl },
+        hops: 0,
+        laps: 0,
+    };
+    let me = out.me().clone();
+    out.send(&me, Message::Route(routed));
+}
+
+/// Split `entries` into chunks of at most `max_entries` entries and about `max_bytes`
+/// bytes (a chunk always takes at least one entry); never zero chunks.
+fn chunk_entries(
+    entries: Vec<(String, Entry)>,
+    max_entries: usize,
+    max_bytes: usize,
+) -> Vec<Vec<(String, Entry)>> {
+    let mut chunks = vec![Vec::new()];
+    let mut bytes = 0;
+    for (key, entry) in entries {
+        let size = key.len() + entry.value.as_ref().map_or(0, |v| v.len()) + 64;
+        let last = chunks.last().map_or(0, |c| c.len());
+        if last > 0 && (last >= max_entries.max(1) || bytes + size > max_bytes) {
+            chunks.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += size;
+        if let Some(chunk) = chunks.last_mut() {
+            chunk.push((key, entry));
+        }
+    }
+    chunks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Version;
+
+    fn entry(len: usize) -> Entry {
+        Entry {
+            value: Some("v".repeat(len)),
+            version: Version {
+                counter: 1,
+                node: Id::ZERO,
+            },
+        }
+    }
+
+    #[test]
+    fn snapshots_are_chunked_by_entries_and_bytes() {
+        let small: Vec<_> = (0..10).map(|i| (format!("k{i}"), entry(10))).collect();
+        assert_eq!(chunk_entries(small.clone(), 4, 1 << 20).len(), 3);
+        assert_eq!(
+            chunk_entries(Vec::new(), 4, 1 << 20).len(),
+            1,
+            "never zero chunks"
+        );
+        let big: Vec<_> = (0..5).map(|i| (format!("k{i}"), entry(1000))).collect();
+        let chunks = chunk_entries(big, 100, 2500);
+        assert_eq!(chunks.len(), 3);
+        assert!(chunks.iter().all(|c| !c.is_empty()));
+        let huge = vec![("k".to_string(), entry(10_000))];
+        assert_eq!(
+            chunk_entries(huge, 100, 10).len(),
+            1,
+            "an oversized entry still goes"
+        );
+    }
+}

@@ -1,0 +1,179 @@
+//! What every sub-machine of a node reads: its identity and settings, its life-cycle
+//! phase, the installed view and fingers, and the store. `Node` owns it and passes it
+//! explicitly; the sub-machines that change it are named on each field.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::api::ReqId;
+use crate::config::{ClusterConfig, Limits, Timing};
+use crate::id::{in_open_closed, Id, ID_BITS};
+use crate::message::{NodeRef, Origin, View};
+use crate::store::{Range, Store};
+
+/// Where a node stands in its life cycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Not a member: never joined, or departed.
+    Idle,
+    /// Asked the coordinator to join; not yet a member.
+    Joining,
+    /// A member.
+    Active,
+    /// A member that asked to leave; serves until the coordinator commits its departure.
+    Departing,
+}
+
+/// The finger table: entry `i` is the successor of `me + 2^i`, with the epoch that set it.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Fingers {
+    pub(crate) nodes: Vec<NodeRef>,
+    epochs: Vec<u64>,
+}
+
+impl Fingers {
+    /// A whole table installed at `epoch`.
+    pub(crate) fn install(&mut self, nodes: Vec<NodeRef>, epoch: u64) {
+        self.epochs = vec![epoch; nodes.len()];
+        self.nodes = nodes;
+    }
+
+    /// The table of a one-node ring.
+    pub(crate) fn alone(&mut self, me: &NodeRef) {
+        self.install(vec![me.clone(); ID_BITS], 0);
+    }
+
+    /// Set entry `i` unless a newer epoch set it (updates can arrive out of order).
+    pub(crate) fn update(&mut self, i: usize, node: NodeRef, epoch: u64) {
+        if i < self.nodes.len() && self.epochs[i] <= epoch {
+            self.nodes[i] = node;
+            self.epochs[i] = epoch;
+        }
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.nodes.clear();
+        self.epochs.clear();
+    }
+}
+
+/// The view being prepared, as far as the data path needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Gaining {
+    /// Epoch of the view being prepared.
+    pub(crate) epoch: u64,
+    /// Keys it adds to this node's responsibility: accepted before the commit.
+    pub(crate) range: Range,
+}
+
+/// A node's identity, settings, view and data.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// This node.
+    pub(crate) me: NodeRef,
+    /// Where membership requests, readiness and heartbeats go.
+    pub(crate) coordinator: Arc<str>,
+    /// Cluster settings (a joiner learns them from its first prepare).
+    pub(crate) config: ClusterConfig,
+    pub(crate) limits: Limits,
+    pub(crate) timing: Timing,
+    /// Changed by membership.
+    pub(crate) phase: Phase,
+    /// Identifies this node's current attempt to be a member (see `JoinRequest`).
+    pub(crate) incarnation: u64,
+    /// Installed by membership.
+    pub(crate) view: View,
+    /// Installed and updated by membership.
+    pub(crate) fingers: Fingers,
+    /// Written through the hand-over (which forwards writes to new holders).
+    pub(crate) store: Store,
+    /// Set by membership while a view is prepared.
+    pub(crate) gaining: Option<Gaining>,
+    /// After departing: where to pass lookups that still arrive through stale fingers.
+    pub(crate) forward_to: Option<NodeRef>,
+}
+
+impl Shared {
+    /// Whether the node is a ring member (active or departing).
+    pub(crate) fn is_member(&self) -> bool {
+        matches!(self.phase, Phase::Active | Phase::Departing)
+    }
+
+    /// Keys this node must hold under its installed view.
+    pub(crate) fn responsibility(&self) -> Range {
+        responsibility_of(&self.view, &self.me, self.config.k)
+    }
+
+    /// Whether this node is the primary (the successor) of `key`.
+    pub(crate) fn is_primary(&self, key: Id) -> bool {
+        match self.view.preds.first() {
+            None => self.view.ring_size == 1,
+            Some(pred) => in_open_closed(key, pred.id, self.me.id),
+        }
+    }
+
+    /// Number of replicas per key: `min(k, N)`.
+    pub(crate) fn chain_len(&self) -> usize {
+        self.config.k.min(self.view.ring_size.max(1))
+    }
+
+    /// Whether this node is the last of `key`'s `min(k, N)` replicas in its own view.
+    pub(crate) fn is_tail(&self, key: Id) -> bool {
+        let m = self.chain_len();
+        if m <= 1 {
+            return self.is_primary(key);
+        }
+        // The key's primary is this node's (m - 1)-th predecessor.
+        let (Some(first), far) = (self.view.preds.get(m - 2), self.view.preds.get(m - 1)) else {
+            return false;
+        };
+        let from = far.map_or(self.me.id, |n| n.id);
+        in_open_closed(key, from, first.id)
+    }
+
+    /// Whether this node should store `key` now: under its installed view, or under the
+    /// view it is preparing.
+    pub(crate) fn accepts(&self, key: Id) -> bool {
+        let now = self.is_member() && self.responsibility().contains(key);
+        now || self.gaining.is_some_and(|g| g.range.contains(key))
+    }
+
+    /// Whether `epoch` is the installed view's or the one being prepared.
+    pub(crate) fn is_current_epoch(&self, epoch: u64) -> bool {
+        self.view.epoch == epoch || self.gaining.is_some_and(|g| g.epoch == epoch)
+    }
+
+    /// This node as the origin of client request `id`.
+    pub(crate) fn origin(&self, id: ReqId) -> Origin {
+        Origin {
+            node: self.me.clone(),
+            req: id,
+            incarnation: self.incarnation,
+        }
+    }
+
+    /// This node's address, for answers that name it.
+    pub(crate) fn addr(&self) -> String {
+        self.me.addr.to_string()
+    }
+}
+
+/// Keys a node at `me` must hold under `view` with replication factor `k`: its own range
+/// and its `k - 1` predecessors' ranges.
+pub(crate) fn responsibility_of(view: &View, me: &NodeRef, k: usize) -> Range {
+    if view.ring_size == 0 {
+        Range::Empty
+    } else if view.ring_size <= k {
+        Range::All
+    } else {
+        match view.preds.get(k - 1) {
+            Some(far) => Range::Interval {
+                from: far.id,
+                to: me.id,
+            },
+            None => Range::All,
+        }
+    }
+}

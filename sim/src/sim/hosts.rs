@@ -1,0 +1,400 @@
+//! The simulated nodes: each a real `ringkv_core::Node`, fed its inputs and woken at
+//! its next timer deadline; its sends go through the simulated network. Joins, departs,
+//! crashes and restarts, from the setup stage or the fault schedule.
+
+// `Hosts::index` is a lookup-only hash map (address → node), never iterated.
+#![allow(clippy::disallowed_types)]
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use rand::RngCore;
+use rand_chacha::ChaCha8Rng;
+use ringkv_core::{Envelope, Input, Node, NodeConfig, Output, Reply, Request, Response};
+
+use super::{Event, Simulation, Stage, MEMBERSHIP_BIT};
+use crate::client::Outcome;
+use crate::faults::FaultKind;
+use crate::net::Fate;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Membership {
+    Join,
+    Rejoin,
+    Depart,
+}
+
+#[derive(Debug)]
+pub(super) struct SimNode {
+    pub(super) node: Node,
+    pub(super) up: bool,
+    /// The deadline of the node's queued wake-up and its generation.
+    pub(super) wake: Option<(u64, u64)>,
+    /// Whether client requests wait at the node (counted in `nodes_waiting`).
+    pub(super) waiting: bool,
+    /// Clients bound to this node.
+    pub(super) clients: Vec<u32>,
+    /// The join or depart the simulator asked of this node, if unanswered.
+    pub(super) membership: Option<Membership>,
+}
+
+/// Every simulated node, and how to reach it by address.
+#[derive(Debug)]
+pub(super) struct Hosts {
+    pub(super) nodes: Vec<SimNode>,
+    pub(super) index: HashMap<Arc<str>, u32>,
+    pub(super) bootstrap_addr: Arc<str>,
+    /// Seeds of the nodes' random number generators, in creation order.
+    pub(super) seeds: ChaCha8Rng,
+    /// Generation of the latest wake-up queued for any node.
+    pub(super) wake_generation: u64,
+    /// Nodes where client requests wait for an answer.
+    pub(super) waiting: u64,
+    /// The next node of the initial ring to join (setup stage).
+    pub(super) next_join: usize,
+    pub(super) membership_seq: u64,
+    /// Output buffer, reused across inputs.
+    pub(super) out: Vec<Output>,
+}
+
+impl Hosts {
+    pub(super) fn new(nodes: usize, seeds: ChaCha8Rng) -> Hosts {
+        Hosts {
+            nodes: Vec::with_capacity(nodes),
+            index: HashMap::with_capacity(nodes),
+            bootstrap_addr: Arc::from(node_addr(0)),
+            seeds,
+            wake_generation: 0,
+            waiting: 0,
+            next_join: 1,
+            membership_seq: 0,
+            out: Vec::new(),
+        }
+    }
+}
+
+impl Simulation {
+    // ----- nodes -----
+
+    pub(super) fn node_config(&mut self, i: usize) -> NodeConfig {
+        let seed = self.hosts.seeds.next_u64();
+        let addr = node_addr(i);
+        let mut config = if i == 0 {
+            NodeConfig::bootstrap(addr, self.cluster, seed)
+        } else {
+            NodeConfig::member(addr, self.hosts.bootstrap_addr.to_string(), seed)
+        };
+        config.timing = self.config.timing();
+        config
+    }
+
+    pub(super) fn add_node(&mut self, i: usize) {
+        debug_assert_eq!(i, self.hosts.nodes.len());
+        let config = self.node_config(i);
+        self.hosts
+            .index
+            .insert(Arc::from(config.addr.as_str()), i as u32);
+        self.hosts.nodes.push(SimNode {
+            node: Node::new(config),
+            up: true,
+            wake: None,
+            waiting: false,
+            clients: Vec::new(),
+            membership: None,
+        });
+    }
+
+    /// Feed `input` to node `n` and carry out what it asks.
+    pub(super) fn handle(&mut self, n: u32, input: Input) {
+        self.step(n, Some(input));
+    }
+
+    /// Feed node `n` an input, or (`None`) its due timers, and carry out what it asks. A
+    /// node that panics (a core assertion) is reported as a breach and crash-stopped, so
+    /// the run goes on and the summary names the replay command.
+    pub(super) fn step(&mut self, n: u32, input: Option<Input>) {
+        let mut out = std::mem::take(&mut self.hosts.out);
+        let node = &mut self.hosts.nodes[n as usize];
+        debug_assert!(node.up);
+        let now = self.now;
+        let kind = input
+            .as_ref()
+            .map_or_else(|| "timers".to_string(), input_kind);
+        if self.trace {
+            eprintln!("{} n{} {:?}", now, n, input);
+        }
+        let step = std::panic::catch_unwind(AssertUnwindSafe(|| match input {
+            Some(input) => node.node.handle(now, input, &mut out),
+            None => {
+                node.node.handle_timeout(now, &mut out);
+                Ok(())
+            }
+        }));
+        match step {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => self.tally.counters.rejected += 1,
+            Err(payload) => {
+                out.clear();
+                self.hosts.out = out;
+                let message = panic_message(payload.as_ref());
+                self.tally.panics.push(format!(
+                    "node {n} panicked at t={now} ns on {kind}: {message}"
+                ));
+                self.crash(n);
+                return;
+            }
+        }
+        self.after_step(n);
+        for output in out.drain(..) {
+            self.on_output(n, output);
+        }
+        self.hosts.out = out;
+    }
+
+    /// Keep node `n`'s wake-up at its next timer deadline, and count whether clients
+    /// wait at it.
+    pub(super) fn after_step(&mut self, n: u32) {
+        let node = &mut self.hosts.nodes[n as usize];
+        let waiting = node.node.pending_requests() > 0;
+        if waiting != node.waiting {
+            node.waiting = waiting;
+            match waiting {
+                true => self.hosts.waiting += 1,
+                false => self.hosts.waiting -= 1,
+            }
+        }
+        let next = node.node.poll_timeout();
+        if next == node.wake.map(|(at, _)| at) {
+            return;
+        }
+        node.wake = None;
+        if let Some(at) = next {
+            self.hosts.wake_generation += 1;
+            let generation = self.hosts.wake_generation;
+            node.wake = Some((at, generation));
+            let event = Event::Wake {
+                node: n,
+                generation,
+            };
+            self.queue.push(at.max(self.now), event);
+        }
+    }
+
+    pub(super) fn on_output(&mut self, n: u32, output: Output) {
+        match output {
+            Output::Send { to, envelope } => self.send(n, &to, envelope),
+            Output::Reply { id, reply } if id & MEMBERSHIP_BIT != 0 => {
+                self.on_membership_reply(n, reply)
+            }
+            Output::Reply { id, reply } => self.on_client_reply(id, reply),
+        }
+    }
+
+    pub(super) fn send(&mut self, from: u32, to: &str, envelope: Envelope) {
+        let Some(&dst) = self.hosts.index.get(to) else {
+            self.net.stats.unroutable += 1;
+            return;
+        };
+        if let Fate::Deliver {
+            delay_ns,
+            duplicate_ns,
+        } = self.net.transmit(self.now, from, dst)
+        {
+            let envelope = Box::new(envelope);
+            if let Some(dup) = duplicate_ns {
+                self.schedule_delivery(dup, from, dst, envelope.clone());
+            }
+            self.schedule_delivery(delay_ns, from, dst, envelope);
+        }
+    }
+
+    pub(super) fn schedule_delivery(
+        &mut self,
+        delay_ns: u64,
+        from: u32,
+        to: u32,
+        envelope: Box<Envelope>,
+    ) {
+        self.in_flight += 1;
+        self.queue
+            .push(self.now + delay_ns, Event::Deliver { from, to, envelope });
+    }
+
+    pub(super) fn deliver(&mut self, from: u32, to: u32, envelope: Box<Envelope>) {
+        if !self.hosts.nodes[to as usize].up {
+            self.net.stats.vanished += 1;
+            return;
+        }
+        match self.net.on_arrival(self.now, from, to) {
+            Ok(()) => {
+                self.net.stats.delivered += 1;
+                self.handle(to, Input::Message(*envelope));
+            }
+            Err(Some(delay_ns)) => self.schedule_delivery(delay_ns, from, to, envelope),
+            Err(None) => {}
+        }
+    }
+
+    // ----- membership -----
+
+    pub(super) fn request_membership(&mut self, n: u32, what: Membership) {
+        self.hosts.membership_seq += 1;
+        let id = MEMBERSHIP_BIT | self.hosts.membership_seq;
+        let request = match what {
+            Membership::Join | Membership::Rejoin => Request::Join,
+            Membership::Depart => Request::Depart,
+        };
+        self.hosts.nodes[n as usize].membership = Some(what);
+        self.handle(n, Input::Request { id, request });
+    }
+
+    pub(super) fn on_membership_reply(&mut self, n: u32, reply: Reply) {
+        let what = self.hosts.nodes[n as usize].membership.take();
+        if self.stage == Stage::Setup {
+            if let Err(e) = &reply {
+                self.tally.counters.setup_failures += 1;
+                self.note(format!("setup: join of node {n} failed: {e}"));
+            }
+            if n as usize == self.hosts.next_join {
+                self.hosts.next_join += 1;
+                if self.hosts.next_join < self.config.nodes {
+                    self.request_membership(self.hosts.next_join as u32, Membership::Join);
+                }
+            }
+            return;
+        }
+        match (what, reply) {
+            (_, Ok(Response::Joined { .. })) => {
+                self.tally.counters.joins += 1;
+                self.unpark_clients(n);
+            }
+            (_, Ok(Response::Departed { .. })) => self.tally.counters.departs += 1,
+            (Some(Membership::Rejoin), Err(ringkv_core::RequestError::AlreadyJoined)) => {
+                self.tally.counters.rejoins_refused += 1;
+                self.note(format!(
+                    "node {n} restarted but the bootstrap refused its rejoin: it still lists the node \
+                     (no failure detection in the core yet)"
+                ));
+            }
+            (what, reply) => {
+                self.tally.counters.membership_failures += 1;
+                self.note(format!("node {n} {what:?} ended with {reply:?}"));
+            }
+        }
+    }
+
+    // ----- faults -----
+
+    pub(super) fn apply_fault(&mut self, index: usize) {
+        let kind = self.faults[index].kind.clone();
+        if self.trace {
+            eprintln!("{} FAULT {:?}", self.now, kind);
+        }
+        let count = self.hosts.nodes.len();
+        let exists = |n: u32| (n as usize) < count;
+        let applied = match kind {
+            FaultKind::Crash { node } if exists(node) && self.hosts.nodes[node as usize].up => {
+                self.crash(node);
+                true
+            }
+            FaultKind::Restart { node } if exists(node) && !self.hosts.nodes[node as usize].up => {
+                self.restart(node);
+                true
+            }
+            FaultKind::Join => {
+                let n = self.hosts.nodes.len();
+                self.add_node(n);
+                self.request_membership(n as u32, Membership::Join);
+                true
+            }
+            FaultKind::Depart { node }
+                if exists(node)
+                    && self.hosts.nodes[node as usize].up
+                    && self.hosts.nodes[node as usize].node.phase()
+                        == ringkv_core::Phase::Active =>
+            {
+                self.request_membership(node, Membership::Depart);
+                true
+            }
+            FaultKind::Partition { nodes, duration_ns } => {
+                let until = self.now + duration_ns;
+                match self.net.partitions.start(&nodes, until) {
+                    Some(bit) => {
+                        self.tally.counters.partitions += 1;
+                        self.queued_other += 1;
+                        self.queue.push(until, Event::Heal { bit });
+                        true
+                    }
+                    None => false,
+                }
+            }
+            _ => false,
+        };
+        if !applied {
+            self.tally.counters.faults_skipped += 1;
+        }
+    }
+
+    pub(super) fn crash(&mut self, n: u32) {
+        self.tally.crashed = true;
+        self.tally.counters.crashes += 1;
+        let node = &mut self.hosts.nodes[n as usize];
+        node.up = false;
+        node.membership = None;
+        node.wake = None;
+        if std::mem::take(&mut node.waiting) {
+            self.hosts.waiting -= 1;
+        }
+        for i in 0..self.hosts.nodes[n as usize].clients.len() {
+            let c = self.hosts.nodes[n as usize].clients[i] as usize;
+            if let Some(pending) = self.clients.all[c].outstanding.take() {
+                self.complete(
+                    c,
+                    pending,
+                    Outcome::Info("the client's node crashed".into()),
+                );
+            }
+        }
+    }
+
+    pub(super) fn restart(&mut self, n: u32) {
+        self.tally.counters.restarts += 1;
+        let config = self.node_config(n as usize);
+        let node = &mut self.hosts.nodes[n as usize];
+        node.node = Node::new(config);
+        node.up = true;
+        if n == 0 {
+            self.note("the bootstrap restarted: it founds a new one-node ring".into());
+            self.unpark_clients(0);
+        } else {
+            self.request_membership(n, Membership::Rejoin);
+        }
+    }
+}
+
+fn input_kind(input: &Input) -> String {
+    match input {
+        Input::Request { request, .. } => format!("request {}", request.op_name()),
+        Input::Message(envelope) => format!(
+            "message {} from {}",
+            envelope.msg.kind(),
+            envelope.from.addr
+        ),
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".into()
+    }
+}
+
+/// Address of simulated node `i`.
+pub fn node_addr(i: usize) -> String {
+    format!("10.{}.{}.{}:5000", (i >> 16) & 255, (i >> 8) & 255, i & 255)
+}

@@ -22,12 +22,9 @@
 //! table) and `crash_real.png` (ok operations per second with the kill and restart
 //! marked). It is not part of `dht experiment all`, which stays in-process.
 //!
-//! Every operation goes into a history in the checker's format; the outcome of each
-//! request is classified as in the `requests` experiment ([`crate::real`]): a read that
-//! does not answer is `fail`; a write that was certainly not delivered (connection
-//! refused, 4xx, 503 `overloaded`/`busy`/`stopped`) is `fail`, and one whose fate is
-//! unknown (timeout, broken exchange, 504, other 5xx) is `info`, after which the client
-//! goes on under a fresh process id.
+//! Every operation goes into a history in the checker's format, its answer classified
+//! `ok`, `fail` or `info` by the rule every client uses ([`ringkv_runtime::outcome`]);
+//! after an `info` the client goes on under a fresh process id.
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -42,7 +39,9 @@ use std::time::{Duration, Instant};
 use plotters::style::RGBColor;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use ringkv_runtime::{encode_segment, ClientError, HttpClient, HttpReply};
+use ringkv_runtime::{
+    encode_segment, outcome, ClientError, DataOp, HttpClient, HttpReply, Outcome,
+};
 use ringkv_sim::check::{
     check_linearizability, write_event, CheckOptions, EventType, History, HistoryEvent, LinReport,
     OpKind, OpStatus, Operation, Verdict,
@@ -519,26 +518,15 @@ fn classify(
     f: OpKind,
     result: std::result::Result<HttpReply, ClientError>,
 ) -> (EventType, Option<String>) {
-    let reply = match result {
-        Ok(reply) => reply,
-        Err(err) if err.not_delivered() || f == OpKind::Read => return (EventType::Fail, None),
-        Err(_) => return (EventType::Info, None),
+    let op = match f {
+        OpKind::Write => DataOp::Insert,
+        OpKind::Read => DataOp::Query,
+        OpKind::Delete => DataOp::Delete,
     };
-    let body = reply.value();
-    match reply.status {
-        200 => (EventType::Ok, body["value"].as_str().map(str::to_string)),
-        404 if f == OpKind::Read && body.get("key").is_some() => (EventType::Ok, None),
-        status => {
-            let code = body["code"].as_str().unwrap_or("");
-            let not_applied = f == OpKind::Read
-                || (400..500).contains(&status)
-                || matches!(code, "overloaded" | "busy" | "stopped");
-            if not_applied {
-                (EventType::Fail, None)
-            } else {
-                (EventType::Info, None)
-            }
-        }
+    match outcome(op, result) {
+        Outcome::Ok(served) => (EventType::Ok, served.value),
+        Outcome::Fail(_) => (EventType::Fail, None),
+        Outcome::Info(_) => (EventType::Info, None),
     }
 }
 

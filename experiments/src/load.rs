@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use ringkv_runtime::{encode_segment, ClientError, HttpClient, HttpReply};
+use ringkv_runtime::{encode_segment, outcome, Cause, DataOp, HttpClient, Outcome};
 use ringkv_sim::check::{write_event, EventType, HistoryEvent, OpKind};
 use serde::Serialize;
 
@@ -396,20 +396,6 @@ struct Op {
     value: Option<String>,
 }
 
-/// How an operation ended, for the history and the tally.
-enum Outcome {
-    Ok {
-        value: Option<String>,
-        found: bool,
-        node: Option<String>,
-        hops: Option<u64>,
-    },
-    /// Certainly not applied.
-    Fail(String),
-    /// Maybe applied.
-    Info(String),
-}
-
 struct Worker {
     process: u64,
     base: String,
@@ -515,7 +501,7 @@ impl Worker {
                     .await
             }
         };
-        let outcome = outcome(op.f, result);
+        let outcome = outcome(data_op(op.f), result);
         let latency_us = started.elapsed().as_micros() as u64;
         recorder.record(|time| completion(self.process, &op, &outcome, time));
         self.count(&outcome, latency_us);
@@ -528,18 +514,18 @@ impl Worker {
         self.tally.ops += 1;
         self.tally.latencies_us.push(latency_us);
         match outcome {
-            Outcome::Ok { found, hops, .. } => {
+            Outcome::Ok(served) => {
                 self.tally.ok += 1;
-                if !found {
+                if !served.found {
                     self.tally.not_found += 1;
                 }
-                if let Some(hops) = hops {
+                if let Some(hops) = served.hops {
                     self.tally.hops += hops;
                     self.tally.hops_counted += 1;
                 }
             }
             Outcome::Fail(cause) | Outcome::Info(cause) => {
-                *self.tally.errors.entry(cause.clone()).or_default() += 1;
+                *self.tally.errors.entry(label(cause)).or_default() += 1;
             }
         }
     }
@@ -547,17 +533,15 @@ impl Worker {
 
 fn completion(process: u64, op: &Op, outcome: &Outcome, time: u64) -> HistoryEvent {
     match outcome {
-        Outcome::Ok {
-            value, node, hops, ..
-        } => {
+        Outcome::Ok(served) => {
             let value = if op.f == OpKind::Write {
                 op.value.as_deref()
             } else {
-                value.as_deref()
+                served.value.as_deref()
             };
             let mut event = HistoryEvent::new(process, EventType::Ok, op.f, &op.key, value, time);
-            event.node = node.clone();
-            event.hops = *hops;
+            event.node = served.node.clone();
+            event.hops = served.hops;
             event
         }
         Outcome::Fail(_) => HistoryEvent::new(process, EventType::Fail, op.f, &op.key, None, time),
@@ -565,44 +549,20 @@ fn completion(process: u64, op: &Op, outcome: &Outcome, time: u64) -> HistoryEve
     }
 }
 
-/// Map an HTTP answer to the operation's outcome. Reads never change anything, so a read
-/// that failed in any way is a `fail`; a write or delete whose fate is unknown is `info`.
-fn outcome(f: OpKind, result: Result<HttpReply, ClientError>) -> Outcome {
-    let reply = match result {
-        Ok(reply) => reply,
-        Err(err) if err.not_delivered() || f == OpKind::Read => {
-            return Outcome::Fail("transport".into())
-        }
-        Err(_) => return Outcome::Info("transport".into()),
-    };
-    let body = reply.value();
-    let node = body["node"].as_str().map(str::to_string);
-    let hops = body["hops"].as_u64();
-    let code = body["code"].as_str().unwrap_or("");
-    match reply.status {
-        200 => Outcome::Ok {
-            value: body["value"].as_str().map(str::to_string),
-            found: true,
-            node,
-            hops,
-        },
-        404 if f != OpKind::Write && body.get("key").is_some() => Outcome::Ok {
-            value: None,
-            found: false,
-            node,
-            hops,
-        },
-        status => {
-            let cause = format!("{status} {code}").trim_end().to_string();
-            let certainly_not_applied = f == OpKind::Read
-                || (400..500).contains(&status)
-                || matches!(code, "overloaded" | "busy");
-            if certainly_not_applied {
-                Outcome::Fail(cause)
-            } else {
-                Outcome::Info(cause)
-            }
-        }
+/// The operation the rule in [`ringkv_runtime::outcome`] classifies.
+fn data_op(f: OpKind) -> DataOp {
+    match f {
+        OpKind::Write => DataOp::Insert,
+        OpKind::Read => DataOp::Query,
+        OpKind::Delete => DataOp::Delete,
+    }
+}
+
+/// A failure's key in [`LoadReport::errors`]: every transport error counts as one cause.
+fn label(cause: &Cause) -> String {
+    match cause {
+        Cause::Transport(_) => "transport".into(),
+        status => status.to_string(),
     }
 }
 
@@ -654,48 +614,6 @@ impl Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn reply(status: u16, body: &str) -> Result<HttpReply, ClientError> {
-        Ok(HttpReply {
-            status,
-            body: bytes::Bytes::from(body.to_string()),
-        })
-    }
-
-    #[test]
-    fn outcomes_follow_what_certainly_happened() {
-        let found = reply(200, r#"{"value":"v","node":"n","hops":2}"#);
-        assert!(matches!(
-            outcome(OpKind::Read, found),
-            Outcome::Ok { found: true, .. }
-        ));
-        let absent = reply(
-            404,
-            r#"{"error":"Song 'k' not found","key":"k","node":"n","hops":0}"#,
-        );
-        assert!(matches!(
-            outcome(OpKind::Read, absent),
-            Outcome::Ok {
-                found: false,
-                value: None,
-                ..
-            }
-        ));
-        let timeout = reply(504, r#"{"error":"...","code":"timeout"}"#);
-        assert!(matches!(outcome(OpKind::Write, timeout), Outcome::Info(_)));
-        let timeout = reply(504, r#"{"error":"...","code":"timeout"}"#);
-        assert!(matches!(outcome(OpKind::Read, timeout), Outcome::Fail(_)));
-        let overloaded = reply(503, r#"{"error":"...","code":"overloaded"}"#);
-        assert!(matches!(
-            outcome(OpKind::Write, overloaded),
-            Outcome::Fail(_)
-        ));
-        let refused = Err(ClientError::Connect {
-            url: "u".into(),
-            reason: "r".into(),
-        });
-        assert!(matches!(outcome(OpKind::Write, refused), Outcome::Fail(_)));
-    }
 
     #[test]
     fn percentiles_are_nearest_rank() {

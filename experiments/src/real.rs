@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use ringkv_core::{ClusterConfig, Consistency, Routing, Timing};
 use ringkv_runtime::{
-    encode_segment, ClientError, ClusterOptions, HttpClient, HttpReply, LocalCluster,
+    encode_segment, outcome, ClusterOptions, DataOp, HttpClient, LocalCluster, Outcome,
 };
 use ringkv_sim::check::{EventType, HistoryEvent, OpKind};
 
@@ -121,17 +121,6 @@ impl Ring {
     }
 }
 
-/// How an operation ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Took effect / returned; for a read, the value (`None`: not found).
-    Ok(Option<String>),
-    /// Certainly not applied; the cause.
-    Fail(String),
-    /// Maybe applied; the cause.
-    Info(String),
-}
-
 /// One executed operation.
 #[derive(Clone, Debug)]
 pub struct Record {
@@ -217,14 +206,14 @@ async fn execute(
         OpKind::Delete => http.delete(&format!("{base}/delete/{key}")).await,
     };
     let latency_ns = started.elapsed().as_nanos() as u64;
-    let (outcome, served_by, hops) = outcome(op.f, result);
+    let outcome = outcome(data_op(op.f), result);
     recorder.record(|t| {
         let (kind, value) = match &outcome {
-            Outcome::Ok(read) => {
+            Outcome::Ok(served) => {
                 let value = if op.f == OpKind::Write {
                     op.value.clone()
                 } else {
-                    read.clone()
+                    served.value.clone()
                 };
                 (EventType::Ok, value)
             }
@@ -232,9 +221,9 @@ async fn execute(
             Outcome::Info(_) => (EventType::Info, None),
         };
         let mut event = HistoryEvent::new(process, kind, op.f, &op.key, value.as_deref(), t);
-        if kind == EventType::Ok {
-            event.node = served_by;
-            event.hops = hops;
+        if let Outcome::Ok(served) = &outcome {
+            event.node = served.node.clone();
+            event.hops = served.hops;
         }
         event
     });
@@ -248,42 +237,12 @@ async fn execute(
     }
 }
 
-/// Map an HTTP answer to the outcome: reads never change anything, so any failed read is
-/// `fail`; a write or delete whose fate is unknown (timeout, broken exchange, 5xx other
-/// than "nothing was done") is `info`.
-fn outcome(
-    f: OpKind,
-    result: std::result::Result<HttpReply, ClientError>,
-) -> (Outcome, Option<String>, Option<u64>) {
-    let reply = match result {
-        Ok(reply) => reply,
-        Err(err) if err.not_delivered() || f == OpKind::Read => {
-            return (Outcome::Fail(err.to_string()), None, None)
-        }
-        Err(err) => return (Outcome::Info(err.to_string()), None, None),
-    };
-    let body = reply.value();
-    let node = body["node"].as_str().map(str::to_string);
-    let hops = body["hops"].as_u64();
-    match reply.status {
-        200 => (
-            Outcome::Ok(body["value"].as_str().map(str::to_string)),
-            node,
-            hops,
-        ),
-        404 if f != OpKind::Write && body.get("key").is_some() => (Outcome::Ok(None), node, hops),
-        status => {
-            let code = body["code"].as_str().unwrap_or("");
-            let cause = format!("{status} {code}").trim_end().to_string();
-            let not_applied = f == OpKind::Read
-                || (400..500).contains(&status)
-                || matches!(code, "overloaded" | "busy" | "stopped");
-            if not_applied {
-                (Outcome::Fail(cause), None, None)
-            } else {
-                (Outcome::Info(cause), None, None)
-            }
-        }
+/// The operation the rule in [`ringkv_runtime::outcome`] classifies.
+fn data_op(f: OpKind) -> DataOp {
+    match f {
+        OpKind::Write => DataOp::Insert,
+        OpKind::Read => DataOp::Query,
+        OpKind::Delete => DataOp::Delete,
     }
 }
 

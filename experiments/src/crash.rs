@@ -31,17 +31,16 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use plotters::style::RGBColor;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use ringkv_runtime::{
-    encode_segment, outcome, ClientError, DataOp, HttpClient, HttpReply, Outcome,
-};
+use ringkv_client::{perform, Op, ProcessIds, Recorder};
+use ringkv_runtime::{HttpClient, Outcome};
 use ringkv_sim::check::{
     check_linearizability, write_event, CheckOptions, EventType, History, HistoryEvent, LinReport,
     OpKind, OpStatus, Operation, Verdict,
@@ -430,21 +429,9 @@ fn port_of(addr: &str) -> Result<u16> {
 
 /// The ring in order from the bootstrap (`GET /overlay`).
 async fn overlay(http: &HttpClient, boot: &str) -> std::result::Result<Vec<String>, String> {
-    let reply = http
-        .get(&format!("http://{boot}/overlay"))
+    ringkv_client::overlay(http, boot)
         .await
-        .map_err(|e| e.to_string())?;
-    if reply.status != 200 {
-        return Err(format!("GET /overlay: {} {}", reply.status, reply.text()));
-    }
-    Ok(reply.value()["overlay"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default())
+        .map_err(|e| e.to_string())
 }
 
 /// Whether the bootstrap's overlay holds exactly `addrs` and every node says it is a
@@ -494,43 +481,8 @@ fn wait_ring(
 // ---------------------------------------------------------------------------------------
 // Load and history
 
-/// The history, with times in ns since the load began, read under the lock that appends
-/// the event (so they never go backwards).
-struct Recorder {
-    start: Instant,
-    events: Mutex<Vec<HistoryEvent>>,
-}
-
-impl Recorder {
-    fn record(&self, event: impl FnOnce(u64) -> HistoryEvent) {
-        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
-        let time = self.start.elapsed().as_nanos() as u64;
-        events.push(event(time));
-    }
-
-    fn now_s(&self) -> f64 {
-        self.start.elapsed().as_secs_f64()
-    }
-}
-
-/// How a request ended: its history completion and, for an `ok` read, the value read.
-fn classify(
-    f: OpKind,
-    result: std::result::Result<HttpReply, ClientError>,
-) -> (EventType, Option<String>) {
-    let op = match f {
-        OpKind::Write => DataOp::Insert,
-        OpKind::Read => DataOp::Query,
-        OpKind::Delete => DataOp::Delete,
-    };
-    match outcome(op, result) {
-        Outcome::Ok(served) => (EventType::Ok, served.value),
-        Outcome::Fail(_) => (EventType::Fail, None),
-        Outcome::Info(_) => (EventType::Info, None),
-    }
-}
-
-/// One operation sent to `addr`, recorded; returns its completion type and read value.
+/// One read or insert sent to `addr`, recorded; returns its completion type and the value
+/// an `ok` read returned.
 async fn operation(
     http: &HttpClient,
     rec: &Recorder,
@@ -540,24 +492,16 @@ async fn operation(
     key: &str,
     value: Option<&str>,
 ) -> (EventType, Option<String>) {
-    rec.record(|t| HistoryEvent::invoke(process, f, key, value, t));
-    let k = encode_segment(key);
-    let result = match f {
-        OpKind::Write => {
-            let v = encode_segment(value.unwrap_or_default());
-            http.post(&format!("http://{addr}/insert/{k}/{v}"), None)
-                .await
-        }
-        _ => http.get(&format!("http://{addr}/query/{k}")).await,
+    let op = Op {
+        f,
+        key: key.to_string(),
+        value: value.map(str::to_string),
     };
-    let (kind, read) = classify(f, result);
-    let shown = match (kind, f) {
-        (EventType::Ok, OpKind::Write) => value.map(str::to_string),
-        (EventType::Ok, _) => read.clone(),
-        _ => None,
-    };
-    rec.record(|t| HistoryEvent::new(process, kind, f, key, shown.as_deref(), t));
-    (kind, read)
+    match perform(http, rec, process, addr, &op).await.outcome {
+        Outcome::Ok(served) => (EventType::Ok, served.value),
+        Outcome::Fail(_) => (EventType::Fail, None),
+        Outcome::Info(_) => (EventType::Info, None),
+    }
 }
 
 /// What every client task shares.
@@ -566,7 +510,7 @@ struct Load {
     rec: Arc<Recorder>,
     addrs: Vec<String>,
     live: Vec<AtomicBool>,
-    next_process: AtomicU64,
+    processes: ProcessIds,
     end: Instant,
     keys: usize,
     write_ratio: f64,
@@ -606,7 +550,7 @@ async fn client(load: Arc<Load>, id: usize) {
         )
         .await;
         if kind == EventType::Info {
-            process = load.next_process.fetch_add(1, Ordering::Relaxed);
+            process = load.processes.fresh();
         }
     }
 }
@@ -924,17 +868,14 @@ fn measure(
     let victim_addrs: Vec<String> = victims.iter().map(|&i| addrs[i].clone()).collect();
 
     // The load, and meanwhile the kill and the restart.
-    let rec = Arc::new(Recorder {
-        start: Instant::now(),
-        events: Mutex::new(Vec::new()),
-    });
+    let rec = Arc::new(Recorder::in_memory());
     let load = Arc::new(Load {
         http: http.clone(),
         rec: rec.clone(),
         addrs: addrs.clone(),
         live: (0..n).map(|_| AtomicBool::new(true)).collect(),
-        next_process: AtomicU64::new(s.clients as u64),
-        end: rec.start + duration,
+        processes: ProcessIds::new(s.clients),
+        end: rec.start() + duration,
         keys: s.keys,
         write_ratio: s.write_ratio,
         seed: options.seed,
@@ -942,9 +883,9 @@ fn measure(
     let tasks: Vec<_> = (0..s.clients)
         .map(|c| rt.spawn(client(load.clone(), c)))
         .collect();
-    let at = |f: f64| rec.start + duration.mul_f64(f);
+    let at = |f: f64| rec.start() + duration.mul_f64(f);
     let tick = |msg: &str| {
-        bar.set_position(rec.start.elapsed().as_secs());
+        bar.set_position(rec.elapsed().as_secs());
         bar.set_message(msg.to_string());
     };
     let mut tl = Timeline::default();
@@ -955,14 +896,14 @@ fn measure(
         load.live[v].store(false, Ordering::Relaxed);
         fleet.kill9(v);
     }
-    tl.kill_s = rec.now_s();
+    tl.kill_s = rec.elapsed().as_secs_f64();
     // Until the restart, note when the bootstrap has removed the victims from the ring.
     while Instant::now() < at(RESTART_AT) {
         tick(&format!("{} nodes killed", victims.len()));
         if tl.removed_s.is_none() {
             if let Ok(r) = rt.block_on(overlay(&poll, &boot)) {
                 if !r.iter().any(|a| victim_addrs.contains(a)) {
-                    tl.removed_s = Some(rec.now_s());
+                    tl.removed_s = Some(rec.elapsed().as_secs_f64());
                 }
             }
         }
@@ -972,11 +913,11 @@ fn measure(
                 .min(Duration::from_millis(100)),
         );
     }
-    tl.restart_s = rec.now_s();
+    tl.restart_s = rec.elapsed().as_secs_f64();
     tick("restarting the killed nodes");
     for &v in &victims {
         fleet.restart(v)?;
-        tl.rejoined_s.push(rec.now_s());
+        tl.rejoined_s.push(rec.elapsed().as_secs_f64());
         load.live[v].store(true, Ordering::Relaxed);
     }
     sleep_until(load.end, || tick("load on every node"));
@@ -1001,18 +942,18 @@ fn measure(
     // Settle: every node a member again.
     bar.set_message("waiting for the ring to be complete");
     wait_ring(rt, &http, &addrs, SETTLE_TIMEOUT)?;
-    tl.ring_complete_s = rec.now_s();
+    tl.ring_complete_s = rec.elapsed().as_secs_f64();
 
     // Final reads of every written key through every node (retried; every attempt is
     // part of the history).
     bar.set_message("final reads");
-    let load_events = rec.events.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let load_events = rec.events();
     let load_history = History::from_events(load_events)
         .map_err(|e| ExperimentError(format!("the load's history is malformed: {e}")))?;
     let load_ops = load_history.ops.len();
     let mut checks = key_checks(&load_history);
-    let first_reader = load.next_process.load(Ordering::Relaxed) + 1;
-    for (process, check) in (first_reader..).zip(checks.iter_mut()) {
+    for check in checks.iter_mut() {
+        let process = load.processes.fresh();
         for addr in &addrs {
             let mut last = Err(String::new());
             for attempt in 0..READ_ATTEMPTS {
@@ -1053,7 +994,7 @@ fn measure(
         .collect();
 
     bar.set_message("checking linearizability");
-    let events = std::mem::take(&mut *rec.events.lock().unwrap_or_else(|e| e.into_inner()));
+    let events = rec.take_events();
     let history = History::from_events(events.iter().cloned())
         .map_err(|e| ExperimentError(format!("the history is malformed: {e}")))?;
     let checked = Instant::now();

@@ -3,7 +3,7 @@
 //!
 //! - [`ring`]: read the ring's members from any node (`GET /overlay`).
 //! - [`op`]: send one operation to a node and classify its answer `ok`, `fail` or `info`
-//!   (the rule is [`ringkv_runtime::outcome`]); [`op::perform`] also records it.
+//!   (the rule is [`ringkv_runtime::outcome`](mod@ringkv_runtime::outcome)); [`op::perform`] also records it.
 //! - [`history`]: a [`Recorder`] that puts the events of concurrent clients into one
 //!   history in time order, in memory or in a JSON Lines file (`docs/history.md`), and
 //!   the [`ProcessIds`] the clients take.

@@ -15,7 +15,7 @@ use crate::history::Recorder;
 pub use ringkv_sim::workload::Op;
 
 /// Send `op` to the node at `addr` (`host:port`) and classify its answer (the rule is
-/// [`ringkv_runtime::outcome`]).
+/// [`ringkv_runtime::outcome`](mod@ringkv_runtime::outcome)).
 pub async fn send(http: &HttpClient, addr: &str, op: &Op) -> Outcome {
     outcome(data_op(op.f), request(http, addr, op).await)
 }

@@ -11,7 +11,7 @@
 //! - [`server`]: one node (listener + HTTP server + actor); [`cluster`]: a whole ring in
 //!   one process.
 //! - [`conn_limit`]: the listener that caps a node's open HTTP connections.
-//! - [`client`]: the HTTP client nodes, tools and tests use; [`outcome`]: the one rule
+//! - [`client`]: the HTTP client nodes, tools and tests use; [`outcome`](mod@outcome): the one rule
 //!   that tells from an answer whether an operation took effect (`ok`/`fail`/`info`).
 //!
 //! No protocol decision is made here: what to send, when to time out and what to answer

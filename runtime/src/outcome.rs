@@ -1,6 +1,6 @@
 //! What an answer to an insert, query or delete says about the operation: `ok`, `fail` or
 //! `info`, as the history format defines them (`docs/history.md`). Every client that
-//! records histories (`dht bench`, the experiments) classifies answers with [`outcome`],
+//! records histories (`dht bench`, the experiments) classifies answers with [`outcome()`],
 //! so the rule lives here, next to [`ClientError`] and the node's error codes
 //! (`docs/http-api.md`).
 //!
@@ -25,7 +25,7 @@ use std::fmt;
 
 use crate::client::{ClientError, HttpReply};
 
-/// The operations whose answers [`outcome`] reads.
+/// The operations whose answers [`outcome()`] reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DataOp {
     /// `POST /insert/{key}/{value}` (or `POST /insert` with a JSON body).

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use ringkv_client::load::{self, LoadOptions, Mix};
 use ringkv_core::{ClusterConfig, Consistency, Limits, Routing, Timing};
-use ringkv_experiments::load::{self, LoadOptions, Mix};
 use ringkv_runtime::{
     ActorOptions, ClusterOptions, LocalCluster, NodeOptions, NodeServer, Role,
     MAX_CONNECTIONS_DEFAULT,

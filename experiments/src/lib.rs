@@ -1,6 +1,6 @@
-//! Workloads, experiments and reports for ringkv: the HTTP load client behind `dht bench`
-//! ([`load`]), and the experiments behind `dht experiment` ([`runner`]), which write CSVs
-//! and PNG plots into `results/`.
+//! Workloads, experiments and reports for ringkv: the experiments behind `dht experiment`
+//! ([`runner`]), which write CSVs and PNG plots into `results/`. The load client behind
+//! `dht bench` is `ringkv_client::load`.
 //!
 //! | experiment | module | backend | output |
 //! |---|---|---|---|
@@ -30,7 +30,6 @@ pub mod consistency;
 pub mod crash;
 pub mod faults;
 pub mod hops;
-pub mod load;
 pub mod plot;
 pub mod real;
 pub mod runner;

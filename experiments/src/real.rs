@@ -7,15 +7,13 @@
 //! as the checker requires. Times are monotonic nanoseconds since the phase began, read
 //! under the lock that appends the event, so they never go backwards.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ringkv_client::{perform, ProcessIds, Recorder};
 use ringkv_core::{ClusterConfig, Consistency, Routing, Timing};
-use ringkv_runtime::{
-    encode_segment, ClientError, ClusterOptions, HttpClient, HttpReply, LocalCluster,
-};
-use ringkv_sim::check::{EventType, HistoryEvent, OpKind};
+use ringkv_runtime::{ClusterOptions, HttpClient, LocalCluster, Outcome};
+use ringkv_sim::check::HistoryEvent;
 
 use crate::workloads::Planned;
 use crate::{ExperimentError, Result};
@@ -73,8 +71,8 @@ impl Ring {
     /// Run one phase: client `c` sends `scripts[c]` in order, each operation to the node
     /// it names, all clients concurrently. Returns when every client is done.
     pub async fn run_phase(&self, scripts: Vec<Vec<(usize, Planned)>>) -> Phase {
-        let recorder = Arc::new(Recorder::new());
-        let next_process = Arc::new(AtomicU64::new(scripts.len() as u64));
+        let recorder = Arc::new(Recorder::in_memory());
+        let processes = Arc::new(ProcessIds::new(scripts.len()));
         let cpu_before = process_cpu_ns();
         let started = Instant::now();
         let mut tasks = Vec::with_capacity(scripts.len());
@@ -82,18 +80,25 @@ impl Ring {
             let http = self.client.clone();
             let addrs = self.addrs.clone();
             let recorder = recorder.clone();
-            let next_process = next_process.clone();
+            let processes = processes.clone();
             tasks.push(tokio::spawn(async move {
                 let mut process = client as u64;
                 let mut done = Vec::with_capacity(script.len());
                 for (node, planned) in script {
-                    let base = format!("http://{}", addrs[node % addrs.len()]);
-                    let record =
-                        execute(&http, &base, &recorder, process, client, node, planned).await;
-                    if matches!(record.outcome, Outcome::Info(_)) {
-                        process = next_process.fetch_add(1, Ordering::Relaxed);
+                    let addr = &addrs[node % addrs.len()];
+                    let op = &planned.op;
+                    let performed = perform(&http, &recorder, process, addr, op).await;
+                    if matches!(performed.outcome, Outcome::Info(_)) {
+                        process = processes.fresh();
                     }
-                    done.push(record);
+                    done.push(Record {
+                        client,
+                        node,
+                        op_id: performed.op_id,
+                        latency_ns: performed.latency.as_nanos() as u64,
+                        outcome: performed.outcome,
+                        planned,
+                    });
                 }
                 done
             }));
@@ -110,26 +115,13 @@ impl Ring {
             (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / 1e9),
             _ => None,
         };
-        let events =
-            std::mem::take(&mut *recorder.events.lock().unwrap_or_else(|e| e.into_inner()));
         Phase {
             records,
             seconds,
             cpu_seconds,
-            events,
+            events: recorder.take_events(),
         }
     }
-}
-
-/// How an operation ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Took effect / returned; for a read, the value (`None`: not found).
-    Ok(Option<String>),
-    /// Certainly not applied; the cause.
-    Fail(String),
-    /// Maybe applied; the cause.
-    Info(String),
 }
 
 /// One executed operation.
@@ -160,131 +152,6 @@ pub struct Phase {
     pub cpu_seconds: Option<f64>,
     /// The history, in the checker's event format and order.
     pub events: Vec<HistoryEvent>,
-}
-
-struct Recorder {
-    start: Instant,
-    events: Mutex<Vec<HistoryEvent>>,
-    invokes: AtomicU64,
-}
-
-impl Recorder {
-    fn new() -> Recorder {
-        Recorder {
-            start: Instant::now(),
-            events: Mutex::new(Vec::new()),
-            invokes: AtomicU64::new(0),
-        }
-    }
-
-    /// Append an event; for an invoke, return its operation id (operations are numbered
-    /// in invoke order, as `History` numbers them).
-    fn record(&self, event: impl FnOnce(u64) -> HistoryEvent) -> usize {
-        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
-        let time = self.start.elapsed().as_nanos() as u64;
-        let event = event(time);
-        let id = if event.kind == EventType::Invoke {
-            self.invokes.fetch_add(1, Ordering::Relaxed)
-        } else {
-            self.invokes.load(Ordering::Relaxed)
-        };
-        events.push(event);
-        id as usize
-    }
-}
-
-async fn execute(
-    http: &HttpClient,
-    base: &str,
-    recorder: &Recorder,
-    process: u64,
-    client: usize,
-    node: usize,
-    planned: Planned,
-) -> Record {
-    let op = &planned.op;
-    let op_id =
-        recorder.record(|t| HistoryEvent::invoke(process, op.f, &op.key, op.value.as_deref(), t));
-    let started = Instant::now();
-    let key = encode_segment(&op.key);
-    let result = match op.f {
-        OpKind::Write => {
-            let value = encode_segment(op.value.as_deref().unwrap_or_default());
-            http.post(&format!("{base}/insert/{key}/{value}"), None)
-                .await
-        }
-        OpKind::Read => http.get(&format!("{base}/query/{key}")).await,
-        OpKind::Delete => http.delete(&format!("{base}/delete/{key}")).await,
-    };
-    let latency_ns = started.elapsed().as_nanos() as u64;
-    let (outcome, served_by, hops) = outcome(op.f, result);
-    recorder.record(|t| {
-        let (kind, value) = match &outcome {
-            Outcome::Ok(read) => {
-                let value = if op.f == OpKind::Write {
-                    op.value.clone()
-                } else {
-                    read.clone()
-                };
-                (EventType::Ok, value)
-            }
-            Outcome::Fail(_) => (EventType::Fail, None),
-            Outcome::Info(_) => (EventType::Info, None),
-        };
-        let mut event = HistoryEvent::new(process, kind, op.f, &op.key, value.as_deref(), t);
-        if kind == EventType::Ok {
-            event.node = served_by;
-            event.hops = hops;
-        }
-        event
-    });
-    Record {
-        client,
-        node,
-        op_id,
-        planned,
-        outcome,
-        latency_ns,
-    }
-}
-
-/// Map an HTTP answer to the outcome: reads never change anything, so any failed read is
-/// `fail`; a write or delete whose fate is unknown (timeout, broken exchange, 5xx other
-/// than "nothing was done") is `info`.
-fn outcome(
-    f: OpKind,
-    result: std::result::Result<HttpReply, ClientError>,
-) -> (Outcome, Option<String>, Option<u64>) {
-    let reply = match result {
-        Ok(reply) => reply,
-        Err(err) if err.not_delivered() || f == OpKind::Read => {
-            return (Outcome::Fail(err.to_string()), None, None)
-        }
-        Err(err) => return (Outcome::Info(err.to_string()), None, None),
-    };
-    let body = reply.value();
-    let node = body["node"].as_str().map(str::to_string);
-    let hops = body["hops"].as_u64();
-    match reply.status {
-        200 => (
-            Outcome::Ok(body["value"].as_str().map(str::to_string)),
-            node,
-            hops,
-        ),
-        404 if f != OpKind::Write && body.get("key").is_some() => (Outcome::Ok(None), node, hops),
-        status => {
-            let code = body["code"].as_str().unwrap_or("");
-            let cause = format!("{status} {code}").trim_end().to_string();
-            let not_applied = f == OpKind::Read
-                || (400..500).contains(&status)
-                || matches!(code, "overloaded" | "busy" | "stopped");
-            if not_applied {
-                (Outcome::Fail(cause), None, None)
-            } else {
-                (Outcome::Info(cause), None, None)
-            }
-        }
-    }
 }
 
 /// CPU time used so far by this process's live threads, ns: the sum of the first field of

@@ -12,13 +12,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use ringkv_core::Consistency;
+use ringkv_runtime::Outcome;
 use ringkv_sim::check::OpKind;
 use ringkv_sim::{Reference, SimConfig, WorkloadSpec};
 use serde::Serialize;
 
 use crate::analysis::{five_numbers, min_median_max, percentile, span, Span};
 use crate::plot::{self, Axis, Chart, LegendAt, Point, Series};
-use crate::real::{self, Outcome, Phase, Ring};
+use crate::real::{self, Phase, Ring};
 use crate::runner::{
     fixed, model_name, ops, par_map, progress_bar, simulate, write_csv, Backend, Options, Report,
     Table, MODELS,
@@ -189,13 +190,13 @@ fn real_row(options: &Options, model: Consistency, k: usize, rep: usize, phase: 
     let mut not_found = 0;
     for r in &phase.records {
         match &r.outcome {
-            Outcome::Ok(v) => {
+            Outcome::Ok(served) => {
                 latencies.push(r.latency_ns);
-                if r.planned.op.f == OpKind::Read && v.is_none() {
+                if r.planned.op.f == OpKind::Read && served.value.is_none() {
                     not_found += 1;
                 }
             }
-            Outcome::Fail(c) | Outcome::Info(c) => *causes.entry(c.clone()).or_default() += 1,
+            Outcome::Fail(c) | Outcome::Info(c) => *causes.entry(c.to_string()).or_default() += 1,
         }
     }
     latencies.sort_unstable();

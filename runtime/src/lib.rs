@@ -11,6 +11,8 @@
 //! - [`server`]: one node (listener + HTTP server + actor); [`cluster`]: a whole ring in
 //!   one process.
 //! - [`conn_limit`]: the listener that caps a node's open HTTP connections.
+//! - [`client`]: the HTTP client nodes, tools and tests use; [`outcome`](mod@outcome): the one rule
+//!   that tells from an answer whether an operation took effect (`ok`/`fail`/`info`).
 //!
 //! No protocol decision is made here: what to send, when to time out and what to answer
 //! all come from the core's outputs.
@@ -22,6 +24,7 @@ pub mod cluster;
 pub mod conn_limit;
 pub mod http;
 pub mod metrics;
+pub mod outcome;
 pub mod peer;
 pub mod server;
 
@@ -30,5 +33,6 @@ pub use client::{encode_segment, ClientError, HttpClient, HttpReply};
 pub use cluster::{ClusterError, ClusterOptions, LocalCluster};
 pub use conn_limit::MAX_CONNECTIONS_DEFAULT;
 pub use metrics::Metrics;
+pub use outcome::{outcome, Cause, DataOp, ErrorCode, Outcome, Served};
 pub use peer::PeerLimits;
 pub use server::{NodeOptions, NodeServer, Role, StartError};

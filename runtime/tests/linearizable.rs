@@ -2,8 +2,8 @@
 //! stable: concurrent clients on every node of a real ring, their history recorded by the
 //! load client and checked by the simulator's checker.
 
+use ringkv_client::load::{self, LoadOptions, Mix};
 use ringkv_core::{ClusterConfig, Consistency, Routing};
-use ringkv_experiments::load::{self, LoadOptions, Mix};
 use ringkv_runtime::{ClusterOptions, LocalCluster};
 use ringkv_sim::check::{check_linearizability, CheckOptions, History, Verdict};
 

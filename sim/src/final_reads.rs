@@ -42,9 +42,57 @@ fn show(value: Option<&str>) -> String {
     }
 }
 
-/// Count the keys whose final read — a read invoked at or after history event
-/// `from_event` — contradicts an acknowledged write (see the module docs).
-pub fn lost_acked_writes(history: &History, from_event: usize) -> LostWrites {
+/// One key's final reads, judged against the writes and deletes before them.
+#[derive(Clone, Debug)]
+pub struct KeyFinalReads<'h> {
+    /// The key.
+    pub key: &'h str,
+    /// Writes and deletes of the key acknowledged (`ok`) before the final reads.
+    pub acked: usize,
+    /// The writes and deletes whose value a final read may return: every one not
+    /// superseded (see the module docs). Empty when none was acknowledged.
+    pub current: Vec<&'h Operation>,
+    /// The final reads of the key that completed `ok`.
+    pub reads: Vec<&'h Operation>,
+    /// The first of them that contradicts an acknowledged write or delete, if any.
+    pub contradicting: Option<&'h Operation>,
+}
+
+impl KeyFinalReads<'_> {
+    /// Whether a final read contradicts an acknowledged write or delete: one is lost.
+    pub fn lost(&self) -> bool {
+        self.contradicting.is_some()
+    }
+
+    /// What was read and what the acknowledged history allows, for a key that lost a
+    /// write (`None` for one that did not).
+    pub fn describe(&self) -> Option<String> {
+        let read = self.contradicting?;
+        let expected: Vec<String> = self
+            .current
+            .iter()
+            .map(|o| match o.f {
+                OpKind::Write => format!("{} ({})", show(o.value.as_deref()), o.status.as_str()),
+                _ => format!("null (delete, {})", o.status.as_str()),
+            })
+            .collect();
+        Some(format!(
+            "key {:?}: the final read through {} (process {}, line {}) returned {}; \
+             acknowledged history allows {}",
+            self.key,
+            read.node.as_deref().unwrap_or("?"),
+            read.process,
+            read.invoke.line,
+            show(read.value.as_deref()),
+            expected.join(" or ")
+        ))
+    }
+}
+
+/// Every key of `history`, in key order, with its final reads — the `ok` reads invoked at
+/// or after history event `from_event` — judged against the writes and deletes invoked
+/// before it (see the module docs).
+pub fn final_reads_by_key(history: &History, from_event: usize) -> Vec<KeyFinalReads<'_>> {
     let mut by_key: BTreeMap<&str, (Vec<&Operation>, Vec<&Operation>)> = BTreeMap::new();
     for op in &history.ops {
         let entry = by_key.entry(op.key.as_str()).or_default();
@@ -56,50 +104,67 @@ pub fn lost_acked_writes(history: &History, from_event: usize) -> LostWrites {
             entry.0.push(op);
         }
     }
-    let mut lost = LostWrites::default();
-    for (key, (writes, reads)) in by_key {
-        lost.reads += reads.len() as u64;
-        let acked: Vec<&&Operation> = writes.iter().filter(|o| o.status == OpStatus::Ok).collect();
-        if reads.is_empty() || acked.is_empty() {
-            continue;
-        }
-        let last_acked_invoke = acked.iter().map(|o| o.invoke.index).max().unwrap_or(0);
-        let current: Vec<&&Operation> = writes
-            .iter()
-            .filter(|o| {
-                o.status != OpStatus::Ok || o.complete.is_none_or(|c| c.index > last_acked_invoke)
-            })
-            .collect();
-        let allowed = |value: Option<&str>| {
-            current.iter().any(|o| match o.f {
-                OpKind::Write => o.value.as_deref() == value && value.is_some(),
-                _ => value.is_none(),
-            })
+    by_key
+        .into_iter()
+        .map(|(key, (writes, reads))| judge(key, &writes, reads))
+        .collect()
+}
+
+fn judge<'h>(
+    key: &'h str,
+    writes: &[&'h Operation],
+    reads: Vec<&'h Operation>,
+) -> KeyFinalReads<'h> {
+    let acked: Vec<&Operation> = writes
+        .iter()
+        .copied()
+        .filter(|o| o.status == OpStatus::Ok)
+        .collect();
+    if acked.is_empty() {
+        return KeyFinalReads {
+            key,
+            acked: 0,
+            current: Vec::new(),
+            reads,
+            contradicting: None,
         };
-        let bad = reads.iter().find(|r| !allowed(r.value.as_deref()));
-        let Some(read) = bad else {
+    }
+    let last_acked_invoke = acked.iter().map(|o| o.invoke.index).max().unwrap_or(0);
+    let current: Vec<&Operation> = writes
+        .iter()
+        .copied()
+        .filter(|o| {
+            o.status != OpStatus::Ok || o.complete.is_none_or(|c| c.index > last_acked_invoke)
+        })
+        .collect();
+    let allowed = |value: Option<&str>| {
+        current.iter().any(|o| match o.f {
+            OpKind::Write => o.value.as_deref() == value && value.is_some(),
+            _ => value.is_none(),
+        })
+    };
+    let contradicting = reads.iter().copied().find(|r| !allowed(r.value.as_deref()));
+    KeyFinalReads {
+        key,
+        acked: acked.len(),
+        current,
+        reads,
+        contradicting,
+    }
+}
+
+/// Count the keys whose final read — a read invoked at or after history event
+/// `from_event` — contradicts an acknowledged write (see the module docs).
+pub fn lost_acked_writes(history: &History, from_event: usize) -> LostWrites {
+    let mut lost = LostWrites::default();
+    for key in final_reads_by_key(history, from_event) {
+        lost.reads += key.reads.len() as u64;
+        let Some(example) = key.describe() else {
             continue;
         };
         lost.keys += 1;
         if lost.examples.len() < EXAMPLES_MAX {
-            let expected: Vec<String> = current
-                .iter()
-                .map(|o| match o.f {
-                    OpKind::Write => {
-                        format!("{} ({})", show(o.value.as_deref()), o.status.as_str())
-                    }
-                    _ => format!("null (delete, {})", o.status.as_str()),
-                })
-                .collect();
-            lost.examples.push(format!(
-                "key {key:?}: the final read through {} (process {}, line {}) returned {}; \
-                 acknowledged history allows {}",
-                read.node.as_deref().unwrap_or("?"),
-                read.process,
-                read.invoke.line,
-                show(read.value.as_deref()),
-                expected.join(" or ")
-            ));
+            lost.examples.push(example);
         }
     }
     lost
@@ -163,6 +228,34 @@ mod tests {
 "#;
         assert_eq!(lost(&with_read(deleted, "null"), 4).keys, 0);
         assert_eq!(lost(&with_read(deleted, "\"1\""), 4).keys, 1);
+    }
+
+    /// `1` is acknowledged, then `2` is invoked and acknowledged; `3`, invoked before both,
+    /// is acknowledged last. `1` is overwritten by `2` whatever the order, so only `2` or
+    /// `3` may be read: the write that completed last does not make older ones current.
+    #[test]
+    fn an_acknowledged_write_followed_by_another_is_superseded() {
+        let h = r#"
+{"process":3,"type":"invoke","f":"write","key":"a","value":"3","time":1}
+{"process":1,"type":"invoke","f":"write","key":"a","value":"1","time":2}
+{"process":1,"type":"ok","f":"write","key":"a","value":"1","time":3}
+{"process":2,"type":"invoke","f":"write","key":"a","value":"2","time":4}
+{"process":2,"type":"ok","f":"write","key":"a","value":"2","time":5}
+{"process":3,"type":"ok","f":"write","key":"a","value":"3","time":6}
+"#;
+        assert_eq!(lost(&with_read(h, "\"1\""), 6).keys, 1);
+        for value in ["\"2\"", "\"3\""] {
+            assert_eq!(lost(&with_read(h, value), 6).keys, 0, "{value}");
+        }
+        let history = History::parse_str(&with_read(h, "\"1\"")).unwrap();
+        let keys = final_reads_by_key(&history, 6);
+        assert_eq!(keys.len(), 1);
+        let a = &keys[0];
+        assert_eq!((a.key, a.acked, a.reads.len()), ("a", 3, 1));
+        let current: Vec<_> = a.current.iter().map(|o| o.value.as_deref()).collect();
+        assert_eq!(current, [Some("3"), Some("2")]);
+        assert!(a.lost());
+        assert!(a.describe().is_some_and(|d| d.contains("returned \"1\"")));
     }
 
     #[test]

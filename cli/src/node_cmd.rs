@@ -120,6 +120,13 @@ pub struct BootstrapArgs {
     pub advertise: Option<String>,
     #[command(flatten)]
     pub ring: RingArgs,
+    /// Found a new ring at once. By default a bootstrap first listens for the members of
+    /// the ring it belonged to (they greet their bootstrap address every heartbeat) for
+    /// three heartbeats, and rejoins that ring if one answers: restarting a bootstrap
+    /// keeps the ring's data. With --no-failure-handling there are no heartbeats and it
+    /// always founds a new ring.
+    #[arg(long)]
+    pub new_ring: bool,
     #[command(flatten)]
     pub tuning: Tuning,
 }
@@ -217,6 +224,8 @@ pub fn run_bootstrap(args: BootstrapArgs) -> anyhow::Result<ExitCode> {
     );
     options.advertise = args.advertise;
     apply_tuning(&mut options, &args.tuning);
+    options.recover = !args.new_ring;
+    let recovering = options.recover && !args.tuning.no_failure_handling;
     runtime()?.block_on(async move {
         let server = NodeServer::start(options).await?;
         announce(&format!(
@@ -224,10 +233,38 @@ pub fn run_bootstrap(args: BootstrapArgs) -> anyhow::Result<ExitCode> {
             server.local_addr(),
             server.addr()
         ));
-        shutdown_signal().await;
-        server.shutdown().await;
-        Ok(ExitCode::SUCCESS)
+        if recovering {
+            announce(
+                "looking for the ring this bootstrap belonged to (three heartbeats); \
+                 founding a new one if none answers",
+            );
+        }
+        let halted = tokio::select! {
+            _ = shutdown_signal() => None,
+            reason = watch_halted(&server) => Some(reason),
+        };
+        match halted {
+            None => {
+                server.shutdown().await;
+                Ok(ExitCode::SUCCESS)
+            }
+            Some(reason) => {
+                server.stop().await;
+                anyhow::bail!("the bootstrap stopped: {reason}")
+            }
+        }
     })
+}
+
+/// Wait until the node halts (a bootstrap started against a ring with other settings),
+/// and say why.
+async fn watch_halted(server: &NodeServer) -> String {
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Some(reason) = server.halted().await {
+            return reason;
+        }
+    }
 }
 
 /// `dht node`: serve an ordinary node (joining at start with `--join`) until a signal,

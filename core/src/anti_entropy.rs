@@ -1,9 +1,17 @@
-//! Anti-entropy between a primary and its replicas: digests of the primary's range per
-//! bucket, the replica's entries in the buckets that differ, and the newer side's
-//! entries pushed to the other.
+//! Anti-entropy: digests of a range per bucket, the other side's entries in the buckets
+//! that differ, and the newer entries pushed across.
+//!
+//! Under eventual consistency a key's primary compares with its replicas, and each side
+//! takes the other's newer entries. Under chain replication each node compares with its
+//! successor the keys they hold in that order in the chain, and only pushes down: a write
+//! that stopped part way (a lost message, a crash) then goes on down the chain in order,
+//! so every node still holds whatever the node after it holds, which a new tail counts on
+//! when it fetches from its predecessor. (Pushing straight to the tail, past a node that
+//! missed the write, would let a later tail lack a write the old one served.)
 
 use std::collections::BTreeMap;
 
+use crate::config::Consistency;
 use crate::handover::Handover;
 use crate::id::Id;
 use crate::message::{Message, NodeRef};
@@ -11,21 +19,43 @@ use crate::out::Out;
 use crate::shared::{Phase, Shared};
 use crate::store::{digest_bucket, Entry, Range, DIGEST_BUCKETS};
 
-/// Anti-entropy tick: send digests of our primary range to our replicas.
+/// Anti-entropy tick: send digests (eventual: of the keys this node is primary for, to
+/// their other replicas; chain: of the keys it holds but does not tail, to its successor).
 pub(crate) fn on_tick(sh: &mut Shared, out: &mut Out) {
     let replicas = sh.config.k.min(sh.view.ring_size).saturating_sub(1);
     if sh.phase != Phase::Active || replicas == 0 {
         return;
     }
-    let Some(pred) = sh.view.preds.first() else {
-        return;
-    };
-    let range = Range::Interval {
-        from: pred.id,
-        to: sh.me.id,
+    let (range, targets): (Range, Vec<NodeRef>) = match sh.config.consistency {
+        Consistency::Eventual => {
+            let Some(pred) = sh.view.preds.first() else {
+                return;
+            };
+            let range = Range::Interval {
+                from: pred.id,
+                to: sh.me.id,
+            };
+            (
+                range,
+                sh.view.succs.iter().take(replicas).cloned().collect(),
+            )
+        }
+        Consistency::Chain => {
+            // The keys this node holds but does not tail: (preds[m - 2], me], each of
+            // which its successor holds next in the chain.
+            let (Some(from), Some(next)) = (sh.view.preds.get(replicas - 1), sh.view.succs.first())
+            else {
+                return;
+            };
+            let range = Range::Interval {
+                from: from.id,
+                to: sh.me.id,
+            };
+            (range, vec![next.clone()])
+        }
     };
     let digests = digests(sh, range);
-    for to in sh.view.succs.iter().take(replicas) {
+    for to in &targets {
         let msg = Message::SyncDigest {
             range,
             digests: digests.clone(),
@@ -83,7 +113,9 @@ pub(crate) fn on_diff(
             push.push((key, entry));
         }
     }
-    take_ours(sh, ho, out, theirs);
+    if sh.config.consistency == Consistency::Eventual {
+        take_ours(sh, ho, out, theirs);
+    }
     if !push.is_empty() {
         out.send(&from, Message::SyncPush { entries: push });
     }

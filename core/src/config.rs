@@ -213,6 +213,10 @@ pub struct NodeConfig {
     pub timing: Timing,
     /// Seed of the node's random number generator.
     pub seed: u64,
+    /// For a bootstrap: look for the ring it belonged to before founding one (a
+    /// restart). Members tell their bootstrap address of their ring every heartbeat, so
+    /// it waits three heartbeat intervals; without failure handling it founds at once.
+    pub recover: bool,
 }
 
 impl NodeConfig {
@@ -225,6 +229,7 @@ impl NodeConfig {
             limits: Limits::default(),
             timing: Timing::default(),
             seed,
+            recover: false,
         }
     }
 
@@ -237,6 +242,7 @@ impl NodeConfig {
             limits: Limits::default(),
             timing: Timing::default(),
             seed,
+            recover: false,
         }
     }
 }

@@ -26,11 +26,13 @@ pub(crate) struct FailureDetector {
 }
 
 impl FailureDetector {
-    /// Heartbeat tick of a member: tell the coordinator we live, probe the peers routing
-    /// depends on.
+    /// Heartbeat tick of a member: tell the coordinator we live (and where we stand),
+    /// tell the address we were started with as bootstrap which ring we form, and probe
+    /// the peers routing depends on.
     pub(crate) fn on_tick(&mut self, sh: &Shared, out: &mut Out) {
-        if *sh.coordinator != *sh.me.addr {
-            out.send_addr(&sh.coordinator, Message::Heartbeat);
+        self.heartbeat(sh, out);
+        if *sh.bootstrap != *sh.me.addr {
+            out.send_addr(&sh.bootstrap, Message::Hello(sh.ring_info()));
         }
         let (now, timeout) = (out.now, sh.timing.failure_timeout_ns);
         // The nearest successors, and every distinct finger: routing skips any of them
@@ -53,6 +55,29 @@ impl FailureDetector {
                 self.suspects.insert(peer.id);
             }
             out.send(peer, Message::Ping);
+        }
+    }
+
+    /// The heartbeat goes to the coordinator; when it has been silent for half the
+    /// failure timeout, to every seat of the coordinator group, whose leader answers
+    /// (and the others point at it).
+    fn heartbeat(&self, sh: &Shared, out: &mut Out) {
+        let heartbeat = Message::Heartbeat {
+            term: sh.term,
+            epoch: sh.view.epoch,
+            preparing: sh.gaining.map(|g| g.epoch),
+        };
+        let silent = out.now.saturating_sub(sh.coordinator_seen) > sh.timing.failure_timeout_ns / 2;
+        if silent && !sh.seats.is_empty() {
+            for seat in sh.seats.iter().filter(|s| s.id != sh.me.id) {
+                out.send(seat, heartbeat.clone());
+            }
+            if sh.seats.iter().any(|s| *s.addr == *sh.coordinator) {
+                return;
+            }
+        }
+        if *sh.coordinator != *sh.me.addr {
+            out.send_addr(&sh.coordinator, heartbeat);
         }
     }
 

@@ -182,11 +182,15 @@ impl Handover {
             .iter()
             .any(|m| m.to == from && m.epoch == epoch);
         if !known && self.migrations.len() < sh.limits.migrations_max {
+            // A repair fetch for a change already installed here forwards for the grace
+            // period only, untracked.
+            let until = (sh.is_member() && epoch <= sh.view.epoch)
+                .then(|| out.after(sh.timing.handover_grace_ns));
             self.migrations.push(Migration {
                 to: from,
                 range,
                 epoch,
-                until: None,
+                until,
                 next_seq: 0,
                 unacked: BTreeMap::new(),
                 resends: 0,
@@ -260,6 +264,19 @@ impl Handover {
         }
         self.ack_pending = None;
         out.send_addr(&sh.coordinator, Message::Ack { epoch });
+    }
+
+    /// The coordinator is removing `nodes`: forwards to them need not arrive. A commit
+    /// acknowledgement that waited only for those goes now.
+    pub(crate) fn give_up_on(&mut self, sh: &Shared, out: &mut Out, nodes: &[NodeRef]) {
+        for m in self.migrations.iter_mut() {
+            if nodes.iter().any(|n| n.id == m.to.id) {
+                m.unacked.clear();
+            }
+        }
+        if let Some(pending) = self.ack_pending {
+            self.ack_when_handed_over(sh, out, pending);
+        }
     }
 
     /// Whether the acknowledgement of commit `epoch` waits for forwards.
@@ -336,6 +353,11 @@ impl Handover {
             out.send(source, Message::Fetch { epoch, range });
         }
         false
+    }
+
+    /// Epoch of the fetch in progress, if one is.
+    pub(crate) fn fetching_epoch(&self) -> Option<u64> {
+        self.fetch.as_ref().map(|f| f.epoch)
     }
 
     /// The prepare came again (something was lost): ask again the sources that have not

@@ -49,7 +49,7 @@ pub mod message;
 pub mod store;
 
 mod anti_entropy;
-mod coordinator;
+pub mod coordinator;
 mod failure;
 mod handover;
 mod membership;
@@ -65,8 +65,9 @@ mod timers;
 
 pub use api::{Pair, Reply, ReqId, Request, RequestError, Response};
 pub use config::{ClusterConfig, Consistency, Limits, NodeConfig, Routing, Timing};
+pub use coordinator::{Change, ChangeRecord, Consensus, Decision, Directory, Seat};
 pub use id::Id;
-pub use message::{ChainStep, Envelope, Message, NodeRef, Prepare, View};
+pub use message::{ChainStep, Envelope, Message, NodeRef, Prepare, RingInfo, View};
 pub use node::{Node, NodeStatus};
 pub use rejected::Rejected;
 pub use ring::Ring;

@@ -13,11 +13,24 @@ use crate::rejected::Rejected;
 use crate::shared::{responsibility_of, Gaining, Phase, Shared};
 use crate::store::Range;
 
+/// A `Commit` from the coordinator, as `Membership::on_commit` takes it.
+pub(crate) struct CommitOrder<'a> {
+    /// The change committed.
+    pub(crate) epoch: u64,
+    /// Members found failed while it was prepared (see `repair_if_source_failed`).
+    pub(crate) failed: &'a [NodeRef],
+    /// The leader's term.
+    pub(crate) term: u64,
+}
+
 /// A view change this node has been told to prepare.
 #[derive(Clone, Debug)]
 struct Preparing {
     view: View,
     fingers: Option<Vec<crate::message::NodeRef>>,
+    /// What is fetched, and from where.
+    fetching: Range,
+    sources: Vec<NodeRef>,
     /// Whether everything the view adds has been fetched (`Ready` sent).
     ready: bool,
 }
@@ -95,7 +108,8 @@ impl Membership {
 
     /// Heartbeat tick: a join or depart the coordinator has not started preparing is
     /// asked for again (the request, or the answer, may have been lost).
-    pub(crate) fn on_tick(&mut self, sh: &Shared, out: &mut Out) {
+    pub(crate) fn on_tick(&mut self, sh: &Shared, ho: &mut Handover, out: &mut Out) {
+        self.continue_repair(sh, ho, out);
         if self.preparing.is_some() {
             return;
         }
@@ -129,8 +143,9 @@ impl Membership {
         out: &mut Out,
         from: &NodeRef,
         reason: RequestError,
+        term: u64,
     ) -> Result<(), Rejected> {
-        check_from_coordinator(sh, from, "refused")?;
+        from_coordinator(sh, out, from, term, "refused")?;
         match sh.phase {
             Phase::Joining => {
                 // Drop whatever a prepared-then-abandoned join fetched.
@@ -156,8 +171,9 @@ impl Membership {
         ho: &mut Handover,
         out: &mut Out,
         from: &NodeRef,
+        term: u64,
     ) -> Result<(), Rejected> {
-        check_from_coordinator(sh, from, "removed")?;
+        from_coordinator(sh, out, from, term, "removed")?;
         if !sh.is_member() {
             return Ok(());
         }
@@ -172,6 +188,61 @@ impl Membership {
         Ok(())
     }
 
+    /// A leader announced itself (or a seat pointed at it): follow the newest term.
+    #[allow(clippy::too_many_arguments)] // the fields of `Message::Leader`
+    pub(crate) fn on_leader(
+        &mut self,
+        sh: &mut Shared,
+        out: &Out,
+        from: &NodeRef,
+        term: u64,
+        leader: NodeRef,
+        seats: Vec<NodeRef>,
+        ring_id: u64,
+    ) {
+        if term < sh.term {
+            return;
+        }
+        if term > sh.term || *leader.addr != *sh.coordinator {
+            sh.term = term;
+            sh.coordinator = leader.addr.clone();
+        }
+        if seats.len() <= crate::coordinator::SEATS_MAX {
+            sh.seats = seats;
+        }
+        sh.ring_id = ring_id;
+        if from.id == leader.id {
+            sh.coordinator_seen = out.now;
+        }
+    }
+
+    /// A restarted bootstrap found its ring: join it (a client's join request, if one
+    /// waits, is answered when the join is done).
+    pub(crate) fn rejoin(&mut self, sh: &mut Shared, out: &mut Out) {
+        self.start_joining(sh, out);
+    }
+
+    /// This node founded a ring: answer a join request that waits.
+    pub(crate) fn founded(&mut self, sh: &Shared, out: &mut Out) {
+        let me = sh.me.clone();
+        let joined = Response::Joined {
+            predecessor: me.clone(),
+            successor: me,
+        };
+        self.finish(sh, out, Ok(joined));
+    }
+
+    /// A restarted bootstrap found a ring with other settings: refuse the join that waits.
+    pub(crate) fn refuse_recovery(&mut self, sh: &Shared, out: &mut Out, reason: String) {
+        self.finish(sh, out, Err(RequestError::JoinRefused { reason }));
+    }
+
+    /// Client request `id` waits for the outcome of a restarted bootstrap's search for
+    /// its ring.
+    pub(crate) fn wait_recovery(&mut self, id: ReqId) {
+        self.request = Some(id);
+    }
+
     // ----- a change: prepare, commit, abort -----
 
     /// The coordinator's next view for this node: fetch what it adds, then say `Ready`.
@@ -183,7 +254,7 @@ impl Membership {
         from: &NodeRef,
         prepare: Prepare,
     ) -> Result<(), Rejected> {
-        check_from_coordinator(sh, from, "prepare")?;
+        from_coordinator(sh, out, from, prepare.term, "prepare")?;
         // A joiner accepts only the prepare of its own join (the one that carries its
         // finger table); any other is meant for an earlier incarnation at this address.
         let foreign = sh.phase == Phase::Joining && prepare.fingers.is_none();
@@ -298,6 +369,8 @@ impl Membership {
         self.preparing = Some(Preparing {
             view,
             fingers,
+            fetching,
+            sources: sources.clone(),
             ready: false,
         });
         if ho.start_fetch(out, epoch, fetching, &sources) {
@@ -313,19 +386,32 @@ impl Membership {
         }
     }
 
-    /// Install the prepared view `epoch` and drop what it takes away.
+    /// Install the prepared view `commit.epoch` and drop what it takes away.
     pub(crate) fn on_commit(
         &mut self,
         sh: &mut Shared,
         ho: &mut Handover,
         out: &mut Out,
         from: &NodeRef,
-        epoch: u64,
+        commit: CommitOrder<'_>,
     ) -> Result<(), Rejected> {
-        check_from_coordinator(sh, from, "commit")?;
+        let CommitOrder {
+            epoch,
+            failed,
+            term,
+        } = commit;
+        from_coordinator(sh, out, from, term, "commit")?;
         if ho.is_ack_pending(epoch) {
-            // Still waiting for hand-over forwards to be acknowledged: send them again.
+            // Still waiting for hand-over forwards to be acknowledged: send them again,
+            // and show the coordinator this node is alive (it may have left the ring, and
+            // sends no heartbeats any more).
             ho.resend_forwards(out, epoch);
+            let alive = Message::Heartbeat {
+                term: sh.term,
+                epoch: sh.view.epoch,
+                preparing: None,
+            };
+            out.send_addr(&sh.coordinator, alive);
             return Ok(());
         }
         let prepared = self
@@ -333,8 +419,9 @@ impl Membership {
             .as_ref()
             .is_some_and(|p| p.view.epoch == epoch && p.ready);
         if !prepared {
-            if sh.view.epoch == epoch {
-                // A duplicate commit: acknowledge again.
+            if sh.view.epoch == epoch || (epoch != 0 && sh.left_epoch == epoch) {
+                // A duplicate commit (or a leader finishing the change that took this
+                // node out): acknowledge again.
                 out.send_addr(&sh.coordinator, Message::Ack { epoch });
                 return Ok(());
             }
@@ -347,12 +434,14 @@ impl Membership {
         ho.committed(epoch, out.after(sh.timing.handover_grace_ns));
         if p.view.ring_size == 0 {
             self.leave(sh, ho);
+            sh.left_epoch = epoch;
             ho.ack_when_handed_over(sh, out, epoch);
             // The client hears of the departure when the whole change is done
             // (`ChangeDone`): the nodes after this one commit in later waves, and until
             // then the ring it would see still routes through this node.
             return Ok(());
         }
+        let (fetching, sources) = (p.fetching, p.sources);
         sh.view = p.view;
         if let Some(fingers) = p.fingers {
             sh.fingers.install(fingers, epoch);
@@ -360,6 +449,7 @@ impl Membership {
         let keep = sh.responsibility();
         sh.store.retain_range(keep);
         ho.ack_when_handed_over(sh, out, epoch);
+        self.repair_if_source_failed(sh, ho, out, epoch, (fetching, &sources), failed);
         if sh.phase == Phase::Joining {
             sh.phase = Phase::Active;
             sh.forward_to = None;
@@ -373,15 +463,64 @@ impl Membership {
         Ok(())
     }
 
+    /// Under chain replication, a node whose fetch source failed before its hand-over
+    /// forwards were all acknowledged may lack writes the chain acknowledged, and it may
+    /// now be their tail: it serves no tail read until it has fetched the range again
+    /// from its nearest live predecessor, which precedes it in those chains.
+    fn repair_if_source_failed(
+        &mut self,
+        sh: &mut Shared,
+        ho: &mut Handover,
+        out: &mut Out,
+        epoch: u64,
+        (fetching, sources): (Range, &[NodeRef]),
+        failed: &[NodeRef],
+    ) {
+        let chain = sh.config.consistency == Consistency::Chain;
+        if !chain || fetching == Range::Empty || !sources.iter().any(|s| failed.contains(s)) {
+            return;
+        }
+        let source = sh
+            .view
+            .preds
+            .iter()
+            .find(|n| !failed.contains(n) && n.id != sh.me.id)
+            .cloned();
+        let Some(source) = source else { return };
+        sh.unsure = true;
+        ho.start_fetch(out, epoch, fetching, &[source]);
+    }
+
+    /// Heartbeat tick of a node in doubt (see `repair_if_source_failed`): a repair fetch
+    /// lost, or replaced by a later change's, is asked again from the nearest live
+    /// predecessor, until one completes. It asks for every key this node holds: the
+    /// predecessor precedes it in the chain of each key they share, and sends nothing
+    /// of the keys this node heads.
+    fn continue_repair(&self, sh: &Shared, ho: &mut Handover, out: &mut Out) {
+        if !sh.unsure || self.preparing.is_some() || !sh.is_member() {
+            return; // the change being prepared fetches first; then this goes on
+        }
+        let Some(source) = sh.view.preds.first().cloned() else {
+            return;
+        };
+        match ho.fetching_epoch() {
+            Some(epoch) if epoch == sh.view.epoch => ho.refetch(out, &[source]),
+            _ => {
+                ho.start_fetch(out, sh.view.epoch, sh.responsibility(), &[source]);
+            }
+        }
+    }
+
     /// The coordinator finished the change that let this node in (or out): answer the
     /// client that asked.
     pub(crate) fn on_change_done(
         &mut self,
-        sh: &Shared,
+        sh: &mut Shared,
         out: &mut Out,
         from: &NodeRef,
+        term: u64,
     ) -> Result<(), Rejected> {
-        check_from_coordinator(sh, from, "change_done")?;
+        from_coordinator(sh, out, from, term, "change_done")?;
         match sh.phase {
             Phase::Idle => {
                 // The change that took this node out is done everywhere.
@@ -408,10 +547,12 @@ impl Membership {
         &mut self,
         sh: &mut Shared,
         ho: &mut Handover,
+        out: &mut Out,
         from: &NodeRef,
         epoch: u64,
+        term: u64,
     ) -> Result<(), Rejected> {
-        check_from_coordinator(sh, from, "abort")?;
+        from_coordinator(sh, out, from, term, "abort")?;
         if self
             .preparing
             .as_ref()
@@ -436,11 +577,13 @@ impl Membership {
     pub(crate) fn on_fingers(
         &mut self,
         sh: &mut Shared,
+        out: &mut Out,
         from: &NodeRef,
         epoch: u64,
+        term: u64,
         updates: Vec<(u8, NodeRef)>,
     ) -> Result<(), Rejected> {
-        check_from_coordinator(sh, from, "fingers")?;
+        from_coordinator(sh, out, from, term, "fingers")?;
         if sh.fingers.nodes.is_empty() {
             return Err(Rejected::not_member("fingers", from, sh.phase));
         }
@@ -451,11 +594,19 @@ impl Membership {
     }
 }
 
-fn check_from_coordinator(sh: &Shared, from: &NodeRef, kind: &'static str) -> Result<(), Rejected> {
-    if *from.addr == *sh.coordinator {
-        Ok(())
-    } else {
-        Err(Rejected::not_coordinator(kind, from))
+/// Take a coordinator message only from the newest term this node has seen (a newer
+/// term makes its sender the coordinator): a leader that lost the lead can no longer
+/// change anything here.
+fn from_coordinator(
+    sh: &mut Shared,
+    out: &Out,
+    from: &NodeRef,
+    term: u64,
+    kind: &'static str,
+) -> Result<(), Rejected> {
+    match sh.follow(from, term, out.now) {
+        true => Ok(()),
+        false => Err(Rejected::not_coordinator(kind, from)),
     }
 }
 

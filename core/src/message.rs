@@ -110,6 +110,9 @@ pub struct Prepare {
     /// arrived, leaving an earlier copy short of acknowledged writes).
     #[serde(default)]
     pub resync: bool,
+    /// The coordinator's term (see `Message::Commit`).
+    #[serde(default)]
+    pub term: u64,
 }
 
 impl Prepare {
@@ -142,6 +145,8 @@ struct PrepareWire {
     fingers: Option<Vec<NodeRef>>,
     #[serde(default)]
     resync: bool,
+    #[serde(default)]
+    term: u64,
 }
 
 impl TryFrom<PrepareWire> for Prepare {
@@ -153,6 +158,7 @@ impl TryFrom<PrepareWire> for Prepare {
             sources: w.sources,
             fingers: w.fingers,
             resync: w.resync,
+            term: w.term,
         };
         prepare.check()?;
         Ok(prepare)
@@ -223,6 +229,19 @@ impl TryFrom<ChainStepWire> for ChainStep {
         step.check()?;
         Ok(step)
     }
+}
+
+/// What a member tells the address it was started with as bootstrap.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingInfo {
+    /// The ring's identity.
+    pub ring_id: u64,
+    /// Its settings: a bootstrap started with others refuses to take part.
+    pub settings: ClusterConfig,
+    /// The newest coordinator term the member knows.
+    pub term: u64,
+    /// The coordinator it follows.
+    pub coordinator: NodeRef,
 }
 
 /// Where a routed operation came from.
@@ -296,7 +315,7 @@ pub struct Envelope {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Message {
-    /// A node asks to join; sent to (or forwarded to) the bootstrap.
+    /// A node asks to join; sent to (or forwarded to) the coordinator.
     JoinRequest {
         /// The joining node.
         node: NodeRef,
@@ -305,15 +324,19 @@ pub enum Message {
         /// the same incarnation is a duplicate.
         incarnation: u64,
     },
-    /// A node asks to leave; sent to the bootstrap.
+    /// A node asks to leave; sent to the coordinator.
     DepartRequest {
         /// The departing node.
         node: NodeRef,
     },
-    /// The bootstrap refuses a join or depart.
+    /// The coordinator refuses a join or depart.
     Refused {
         /// Why.
         reason: crate::api::RequestError,
+        /// The sender's coordinator term: a member takes coordinator messages only from
+        /// the newest term it has seen, and follows its sender.
+        #[serde(default)]
+        term: u64,
     },
     /// Coordinator → affected node: here is your next view; fetch what it adds to your
     /// responsibility from its sources, then say `Ready`.
@@ -337,30 +360,47 @@ pub enum Message {
         /// The entries, tombstones included.
         entries: Vec<(String, Entry)>,
     },
-    /// Affected node → bootstrap: I have everything my next view needs.
+    /// Affected node → coordinator: I have everything my next view needs.
     Ready {
         /// Epoch being prepared.
         epoch: u64,
     },
-    /// Bootstrap → affected node: install the prepared view.
+    /// Coordinator → affected node: install the prepared view.
     Commit {
         /// Epoch to install.
         epoch: u64,
+        /// Nodes of this change that failed before acknowledging their commit: a node
+        /// that fetched from one of them may lack writes its forwards still carried, and
+        /// fetches again (see `Membership::on_commit`).
+        #[serde(default)]
+        failed: Vec<NodeRef>,
+        /// The sender's coordinator term: a member takes coordinator messages only from
+        /// the newest term it has seen, and follows its sender.
+        #[serde(default)]
+        term: u64,
     },
-    /// Affected node → bootstrap: the view is installed and surplus keys dropped.
+    /// Affected node → coordinator: the view is installed and surplus keys dropped.
     Ack {
         /// Installed epoch.
         epoch: u64,
     },
-    /// Bootstrap → a joiner: the change that let it in is complete everywhere.
+    /// Coordinator → a joiner: the change that let it in is complete everywhere.
     ChangeDone {
         /// Epoch of the change.
         epoch: u64,
+        /// The sender's coordinator term: a member takes coordinator messages only from
+        /// the newest term it has seen, and follows its sender.
+        #[serde(default)]
+        term: u64,
     },
-    /// Bootstrap → any node: some finger table entries changed.
+    /// Coordinator → any node: some finger table entries changed.
     Fingers {
         /// Configuration epoch.
         epoch: u64,
+        /// The sender's coordinator term: a member takes coordinator messages only from
+        /// the newest term it has seen, and follows its sender.
+        #[serde(default)]
+        term: u64,
         /// `(index, node)` pairs.
         updates: Vec<(u8, NodeRef)>,
     },
@@ -434,21 +474,87 @@ pub enum Message {
         /// Nodes visited.
         visited: u32,
     },
-    /// Member → bootstrap: I am alive.
-    Heartbeat,
+    /// Member → coordinator: I am alive, and this is where I stand.
+    Heartbeat {
+        /// The newest coordinator term the member has seen.
+        term: u64,
+        /// Epoch of the member's installed view.
+        epoch: u64,
+        /// Epoch of the view it is preparing, if any: the coordinator aborts one that
+        /// no longer leads anywhere (its change was never decided).
+        preparing: Option<u64>,
+    },
+    /// The coordinator of `term` is `leader`: sent by a new leader to every member, in
+    /// answer to heartbeats, and by other seats to point a member at the leader.
+    Leader {
+        /// The leader's term.
+        term: u64,
+        /// The leader.
+        leader: NodeRef,
+        /// The coordinator group's seats, where a member looks for the leader when it
+        /// stops answering.
+        seats: Vec<NodeRef>,
+        /// The ring's identity.
+        ring_id: u64,
+        /// The group configuration the leader runs: a seat of an older one that is not
+        /// among `seats` lost its seat.
+        #[serde(default)]
+        config_id: u32,
+    },
+    /// Member → the address it was started with as bootstrap, when that is not the
+    /// coordinator: lets a restarted bootstrap find the ring it belongs to.
+    Hello(RingInfo),
+    /// Between coordinator seats: omnipaxos.
+    Consensus(Box<crate::coordinator::Consensus>),
+    /// A seat of the previous configuration → a new seat: the directory to start from.
+    GroupJoin(Box<crate::coordinator::Directory>),
+    /// Coordinator → a node it waits for: these nodes are being removed as failed, so
+    /// hand-over forwards to them need not arrive before the commit of `epoch` is
+    /// acknowledged.
+    Unreachable {
+        /// The change being committed.
+        epoch: u64,
+        /// The coordinator's term.
+        term: u64,
+        /// The nodes being removed.
+        nodes: Vec<NodeRef>,
+    },
+    /// Omnipaxos' leader → the other seats, every election round: the length of its log
+    /// (a seat whose log is shorter catches up).
+    GroupLog {
+        /// The configuration.
+        config_id: u32,
+        /// The leader's accepted entries.
+        log_len: u64,
+        /// The leader's decided entries.
+        decided: u64,
+    },
+    /// A new seat has its directory.
+    GroupJoinAck {
+        /// The configuration it started.
+        config_id: u32,
+    },
     /// Liveness probe to a successor.
     Ping,
     /// Answer to `Ping`.
     Pong,
-    /// Bootstrap → node: you were declared failed and removed from the ring.
+    /// Coordinator → node: you were declared failed and removed from the ring.
     Removed {
         /// Epoch of the removal.
         epoch: u64,
+        /// The sender's coordinator term: a member takes coordinator messages only from
+        /// the newest term it has seen, and follows its sender.
+        #[serde(default)]
+        term: u64,
     },
-    /// Bootstrap → affected node: the change being prepared was abandoned.
+    /// Coordinator → affected node: the change being prepared was abandoned.
     Abort {
         /// Epoch of the abandoned change.
         epoch: u64,
+        /// The sender's coordinator term: a member takes coordinator messages only from
+        /// the newest term it has seen, and follows its sender.
+        #[serde(default)]
+        term: u64,
     },
     /// Anti-entropy, primary → replica: digests of the primary's keys in `range`.
     SyncDigest {
@@ -532,7 +638,14 @@ impl Message {
             Message::Done { .. } => "done",
             Message::CollectAll { .. } => "collect_all",
             Message::OverlayWalk { .. } => "overlay_walk",
-            Message::Heartbeat => "heartbeat",
+            Message::Heartbeat { .. } => "heartbeat",
+            Message::Leader { .. } => "leader",
+            Message::Hello(_) => "hello",
+            Message::Consensus(_) => "consensus",
+            Message::GroupJoin(_) => "group_join",
+            Message::GroupJoinAck { .. } => "group_join_ack",
+            Message::GroupLog { .. } => "group_log",
+            Message::Unreachable { .. } => "unreachable",
             Message::Ping => "ping",
             Message::Pong => "pong",
             Message::Removed { .. } => "removed",

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::anti_entropy;
 use crate::api::{ReqId, Request, RequestError, Response};
 use crate::config::{ClusterConfig, Consistency, NodeConfig, Routing};
-use crate::coordinator::Coordinator;
+use crate::coordinator::{Coordination, Directory, Outcome};
 use crate::failure::FailureDetector;
 use crate::handover::Handover;
 use crate::id::Id;
@@ -33,8 +33,15 @@ pub struct NodeStatus {
     pub addr: String,
     /// Life-cycle phase.
     pub phase: Phase,
-    /// Whether this node is the bootstrap (the configuration master).
+    /// Whether this node leads the coordinator group now (the configuration master; at
+    /// first the bootstrap).
     pub bootstrap: bool,
+    /// The coordinator this node follows.
+    pub coordinator: String,
+    /// The newest coordinator term it has seen.
+    pub term: u64,
+    /// Why this node stopped taking part, if it did.
+    pub halted: Option<String>,
     /// Configuration epoch of the installed view.
     pub epoch: u64,
     /// Number of ring members, as of the installed view.
@@ -57,6 +64,10 @@ pub struct NodeStatus {
     pub keys_replica: usize,
 }
 
+/// Heartbeat intervals a restarted bootstrap waits to hear of its ring before it founds
+/// a new one (members tell it every interval).
+const RECOVERY_HEARTBEATS: u64 = 3;
+
 /// Self-addressed messages handled within one input; a bound against a logic loop.
 const LOCAL_DELIVERIES_MAX: usize = 1 << 16;
 
@@ -70,8 +81,8 @@ pub struct Node {
     shared: Shared,
     out: Out,
     requests: Requests,
-    /// Present on the configuration master.
-    coordinator: Option<Coordinator>,
+    /// Present on the seats of the coordinator group (one of them leads).
+    coordination: Option<Coordination>,
     membership: Membership,
     handover: Handover,
     replication: Replication,
@@ -84,10 +95,22 @@ impl Node {
     pub fn new(config: NodeConfig) -> Node {
         let me = NodeRef::new(&config.addr);
         let is_bootstrap = config.bootstrap.is_none();
-        let coordinator = config.bootstrap.as_deref().unwrap_or(&config.addr).into();
+        let bootstrap: std::sync::Arc<str> =
+            config.bootstrap.as_deref().unwrap_or(&config.addr).into();
+        let recovering = is_bootstrap && config.recover && config.timing.heartbeat_interval_ns > 0;
         let shared = Shared {
             me: me.clone(),
-            coordinator,
+            coordinator: bootstrap.clone(),
+            term: 0,
+            coordinator_seen: 0,
+            seats: Vec::new(),
+            bootstrap,
+            ring_id: 0,
+            recovering,
+            ring_seen: false,
+            unsure: false,
+            halted: None,
+            left_epoch: 0,
             config: config.cluster,
             limits: config.limits,
             timing: config.timing,
@@ -103,13 +126,13 @@ impl Node {
             out: Out::new(me, ChaCha8Rng::seed_from_u64(config.seed)),
             shared,
             requests: Requests::default(),
-            coordinator: None,
+            coordination: None,
             membership: Membership::default(),
             handover: Handover::default(),
             replication: Replication::default(),
             failure: FailureDetector::default(),
         };
-        if is_bootstrap {
+        if is_bootstrap && !recovering {
             node.found_ring();
         }
         node
@@ -130,6 +153,10 @@ impl Node {
             Input::Request { id, request } => {
                 self.on_request(id, request);
                 Ok(())
+            }
+            Input::Message(envelope) if self.shared.halted.is_some() => {
+                let (kind, phase) = (envelope.msg.kind(), self.shared.phase);
+                Err(Rejected::not_member(kind, &envelope.from, phase))
             }
             Input::Message(envelope) => self.on_message(envelope),
         };
@@ -181,9 +208,37 @@ impl Node {
         self.shared.is_member()
     }
 
-    /// Whether this node is the bootstrap (the configuration master).
+    /// Whether this node leads the coordinator group (the configuration master).
     pub fn is_bootstrap(&self) -> bool {
-        self.coordinator.is_some()
+        self.coordination.as_ref().is_some_and(|c| c.is_leading())
+    }
+
+    /// The term this node leads, if it leads the coordinator group.
+    pub fn leader_term(&self) -> Option<u64> {
+        let c = self.coordination.as_ref().filter(|c| c.is_leading())?;
+        Some(c.dir().term)
+    }
+
+    /// Whether this node holds a seat of the coordinator group.
+    pub fn is_seated(&self) -> bool {
+        self.coordination.is_some()
+    }
+
+    /// The coordinator group's directory, on a seat.
+    pub fn directory(&self) -> Option<&Directory> {
+        self.coordination.as_ref().map(|c| c.dir())
+    }
+
+    /// The coordinator seat's state, for debugging a simulation.
+    #[doc(hidden)]
+    pub fn debug_coordination(&self) -> String {
+        format!("{:?}", self.coordination)
+    }
+
+    /// Why this node stopped taking part (a bootstrap started with settings other than
+    /// its ring's), if it did. A driver reports it and stops the node.
+    pub fn halted(&self) -> Option<&str> {
+        self.shared.halted.as_deref()
     }
 
     /// Cluster settings in force at this node.
@@ -211,15 +266,19 @@ impl Node {
         self.requests.len()
     }
 
-    /// The ring membership as the configuration master knows it (`None` on other nodes).
+    /// The ring membership as the configuration master knows it (`None` on nodes that do
+    /// not lead the coordinator group).
     pub fn ring(&self) -> Option<&crate::Ring> {
-        self.coordinator.as_ref().map(|c| c.ring())
+        self.coordination
+            .as_ref()
+            .filter(|c| c.is_leading())
+            .map(|c| c.ring())
     }
 
-    /// Whether the configuration master has no membership change in progress or queued
-    /// (always true on other nodes).
+    /// Whether this node's seat has no membership change in progress or queued (always
+    /// true on nodes without a seat).
     pub fn membership_idle(&self) -> bool {
-        self.coordinator.as_ref().is_none_or(|c| c.is_idle())
+        self.coordination.as_ref().is_none_or(|c| c.is_idle())
     }
 
     /// Keys this node must hold under its installed view.
@@ -247,6 +306,9 @@ impl Node {
             addr: sh.addr(),
             phase: sh.phase,
             bootstrap: self.is_bootstrap(),
+            coordinator: sh.coordinator.to_string(),
+            term: sh.term,
+            halted: sh.halted.clone(),
             epoch: sh.view.epoch,
             ring_size: sh.view.ring_size,
             predecessor: sh.view.preds.first().cloned(),
@@ -271,6 +333,12 @@ impl Node {
             return self
                 .out
                 .reply(id, Err(RequestError::Overloaded { pending }));
+        }
+        if let Some(reason) = &self.shared.halted {
+            let reason = reason.clone();
+            return self
+                .out
+                .reply(id, Err(RequestError::JoinRefused { reason }));
         }
         match request {
             Request::Join => return self.client_join(id),
@@ -303,7 +371,13 @@ impl Node {
                     origin,
                     nodes: Vec::new(),
                 };
-                out.send_addr(&sh.coordinator.clone(), walk);
+                // The walk starts at the coordinator (at first the bootstrap); one that is
+                // handing over after leaving the ring would break it.
+                let to = match self.coordination.as_ref().is_some_and(|_| !sh.is_member()) {
+                    true => sh.me.addr.clone(),
+                    false => sh.coordinator.clone(),
+                };
+                out.send_addr(&to, walk);
             }
             Request::Join | Request::Depart => {}
         }
@@ -313,7 +387,17 @@ impl Node {
         if self.shared.phase != Phase::Idle {
             return self.out.reply(id, Err(RequestError::AlreadyJoined));
         }
-        if self.coordinator.is_some() {
+        if self.shared.recovering {
+            // Answered once the bootstrap has found its ring and joined it, or founded one.
+            let deadline = self.out.after(self.shared.timing.request_timeout_ns);
+            self.requests.wait_for(id, deadline);
+            return self.membership.wait_recovery(id);
+        }
+        let alone = self
+            .coordination
+            .as_ref()
+            .is_some_and(|c| c.ring().len() <= 1 && c.is_leading());
+        if alone {
             // A bootstrap that departed alone starts its ring afresh.
             self.found_ring();
             let me = self.shared.me.clone();
@@ -337,16 +421,19 @@ impl Node {
         if let Some(err) = refuse {
             return self.out.reply(id, Err(err));
         }
-        if let Some(coordinator) = &mut self.coordinator {
-            let others = coordinator.ring().len() - 1;
-            if others > 0 {
+        let can_hand_over = self.shared.timing.heartbeat_interval_ns > 0;
+        if let Some(c) = self.coordination.as_mut().filter(|c| c.is_leading()) {
+            let others = c.ring().len().saturating_sub(1);
+            if others > 0 && !can_hand_over {
                 let err = RequestError::BootstrapCannotDepart { others };
                 return self.out.reply(id, Err(err));
             }
-            coordinator.forget(&self.shared.me);
-            self.membership.leave(&mut self.shared, &mut self.handover);
-            let node = self.shared.addr();
-            return self.out.reply(id, Ok(Response::Departed { node }));
+            if others == 0 {
+                c.forget(&self.shared.me);
+                self.membership.leave(&mut self.shared, &mut self.handover);
+                let node = self.shared.addr();
+                return self.out.reply(id, Ok(Response::Departed { node }));
+            }
         }
         let deadline = self.out.after(self.shared.timing.request_timeout_ns);
         self.requests.wait_for(id, deadline);
@@ -383,6 +470,9 @@ impl Node {
             let (kind, from) = (envelope.msg.kind(), envelope.from.addr.to_string());
             return Err(Rejected::Malformed { kind, from, reason });
         }
+        if self.shared.recovering {
+            return self.while_recovering(envelope);
+        }
         let Some(Envelope { from, msg }) = self.membership.hold_early(&self.shared, envelope)
         else {
             return Ok(());
@@ -399,7 +489,7 @@ impl Node {
             | Message::DepartRequest { .. }
             | Message::Ready { .. }
             | Message::Ack { .. } => self.on_coordination(from, msg),
-            Message::Refused { reason } => m.on_refused(sh, ho, out, &from, reason),
+            Message::Refused { reason, term } => m.on_refused(sh, ho, out, &from, reason, term),
             Message::Prepare(prepare) => m.on_prepare(sh, ho, out, &from, prepare),
             Message::Fetch { epoch, range } => ho.on_fetch(sh, out, from, epoch, range),
             Message::Snapshot {
@@ -408,11 +498,86 @@ impl Node {
                 chunks,
                 entries,
             } => self.on_snapshot(&from, epoch, chunk, chunks, entries),
-            Message::Commit { epoch } => m.on_commit(sh, ho, out, &from, epoch),
-            Message::Fingers { epoch, updates } => m.on_fingers(sh, &from, epoch, updates),
-            Message::ChangeDone { .. } => m.on_change_done(sh, out, &from),
-            Message::Removed { .. } => m.on_removed(sh, ho, out, &from),
-            Message::Abort { epoch } => m.on_abort(sh, ho, &from, epoch),
+            Message::Commit {
+                epoch,
+                failed,
+                term,
+            } => {
+                let commit = crate::membership::CommitOrder {
+                    epoch,
+                    failed: &failed,
+                    term,
+                };
+                m.on_commit(sh, ho, out, &from, commit)
+            }
+            Message::Fingers {
+                epoch,
+                term,
+                updates,
+            } => m.on_fingers(sh, out, &from, epoch, term, updates),
+            Message::ChangeDone { term, .. } => m.on_change_done(sh, out, &from, term),
+            Message::Removed { term, .. } => m.on_removed(sh, ho, out, &from, term),
+            Message::Abort { epoch, term } => m.on_abort(sh, ho, out, &from, epoch, term),
+            Message::Unreachable { term, nodes, .. } => {
+                if !sh.follow(&from, term, out.now) {
+                    return Err(Rejected::not_coordinator("unreachable", &from));
+                }
+                ho.give_up_on(sh, out, &nodes);
+                Ok(())
+            }
+            Message::Leader {
+                term,
+                leader,
+                seats,
+                ring_id,
+                config_id,
+                ..
+            } => {
+                let unseated = !seats.iter().any(|s| s.id == sh.me.id);
+                let stale = self
+                    .coordination
+                    .as_ref()
+                    .is_some_and(|c| c.config_id() < config_id && unseated);
+                if stale {
+                    // A seat of an older configuration that never learned it was replaced.
+                    self.coordination = None;
+                }
+                m.on_leader(sh, out, &from, term, leader, seats, ring_id);
+                Ok(())
+            }
+            Message::Hello(_) => Ok(()),
+            Message::Consensus(consensus) => {
+                let outcome = match &mut self.coordination {
+                    Some(c) => c.on_consensus(sh, out, &from, *consensus),
+                    None => return Err(Rejected::not_coordinator("consensus", &from)),
+                };
+                self.after_coordination(outcome);
+                Ok(())
+            }
+            Message::GroupJoin(dir) => {
+                self.on_group_join(&from, *dir);
+                Ok(())
+            }
+            Message::GroupLog {
+                config_id,
+                log_len,
+                decided,
+            } => {
+                let outcome = match &mut self.coordination {
+                    Some(c) => c.on_leader_log(sh, out, &from, config_id, log_len, decided),
+                    None => return Err(Rejected::not_coordinator("group_log", &from)),
+                };
+                self.after_coordination(outcome);
+                Ok(())
+            }
+            Message::GroupJoinAck { config_id } => {
+                let outcome = match &mut self.coordination {
+                    Some(c) => c.on_group_join_ack(&from, config_id),
+                    None => Outcome::Stay,
+                };
+                self.after_coordination(outcome);
+                Ok(())
+            }
             Message::Route(mut routed) => {
                 routed.laps += u32::from(routing::is_lap(sh, &from, &routed.key));
                 self.route(routed);
@@ -465,12 +630,13 @@ impl Node {
                 routing::on_overlay_walk(sh, out, origin, nodes);
                 Ok(())
             }
-            Message::Heartbeat => {
-                if let Some(c) = &self.coordinator {
-                    c.on_heartbeat(sh, out, &from);
+            Message::Heartbeat { preparing, .. } => match &mut self.coordination {
+                Some(c) => {
+                    c.on_heartbeat(sh, out, &from, preparing);
+                    Ok(())
                 }
-                Ok(())
-            }
+                None => Err(Rejected::not_coordinator("heartbeat", &from)),
+            },
             Message::Ping => {
                 out.send(&from, Message::Pong);
                 Ok(())
@@ -498,7 +664,7 @@ impl Node {
     /// Any message from a peer shows it is alive.
     fn heard_from(&mut self, from: &NodeRef) {
         self.failure.heard_from(from);
-        if let Some(c) = &mut self.coordinator {
+        if let Some(c) = &mut self.coordination {
             c.heard_from(from, self.out.now);
         }
     }
@@ -506,15 +672,93 @@ impl Node {
     /// Membership requests and change progress: for the coordinator. A member passes a
     /// join request on to it; anything else is misdirected.
     fn on_coordination(&mut self, from: NodeRef, msg: Message) -> Result<(), Rejected> {
-        match &mut self.coordinator {
-            Some(c) => c.on_message(&self.shared, &mut self.out, from, msg),
+        match &mut self.coordination {
+            Some(c) => {
+                let outcome = c.on_message(&self.shared, &mut self.out, from, msg)?;
+                self.after_coordination(outcome);
+                Ok(())
+            }
             None if matches!(msg, Message::JoinRequest { .. }) => {
                 let to = self.shared.coordinator.clone();
-                self.out.send_addr(&to, msg);
+                if *to != *self.shared.me.addr {
+                    self.out.send_addr(&to, msg);
+                }
                 Ok(())
             }
             None => Err(Rejected::not_coordinator(msg.kind(), &from)),
         }
+    }
+
+    /// Drop the seat the coordination gave up.
+    fn after_coordination(&mut self, outcome: Outcome) {
+        if outcome == Outcome::Retire {
+            self.coordination = None;
+        }
+    }
+
+    /// A seat of the group's previous configuration sent this node the directory it
+    /// starts its new seat from.
+    fn on_group_join(&mut self, from: &NodeRef, dir: Directory) {
+        let (sh, out) = (&mut self.shared, &mut self.out);
+        let seated = dir
+            .seats
+            .iter()
+            .any(|s| s.node.id == sh.me.id && s.incarnation == sh.incarnation);
+        let newer = self
+            .coordination
+            .as_ref()
+            .is_none_or(|c| c.config_id() < dir.config_id);
+        let config_id = dir.config_id;
+        if seated && newer && sh.is_member() {
+            sh.ring_id = dir.ring_id;
+            self.coordination = Some(Coordination::seated(sh, out, dir, false));
+        }
+        if seated {
+            out.send(from, Message::GroupJoinAck { config_id });
+        }
+    }
+
+    /// A restarted bootstrap takes only the news of the ring it belongs to: a member's
+    /// `Hello`. With other settings than it was started with, it stops and says why.
+    fn while_recovering(&mut self, envelope: Envelope) -> Result<(), Rejected> {
+        let Envelope { from, msg } = envelope;
+        let Message::Hello(info) = msg else {
+            return Err(Rejected::not_member(msg.kind(), &from, self.shared.phase));
+        };
+        let sh = &mut self.shared;
+        if info.settings != sh.config {
+            let reason = format!(
+                "this bootstrap was started with k = {}, {} replication and {} routing, but \
+                 the ring it belongs to (reached through {}) has k = {}, {} and {}: start it \
+                 with the ring's settings, or give it another address for a new ring",
+                sh.config.k,
+                sh.config.consistency,
+                sh.config.routing,
+                from.addr,
+                info.settings.k,
+                info.settings.consistency,
+                info.settings.routing
+            );
+            sh.halted = Some(reason.clone());
+            sh.recovering = false;
+            self.out.cancel_timer(Timer::Recover);
+            self.membership.refuse_recovery(sh, &mut self.out, reason);
+            return Ok(());
+        }
+        // A ring exists: never found another one now.
+        sh.ring_seen = true;
+        self.out.cancel_timer(Timer::Recover);
+        if info.coordinator.id == sh.me.id {
+            // The member still follows this node's previous incarnation; it will find the
+            // group's new leader and say so in a later hello.
+            return Ok(());
+        }
+        sh.recovering = false;
+        sh.coordinator = info.coordinator.addr.clone();
+        sh.term = info.term;
+        sh.ring_id = info.ring_id;
+        self.membership.rejoin(sh, &mut self.out);
+        Ok(())
     }
 
     /// A snapshot chunk for the view being prepared; once all have arrived, store them
@@ -536,6 +780,11 @@ impl Node {
             for (key, entry) in entries {
                 self.handover.apply(sh, out, &key, entry);
             }
+            // A repair fetch, for the view installed (see `Membership::on_commit`), ends
+            // doubt; a fetch for a view being prepared does not.
+            if epoch <= sh.view.epoch {
+                sh.unsure = false;
+            }
             self.membership.mark_ready(sh, out);
         }
         Ok(())
@@ -552,19 +801,32 @@ impl Node {
                 sh.store.collect_tombstones(cutoff);
             }
             Timer::Heartbeat => {
-                self.membership.on_tick(sh, out);
+                self.membership.on_tick(sh, &mut self.handover, out);
                 if sh.is_member() {
                     self.failure.on_tick(sh, out);
                 }
             }
             Timer::FailureCheck => {
-                if let Some(c) = &mut self.coordinator {
-                    c.check_failures(sh, out);
-                }
+                let outcome = self
+                    .coordination
+                    .as_mut()
+                    .map(|c| c.check_failures(sh, out));
+                self.after_coordination(outcome.unwrap_or(Outcome::Stay));
             }
             Timer::Membership => {
-                if let Some(c) = &mut self.coordinator {
-                    c.on_deadline(sh, out);
+                let outcome = self.coordination.as_mut().map(|c| c.on_deadline(sh, out));
+                self.after_coordination(outcome.unwrap_or(Outcome::Stay));
+            }
+            Timer::Group => {
+                let outcome = self.coordination.as_mut().map(|c| c.on_tick(sh, out));
+                self.after_coordination(outcome.unwrap_or(Outcome::Stay));
+            }
+            Timer::Recover => {
+                if self.shared.recovering {
+                    // No member told this bootstrap of a ring: found a new one.
+                    self.shared.recovering = false;
+                    self.found_ring();
+                    self.membership.founded(&self.shared, &mut self.out);
                 }
             }
             Timer::AntiEntropy => anti_entropy::on_tick(sh, out),
@@ -622,8 +884,13 @@ impl Node {
         if heartbeat > 0 && (member || sh.phase == Phase::Joining) {
             out.arm(Timer::Heartbeat, out.after(heartbeat));
         }
-        if heartbeat > 0 && self.coordinator.is_some() && member {
+        let leading = self.coordination.as_ref().is_some_and(|c| c.is_leading());
+        if heartbeat > 0 && leading && member {
             out.arm(Timer::FailureCheck, out.after(heartbeat));
+        }
+        if sh.recovering && !sh.ring_seen {
+            // Members tell their bootstrap address of their ring every heartbeat.
+            out.arm(Timer::Recover, out.after(RECOVERY_HEARTBEATS * heartbeat));
         }
         let sync = sh.timing.anti_entropy_interval_ns;
         if sync > 0 && member {
@@ -650,10 +917,15 @@ impl Node {
         );
     }
 
-    /// Start as the single member of a new ring.
+    /// Start as the single member, and the only coordinator seat, of a new ring.
     fn found_ring(&mut self) {
-        let sh = &mut self.shared;
-        self.coordinator = Some(Coordinator::found(&sh.me));
+        let (sh, out) = (&mut self.shared, &mut self.out);
+        sh.incarnation = out.now ^ out.rng.gen::<u64>();
+        sh.ring_id = out.rng.gen();
+        sh.coordinator = sh.me.addr.clone();
+        sh.seats = vec![sh.me.clone()];
+        let coordination = Coordination::found(sh, out, sh.ring_id);
+        sh.term = coordination.dir().term;
         sh.view = View {
             epoch: 0,
             ring_size: 1,
@@ -663,6 +935,7 @@ impl Node {
         sh.fingers.alone(&sh.me.clone());
         sh.phase = Phase::Active;
         sh.forward_to = None;
+        self.coordination = Some(coordination);
     }
 }
 

@@ -273,7 +273,8 @@ fn read_at_primary(sh: &Shared, out: &mut Out, origin: Option<Origin>, key: Stri
 /// holds the key and is its tail; otherwise the ring is changing and the client retries.
 pub(crate) fn tail_read(sh: &Shared, out: &mut Out, origin: Origin, key: &str, hops: u32) {
     let key_id = Id::of_key(key);
-    if sh.is_member() && sh.responsibility().contains(key_id) && sh.is_tail(key_id) {
+    let serving = sh.is_member() && !sh.unsure;
+    if serving && sh.responsibility().contains(key_id) && sh.is_tail(key_id) {
         return answer_read(sh, out, Some(origin), key, hops);
     }
     let node = sh.addr();

@@ -4,13 +4,32 @@
 use std::collections::BTreeMap;
 use std::ops::Bound::{Excluded, Included, Unbounded};
 
+use serde::{Deserialize, Serialize};
+
 use crate::id::{Id, ID_BITS};
 use crate::message::{NodeRef, View};
 
-/// Members of a ring, ordered by id.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Members of a ring, ordered by id. On the wire, the list of members.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "Vec<NodeRef>", into = "Vec<NodeRef>")]
 pub struct Ring {
     members: BTreeMap<Id, NodeRef>,
+}
+
+impl From<Vec<NodeRef>> for Ring {
+    fn from(nodes: Vec<NodeRef>) -> Ring {
+        let mut ring = Ring::new();
+        for node in nodes {
+            ring.insert(node);
+        }
+        ring
+    }
+}
+
+impl From<Ring> for Vec<NodeRef> {
+    fn from(ring: Ring) -> Vec<NodeRef> {
+        ring.members.into_values().collect()
+    }
 }
 
 impl Ring {

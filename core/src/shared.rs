@@ -73,8 +73,33 @@ pub(crate) struct Gaining {
 pub(crate) struct Shared {
     /// This node.
     pub(crate) me: NodeRef,
-    /// Where membership requests, readiness and heartbeats go.
+    /// Where membership requests, readiness and heartbeats go: the leader of the newest
+    /// coordinator term this node has seen (at first, the address it joins through).
     pub(crate) coordinator: Arc<str>,
+    /// The newest coordinator term seen; coordinator messages of older terms are refused.
+    pub(crate) term: u64,
+    /// When the coordinator was last heard from.
+    pub(crate) coordinator_seen: crate::Time,
+    /// The coordinator group's seats, where to look for the leader when it is silent.
+    pub(crate) seats: Vec<NodeRef>,
+    /// The address this node was started with as bootstrap (its own, for the bootstrap):
+    /// members tell it which ring they form, so a restarted bootstrap finds its ring.
+    pub(crate) bootstrap: Arc<str>,
+    /// The ring's identity, once known.
+    pub(crate) ring_id: u64,
+    /// A restarted bootstrap still looking for its ring.
+    pub(crate) recovering: bool,
+    /// A restarted bootstrap heard that its ring exists: it will not found another.
+    pub(crate) ring_seen: bool,
+    /// Why this node stopped taking part (a bootstrap started against a ring with other
+    /// settings).
+    pub(crate) halted: Option<String>,
+    /// A new tail whose fetch source failed before its forwards were all acknowledged:
+    /// it serves no tail read until it has fetched again from a live predecessor.
+    pub(crate) unsure: bool,
+    /// Epoch of the commit that took this node out of the ring: a commit of it sent again
+    /// (by a leader finishing that change) is acknowledged.
+    pub(crate) left_epoch: u64,
     /// Cluster settings (a joiner learns them from its first prepare).
     pub(crate) config: ClusterConfig,
     pub(crate) limits: Limits,
@@ -151,6 +176,30 @@ impl Shared {
             node: self.me.clone(),
             req: id,
             incarnation: self.incarnation,
+        }
+    }
+
+    /// Take a coordinator message of `term` from `from`, if it is not stale: a newer term
+    /// makes its sender the coordinator.
+    pub(crate) fn follow(&mut self, from: &NodeRef, term: u64, now: crate::Time) -> bool {
+        if term < self.term || (term == self.term && *from.addr != *self.coordinator) {
+            return false;
+        }
+        if term > self.term {
+            self.term = term;
+            self.coordinator = from.addr.clone();
+        }
+        self.coordinator_seen = now;
+        true
+    }
+
+    /// What this node tells its bootstrap address about the ring.
+    pub(crate) fn ring_info(&self) -> crate::message::RingInfo {
+        crate::message::RingInfo {
+            ring_id: self.ring_id,
+            settings: self.config,
+            term: self.term,
+            coordinator: NodeRef::new(&self.coordinator),
         }
     }
 

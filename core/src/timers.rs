@@ -24,11 +24,15 @@ pub enum Timer {
     Replicate,
     /// Send the acknowledgements of replica writes gathered since the last time.
     ReplicateAcks,
+    /// Drive the coordinator group's consensus (a seat).
+    Group,
+    /// A restarted bootstrap stops looking for its ring and founds a new one.
+    Recover,
 }
 
 impl Timer {
     /// Every timer, in the order ties are fired.
-    pub const ALL: [Timer; 8] = [
+    pub const ALL: [Timer; 10] = [
         Timer::Requests,
         Timer::Gc,
         Timer::Heartbeat,
@@ -37,6 +41,8 @@ impl Timer {
         Timer::AntiEntropy,
         Timer::Replicate,
         Timer::ReplicateAcks,
+        Timer::Group,
+        Timer::Recover,
     ];
 
     fn index(self) -> usize {

@@ -140,10 +140,14 @@ fn forged_or_misdirected_peer_messages_are_rejected_without_change() {
     let mut pump = Pump::ring(cluster(3, Consistency::Chain, Routing::Finger), 4);
     let before = snapshot(&pump);
     let member = addr(2);
-    // A commit that does not come from the bootstrap.
+    // A commit that does not come from the coordinator (of the coordinator's term).
     let forged = Envelope {
         from: ringkv_core::NodeRef::new(&addr(3)),
-        msg: ringkv_core::Message::Commit { epoch: 99 },
+        msg: ringkv_core::Message::Commit {
+            epoch: 99,
+            term: 1,
+            failed: Vec::new(),
+        },
     };
     let mut out = Vec::new();
     let node = pump.nodes.get_mut(&member).unwrap();
@@ -259,6 +263,7 @@ fn a_malformed_prepare_is_refused_and_never_installed() {
         sources: Vec::new(),
         fingers: None,
         resync: false,
+        term: 1,
     };
     let from_coordinator = |msg| Envelope {
         from: NodeRef::new(&addr(0)),

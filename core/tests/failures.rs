@@ -191,7 +191,7 @@ fn a_falsely_suspected_node_is_removed_and_rejoins() {
     for _ in 0..40 {
         pump.run_for(SECOND / 10);
         pump.drive_holding(|e| {
-            e.from.addr.as_ref() == silent && matches!(e.msg, Message::Heartbeat)
+            e.from.addr.as_ref() == silent && matches!(e.msg, Message::Heartbeat { .. })
         });
         pump.held.clear();
     }

@@ -55,6 +55,10 @@ pub struct NodeOptions {
     /// closed, without reaching the node. Values below 1 count as 1. Default
     /// [`MAX_CONNECTIONS_DEFAULT`] (1024).
     pub max_connections: usize,
+    /// For a bootstrap: look for the ring it belonged to (its members tell it every
+    /// heartbeat) before founding a new one, and rejoin that ring if there is one. Off
+    /// by default; `dht bootstrap` turns it on.
+    pub recover: bool,
 }
 
 impl NodeOptions {
@@ -71,6 +75,7 @@ impl NodeOptions {
             peer_timeout: Duration::from_secs(10),
             cluster_secret: None,
             max_connections: MAX_CONNECTIONS_DEFAULT,
+            recover: false,
         }
     }
 }
@@ -139,6 +144,7 @@ impl NodeServer {
         };
         config.limits = options.limits;
         config.timing = options.timing;
+        config.recover = options.recover && is_bootstrap;
         let metrics = Arc::new(Metrics::default());
         let client =
             HttpClient::new(options.peer_timeout).with_bearer(options.cluster_secret.as_deref());
@@ -210,6 +216,16 @@ impl NodeServer {
     /// The node's metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Why the node stopped taking part, if it did (a bootstrap started with settings
+    /// other than its ring's); `None` while it runs normally or cannot be asked.
+    pub async fn halted(&self) -> Option<String> {
+        self.handle
+            .inspect(|node| node.halted().map(str::to_string))
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Ask the node directly (without HTTP).

@@ -152,7 +152,8 @@ impl fmt::Display for Fault {
 }
 
 /// Rates of random faults, per virtual second, over `[0, horizon_ns)` of the client
-/// phase. The bootstrap is never crashed or departed (the core has no failover for it).
+/// phase. Any node may crash or depart, the bootstrap (node 0) included: the coordinator
+/// group takes over from it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RandomFaults {
     /// Crashes per second.
@@ -210,7 +211,7 @@ impl RandomFaults {
         let mut faults = Vec::new();
         // (node, crash, restart or never) of the crashes scheduled so far.
         let mut down: Vec<(u32, u64, Option<u64>)> = Vec::new();
-        let others = nodes.saturating_sub(1);
+        let others = nodes;
         let times = |rate: f64, rng: &mut ChaCha8Rng| -> Vec<u64> {
             let mut out = Vec::new();
             if rate <= 0.0 {
@@ -228,7 +229,7 @@ impl RandomFaults {
         };
         if others > 0 {
             for at_ns in times(self.crash_rate, rng) {
-                let node = rng.gen_range(1..=others);
+                let node = rng.gen_range(0..others);
                 if let Some(cap) = cap {
                     // Crash times increase and every node stays down equally long, so the
                     // most nodes down during this one's outage is the count at its start.
@@ -256,7 +257,7 @@ impl RandomFaults {
                 }
             }
             for at_ns in times(self.depart_rate, rng) {
-                let node = rng.gen_range(1..=others);
+                let node = rng.gen_range(0..others);
                 faults.push(Fault {
                     at_ns,
                     kind: FaultKind::Depart { node },
@@ -389,7 +390,7 @@ mod tests {
     }
 
     #[test]
-    fn random_schedules_spare_the_bootstrap_and_are_sorted() {
+    fn random_schedules_reach_the_bootstrap_and_are_sorted() {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let faults = RandomFaults {
             horizon_ns: 10_000_000_000,
@@ -398,13 +399,19 @@ mod tests {
         .generate(10, &mut rng);
         assert!(faults.len() > 20);
         assert!(faults.windows(2).all(|w| w[0].at_ns <= w[1].at_ns));
+        let mut bootstrap_hit = false;
         for f in &faults {
             match f.kind {
                 FaultKind::Crash { node } | FaultKind::Depart { node } => {
-                    assert!((1..10).contains(&node))
+                    assert!((0..10).contains(&node));
+                    bootstrap_hit |= node == 0;
                 }
                 _ => {}
             }
         }
+        assert!(
+            bootstrap_hit,
+            "node 0 is crashed or departed like any other"
+        );
     }
 }

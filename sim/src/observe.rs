@@ -1,9 +1,11 @@
 //! Invariants checked once a run has drained (no message in flight, no client waiting):
 //!
-//! - `membership_busy`: the bootstrap has no join or depart in progress or queued;
-//! - `ring`: the bootstrap's ring and the members agree, every member's view (ring size,
+//! - `coordinator`: a live node leads the coordinator group (the leader of the newest
+//!   term is the authority for the checks below);
+//! - `membership_busy`: the leader has no join or depart in progress or queued;
+//! - `ring`: the leader's ring and the members agree, every member's view (ring size,
 //!   `k + 1` predecessors and successors) is the one the ring gives it, and following
-//!   successors from the bootstrap visits every member once and comes back: one correctly
+//!   successors from the leader visits every member once and comes back: one correctly
 //!   ordered cycle;
 //! - `placement_missing` / `placement_extra` (only for runs without crashes): every key
 //!   some member holds live is held by exactly its `min(k, N)` replicas;
@@ -64,21 +66,34 @@ impl Observation {
     }
 }
 
-/// Check the invariants over `nodes` (node 0 is the bootstrap). Placement is checked only
-/// when `placement` is set (runs without crashes).
+/// Check the invariants over `nodes`, with the live leader of the newest coordinator
+/// term as the authority. Placement is checked only when `placement` is set (runs
+/// without crashes, or with failure handling that repaired them).
 pub fn observe(nodes: &[NodeView<'_>], k: usize, placement: bool) -> Observation {
     let mut obs = Observation::default();
-    let Some(boot) = nodes.first() else {
+    if nodes.is_empty() {
+        return obs;
+    }
+    let leader = nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.up)
+        .filter_map(|(i, n)| n.node.leader_term().map(|t| (t, i)))
+        .max();
+    let Some((_, leader)) = leader else {
+        obs.breach("coordinator", || {
+            "no live node leads the coordinator group".into()
+        });
         return obs;
     };
+    let boot = &nodes[leader];
     let Some(ring) = boot.node.ring() else {
-        obs.breach("ring", || "node 0 is not the bootstrap".into());
         return obs;
     };
     obs.ring_size = ring.len();
     if !boot.node.membership_idle() {
         obs.breach("membership_busy", || {
-            "a join or depart is still in progress or queued at the bootstrap".into()
+            "a join or depart is still in progress or queued at the coordinator".into()
         });
     }
     let by_addr: HashMap<&str, usize> = nodes
@@ -86,18 +101,19 @@ pub fn observe(nodes: &[NodeView<'_>], k: usize, placement: bool) -> Observation
         .enumerate()
         .map(|(i, n)| (&*n.node.me().addr, i))
         .collect();
-    check_ring(nodes, &by_addr, k, &mut obs);
-    check_keys(nodes, &by_addr, k, placement, &mut obs);
+    check_ring(nodes, leader, ring, &by_addr, k, &mut obs);
+    check_keys(nodes, ring, &by_addr, k, placement, &mut obs);
     obs
 }
 
 fn check_ring(
     nodes: &[NodeView<'_>],
+    leader: usize,
+    ring: &ringkv_core::Ring,
     by_addr: &HashMap<&str, usize>,
     k: usize,
     obs: &mut Observation,
 ) {
-    let ring = nodes[0].node.ring().expect("checked by the caller");
     let list_len = k + 1;
     for member in ring.iter() {
         let ok = by_addr
@@ -143,9 +159,14 @@ fn check_ring(
             .filter(|(a, b)| a.id != b.id)
             .count() as u64;
     }
-    // Walk the successor pointers from the bootstrap: one cycle through every member.
-    let start = nodes[0].node.me().id;
-    let mut at = 0usize;
+    // Walk the successor pointers from the leader (or, if it has left the ring while
+    // handing over, from a member): one cycle through every member.
+    let first = match nodes[leader].node.is_member() {
+        true => Some(leader),
+        false => ring.iter().find_map(|m| by_addr.get(&*m.addr).copied()),
+    };
+    let Some(mut at) = first else { return };
+    let start = nodes[at].node.me().id;
     let mut seen = 0usize;
     loop {
         let view = nodes[at].node.view();
@@ -169,7 +190,7 @@ fn check_ring(
     if seen != ring.len() {
         obs.breach("ring", || {
             format!(
-                "the successor walk from the bootstrap visits {seen} nodes; the ring has {}",
+                "the successor walk from the leader visits {seen} nodes; the ring has {}",
                 ring.len()
             )
         });
@@ -178,12 +199,12 @@ fn check_ring(
 
 fn check_keys(
     nodes: &[NodeView<'_>],
+    ring: &ringkv_core::Ring,
     by_addr: &HashMap<&str, usize>,
     k: usize,
     placement: bool,
     obs: &mut Observation,
 ) {
-    let ring = nodes[0].node.ring().expect("checked by the caller");
     let mut holders: BTreeMap<&str, Vec<(usize, &Entry)>> = BTreeMap::new();
     for (i, n) in nodes.iter().enumerate() {
         if !n.up || !n.node.is_member() {

@@ -1,12 +1,16 @@
-//! The configuration master: it serializes joins, departs and removals of failed members
-//! and drives each through prepare → ready → commit (in waves) → ack.
+//! The configuration master, replicated: a small group of members (the coordinator
+//! group: one seat on a ring of one or two members, three on three or four, five from
+//! five) agree through omnipaxos on every membership change, and the group's leader
+//! drives the changes (see [`leader`]). Any seat can take over: a new leader's term is
+//! itself decided, its epochs lie above every earlier one (epoch = term << 32 | seq),
+//! and members follow only the newest term they have seen, so two leaders never both
+//! commit. With failure handling off the bootstrap is the only seat, as before.
 
+mod directory;
+mod group;
+mod leader;
 mod plan;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-
-use crate::api::RequestError;
-use crate::id::Id;
 use crate::message::{Message, NodeRef};
 use crate::out::Out;
 use crate::rejected::Rejected;
@@ -15,609 +19,420 @@ use crate::shared::Shared;
 use crate::timers::Timer;
 use crate::Time;
 
-use plan::{apply, refusal, Change, Plan, Shape};
+pub use directory::{ChangeRecord, Decision, Directory, Seat, SEATS_MAX};
+pub use group::Consensus;
+pub use plan::Change;
 
-/// Attempts at one change before it is given up (each attempt ends by its deadline).
-const ATTEMPTS_MAX: u32 = 3;
+use group::{Event, Group, TICKS_PER_ROUND};
+use leader::Leader;
 
-/// Times a commit is re-sent to nodes that have not acknowledged it.
-const COMMIT_RETRIES_MAX: u32 = 15;
+/// Times a new seat is sent the directory before the sender gives up (each tick).
+const GROUP_JOIN_SENDS_MAX: u32 = 50;
 
-/// Times prepares are re-sent to nodes not ready before an attempt is abandoned.
-const PREPARE_RETRIES_MAX: u32 = 5;
-
-/// Retransmissions per membership timeout: a lost prepare, ready, commit or
-/// acknowledgement costs a fifth of the timeout, not all of it (an attempt is still
-/// abandoned after about the timeout plus one interval).
-const RETRANSMITS_PER_TIMEOUT: u64 = 5;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Stage {
-    /// Waiting for `Ready` from every affected node.
-    Preparing,
-    /// Waiting for `Ack` from every node of the current commit wave.
-    Committing,
+/// This node's seat in the coordinator group, and its leadership when it leads.
+#[derive(Debug)]
+pub(crate) struct Coordination {
+    group: Group,
+    /// The leader's driver, once this seat's term is decided.
+    leader: Option<Leader>,
+    /// A driver set aside while the group changed seats, taken up again if this seat
+    /// leads the next configuration.
+    parked: Option<Leader>,
+    /// Whether this seat proposed its term and waits for it to be decided.
+    term_proposed: bool,
+    /// New seats that still need the directory, with the sends left.
+    welcoming: Vec<(NodeRef, u32)>,
 }
 
-/// The change in progress.
-#[derive(Clone, Debug)]
-struct InFlight {
-    change: Change,
-    attempt: u32,
-    /// Members this change takes out without their help (failed or restarted).
-    removed: Vec<NodeRef>,
-    epoch: u64,
-    affected: Vec<NodeRef>,
-    waiting: BTreeSet<Id>,
-    stage: Stage,
-    /// Times the current stage's messages were sent again.
-    retries: u32,
-    /// Commit waves still to go once the current one has acknowledged.
-    later_waves: VecDeque<Vec<NodeRef>>,
-    /// The plan's commit waves, in order.
-    waves: Vec<Vec<NodeRef>>,
-    /// The prepare sent to each affected node, for retransmission.
-    prepares: Vec<(NodeRef, Message)>,
+/// What the node should do after the coordination handled an input.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Nothing more.
+    Stay,
+    /// This node no longer holds a seat: drop the coordination.
+    Retire,
 }
 
-impl InFlight {
-    /// Nodes of `among` that have not answered yet.
-    fn still_waiting<'a>(&'a self, among: &'a [NodeRef]) -> impl Iterator<Item = &'a NodeRef> {
-        among.iter().filter(|n| self.waiting.contains(&n.id))
+impl Coordination {
+    /// The coordination of a new ring founded by this node.
+    pub(crate) fn found(sh: &Shared, out: &mut Out, ring_id: u64) -> Coordination {
+        let dir = Directory::founded(&sh.me, sh.incarnation, sh.config, ring_id);
+        Coordination::seated(sh, out, dir, true)
     }
-}
 
-/// Authoritative membership and the change in progress.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Coordinator {
-    ring: Ring,
-    /// Last epoch handed out; every attempt gets a fresh one.
-    epoch: u64,
-    current: Option<InFlight>,
-    queue: VecDeque<(Change, u32)>,
-    /// When each member was last heard from.
-    last_seen: BTreeMap<Id, Time>,
-    /// The incarnation each node last asked to join with.
-    incarnations: BTreeMap<Id, u64>,
-}
-
-impl Coordinator {
-    /// The coordinator of a new ring whose only member is `me`.
-    pub(crate) fn found(me: &NodeRef) -> Coordinator {
-        let mut c = Coordinator::default();
-        c.ring.insert(me.clone());
+    /// A seat starting from `dir` (a new seat of an existing group).
+    pub(crate) fn seated(sh: &Shared, out: &mut Out, dir: Directory, lead: bool) -> Coordination {
+        let mut c = Coordination {
+            group: Group::new(dir, sh.me.clone(), sh.incarnation, lead),
+            leader: None,
+            parked: None,
+            term_proposed: false,
+            welcoming: Vec::new(),
+        };
+        c.after(sh, out, Vec::new());
         c
     }
 
-    /// The membership as this coordinator knows it.
+    /// The membership, as this seat's directory has it (only the leader's is authoritative
+    /// for the change in progress).
     pub(crate) fn ring(&self) -> &Ring {
-        &self.ring
+        &self.group.dir().ring
     }
 
-    /// Whether no change is in progress or queued.
+    /// The directory.
+    pub(crate) fn dir(&self) -> &Directory {
+        self.group.dir()
+    }
+
+    /// Whether this seat leads (its term is decided).
+    pub(crate) fn is_leading(&self) -> bool {
+        self.leader.is_some()
+    }
+
+    /// Whether no change is in progress or queued here.
     pub(crate) fn is_idle(&self) -> bool {
-        self.current.is_none() && self.queue.is_empty()
-    }
-
-    /// `me` left a ring it was alone in.
-    pub(crate) fn forget(&mut self, me: &NodeRef) {
-        self.ring.remove(me.id);
-    }
-
-    /// Whether a join of `id` is queued or in progress.
-    fn is_joining(&self, id: Id) -> bool {
-        let joining = |c: &Change| matches!(c, Change::Join(n) if n.id == id);
-        self.current.as_ref().is_some_and(|op| joining(&op.change))
-            || self.queue.iter().any(|(c, _)| joining(c))
-    }
-
-    fn is_known(&self, change: &Change) -> bool {
-        self.current.as_ref().is_some_and(|c| c.change == *change)
-            || self.queue.iter().any(|(c, _)| c == change)
-    }
-
-    /// Queue `change` unless it is queued already.
-    fn enqueue(&mut self, change: Change, attempt: u32) {
-        if !self.queue.iter().any(|(q, _)| *q == change) {
-            self.queue.push_back((change, attempt));
+        match &self.leader {
+            Some(leader) => leader.is_idle() && !self.group.is_stopping(),
+            // A seat waits only while its group has no settled leader (an election, or a
+            // leader whose term is not decided yet).
+            None => self.group.follows_settled_leader(),
         }
+    }
+
+    /// The seats of the group.
+    pub(crate) fn seat_nodes(&self) -> Vec<NodeRef> {
+        self.group
+            .dir()
+            .seats
+            .iter()
+            .map(|s| s.node.clone())
+            .collect()
     }
 
     // ----- inputs -----
 
-    /// A coordination message: a join or depart request, or progress of the change.
+    /// A join or depart request, or progress of the change. Seats that do not lead pass
+    /// requests on to the leader they know; progress is only for the leader.
     pub(crate) fn on_message(
         &mut self,
         sh: &Shared,
         out: &mut Out,
         from: NodeRef,
         msg: Message,
-    ) -> Result<(), Rejected> {
-        match msg {
-            Message::JoinRequest { node, incarnation } => {
-                self.on_join_request(sh, out, node, incarnation)
+    ) -> Result<Outcome, Rejected> {
+        let Some(leader) = &mut self.leader else {
+            return match (&msg, self.group.leader()) {
+                (Message::JoinRequest { .. } | Message::DepartRequest { .. }, Some(to))
+                    if to.id != sh.me.id =>
+                {
+                    let to = to.clone();
+                    out.send(&to, msg);
+                    Ok(Outcome::Stay)
+                }
+                _ => Err(Rejected::not_coordinator(msg.kind(), &from)),
+            };
+        };
+        let dir = self.group.dir_mut();
+        let result = leader.on_message(dir, sh, out, from, msg);
+        let outcome = self.after(sh, out, Vec::new());
+        result.map(|_| outcome)
+    }
+
+    /// A member's heartbeat: the leader answers with its term (and sorts out stale
+    /// prepares); another seat points the member at the leader it knows.
+    pub(crate) fn on_heartbeat(
+        &mut self,
+        sh: &Shared,
+        out: &mut Out,
+        from: &NodeRef,
+        preparing: Option<u64>,
+    ) {
+        let dir = self.group.dir();
+        match &self.leader {
+            Some(leader) => {
+                leader.on_heartbeat(dir, out, from, preparing);
+                out.send(from, self.announcement(sh, leader.term(), sh.me.clone()));
             }
-            Message::DepartRequest { node } if node == from => {
-                self.request_change(sh, out, Change::Depart(node))
+            None => {
+                if let Some(l) = self.group.leader().cloned() {
+                    if l.id != sh.me.id {
+                        out.send(from, self.announcement(sh, dir.term, l));
+                    }
+                }
             }
-            Message::DepartRequest { .. } => {
-                return Err(Rejected::not_coordinator("depart_request", &from));
-            }
-            Message::Ready { epoch } => self.progress(sh, out, from.id, epoch, Stage::Preparing),
-            Message::Ack { epoch } => self.progress(sh, out, from.id, epoch, Stage::Committing),
-            other => return Err(Rejected::not_coordinator(other.kind(), &from)),
         }
-        Ok(())
+    }
+
+    fn announcement(&self, _sh: &Shared, term: u64, leader: NodeRef) -> Message {
+        Message::Leader {
+            term,
+            leader,
+            seats: self.seat_nodes(),
+            ring_id: self.group.dir().ring_id,
+            config_id: self.group.dir().config_id,
+        }
+    }
+
+    /// Omnipaxos' leader told how long its log is: catch up if behind.
+    pub(crate) fn on_leader_log(
+        &mut self,
+        sh: &Shared,
+        out: &mut Out,
+        leader: &NodeRef,
+        config_id: u32,
+        log_len: u64,
+        decided: u64,
+    ) -> Outcome {
+        let events = self
+            .group
+            .on_leader_log(leader, config_id, log_len, decided, out);
+        self.after(sh, out, events)
+    }
+
+    /// A consensus message from another seat.
+    pub(crate) fn on_consensus(
+        &mut self,
+        sh: &Shared,
+        out: &mut Out,
+        from: &NodeRef,
+        consensus: Consensus,
+    ) -> Outcome {
+        if consensus.config_id < self.group.dir().config_id {
+            // A seat of an older configuration that missed its end: tell it who leads now
+            // (it gives up its seat when it is not among the new ones).
+            if let Some(leader) = self.group.leader().cloned() {
+                out.send(from, self.announcement(sh, self.group.dir().term, leader));
+            }
+            return Outcome::Stay;
+        }
+        let events = self.group.on_consensus(consensus, out);
+        self.after(sh, out, events)
+    }
+
+    /// A new seat acknowledged the directory.
+    pub(crate) fn on_group_join_ack(&mut self, from: &NodeRef, config_id: u32) -> Outcome {
+        if config_id == self.group.dir().config_id {
+            self.welcoming.retain(|(n, _)| n.id != from.id);
+        }
+        self.retire_if_done()
+    }
+
+    /// A seat that lost its seat stays until the new seats have the directory.
+    fn retire_if_done(&self) -> Outcome {
+        match !self.group.is_seated() && self.welcoming.is_empty() {
+            true => Outcome::Retire,
+            false => Outcome::Stay,
+        }
+    }
+
+    /// The configuration this seat runs.
+    pub(crate) fn config_id(&self) -> u32 {
+        self.group.dir().config_id
+    }
+
+    /// The group timer: drive omnipaxos, and send the directory to new seats again.
+    pub(crate) fn on_tick(&mut self, sh: &Shared, out: &mut Out) -> Outcome {
+        let events = self.group.tick(out);
+        let dir = self.group.dir().clone();
+        for (node, left) in &mut self.welcoming {
+            *left = left.saturating_sub(1);
+            out.send(node, Message::GroupJoin(Box::new(dir.clone())));
+        }
+        self.welcoming.retain(|(_, left)| *left > 0);
+        match self.after(sh, out, events) {
+            Outcome::Stay => self.retire_if_done(),
+            retire => retire,
+        }
+    }
+
+    /// Failure check (leader).
+    pub(crate) fn check_failures(&mut self, sh: &Shared, out: &mut Out) -> Outcome {
+        if let Some(leader) = &mut self.leader {
+            leader.check_failures(self.group.dir_mut(), sh, out);
+        }
+        self.after(sh, out, Vec::new())
+    }
+
+    /// The change in progress missed its deadline (leader).
+    pub(crate) fn on_deadline(&mut self, sh: &Shared, out: &mut Out) -> Outcome {
+        if let Some(leader) = &mut self.leader {
+            leader.on_deadline(self.group.dir_mut(), sh, out);
+        }
+        self.after(sh, out, Vec::new())
     }
 
     /// Any message from a member shows it is alive.
     pub(crate) fn heard_from(&mut self, peer: &NodeRef, now: Time) {
-        if self.ring.contains(peer.id) {
-            self.last_seen.insert(peer.id, now);
+        if let Some(leader) = &mut self.leader {
+            leader.heard_from(self.group.dir(), peer, now);
         }
     }
 
-    /// A heartbeat from a node that is not in the ring means it missed the notice of its
-    /// removal; send it again so the node rejoins.
-    pub(crate) fn on_heartbeat(&self, sh: &Shared, out: &mut Out, from: &NodeRef) {
-        if !self.ring.contains(from.id) && !self.is_joining(from.id) {
-            out.send(
-                from,
-                Message::Removed {
-                    epoch: sh.view.epoch,
-                },
-            );
-        }
+    /// This node left a ring it was alone in (failure handling off).
+    pub(crate) fn forget(&mut self, me: &NodeRef) {
+        self.group.dir_mut().ring.remove(me.id);
     }
 
-    fn on_join_request(&mut self, sh: &Shared, out: &mut Out, node: NodeRef, incarnation: u64) {
-        if self.incarnations.len() >= sh.limits.incarnations_max
-            && !self.incarnations.contains_key(&node.id)
+    // ----- after every input -----
+
+    /// Handle what the group decided, take up or give up the lead, propose what the
+    /// leader has ready, and change seats when the ring needs others.
+    fn after(&mut self, sh: &Shared, out: &mut Out, mut events: Vec<Event>) -> Outcome {
+        // Bounded: each round either handles events or proposes; proposals alone decide
+        // at once, and a change is proposed once.
+        for _ in 0..16 {
+            for event in std::mem::take(&mut events) {
+                if self.on_event(sh, out, event) == Outcome::Retire {
+                    return Outcome::Retire;
+                }
+            }
+            self.follow_leadership(sh, out, &mut events);
+            if let Some(leader) = &mut self.leader {
+                if let Some(decision) = leader.take_proposal() {
+                    match self.group.propose(decision, out) {
+                        Some(decided) => events.extend(decided),
+                        None => leader.refused_proposal(out),
+                    }
+                }
+            }
+            self.maybe_change_seats(sh, out, &mut events);
+            if events.is_empty() {
+                break;
+            }
+        }
+        self.arm_tick(sh, out);
+        Outcome::Stay
+    }
+
+    fn on_event(&mut self, sh: &Shared, out: &mut Out, event: Event) -> Outcome {
+        match event {
+            Event::Decided(Decision::Term { pid }) => {
+                self.term_proposed = false;
+                if pid == self.group.my_pid() && self.group.is_leader() {
+                    self.establish(sh, out);
+                } else if let Some(old) = self.leader.take() {
+                    self.parked = Some(old);
+                }
+            }
+            Event::Decided(Decision::Change(record)) => {
+                if let Some(leader) = &mut self.leader {
+                    leader.on_decided(self.group.dir_mut(), sh, out, &record);
+                }
+            }
+            Event::Reconfigured { before } => {
+                if let Some(old) = self.leader.take() {
+                    self.parked = Some(old);
+                }
+                self.term_proposed = false;
+                // Every other seat gets the directory until it acknowledges: a seat of
+                // the previous configuration may not have learned that its stop sign
+                // was decided.
+                let _ = before;
+                for node in self.group.other_seats() {
+                    if !self.welcoming.iter().any(|(n, _)| n.id == node.id) {
+                        self.welcoming.push((node, GROUP_JOIN_SENDS_MAX));
+                    }
+                }
+                let dir = self.group.dir().clone();
+                for (node, _) in &self.welcoming {
+                    out.send(node, Message::GroupJoin(Box::new(dir.clone())));
+                }
+                if !self.group.is_seated() && self.welcoming.is_empty() {
+                    return Outcome::Retire;
+                }
+            }
+        }
+        Outcome::Stay
+    }
+
+    /// Take up the lead when omnipaxos makes this seat leader (by getting its term
+    /// decided), and give it up when it does not any more.
+    fn follow_leadership(&mut self, sh: &Shared, out: &mut Out, events: &mut Vec<Event>) {
+        if !self.group.is_seated() {
+            self.leader = None;
+            return;
+        }
+        let leads = self.group.is_leader();
+        if !leads {
+            if let Some(old) = self.leader.take() {
+                self.parked = Some(old);
+            }
+            self.term_proposed = false;
+            // A stop sign this seat proposed is decided by the next leader, or not at all.
+            self.group.forget_stopping();
+            return;
+        }
+        if self.leader.is_none()
+            && !self.term_proposed
+            && !self.group.is_stopping()
+            && self.group.settled_leader()
         {
-            // Forget incarnations of nodes no longer members: they only tell duplicates
-            // of requests already carried out, and a non-member's join is carried out
-            // again harmlessly.
-            let ring = &self.ring;
-            self.incarnations.retain(|id, _| ring.contains(*id));
-        }
-        let known = self.incarnations.insert(node.id, incarnation);
-        if known == Some(incarnation) && self.ring.contains(node.id) {
-            return; // a duplicate of a request already carried out
-        }
-        let restarted = known.is_some_and(|k| k != incarnation);
-        let join = Change::Join(node.clone());
-        let in_progress = self
-            .current
-            .as_ref()
-            .filter(|op| restarted && op.change == join)
-            .map(|op| (op.stage, op.epoch, op.affected.clone()));
-        match in_progress {
-            // The node restarted while its own join was being prepared: that attempt is
-            // void (the new incarnation holds nothing it fetched); start afresh.
-            Some((Stage::Preparing, epoch, affected)) => {
-                self.current = None;
-                for n in &affected {
-                    out.send(n, Message::Abort { epoch });
-                }
-            }
-            // ... or committed: the ring now lists its old incarnation, which holds nothing.
-            // Finish the change without waiting for it, then take it out and let the new
-            // incarnation in.
-            Some((Stage::Committing, epoch, _)) => {
-                self.enqueue(Change::Remove(node.clone()), 0);
-                self.enqueue(join, 0);
-                self.progress(sh, out, node.id, epoch, Stage::Committing);
-                return self.start_next(sh, out);
-            }
-            None => {}
-        }
-        self.request_change(sh, out, Change::Join(node));
-    }
-
-    fn request_change(&mut self, sh: &Shared, out: &mut Out, change: Change) {
-        if self.is_known(&change) {
-            return; // a duplicate request
-        }
-        let restarted = match &change {
-            Change::Join(n) => self.ring.contains(n.id) && n.id != sh.me.id,
-            _ => false,
-        };
-        if restarted {
-            // A member asking to join again has restarted and lost its state: take the old
-            // incarnation out first, then let the new one in.
-            let leaving = Change::Remove(change.node().clone());
-            if !self.is_known(&leaving) {
-                self.queue.push_back((leaving, 0));
-            }
-        } else if let Some(reason) = refusal(&self.ring, &sh.me, &change) {
-            return out.send(change.node(), Message::Refused { reason });
-        }
-        if self.queue.len() >= sh.limits.membership_queue_max {
-            let reason = RequestError::Overloaded {
-                pending: self.queue.len(),
-            };
-            return out.send(change.node(), Message::Refused { reason });
-        }
-        self.queue.push_back((change, 0));
-        if restarted {
-            self.preempt_for_removals(sh, out);
-        }
-        self.start_next(sh, out);
-    }
-
-    /// Failure check: queue the removal of every member silent past the failure timeout.
-    pub(crate) fn check_failures(&mut self, sh: &Shared, out: &mut Out) {
-        let now = out.now;
-        for node in self.ring.iter().filter(|n| n.id != sh.me.id) {
-            self.last_seen.entry(node.id).or_insert(now);
-        }
-        for node in self.silent(now, sh) {
-            let change = Change::Remove(node);
-            if !self.is_known(&change) {
-                self.queue.push_back((change, 0));
+            self.term_proposed = true;
+            let pid = self.group.my_pid();
+            match self.group.propose(Decision::Term { pid }, out) {
+                Some(decided) => events.extend(decided),
+                None => self.term_proposed = false,
             }
         }
-        self.preempt_for_removals(sh, out);
-        self.start_next(sh, out);
+        let _ = sh;
     }
 
-    /// The change in progress missed its deadline. Abandon an unfinished prepare and
-    /// retry it later (after any removals the failure detector queued); a commit is
-    /// already in force, so a missing acknowledgement just ends the change.
-    pub(crate) fn on_deadline(&mut self, sh: &Shared, out: &mut Out) {
-        let Some(mut op) = self.current.take() else {
-            return;
-        };
-        match op.stage {
-            Stage::Committing if op.retries < COMMIT_RETRIES_MAX => {
-                // A commit may have been lost: send it again to whoever has not acknowledged.
-                op.retries += 1;
-                let commit = Message::Commit { epoch: op.epoch };
-                let waiting: Vec<NodeRef> = op.still_waiting(&op.affected).cloned().collect();
-                self.current = Some(op);
-                self.send_and_rearm(sh, out, waiting.iter().map(|n| (n, commit.clone())));
-                return;
-            }
-            Stage::Committing if !op.later_waves.is_empty() => {
-                // A wave did not all answer (they will be found silent and removed); the
-                // change is in force, so commit the rest.
-                self.current = Some(op);
-                return self.commit_next_wave(sh, out, true);
-            }
-            Stage::Committing => done_notice(&op, out),
-            Stage::Preparing
-                if op.retries < PREPARE_RETRIES_MAX && !self.waits_for_silent(&op, sh, out.now) =>
-            {
-                // Something was lost: send the prepares again to whoever is not ready.
-                op.retries += 1;
-                let resend: Vec<(NodeRef, Message)> = op
-                    .prepares
-                    .iter()
-                    .filter(|(n, _)| op.waiting.contains(&n.id))
-                    .cloned()
-                    .collect();
-                self.current = Some(op);
-                self.send_and_rearm(sh, out, resend.iter().map(|(n, m)| (n, m.clone())));
-                return;
-            }
-            Stage::Preparing => self.abandon(out, op),
+    /// This seat's term is decided: lead. Tell every member, and finish the last
+    /// decided change.
+    fn establish(&mut self, sh: &Shared, out: &mut Out) {
+        let dir = self.group.dir();
+        let can_hand_over = sh.timing.heartbeat_interval_ns > 0;
+        let mut leader = Leader::new(dir.term, dir, out.now, can_hand_over);
+        if let Some(earlier) = self.parked.take() {
+            leader.inherit(earlier);
         }
-        self.start_next(sh, out);
-    }
-
-    /// Give up the prepare of `op`: abort it at the affected nodes, and retry it later or
-    /// refuse it once it has used its attempts.
-    fn abandon(&mut self, out: &mut Out, op: InFlight) {
-        for node in &op.affected {
-            out.send(node, Message::Abort { epoch: op.epoch });
+        let announcement = self.announcement(sh, dir.term, sh.me.clone());
+        for member in dir.ring.iter().filter(|n| n.id != sh.me.id) {
+            out.send(member, announcement.clone());
         }
-        if op.attempt + 1 < ATTEMPTS_MAX {
-            self.queue.push_back((op.change, op.attempt + 1));
-        } else if !matches!(op.change, Change::Remove(_)) {
-            let reason = RequestError::JoinRefused {
-                reason: format!(
-                    "the ring could not complete the change in {ATTEMPTS_MAX} attempts; retry"
-                ),
-            };
-            out.send(op.change.node(), Message::Refused { reason });
-        }
+        leader.redrive(self.group.dir_mut(), sh, out);
+        leader.resume(self.group.dir_mut(), sh, out);
+        self.leader = Some(leader);
     }
 
-    /// Whether `op` waits for a member silent past the failure timeout.
-    fn waits_for_silent(&self, op: &InFlight, sh: &Shared, now: Time) -> bool {
-        self.silent(now, sh)
-            .iter()
-            .any(|n| op.waiting.contains(&n.id))
-    }
-
-    /// Send `msgs` and re-arm the deadline for the next retransmission.
-    fn send_and_rearm<'a>(
-        &self,
-        sh: &Shared,
-        out: &mut Out,
-        msgs: impl Iterator<Item = (&'a NodeRef, Message)>,
-    ) {
-        out.set_timer(Timer::Membership, out.after(retransmit_interval(sh)));
-        for (node, msg) in msgs {
-            out.send(node, msg);
-        }
-    }
-
-    /// A member the change in progress waits for is about to be removed (found silent,
-    /// or restarted). Waiting for its deadline would stall every key near it, so a
-    /// prepare is abandoned at once and retried after the removal, and a commit stops
-    /// waiting for it (a dead or restarted node serves nothing, so skipping its turn in
-    /// the first wave is safe).
-    fn preempt_for_removals(&mut self, sh: &Shared, out: &mut Out) {
-        let removing: BTreeSet<Id> = self
-            .queue
-            .iter()
-            .filter_map(|(q, _)| match q {
-                Change::Remove(n) => Some(n.id),
-                _ => None,
-            })
-            .collect();
-        let Some(op) = &self.current else { return };
-        let blocked: Vec<Id> = op
-            .waiting
-            .iter()
-            .filter(|id| removing.contains(id))
-            .copied()
-            .collect();
-        if blocked.is_empty() {
+    /// Between changes, when the ring needs other seats (it grew, shrank, or a seat's
+    /// holder left), the leader changes them.
+    fn maybe_change_seats(&mut self, sh: &Shared, out: &mut Out, events: &mut Vec<Event>) {
+        let Some(leader) = &self.leader else { return };
+        if !leader.is_between_changes() || self.group.is_stopping() {
             return;
         }
-        let (epoch, stage) = (op.epoch, op.stage);
-        match stage {
-            Stage::Preparing => {
-                let Some(op) = self.current.take() else {
-                    return;
-                };
-                for node in &op.affected {
-                    out.send(node, Message::Abort { epoch });
-                }
-                self.queue.push_front((op.change, op.attempt));
-                self.start_next(sh, out);
-            }
-            Stage::Committing => {
-                for id in blocked {
-                    self.progress(sh, out, id, epoch, stage);
-                }
-            }
-        }
-    }
-
-    /// Start the next queued change, removals first, if none is in progress.
-    fn start_next(&mut self, sh: &Shared, out: &mut Out) {
-        if self.current.is_some() {
+        // Without failure handling there is no timer to drive a group: one seat.
+        if sh.timing.heartbeat_interval_ns == 0 {
             return;
         }
-        // Removals go first: until a failed or restarted member is out, every change
-        // near it would wait for (or fetch from) a node that cannot answer.
-        if let Some(i) = self
-            .queue
-            .iter()
-            .position(|(q, _)| matches!(q, Change::Remove(_)))
-        {
-            if let Some(removal) = self.queue.remove(i) {
-                self.queue.push_front(removal);
-            }
-        }
-        let Some((change, attempt)) = self.queue.pop_front() else {
-            return out.cancel_timer(Timer::Membership);
-        };
-        if let Change::Join(n) = &change {
-            if self.ring.contains(n.id) && n.id != sh.me.id {
-                // Its old incarnation is still listed (its removal was retried behind
-                // it): remove that first.
-                let leaving = Change::Remove(n.clone());
-                let tried = self
-                    .queue
-                    .iter()
-                    .find(|(q, _)| *q == leaving)
-                    .map_or(0, |(_, a)| *a);
-                self.queue.retain(|(q, _)| *q != leaving);
-                self.queue.push_front((change, attempt));
-                self.queue.push_front((leaving, tried));
-                return self.start_next(sh, out);
-            }
-        }
-        if let Some(reason) = refusal(&self.ring, &sh.me, &change) {
-            // The ring changed while the request waited. A departure of a node no longer
-            // listed is not answered: that node was removed as failed, and its address may
-            // already be a new incarnation that is joining.
-            let gone = matches!(&change, Change::Depart(n) if !self.ring.contains(n.id));
-            if !matches!(change, Change::Remove(_)) && !gone {
-                out.send(change.node(), Message::Refused { reason });
-            }
-            return self.start_next(sh, out);
-        }
-        self.prepare(sh, out, change, attempt);
-    }
-
-    /// Plan `change` under a fresh epoch and send its prepares.
-    fn prepare(&mut self, sh: &Shared, out: &mut Out, change: Change, attempt: u32) {
-        self.epoch += 1;
-        let epoch = self.epoch;
-        // A removal takes every member known to be gone along: the silent ones and those
-        // whose removal is queued (restarted nodes).
-        let gone = match change {
-            Change::Remove(_) => {
-                let mut gone = self.silent(out.now, sh);
-                gone.extend(self.queue.iter().filter_map(|(q, _)| match q {
-                    Change::Remove(n) if self.ring.contains(n.id) => Some(n.clone()),
-                    _ => None,
-                }));
-                gone
-            }
-            _ => Vec::new(),
-        };
-        let shape = Shape {
-            list_len: sh.config.neighbour_list_len(),
-            k: sh.config.k,
-            epoch,
-            config: sh.config,
-        };
-        let plan = Plan::new(&mut self.ring, &change, &gone, shape);
-        let prepares: Vec<(NodeRef, Message)> = plan
-            .prepares
-            .into_iter()
-            .map(|(n, p)| (n, Message::Prepare(p)))
-            .collect();
-        self.current = Some(InFlight {
-            change,
-            attempt,
-            epoch,
-            removed: plan.removed,
-            waiting: plan.affected.iter().map(|n| n.id).collect(),
-            affected: plan.affected,
-            stage: Stage::Preparing,
-            retries: 0,
-            later_waves: VecDeque::new(),
-            waves: plan.waves,
-            prepares: prepares.clone(),
-        });
-        self.send_and_rearm(sh, out, prepares.iter().map(|(n, m)| (n, m.clone())));
-    }
-
-    /// `id` has done its part of stage `stage` of change `epoch` (or will never do it).
-    fn progress(&mut self, sh: &Shared, out: &mut Out, id: Id, epoch: u64, stage: Stage) {
-        let Some(op) = &mut self.current else { return };
-        if op.epoch != epoch || op.stage != stage {
-            return; // a late duplicate
-        }
-        op.waiting.remove(&id);
-        if !op.waiting.is_empty() {
+        let desired = self.group.dir().desired_seats();
+        if desired.is_empty() || desired == self.group.dir().seats {
             return;
         }
-        match stage {
-            Stage::Preparing => self.commit(sh, out),
-            Stage::Committing if !op.later_waves.is_empty() => {
-                self.commit_next_wave(sh, out, false)
-            }
-            Stage::Committing => {
-                if let Some(op) = self.current.take() {
-                    done_notice(&op, out);
-                }
-                self.start_next(sh, out);
+        let changed = self.group.reconfigure(desired, out);
+        if self.group.is_stopping() || !changed.is_empty() {
+            if let Some(leader) = &mut self.leader {
+                leader.pause();
             }
         }
+        events.extend(changed);
     }
 
-    /// Every affected node is ready: the change is in force. Commit it wave by wave (a
-    /// key's old tail stops serving, and its hand-over forwards have all arrived, before
-    /// its new tail starts), and send the finger updates and removal notices.
-    fn commit(&mut self, sh: &Shared, out: &mut Out) {
-        let now = out.now;
-        let Some(op) = &mut self.current else { return };
-        op.stage = Stage::Committing;
-        op.retries = 0;
-        op.later_waves = op.waves.iter().filter(|w| !w.is_empty()).cloned().collect();
-        let (change, removed, epoch) = (op.change.clone(), op.removed.clone(), op.epoch);
-        apply(&mut self.ring, &change, &removed);
-        if let Change::Join(n) = &change {
-            self.last_seen.insert(n.id, now);
+    /// Keep the group timer armed while omnipaxos runs (or new seats wait).
+    fn arm_tick(&self, sh: &Shared, out: &mut Out) {
+        let interval = group_tick_ns(sh);
+        if interval > 0 && (!self.group.dir().is_solo() || !self.welcoming.is_empty()) {
+            out.arm(Timer::Group, out.after(interval));
         }
-        let mut gone: Vec<NodeRef> = removed.clone();
-        if let Change::Depart(n) = &change {
-            gone.push(n.clone());
-        }
-        for n in &gone {
-            self.last_seen.remove(&n.id);
-        }
-        let fingers = self.finger_updates(&change, &gone);
-        self.commit_next_wave(sh, out, false);
-        for (node, updates) in fingers {
-            out.send(&node, Message::Fingers { epoch, updates });
-        }
-        for node in &removed {
-            // If it is alive after all, it learns it is out and joins afresh.
-            out.send(node, Message::Removed { epoch });
-        }
-    }
-
-    /// Send the commit to the next wave and wait for its acknowledgements. A wave that
-    /// follows one that acknowledged shares the change's deadline and retransmissions;
-    /// one sent because the previous wave never answered (`forced`) gets its own.
-    fn commit_next_wave(&mut self, sh: &Shared, out: &mut Out, forced: bool) {
-        let Some(op) = &mut self.current else { return };
-        let wave = op.later_waves.pop_front().unwrap_or_default();
-        op.waiting = wave.iter().map(|n| n.id).collect();
-        let commit = Message::Commit { epoch: op.epoch };
-        if forced {
-            op.retries = 0;
-            self.send_and_rearm(sh, out, wave.iter().map(|n| (n, commit.clone())));
-        } else {
-            for node in &wave {
-                out.send(node, commit.clone());
-            }
-        }
-    }
-
-    /// Finger entries that change once `change` (with `gone` leaving) is applied: those
-    /// that pointed into an interval whose owner changed now point at its new owner.
-    fn finger_updates(
-        &self,
-        change: &Change,
-        gone: &[NodeRef],
-    ) -> Vec<(NodeRef, Vec<(u8, NodeRef)>)> {
-        // Every point whose successor changed: (interval start, interval end, new owner).
-        let mut moved: Vec<(Id, Id, NodeRef)> = Vec::new();
-        if let Change::Join(n) = change {
-            if let Some(p) = self.ring.predecessor_before(n.id) {
-                moved.push((p.id, n.id, n.clone()));
-            }
-        }
-        for n in gone {
-            let pred = self.ring.predecessor_before(n.id);
-            let succ = self.ring.successor_after(n.id);
-            if let (Some(p), Some(s)) = (pred, succ) {
-                moved.push((p.id, n.id, s.clone()));
-            }
-        }
-        let joiner = match change {
-            Change::Join(n) => vec![n.id],
-            _ => Vec::new(),
-        };
-        let mut fingers: BTreeMap<Id, Vec<(u8, NodeRef)>> = BTreeMap::new();
-        for (from, to, owner) in moved {
-            for (id, updates) in self.ring.finger_changes(from, to, &owner, &joiner) {
-                fingers.entry(id).or_default().extend(updates);
-            }
-        }
-        fingers
-            .into_iter()
-            .filter_map(|(id, updates)| {
-                let node = self.ring.successor(id).filter(|n| n.id == id).cloned()?;
-                Some((node, updates))
-            })
-            .collect()
-    }
-
-    /// Members other than the coordinator not heard from within the failure timeout.
-    fn silent(&self, now: Time, sh: &Shared) -> Vec<NodeRef> {
-        let timeout = sh.timing.failure_timeout_ns;
-        self.ring
-            .iter()
-            .filter(|n| n.id != sh.me.id)
-            .filter(|n| {
-                self.last_seen
-                    .get(&n.id)
-                    .is_some_and(|seen| now.saturating_sub(*seen) > timeout)
-            })
-            .cloned()
-            .collect()
     }
 }
 
-/// A join or depart is in force everywhere: tell the node that asked.
-fn done_notice(op: &InFlight, out: &mut Out) {
-    if let Change::Join(n) | Change::Depart(n) = &op.change {
-        out.send(n, Message::ChangeDone { epoch: op.epoch });
+/// How often the group timer fires: a fifth of a heartbeat interval, so omnipaxos'
+/// election round lasts one heartbeat interval. 0 when failure handling is off.
+pub(crate) fn group_tick_ns(sh: &Shared) -> Time {
+    match sh.timing.heartbeat_interval_ns {
+        0 => 0,
+        hb => (hb / TICKS_PER_ROUND).max(1_000_000),
     }
-}
-
-/// How long the coordinator waits for answers before sending a change's messages again.
-fn retransmit_interval(sh: &Shared) -> Time {
-    (sh.timing.membership_timeout_ns / RETRANSMITS_PER_TIMEOUT).max(1)
 }

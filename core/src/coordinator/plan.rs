@@ -8,16 +8,20 @@ use crate::shared::responsibility_of;
 use crate::store::Range;
 
 /// A membership change.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Change {
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Change {
+    /// A node joins.
     Join(NodeRef),
+    /// A member leaves, handing its data on.
     Depart(NodeRef),
     /// A member declared failed (silent past the failure timeout) or that restarted.
     Remove(NodeRef),
 }
 
 impl Change {
-    pub(crate) fn node(&self) -> &NodeRef {
+    /// The node the change is about.
+    pub fn node(&self) -> &NodeRef {
         match self {
             Change::Join(n) | Change::Depart(n) | Change::Remove(n) => n,
         }
@@ -193,6 +197,7 @@ fn prepare_for(next: &Ring, change: &Change, node: &NodeRef, shape: Shape) -> Pr
         sources,
         fingers,
         resync: matches!(change, Change::Remove(_)),
+        term: 0,
     }
 }
 
@@ -212,7 +217,7 @@ pub(crate) fn apply(ring: &mut Ring, change: &Change, removed: &[NodeRef]) {
 }
 
 /// Undo [`apply`].
-fn undo(ring: &mut Ring, change: &Change, removed: &[NodeRef]) {
+pub(crate) fn undo(ring: &mut Ring, change: &Change, removed: &[NodeRef]) {
     match change {
         Change::Join(n) => {
             ring.remove(n.id);

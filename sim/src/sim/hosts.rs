@@ -80,13 +80,36 @@ impl Simulation {
     pub(super) fn node_config(&mut self, i: usize) -> NodeConfig {
         let seed = self.hosts.seeds.next_u64();
         let addr = node_addr(i);
+        let restart = i < self.hosts.nodes.len();
         let mut config = if i == 0 {
-            NodeConfig::bootstrap(addr, self.cluster, seed)
+            let mut config = NodeConfig::bootstrap(addr, self.cluster, seed);
+            // A restarted bootstrap looks for the ring it belonged to.
+            config.recover = restart;
+            config
         } else {
-            NodeConfig::member(addr, self.hosts.bootstrap_addr.to_string(), seed)
+            NodeConfig::member(addr, self.entry_addr(i).to_string(), seed)
         };
         config.timing = self.config.timing();
         config
+    }
+
+    /// Where node `i` joins: the bootstrap while it is a live member (always during
+    /// setup), else the first live member, as an operator would point a new node at
+    /// any member.
+    fn entry_addr(&self, i: usize) -> Arc<str> {
+        let live = |n: &SimNode| n.up && n.node.is_member();
+        if self.hosts.nodes.first().is_none_or(live) {
+            return self.hosts.bootstrap_addr.clone();
+        }
+        self.hosts
+            .nodes
+            .iter()
+            .enumerate()
+            .find(|(j, n)| *j != i && live(n))
+            .map_or_else(
+                || self.hosts.bootstrap_addr.clone(),
+                |(_, n)| n.node.me().addr.clone(),
+            )
     }
 
     pub(super) fn add_node(&mut self, i: usize) {
@@ -146,6 +169,12 @@ impl Simulation {
             }
         }
         self.after_step(n);
+        if self.trace && std::env::var("RINGKV_SIM_TRACE_NODE").ok() == Some(n.to_string()) {
+            eprintln!(
+                "  state n{n}: {}",
+                self.hosts.nodes[n as usize].node.debug_coordination()
+            );
+        }
         for output in out.drain(..) {
             self.on_output(n, output);
         }
@@ -364,10 +393,11 @@ impl Simulation {
         let node = &mut self.hosts.nodes[n as usize];
         node.node = Node::new(config);
         node.up = true;
-        if n == 0 {
+        if n == 0 && !self.config.failure_handling {
             self.note("the bootstrap restarted: it founds a new one-node ring".into());
             self.unpark_clients(0);
         } else {
+            // With failure handling the bootstrap looks for its ring first, and joins it.
             self.request_membership(n, Membership::Rejoin);
         }
     }

@@ -364,13 +364,15 @@ impl Simulation {
 
     /// Whether anything but periodic background work is pending: a message in flight, a
     /// request waiting at a node, a queued client step or fault, or a membership change
-    /// the bootstrap is still driving (with its deadline timer armed).
+    /// a coordinator seat is still driving.
     fn busy(&self) -> bool {
         if self.in_flight + self.hosts.waiting + self.queued_other > 0 {
             return true;
         }
-        let boot = &self.hosts.nodes[0];
-        boot.up && !boot.node.membership_idle()
+        self.hosts
+            .nodes
+            .iter()
+            .any(|n| n.up && !n.node.membership_idle())
     }
 
     /// Nothing is in flight. Move the run on if something remains to do; false = done.

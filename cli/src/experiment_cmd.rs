@@ -10,7 +10,9 @@
 //! processes (this executable; default 5, k = 3, chain), runs a closed-loop load for
 //! `--duration` (20 s; 5 s with `--quick`), `kill -9`s k − 1 of them at 25% of it and
 //! restarts them at 55%, then reads every key back and checks the history. It writes
-//! `crash_real.csv`, `crash_real.md` and `crash_real.png`.
+//! `crash_real.csv`, `crash_real.md` and `crash_real.png`. With `--victim bootstrap` it
+//! kills the bootstrap instead, restarts it, kills it for good, and lets a node join and
+//! another depart through the members; it writes `crash_bootstrap.*`.
 //!
 //! Exit codes: 0 done (anomalies, such as failed inserts, are listed as warnings in the
 //! summary); 2 bad arguments, or an experiment could not run or write its files, or the
@@ -43,8 +45,9 @@ pub enum Which {
     Scaling,
     /// 4d. Linearizability violations under random faults, many seeds (simulator).
     Faults,
-    /// Experiment 5: kill -9 of k − 1 dht node processes under load, then their restart; no
-    /// acknowledged write may be lost, the history must be linearizable (not part of all).
+    /// Experiment 5: kill -9 of k − 1 dht node processes under load, then their restart (or,
+    /// with --victim bootstrap, of the bootstrap); no acknowledged write may be lost, the
+    /// history must be linearizable (not part of all).
     Crash,
 }
 
@@ -60,6 +63,27 @@ impl Which {
             Which::Scaling => Experiment::Scaling,
             Which::Faults => Experiment::Faults,
             Which::Crash => Experiment::Crash,
+        }
+    }
+}
+
+/// Who the crash experiment kills.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VictimArg {
+    /// The bootstrap's next k − 1 successors: killed at 25% of the load, restarted at 55%
+    /// (crash_real.csv/.md/.png).
+    Successors,
+    /// The bootstrap process: killed at 25%, restarted with the same command at 55% (it
+    /// rejoins its ring), killed for good at 75%; while it is down a new node joins through
+    /// a member and another member departs (crash_bootstrap.csv/.md/.png).
+    Bootstrap,
+}
+
+impl VictimArg {
+    fn victim(self) -> crash::Victim {
+        match self {
+            VictimArg::Successors => crash::Victim::Successors,
+            VictimArg::Bootstrap => crash::Victim::Bootstrap,
         }
     }
 }
@@ -91,11 +115,19 @@ pub struct ExperimentArgs {
     /// kills k − 1 nodes.
     #[arg(long, value_delimiter = ',')]
     pub k: Vec<usize>,
+    /// crash only: who is killed (default successors). With bootstrap, the bootstrap is
+    /// restarted with its own command and must rejoin its ring losing nothing; once it is
+    /// killed for good, the new node joins with --bootstrap <a member>, the depart is
+    /// `dht depart` of the last member, and the load (sent to the bootstrap only while it
+    /// is in the ring) runs at least 2 s past the depart.
+    #[arg(long, value_enum, value_name = "VICTIM")]
+    pub victim: Option<VictimArg>,
     /// crash only: processes in the ring, the bootstrap included (default 5).
     #[arg(long)]
     pub nodes: Option<usize>,
     /// crash only: length of the load, e.g. 20s, 5s, 1500ms (default 20s; 5s with
-    /// --quick). The kill is at 25% of it, the restart at 55%.
+    /// --quick). The kill is at 25% of it, the restart at 55% (with --victim bootstrap,
+    /// the kill for good at 75%, and the load is extended to 2 s past the depart if need be).
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
     /// crash only: the nodes' --request-timeout-ms, after which a request caught by the
@@ -154,6 +186,7 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<ExitCode> {
             _ => anyhow::bail!("crash takes one replication factor (--k 3), not a list"),
         }
         crash.nodes = args.nodes.unwrap_or(crash.nodes);
+        crash.victim = args.victim.map_or(crash.victim, VictimArg::victim);
         crash.duration = args.duration;
         if let Some(ms) = args.request_timeout_ms {
             if ms == 0 {
@@ -168,12 +201,13 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<ExitCode> {
             crash.failure_timeout = Duration::from_millis(ms);
         }
     } else if args.nodes.is_some()
+        || args.victim.is_some()
         || args.duration.is_some()
         || args.request_timeout_ms.is_some()
         || args.failure_timeout_ms.is_some()
     {
         anyhow::bail!(
-            "--nodes, --duration, --request-timeout-ms and --failure-timeout-ms apply to the crash experiment only"
+            "--victim, --nodes, --duration, --request-timeout-ms and --failure-timeout-ms apply to the crash experiment only"
         );
     }
     let options = Options {

@@ -1,14 +1,25 @@
 //! `dht experiment crash --quick`: the crash-stop experiment on real processes, run as a
-//! user runs it. It must exit 0 (no acknowledged write lost, the history linearizable),
-//! write its CSV, Markdown and PNG, and leave no node process behind.
+//! user runs it, with either victim (k − 1 successors, or the bootstrap: killed, restarted,
+//! killed for good, then a join and a depart through the members). It must exit 0 (no
+//! acknowledged write lost, the history linearizable), write its CSV, Markdown and PNG,
+//! and leave no node process behind.
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 const DHT: &str = env!("CARGO_BIN_EXE_dht");
+
+/// The experiments of this file run one at a time: each starts a ring of processes and a
+/// timed load, which another one beside it would slow down.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 fn out_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("ringkv-cli-{name}-{}", std::process::id()));
@@ -57,8 +68,28 @@ fn csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
     (header, rows)
 }
 
+/// The addresses in the node table of a crash Markdown report.
+fn node_addrs(md: &str) -> Vec<SocketAddr> {
+    md.lines()
+        .filter_map(|l| l.strip_prefix("| 127.0.0.1:"))
+        .filter_map(|l| l.split(' ').next())
+        .filter_map(|port| format!("127.0.0.1:{port}").parse().ok())
+        .collect()
+}
+
+/// Nothing listens any more on `addrs`: every node process ended with the experiment.
+fn assert_nothing_listens(addrs: Vec<SocketAddr>) {
+    for a in addrs {
+        assert!(
+            TcpStream::connect_timeout(&a, Duration::from_millis(500)).is_err(),
+            "a node still listens on {a}"
+        );
+    }
+}
+
 #[test]
 fn crash_experiment_quick_loses_nothing_and_is_linearizable() {
+    let _serial = serial();
     let dir = out_dir("crash");
     let started = Instant::now();
     let out = run_bounded(
@@ -136,24 +167,99 @@ fn crash_experiment_quick_loses_nothing_and_is_linearizable() {
 
     // Every node process was killed when the experiment ended: nothing listens any more
     // on the addresses of the node table.
-    let addrs: Vec<SocketAddr> = md
-        .lines()
-        .filter_map(|l| l.strip_prefix("| 127.0.0.1:"))
-        .filter_map(|l| l.split(' ').next())
-        .filter_map(|port| format!("127.0.0.1:{port}").parse().ok())
-        .collect();
+    let addrs = node_addrs(&md);
     assert_eq!(addrs.len(), 5, "{md}");
-    for a in addrs {
+    assert_nothing_listens(addrs);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn crash_experiment_with_the_bootstrap_as_victim_loses_nothing_and_is_linearizable() {
+    let _serial = serial();
+    let dir = out_dir("crash-bootstrap");
+    let out = run_bounded(
+        &[
+            "experiment",
+            "crash",
+            "--victim",
+            "bootstrap",
+            "--quick",
+            "--no-progress",
+            "--out",
+            dir.to_str().unwrap(),
+        ],
+        Duration::from_secs(150),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    assert!(stdout.contains("acknowledged writes lost"), "{stdout}");
+    assert!(!dir.join("crash_real.csv").exists());
+
+    // The CSV: the bootstrap's two kills, its rejoin, the join and the depart, and ok
+    // operations before the first kill and after the depart (the load goes on 2 s past
+    // it).
+    let (header, rows) = csv(&dir.join("crash_bootstrap.csv"));
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("no column {name}: {header:?}"))
+    };
+    let events: Vec<&str> = rows.iter().map(|r| r[col("events")].as_str()).collect();
+    for what in [
+        "kill -9",
+        "rejoined at",
+        "for good at",
+        "joined through",
+        "departed at",
+    ] {
         assert!(
-            TcpStream::connect_timeout(&a, Duration::from_millis(500)).is_err(),
-            "a node still listens on {a}"
+            events.iter().any(|e| e.contains(what)),
+            "{what}: {events:?}"
         );
     }
+    let ok: Vec<u64> = rows
+        .iter()
+        .map(|r| r[col("ops_ok")].parse().unwrap())
+        .collect();
+    assert!(ok[0] > 0, "no ok operations in the first second: {ok:?}");
+    let last = rows.len() - 1;
+    assert_eq!(rows[last][col("phase")], "departed", "{rows:?}");
+    assert!(
+        ok[last - 1] + ok[last] > 0,
+        "no ok operations in the last two seconds, after the depart: {ok:?}"
+    );
+
+    // The summary: nothing lost, linearizable, the command that repeats the run.
+    let md = std::fs::read_to_string(dir.join("crash_bootstrap.md")).unwrap();
+    assert!(
+        md.contains("| **acknowledged writes lost** | **0** |"),
+        "{md}"
+    );
+    assert!(md.contains("| **linearizable** ("), "{md}");
+    assert!(
+        md.contains("dht experiment crash --victim bootstrap --nodes 5 --k 3 --duration 5s"),
+        "{md}"
+    );
+    assert!(md.contains("](crash_bootstrap.png)"), "{md}");
+    let png = std::fs::read(dir.join("crash_bootstrap.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
+
+    // The five first nodes and the one that joined: none is left running.
+    let addrs = node_addrs(&md);
+    assert_eq!(addrs.len(), 6, "{md}");
+    assert_nothing_listens(addrs);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn crash_options_are_checked() {
+    let _serial = serial();
     let dir = out_dir("crash-args");
     let d = dir.to_str().unwrap();
     for args in [
@@ -161,6 +267,20 @@ fn crash_options_are_checked() {
         vec!["experiment", "crash", "--k", "3,5", "--out", d],
         vec!["experiment", "crash", "--nodes", "2", "--out", d],
         vec!["experiment", "crash", "--duration", "soon", "--out", d],
+        vec!["experiment", "crash", "--victim", "everyone", "--out", d],
+        vec![
+            "experiment",
+            "crash",
+            "--victim",
+            "bootstrap",
+            "--nodes",
+            "2",
+            "--k",
+            "2",
+            "--out",
+            d,
+        ],
+        vec!["experiment", "hops", "--victim", "bootstrap", "--out", d],
         vec!["experiment", "hops", "--duration", "5s", "--out", d],
     ] {
         let out = run_bounded(&args, Duration::from_secs(30));

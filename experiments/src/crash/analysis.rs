@@ -1,6 +1,6 @@
-//! What a run's history says: throughput per second and per phase of the crash, when the
-//! ring served again, the acknowledged writes the final reads contradict, and the
-//! linearizability verdict.
+//! What a run's history says: throughput and latency per second, when the ring first
+//! served again after the kill, the acknowledged writes the final reads contradict, and
+//! the linearizability verdict.
 
 use std::time::Instant;
 
@@ -12,90 +12,20 @@ use serde::Serialize;
 
 use super::{Run, WINDOW};
 use crate::analysis::percentile;
-use crate::runner::fixed;
 
-/// Times of the run's events, seconds since the load began.
-#[derive(Clone, Debug, Default)]
-pub(super) struct Timeline {
-    pub(super) kill_s: f64,
-    /// When the bootstrap's overlay no longer held the killed nodes (if before the restart).
-    pub(super) removed_s: Option<f64>,
-    pub(super) restart_s: f64,
-    /// When each restarted node had joined again.
-    pub(super) rejoined_s: Vec<f64>,
-    pub(super) load_end_s: f64,
-    /// When, after the load, every node was a member again.
-    pub(super) ring_complete_s: f64,
-}
-
-impl Timeline {
-    pub(super) fn all_rejoined_s(&self) -> f64 {
-        self.rejoined_s
-            .iter()
-            .copied()
-            .fold(self.restart_s, f64::max)
-    }
-
-    /// Killed nodes not yet back in the ring at `t`.
-    fn down_at(&self, t: f64, victims: usize) -> usize {
-        if t < self.kill_s {
-            0
-        } else if t < self.restart_s {
-            victims
-        } else {
-            self.rejoined_s.iter().filter(|&&r| r > t).count()
-        }
-    }
-
-    fn phase(&self, t: f64) -> &'static str {
-        if t < self.kill_s {
-            "healthy"
-        } else if t < self.restart_s {
-            match self.removed_s {
-                Some(r) if t >= r => "repaired",
-                _ => "crashed",
-            }
-        } else if t < self.all_rejoined_s() {
-            "restarting"
-        } else {
-            "recovered"
-        }
-    }
-
-    /// What happened in `[from, to)`: kill, removal, restart, rejoins.
-    fn events_within(&self, from: f64, to: f64, victims: &[String]) -> String {
-        let within = |t: f64| t >= from && t < to;
-        let mut events = Vec::new();
-        if within(self.kill_s) {
-            events.push(format!(
-                "kill -9 {} at {:.2} s",
-                victims.join(" "),
-                self.kill_s
-            ));
-        }
-        if let Some(r) = self.removed_s.filter(|r| within(*r)) {
-            events.push(format!("removed from the ring by {r:.2} s"));
-        }
-        if within(self.restart_s) {
-            events.push(format!("restarted at {:.2} s", self.restart_s));
-        }
-        for r in self.rejoined_s.iter().filter(|r| within(**r)) {
-            events.push(format!("rejoined at {r:.2} s"));
-        }
-        events.join("; ")
-    }
-}
-
-/// A row of `crash_real.csv`: one window of the load, by completion time.
+/// A row of `crash_real.csv` (or `crash_bootstrap.csv`): one window of the load, by
+/// completion time.
 #[derive(Clone, Debug, Serialize)]
 pub struct Row {
     /// Window start, seconds since the load began.
     pub t_from_s: f64,
     /// Window end.
     pub t_to_s: f64,
-    /// At the window's middle: `healthy`, `crashed` (k − 1 nodes killed), `repaired`
+    /// At the window's middle: `healthy`, `crashed` (the victims killed), `repaired`
     /// (killed nodes removed from the ring), `restarting` (restarted, not all rejoined)
-    /// or `recovered`.
+    /// or `recovered`; with the bootstrap as victim, then `crashed again` (killed for
+    /// good), `repaired again` (removed), `joined` (the new node is in, a member departs)
+    /// and `departed`.
     pub phase: String,
     /// Nodes running and in the ring (as far as the clients know) at the window's middle.
     pub nodes_up: usize,
@@ -115,11 +45,12 @@ pub struct Row {
     pub latency_p50_ms: Option<f64>,
     /// Largest latency of the window's `ok` operations, ms (empty without any).
     pub latency_max_ms: Option<f64>,
-    /// What happened in the window (kill, restart, rejoin, removal from the ring).
+    /// What happened in the window (kill, removal from the ring, restart, rejoin, join,
+    /// depart).
     pub events: String,
 }
 
-/// The rows of `crash_real.csv`: the load in windows of one second, by completion time
+/// The rows of the CSV: the load in windows of one second, by completion time
 /// (the clients' last requests, answered after the load's end, are in the totals only).
 pub(super) fn windows(run: &Run) -> Vec<Row> {
     let tl = &run.tl;
@@ -132,8 +63,8 @@ pub(super) fn windows(run: &Run) -> Vec<Row> {
             let mid = (from + to) / 2.0;
             let mut row = window(run.load(), from, to);
             row.phase = tl.phase(mid).into();
-            row.nodes_up = run.addrs.len() - tl.down_at(mid, victims.len());
-            row.events = tl.events_within(from, to, &victims);
+            row.nodes_up = tl.nodes_up(mid, run.settings.nodes, victims.len());
+            row.events = tl.events_within(from, to, &victims, &run.addrs);
             row
         })
         .collect()
@@ -204,6 +135,7 @@ pub(super) fn check(history: &History) -> (LinReport, f64) {
 }
 
 impl Run {
+    /// The killed nodes' addresses.
     pub(super) fn victim_addrs(&self) -> Vec<String> {
         self.victims
             .iter()
@@ -224,21 +156,6 @@ impl Run {
             .count()
     }
 
-    /// `ok` operations per second completed in `[from, to)` (`NaN` for an empty span).
-    fn rate(&self, from: f64, to: f64) -> f64 {
-        if to <= from {
-            return f64::NAN;
-        }
-        let ok = self
-            .load()
-            .iter()
-            .filter(|o| o.status == OpStatus::Ok)
-            .filter_map(|o| o.complete.map(|c| c.time as f64 / 1e9))
-            .filter(|t| *t >= from && *t < to)
-            .count();
-        ok as f64 / (to - from)
-    }
-
     /// When the first operation invoked after the kill completed `ok`.
     pub(super) fn serving_again_s(&self) -> Option<f64> {
         let kill_ns = (self.tl.kill_s * 1e9) as u64;
@@ -247,45 +164,6 @@ impl Run {
             .filter(|o| o.status == OpStatus::Ok && o.invoke.time > kill_ns)
             .filter_map(|o| o.complete.map(|c| c.time as f64 / 1e9))
             .reduce(f64::min)
-    }
-
-    /// Throughput in each stretch of the crash: (what, span, ok ops/s).
-    pub(super) fn figures(&self) -> Vec<(String, String, f64)> {
-        let tl = &self.tl;
-        let span = |a: f64, b: f64| format!("{}–{} s", fixed(a, 1), fixed(b, 1));
-        let mut out = vec![(
-            "before the kill".to_string(),
-            span(0.0, tl.kill_s),
-            self.rate(0.0, tl.kill_s),
-        )];
-        match tl.removed_s.filter(|r| *r < tl.restart_s) {
-            Some(r) => {
-                out.push((
-                    "while the killed nodes are still in the ring".into(),
-                    span(tl.kill_s, r),
-                    self.rate(tl.kill_s, r),
-                ));
-                out.push((
-                    format!(
-                        "after their removal ({} nodes serve)",
-                        self.addrs.len() - self.victims.len()
-                    ),
-                    span(r, tl.restart_s),
-                    self.rate(r, tl.restart_s),
-                ));
-            }
-            None => out.push((
-                "while the killed nodes are down (not removed before the restart)".into(),
-                span(tl.kill_s, tl.restart_s),
-                self.rate(tl.kill_s, tl.restart_s),
-            )),
-        }
-        out.push((
-            "after the restart and rejoin".into(),
-            span(tl.all_rejoined_s(), tl.load_end_s),
-            self.rate(tl.all_rejoined_s(), tl.load_end_s),
-        ));
-        out
     }
 
     /// The final reads of the keys read back, judged by the simulator's lost-write
@@ -347,35 +225,5 @@ mod tests {
         assert!(lost_after_reading(Some("a")));
         assert!(lost_after_reading(Some("d")));
         assert!(lost_after_reading(None));
-    }
-
-    #[test]
-    fn the_timeline_names_each_stretch() {
-        let tl = Timeline {
-            kill_s: 1.0,
-            removed_s: Some(2.0),
-            restart_s: 3.0,
-            rejoined_s: vec![3.2, 3.5],
-            load_end_s: 5.0,
-            ring_complete_s: 5.5,
-        };
-        let phases: Vec<_> = [0.5, 1.5, 2.5, 3.3, 4.0]
-            .iter()
-            .map(|&t| (tl.phase(t), tl.down_at(t, 2)))
-            .collect();
-        assert_eq!(
-            phases,
-            [
-                ("healthy", 0),
-                ("crashed", 2),
-                ("repaired", 2),
-                ("restarting", 1),
-                ("recovered", 0)
-            ]
-        );
-        assert_eq!(
-            tl.events_within(3.0, 4.0, &["n".into()]),
-            "restarted at 3.00 s; rejoined at 3.20 s; rejoined at 3.50 s"
-        );
     }
 }

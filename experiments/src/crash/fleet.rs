@@ -1,8 +1,7 @@
 //! The node processes of a run: starting `dht bootstrap` and `dht node --join` processes
-//! on loopback, killing them with SIGKILL, restarting them on their addresses, and
-//! waiting until they form a complete ring.
+//! on loopback, killing them with SIGKILL, restarting them on their addresses, and making
+//! one depart (`dht depart`).
 
-use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -10,8 +9,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
-
-use ringkv_runtime::HttpClient;
 
 use super::START_TIMEOUT;
 use crate::{ExperimentError, Result};
@@ -86,6 +83,8 @@ pub(super) struct Fleet {
     procs: Vec<Option<NodeProc>>,
     /// `127.0.0.1:port` of each node; index 0 is the bootstrap.
     pub(super) addrs: Vec<String>,
+    /// The ring's replication factor (`--k` of the bootstrap).
+    k: usize,
     /// `--request-timeout-ms` of every node.
     request_timeout_ms: String,
     /// `--failure-timeout-ms` of every node.
@@ -96,6 +95,7 @@ pub(super) struct Fleet {
 impl Fleet {
     pub(super) fn new(
         dht: PathBuf,
+        k: usize,
         request_timeout: Duration,
         failure_timeout: Duration,
     ) -> Result<Fleet> {
@@ -111,6 +111,7 @@ impl Fleet {
             logs,
             procs: Vec::new(),
             addrs: Vec::new(),
+            k,
             request_timeout_ms: request_timeout.as_millis().max(1).to_string(),
             failure_timeout_ms: failure_timeout.as_millis().max(100).to_string(),
             starts: 0,
@@ -155,62 +156,105 @@ impl Fleet {
     }
 
     /// Start the bootstrap on a free port; returns its address.
-    pub(super) fn start_bootstrap(&mut self, k: usize) -> Result<String> {
+    pub(super) fn start_bootstrap(&mut self) -> Result<String> {
+        self.start(self.bootstrap_args(0), false, None)
+    }
+
+    /// Start the bootstrap again, killed, with the command it was started with on the port
+    /// it had; returns once it listens (it then looks for its ring and rejoins it).
+    pub(super) fn restart_bootstrap(&mut self) -> Result<()> {
+        let port = port_of(&self.addrs[0])?;
+        self.start(self.bootstrap_args(port), false, Some(0))
+            .map(|_| ())
+    }
+
+    /// Start a new member on a free port that joins through node `entry`; returns its
+    /// address once it has joined. It becomes the last node.
+    pub(super) fn join_through(&mut self, entry: usize) -> Result<String> {
+        let args = self.member_args(0, entry);
+        self.start(args, true, None)
+    }
+
+    /// `dht depart --node` node `i` (the process keeps running, out of the ring).
+    pub(super) fn depart(&self, i: usize) -> Result<()> {
+        let addr = &self.addrs[i];
+        let timeout_s = START_TIMEOUT.as_secs().to_string();
+        let args = ["depart", "--node", addr, "--timeout", &timeout_s];
+        let out = Command::new(&self.dht)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| ExperimentError(format!("cannot run dht {}: {e}", args.join(" "))))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(ExperimentError(format!(
+            "dht {} ended with {}: {} {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+
+    /// `dht bootstrap` on `port`, with the ring's settings.
+    fn bootstrap_args(&self, port: u16) -> Vec<String> {
+        let port = port.to_string();
+        let k = self.k.to_string();
         let args = [
             "bootstrap",
             "--host",
             "127.0.0.1",
             "--port",
-            "0",
+            &port,
             "--k",
-            &k.to_string(),
+            &k,
             "--consistency",
             "chain",
             "--request-timeout-ms",
             &self.request_timeout_ms,
             "--failure-timeout-ms",
             &self.failure_timeout_ms,
-        ]
-        .map(String::from);
-        let mut p = self.spawn(&args)?;
-        let line = p.wait_line(
-            "advertised as",
-            Instant::now() + START_TIMEOUT,
-            "dht bootstrap",
-        );
-        self.procs.push(Some(p));
-        let addr = advertised(&line?)?;
-        self.addrs.push(addr.clone());
-        Ok(addr)
+        ];
+        args.map(String::from).to_vec()
     }
 
-    /// Start a member on `port` (0: a free one) that joins at start and wait until it has
-    /// joined; returns its address. A restart whose port is briefly unavailable is retried.
-    pub(super) fn start_member(&mut self, port: u16, slot: Option<usize>) -> Result<String> {
+    /// `dht node --join` on `port`, joining through node `entry`.
+    fn member_args(&self, port: u16, entry: usize) -> Vec<String> {
+        let port = port.to_string();
         let args = [
             "node",
             "--host",
             "127.0.0.1",
             "--port",
-            &port.to_string(),
+            &port,
             "--bootstrap",
-            &self.addrs[0],
+            &self.addrs[entry],
             "--join",
             "--request-timeout-ms",
             &self.request_timeout_ms,
             "--failure-timeout-ms",
             &self.failure_timeout_ms,
-        ]
-        .map(String::from);
+        ];
+        args.map(String::from).to_vec()
+    }
+
+    /// Start `dht ARGS` and wait until it listens (and, for a member, has joined); it
+    /// takes slot `slot`, or becomes the last node. Returns its address. A start that
+    /// fails (a restart whose port is briefly unavailable) is retried.
+    fn start(&mut self, args: Vec<String>, joins: bool, slot: Option<usize>) -> Result<String> {
         let deadline = Instant::now() + START_TIMEOUT;
-        let what = format!("dht node --port {port}");
+        let what = format!("dht {} --port {}", args[0], args[4]);
         loop {
             let mut p = self.spawn(&args)?;
             let started = p
                 .wait_line("advertised as", deadline, &what)
                 .and_then(|line| advertised(&line))
                 .and_then(|addr| {
-                    p.wait_line("joined the ring", deadline, &what)?;
+                    if joins {
+                        p.wait_line("joined the ring", deadline, &what)?;
+                    }
                     Ok(addr)
                 });
             match started {
@@ -243,10 +287,18 @@ impl Fleet {
         }
     }
 
-    /// Restart node `i` on its port; returns when it has joined.
+    /// Start a member that joins through the bootstrap; returns its address once it has
+    /// joined.
+    pub(super) fn start_member(&mut self) -> Result<String> {
+        let args = self.member_args(0, 0);
+        self.start(args, true, None)
+    }
+
+    /// Restart member `i` on its port, joining through the bootstrap; returns when it has
+    /// joined.
     pub(super) fn restart(&mut self, i: usize) -> Result<()> {
-        let port = port_of(&self.addrs[i])?;
-        self.start_member(port, Some(i)).map(|_| ())
+        let args = self.member_args(port_of(&self.addrs[i])?, 0);
+        self.start(args, true, Some(i)).map(|_| ())
     }
 
     /// Whether every process still runs (none crashed on its own).
@@ -287,60 +339,6 @@ fn port_of(addr: &str) -> Result<u16> {
     addr.rsplit_once(':')
         .and_then(|(_, p)| p.parse().ok())
         .ok_or_else(|| ExperimentError(format!("no port in the address '{addr}'")))
-}
-
-/// The ring in order from the bootstrap (`GET /overlay`).
-pub(super) async fn overlay(
-    http: &HttpClient,
-    boot: &str,
-) -> std::result::Result<Vec<String>, String> {
-    ringkv_client::overlay(http, boot)
-        .await
-        .map_err(|e| e.to_string())
-}
-
-/// Whether the bootstrap's overlay holds exactly `addrs` and every node says it is a
-/// member (`GET /health`).
-async fn ring_complete(http: &HttpClient, addrs: &[String]) -> bool {
-    let Ok(ring) = overlay(http, &addrs[0]).await else {
-        return false;
-    };
-    let ring: BTreeSet<&String> = ring.iter().collect();
-    if ring != addrs.iter().collect::<BTreeSet<_>>() {
-        return false;
-    }
-    for a in addrs {
-        match http.get(&format!("http://{a}/health")).await {
-            Ok(r) if r.status == 200 && r.value()["member"] == serde_json::Value::Bool(true) => {}
-            _ => return false,
-        }
-    }
-    true
-}
-
-/// Poll until the ring is complete, at most `limit`.
-pub(super) fn wait_ring(
-    rt: &tokio::runtime::Runtime,
-    http: &HttpClient,
-    addrs: &[String],
-    limit: Duration,
-) -> Result<()> {
-    let deadline = Instant::now() + limit;
-    let quick = HttpClient::new(Duration::from_secs(2));
-    while Instant::now() < deadline {
-        if rt.block_on(ring_complete(&quick, addrs)) {
-            return Ok(());
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-    let seen = rt
-        .block_on(overlay(http, &addrs[0]))
-        .map_or_else(|e| e, |r| r.join(", "));
-    Err(ExperimentError(format!(
-        "the ring did not hold all {} nodes with every node a member within {} s (overlay: {seen})",
-        addrs.len(),
-        limit.as_secs()
-    )))
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! The operations of a run, all in one history: the closed-loop load of inserts and
 //! queries during the crash, then the final reads of every written key through every node.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -19,16 +19,26 @@ use crate::{ExperimentError, Result};
 
 /// Pause between attempts of a final read that got no `ok` answer.
 const READ_RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// A client's pause when no node is up (it then looks again).
+const NONE_UP_PAUSE: Duration = Duration::from_millis(50);
+
+/// A node the clients may send to.
+struct Target {
+    addr: String,
+    /// Whether it is up, as far as the clients should know: they send only there.
+    up: bool,
+}
 
 /// What every client task shares.
 pub(super) struct Load {
     http: HttpClient,
     rec: Arc<Recorder>,
-    addrs: Vec<String>,
-    /// Whether each node is up, as far as the clients should know: they send only there.
-    live: Vec<AtomicBool>,
+    /// Every node the clients know of; a node that joins during the load is added.
+    nodes: Mutex<Vec<Target>>,
     processes: Arc<ProcessIds>,
-    end: Instant,
+    /// When the load ends, nanoseconds after the recorder's start (a scenario may keep it
+    /// going and end it later).
+    end_ns: AtomicU64,
     keys: usize,
     write_ratio: f64,
     seed: u64,
@@ -54,10 +64,17 @@ pub(super) fn start(
     let load = Arc::new(Load {
         http: http.clone(),
         rec: rec.clone(),
-        addrs: addrs.to_vec(),
-        live: addrs.iter().map(|_| AtomicBool::new(true)).collect(),
+        nodes: Mutex::new(
+            addrs
+                .iter()
+                .map(|a| Target {
+                    addr: a.clone(),
+                    up: true,
+                })
+                .collect(),
+        ),
         processes: Arc::new(ProcessIds::new(settings.clients)),
-        end: rec.start() + duration,
+        end_ns: AtomicU64::new(nanos(duration)),
         keys: settings.keys,
         write_ratio: settings.write_ratio,
         seed,
@@ -71,12 +88,31 @@ pub(super) fn start(
 impl Running {
     /// When the load ends.
     pub(super) fn end(&self) -> Instant {
-        self.load.end
+        self.load.end()
     }
 
-    /// Tell the clients whether node `i` is up.
-    pub(super) fn set_live(&self, i: usize, up: bool) {
-        self.load.live[i].store(up, Ordering::Relaxed);
+    /// Keep the load going past its duration, until [`Running::end_at`] is called.
+    pub(super) fn keep_going(&self) {
+        self.load.end_ns.store(u64::MAX, Ordering::Relaxed);
+    }
+
+    /// Make the load end at `t`.
+    pub(super) fn end_at(&self, t: Instant) {
+        let ns = nanos(t.saturating_duration_since(self.load.rec.start()));
+        self.load.end_ns.store(ns, Ordering::Relaxed);
+    }
+
+    /// Tell the clients whether the node at `addr` is up (a node they do not know yet is
+    /// added).
+    pub(super) fn set_up(&self, addr: &str, up: bool) {
+        let mut nodes = self.load.lock_nodes();
+        match nodes.iter_mut().find(|n| n.addr == addr) {
+            Some(n) => n.up = up,
+            None => nodes.push(Target {
+                addr: addr.to_string(),
+                up,
+            }),
+        }
     }
 
     /// Wait for every client's last request (each ends within the client timeout), and
@@ -100,6 +136,35 @@ impl Running {
     }
 }
 
+impl Load {
+    fn end(&self) -> Instant {
+        let ns = self.end_ns.load(Ordering::Relaxed);
+        // Kept going: a year from now stands for "not yet".
+        let after = Duration::from_nanos(ns).min(Duration::from_secs(365 * 86_400));
+        self.rec.start() + after
+    }
+
+    /// The node list (held only to read an entry or flip a flag, so a poisoned lock still
+    /// guards a whole list).
+    fn lock_nodes(&self) -> std::sync::MutexGuard<'_, Vec<Target>> {
+        self.nodes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A random node that is up (`None`: none is).
+    fn pick(&self, rng: &mut ChaCha8Rng) -> Option<String> {
+        let nodes = self.lock_nodes();
+        let up: Vec<&Target> = nodes.iter().filter(|n| n.up).collect();
+        if up.is_empty() {
+            return None;
+        }
+        Some(up[rng.gen_range(0..up.len())].addr.clone())
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// The name of key `i`.
 fn key_name(i: usize) -> String {
     format!("key-{i:02}")
@@ -111,12 +176,13 @@ async fn client(load: Arc<Load>, id: usize) {
     let mut rng = ChaCha8Rng::seed_from_u64(load.seed.wrapping_mul(1000).wrapping_add(id as u64));
     let mut process = id as u64;
     let mut n = 0u64;
-    while Instant::now() < load.end {
-        let up: Vec<usize> = (0..load.addrs.len())
-            .filter(|&i| load.live[i].load(Ordering::Relaxed))
-            .collect();
-        // The bootstrap is never killed, so some node is always up.
-        let node = up[rng.gen_range(0..up.len())];
+    while Instant::now() < load.end() {
+        // Some node is always up (the scenarios never take all of them down); should none
+        // be, the client waits rather than fail.
+        let Some(node) = load.pick(&mut rng) else {
+            tokio::time::sleep(NONE_UP_PAUSE).await;
+            continue;
+        };
         let key = key_name(rng.gen_range(0..load.keys));
         let op = if rng.gen_bool(load.write_ratio) {
             n += 1;
@@ -128,7 +194,7 @@ async fn client(load: Arc<Load>, id: usize) {
         } else {
             read(key)
         };
-        let done = perform(&load.http, &load.rec, process, &load.addrs[node], &op).await;
+        let done = perform(&load.http, &load.rec, process, &node, &op).await;
         if matches!(done.outcome, Outcome::Info(_)) {
             process = load.processes.fresh();
         }

@@ -367,3 +367,40 @@ async fn link_latency_delays_every_message() {
     }
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_connections_count_against_the_connection_limit() {
+    let mut options = NodeOptions::new("127.0.0.1:0".parse().unwrap(), Role::Bootstrap(config(1)));
+    options.max_connections = 1;
+    let node = NodeServer::start(options).await.expect("the node starts");
+    let held = dialer(None)
+        .dial(node.addr())
+        .await
+        .expect("the first connection");
+    // The node answers 503 and closes at once, possibly before the upgrade request is
+    // even written, so the dialler sees either the 503 or a broken upgrade: both mean
+    // "not delivered, try again later".
+    match dialer(None).dial(node.addr()).await {
+        Err(err @ (DialError::Refused { status: 503, .. } | DialError::Upgrade(_))) => {
+            assert!(
+                err.retryable(),
+                "a full node may have room again soon: {err}"
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(node.metrics().connections_rejected.load(Ordering::Relaxed) >= 1);
+    // Closing the peer connection gives its place back.
+    drop(held);
+    let deadline = Instant::now() + STEP;
+    loop {
+        match dialer(None).dial(node.addr()).await {
+            Ok(_) => break,
+            Err(err) if err.retryable() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(err) => panic!("the freed place was not reused: {err}"),
+        }
+    }
+    node.stop().await;
+}

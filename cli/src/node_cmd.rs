@@ -39,9 +39,9 @@ pub struct Tuning {
     /// node of a ring the same value.
     #[arg(long, default_value_t = 3_000, value_name = "MS", value_parser = at_least_hundred)]
     pub failure_timeout_ms: u64,
-    /// Shared secret authenticating node-to-node messages; every member of a ring must
-    /// be given the same one. Without it the internal endpoint is open, which is fine
-    /// only on loopback.
+    /// Shared secret authenticating node-to-node connections (checked once when a peer
+    /// connects); every member of a ring must be given the same one. Without it the
+    /// internal endpoints are open, which is fine only on loopback.
     #[arg(long, env = "RINGKV_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
     /// Most HTTP connections a node serves at once; beyond it a connection gets 503 and is

@@ -11,9 +11,10 @@ use anyhow::Context;
 use ringkv_client::load::{self, LoadOptions, Mix};
 use ringkv_core::{ClusterConfig, Consistency, Limits, Routing, Timing};
 use ringkv_runtime::{
-    ActorOptions, ClusterOptions, LocalCluster, NodeOptions, NodeServer, Role,
+    ActorOptions, ClusterOptions, LocalCluster, NodeOptions, NodeServer, PeerLimits, Role,
     MAX_CONNECTIONS_DEFAULT,
 };
+use ringkv_sim::Latency;
 
 /// Settings every node command shares.
 #[derive(clap::Args, Clone, Debug)]
@@ -38,9 +39,9 @@ pub struct Tuning {
     /// node of a ring the same value.
     #[arg(long, default_value_t = 3_000, value_name = "MS", value_parser = at_least_hundred)]
     pub failure_timeout_ms: u64,
-    /// Shared secret authenticating node-to-node messages; every member of a ring must
-    /// be given the same one. Without it the internal endpoint is open, which is fine
-    /// only on loopback.
+    /// Shared secret authenticating node-to-node connections (checked once when a peer
+    /// connects); every member of a ring must be given the same one. Without it the
+    /// internal endpoints are open, which is fine only on loopback.
     #[arg(long, env = "RINGKV_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
     /// Most HTTP connections a node serves at once; beyond it a connection gets 503 and is
@@ -52,6 +53,12 @@ pub struct Tuning {
         value_parser = at_least_one
     )]
     pub max_connections: usize,
+    /// Delay every node-to-node message by a duration drawn from DIST, as if the nodes
+    /// were far apart: const:20ms, uniform:5ms..50ms, exp:10ms or lognormal:10ms,0.5 (the
+    /// syntax of `dht sim --latency`). A message never overtakes one sent earlier to the
+    /// same node. Default: no added delay.
+    #[arg(long, value_name = "DIST")]
+    pub link_latency: Option<Latency>,
 }
 
 impl Tuning {
@@ -81,6 +88,10 @@ impl Tuning {
     fn actor(&self) -> ActorOptions {
         ActorOptions {
             queue_commands_max: self.queue_max,
+            peers: PeerLimits {
+                link_latency: self.link_latency,
+                ..PeerLimits::default()
+            },
             ..ActorOptions::default()
         }
     }
@@ -320,6 +331,11 @@ pub fn run_cluster(args: ClusterArgs) -> anyhow::Result<ExitCode> {
             args.ring.routing
         ));
         announce(&format!("bootstrap: {}", cluster.addrs()[0]));
+        if let Some(latency) = args.tuning.link_latency {
+            announce(&format!(
+                "link latency: every node-to-node message delayed by {latency}"
+            ));
+        }
         announce(&format!(
             "overlay (ring order from the bootstrap): {}",
             overlay.join(" -> ")
@@ -504,5 +520,22 @@ mod tests {
         let err = tuning(&["--failure-timeout-ms", "50"]).err().unwrap();
         assert!(err.to_string().contains("at least 100"), "{err}");
         assert!(tuning(&["--max-connections", "0"]).is_err());
+    }
+
+    #[test]
+    fn link_latency_takes_the_simulator_syntax() {
+        assert_eq!(tuning(&[]).unwrap().actor().peers.link_latency, None);
+        let slow = tuning(&["--link-latency", "const:20ms"]).unwrap().actor();
+        assert_eq!(
+            slow.peers.link_latency,
+            Some(Latency::Const { ns: 20_000_000 })
+        );
+        let exp = tuning(&["--link-latency", "exp:1ms"]).unwrap().actor();
+        assert_eq!(
+            exp.peers.link_latency,
+            Some(Latency::Exp { mean_ns: 1_000_000 })
+        );
+        let err = tuning(&["--link-latency", "20ms"]).err().unwrap();
+        assert!(err.to_string().contains("const:1ms"), "{err}");
     }
 }

@@ -150,16 +150,49 @@ impl fmt::Debug for Id {
     }
 }
 
+/// Human-readable formats (JSON: the HTTP API, histories, the debug endpoint) carry an id
+/// as 40 hex digits; binary formats (the peer transport) as its 20 big-endian bytes.
 impl Serialize for Id {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
+        if s.is_human_readable() {
+            s.serialize_str(&self.to_string())
+        } else {
+            s.serialize_bytes(&self.to_bytes())
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for Id {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Id, D::Error> {
-        let text = String::deserialize(d)?;
-        Id::from_hex(&text).ok_or_else(|| serde::de::Error::custom("an id is 40 hex digits"))
+        // Either form is accepted whatever the format claims: serde's buffering of
+        // internally tagged enums reports itself human-readable even when the bytes came
+        // from a binary format.
+        if d.is_human_readable() {
+            d.deserialize_str(IdVisitor)
+        } else {
+            d.deserialize_bytes(IdVisitor)
+        }
+    }
+}
+
+struct IdVisitor;
+
+impl serde::de::Visitor<'_> for IdVisitor {
+    type Value = Id;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an id: 40 hex digits or 20 bytes")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Id, E> {
+        Id::from_hex(text).ok_or_else(|| E::custom("an id is 40 hex digits"))
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Id, E> {
+        let raw: [u8; 20] = bytes
+            .try_into()
+            .map_err(|_| E::invalid_length(bytes.len(), &self))?;
+        Ok(Id::from_bytes(raw))
     }
 }
 
@@ -218,6 +251,12 @@ mod tests {
         assert!(!in_open(n(5), n(3), n(5)));
     }
 
+    #[test]
+    fn binary_ids_must_be_twenty_bytes() {
+        let short = serde::de::value::BytesDeserializer::<serde::de::value::Error>::new(&[1; 19]);
+        assert!(Id::deserialize(short).is_err());
+    }
+
     proptest! {
         #[test]
         fn open_closed_matches_distance_model(x in arb_id(), a in arb_id(), b in arb_id()) {
@@ -252,6 +291,10 @@ mod tests {
             prop_assert_eq!(Id::from_hex(&x.to_string()), Some(x));
             let json = serde_json::to_string(&x).unwrap();
             prop_assert_eq!(serde_json::from_str::<Id>(&json).unwrap(), x);
+            // The binary form: 20 raw bytes.
+            let raw = x.to_bytes();
+            let bytes = serde::de::value::BytesDeserializer::<serde::de::value::Error>::new(&raw);
+            prop_assert_eq!(Id::deserialize(bytes).unwrap(), x);
         }
     }
 }

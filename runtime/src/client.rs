@@ -1,5 +1,5 @@
-//! A small pooled keep-alive HTTP/1.1 client, used for node-to-node messages, by the
-//! load client, the CLI and the tests.
+//! A small pooled keep-alive HTTP/1.1 client, used by the load client, the CLI and the
+//! tests (nodes talk to each other over [`crate::peer`] connections instead).
 
 use std::time::Duration;
 

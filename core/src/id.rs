@@ -117,6 +117,21 @@ impl Id {
         }
         Some(Id::from_bytes(raw))
     }
+
+    /// Position of virtual node `index` of the process advertised at `addr` (`host:port`),
+    /// when each process takes several positions on the ring.
+    ///
+    /// Index 0 is [`Id::of_addr`], so a process with a single position sits exactly where
+    /// it always did; index `i ≥ 1` is SHA-1 of the UTF-8 bytes `"{addr}#{i}"`. Every
+    /// process computes every other's positions from its address alone, so this
+    /// definition is part of the protocol: changing it moves keys between nodes.
+    pub fn of_vnode(addr: &str, index: u32) -> Id {
+        if index == 0 {
+            Id::of_addr(addr)
+        } else {
+            Id::hash(format!("{addr}#{index}").as_bytes())
+        }
+    }
 }
 
 /// `x ∈ (a, b]` on the circle. `(a, a]` is the whole circle, as in Chord.
@@ -228,6 +243,30 @@ mod tests {
             Id::of_key("").to_string(),
             "da39a3ee5e6b4b0d3255bfef95601890afd80709"
         );
+    }
+
+    #[test]
+    fn vnode_positions_are_the_contract() {
+        let addr = "10.0.0.1:5000";
+        assert_eq!(
+            Id::of_vnode(addr, 0),
+            Id::of_addr(addr),
+            "index 0 is today's id"
+        );
+        // Pinned SHA-1 values: the protocol places virtual nodes by exactly these bytes.
+        assert_eq!(
+            Id::of_vnode(addr, 0).to_string(),
+            "aa37f97cc67b1428703dd157b72809805a9cbcab"
+        );
+        assert_eq!(
+            Id::of_vnode(addr, 1).to_string(),
+            "b7a8b96115165c4ecdac0674f98782a006d6cca2"
+        );
+        assert_eq!(
+            Id::of_vnode(addr, 19).to_string(),
+            "a12809e7b3e32c94cc38140c88cd4fa98f040274"
+        );
+        assert_eq!(Id::of_vnode(addr, 7), Id::hash(b"10.0.0.1:5000#7"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The versioned key/value store each node keeps, with tombstones for deletes.
 
 mod key;
+mod slots;
 
 use std::collections::BTreeMap;
 
@@ -9,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::id::in_open_closed;
 use crate::{Id, Time};
 use key::Key;
+use slots::Slots;
 
 /// Order of writes to one key. Assigned by the key's primary from a Lamport clock; ties
 /// between primaries (possible only while a key changes primary) break by node id.
@@ -29,16 +31,14 @@ pub struct Entry {
     pub version: Version,
 }
 
-/// What the store keeps per key besides the key itself.
+/// What the store keeps per key besides the key itself: 64 bytes.
 #[derive(Clone, Debug)]
 struct Slot {
     entry: Entry,
     /// The top 64 bits of the key's id (SHA-1), enough to place the key in a range
     /// unless it shares them with a bound (then the id is computed again); the whole id
-    /// would cost 32 bytes a key.
+    /// would cost 24 bytes more a key.
     id_prefix: u64,
-    /// Local time the slot last changed; tombstones expire by it.
-    written_at: Time,
 }
 
 /// A responsibility or hand-over range of key ids.
@@ -109,13 +109,18 @@ const DIGEST_CACHE_MAX: usize = 16;
 ///
 /// Laid out for millions of keys: the map from key to slot holds only the key (inline
 /// when short, see `key::Key`) and a slot number; the slots themselves sit densely in
-/// one vector, rebuilt when entries are dropped (hand-overs, tombstone collection).
+/// chunks (`slots::Slots`), renumbered when entries are dropped (hand-overs, tombstone
+/// collection). Only tombstones need the time they were written, so only they have it,
+/// in a map of their own.
 #[derive(Clone, Debug, Default)]
 pub struct Store {
     /// Key → its slot in `slots`, in key order (iteration order reaches outputs).
     index: BTreeMap<Key, usize>,
     /// Every entry, tombstones included; `index` refers to each exactly once.
-    slots: Vec<Slot>,
+    slots: Slots<Slot>,
+    /// Local time each tombstone was written (tombstones expire by it); exactly the
+    /// keys whose entry is a tombstone.
+    tombstone_times: BTreeMap<Key, Time>,
     clock: u64,
     live: usize,
     /// Anti-entropy digests per range, kept up to date on every write so a sync round
@@ -142,38 +147,37 @@ impl Store {
     /// Apply `entry` if it is newer than what is stored.
     pub fn apply(&mut self, now: Time, key: &str, entry: Entry) -> Applied {
         self.clock = self.clock.max(entry.version.counter);
+        let is_live = entry.value.is_some();
         if let Some(&at) = self.index.get(key.as_bytes()) {
-            let slot = &mut self.slots[at];
+            let slot = self.slots.get_mut(at);
             if slot.entry.version >= entry.version {
                 return Applied::Stale;
             }
             let was_live = slot.entry.value.is_some();
-            let is_live = entry.value.is_some();
             let (prefix, old) = (slot.id_prefix, entry_hash(key, &slot.entry));
             let new = entry_hash(key, &entry);
             slot.entry = entry;
-            slot.written_at = now;
             self.live = self.live + is_live as usize - was_live as usize;
+            self.note_tombstone(key, is_live, now);
             self.update_digests(prefix, key, old, new);
             return Applied::Changed;
         }
-        self.live += entry.value.is_some() as usize;
+        self.live += is_live as usize;
         let prefix = Id::of_key(key).prefix_u64();
         self.update_digests(prefix, key, 0, entry_hash(key, &entry));
-        let at = self.slots.len();
-        self.slots.push(Slot {
+        let at = self.slots.push(Slot {
             entry,
             id_prefix: prefix,
-            written_at: now,
         });
         self.index.insert(Key::new(key), at);
+        self.note_tombstone(key, is_live, now);
         Applied::Changed
     }
 
     /// The entry for `key`, tombstone included.
     pub fn get(&self, key: &str) -> Option<&Entry> {
         let at = *self.index.get(key.as_bytes())?;
-        Some(&self.slots[at].entry)
+        Some(&self.slots.get(at).entry)
     }
 
     /// The live value of `key`.
@@ -216,7 +220,7 @@ impl Store {
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Entry)> {
         self.index
             .iter()
-            .map(|(k, &at)| (k.as_str(), &self.slots[at].entry))
+            .map(|(k, &at)| (k.as_str(), &self.slots.get(at).entry))
     }
 
     /// Drop every entry whose key id is outside `keep`. Returns how many were dropped.
@@ -229,7 +233,12 @@ impl Store {
     /// Remove tombstones written before `cutoff`. Returns how many were removed.
     pub fn collect_tombstones(&mut self, cutoff: Time) -> usize {
         self.digests.clear();
-        self.retain(|_, slot| slot.entry.value.is_some() || slot.written_at >= cutoff)
+        let times = std::mem::take(&mut self.tombstone_times);
+        let removed = self.retain(|key, slot| {
+            slot.entry.value.is_some() || times.get(key.as_bytes()).is_some_and(|&at| at >= cutoff)
+        });
+        self.tombstone_times = times;
+        removed
     }
 
     /// Number of tombstones.
@@ -267,15 +276,26 @@ impl Store {
     pub fn clear(&mut self) {
         self.digests.clear();
         self.index = BTreeMap::new();
-        self.slots = Vec::new();
+        self.slots = Slots::default();
+        self.tombstone_times = BTreeMap::new();
         self.live = 0;
+    }
+
+    /// Keep `tombstone_times` to the keys whose entry is a tombstone: `key`'s entry has
+    /// just been written at `now`, live or not.
+    fn note_tombstone(&mut self, key: &str, is_live: bool, now: Time) {
+        if is_live {
+            self.tombstone_times.remove(key.as_bytes());
+        } else {
+            self.tombstone_times.insert(Key::new(key), now);
+        }
     }
 
     /// Keys and slots in `range`, in key order.
     fn slots_in(&self, range: Range) -> impl Iterator<Item = (&str, &Slot)> {
         let bounds = Bounds::of(range);
         self.index.iter().filter_map(move |(k, &at)| {
-            let slot = &self.slots[at];
+            let slot = self.slots.get(at);
             let key = k.as_str();
             bounds.holds(slot.id_prefix, key).then_some((key, slot))
         })
@@ -295,20 +315,23 @@ impl Store {
     }
 
     /// Keep the entries `keep` says yes to; the slots of the others are freed and the
-    /// rest moved down in place (their order is kept, so every slot number maps to the
-    /// count of kept slots before it). Returns how many were dropped.
+    /// rest renumbered in their order (every slot number maps to the count of kept slots
+    /// before it). Returns how many were dropped.
     fn retain(&mut self, mut keep: impl FnMut(&str, &Slot) -> bool) -> usize {
         let before = self.index.len();
         let mut kept = vec![false; self.slots.len()];
         let slots = &self.slots;
         let mut live = 0;
         self.index.retain(|key, at| {
-            let slot = &slots[*at];
+            let slot = slots.get(*at);
             let yes = keep(key.as_str(), slot);
             kept[*at] = yes;
             live += (yes && slot.entry.value.is_some()) as usize;
             yes
         });
+        let index = &self.index;
+        self.tombstone_times
+            .retain(|key, _| index.contains_key(key.as_bytes()));
         let mut moved_to = Vec::with_capacity(kept.len());
         let mut next = 0;
         for &yes in &kept {
@@ -318,13 +341,7 @@ impl Store {
         for at in self.index.values_mut() {
             *at = moved_to[*at];
         }
-        let mut flags = kept.iter();
-        self.slots
-            .retain(|_| flags.next().copied().unwrap_or(false));
-        // A store that handed most of its keys on gives the memory back.
-        if self.slots.capacity() > 2 * self.slots.len() {
-            self.slots.shrink_to_fit();
-        }
+        self.slots.retain(&kept);
         self.live = live;
         before - self.index.len()
     }

@@ -251,7 +251,8 @@ impl TokenRouter {
         if verdict == Staleness::TargetDown {
             self.mark_down(&route.target);
         }
-        if verdict != Staleness::Current {
+        // A learning under way will do for this answer too; no task for it.
+        if verdict != Staleness::Current && !self.inner.learning.load(Ordering::Acquire) {
             let router = self.clone();
             let seen = route.generation;
             tokio::spawn(async move { router.relearn(seen).await });

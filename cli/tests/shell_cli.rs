@@ -216,6 +216,15 @@ fn cache_home() -> std::path::PathBuf {
     std::env::temp_dir().join(format!("ringkv-shell-cli-{}-{test}", std::process::id()))
 }
 
+/// Removes the running test's cache directory when the test ends, passed or not.
+struct CacheHome;
+
+impl Drop for CacheHome {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(cache_home());
+    }
+}
+
 fn shell(node: &str, script: &str) -> Run {
     dht(&["shell", "--node", node], script, &[])
 }
@@ -230,6 +239,7 @@ fn closed_port() -> String {
 
 #[test]
 fn shell_session_with_quoting_setnode_errors_and_exit() {
+    let _cache = CacheHome;
     let cluster = Cluster::start(3);
     let nowhere = closed_port();
     let script = format!(
@@ -340,6 +350,7 @@ query "Don't Stop"
 
 #[test]
 fn shell_queries_star_keys_departs_joins_and_ends_at_eof() {
+    let _cache = CacheHome;
     let cluster = Cluster::start(3);
     let departing = cluster.overlay[1].as_str();
     let bootstrap = cluster.bootstrap.as_str();
@@ -405,6 +416,7 @@ fn strings(list: &Value) -> Vec<String> {
 
 #[test]
 fn one_shot_commands_print_the_answer_and_exit_with_its_code() {
+    let _cache = CacheHome;
     let cluster = Cluster::start(3);
     let node = cluster.overlay[1].as_str();
     let n = ["--node", node];
@@ -479,6 +491,7 @@ fn one_shot_commands_print_the_answer_and_exit_with_its_code() {
 
 #[test]
 fn usage_errors_exit_2_and_unreachable_nodes_exit_3() {
+    let _cache = CacheHome;
     let nowhere = closed_port();
 
     for args in [
@@ -562,6 +575,7 @@ fn usage_errors_exit_2_and_unreachable_nodes_exit_3() {
 
 #[test]
 fn node_defaults_to_dht_node_then_to_port_5000() {
+    let _cache = CacheHome;
     let run = dht(&["query", "--help"], "", &[]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(run.stdout.contains("[env: DHT_NODE"), "{}", run.stdout);

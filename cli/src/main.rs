@@ -8,6 +8,7 @@ mod check_cmd;
 mod client_cmd;
 mod experiment_cmd;
 mod node_cmd;
+mod reach;
 mod shell;
 mod sim_cmd;
 

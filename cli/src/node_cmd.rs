@@ -8,10 +8,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use ringkv_client::load::{self, LoadOptions, Mix};
+use ringkv_client::load::{self, Comparison, LoadOptions, LoadReport, Mix};
+use ringkv_client::ClientRouting;
 use ringkv_core::{ClusterConfig, Consistency, Limits, Routing, Timing};
 use ringkv_runtime::{
-    ActorOptions, ClusterOptions, LocalCluster, NodeOptions, NodeServer, PeerLimits, Role,
+    ActorOptions, BaselineServer, ClusterOptions, LocalCluster, NodeOptions, NodeServer,
+    PeerLimits, Role,
     MAX_CONNECTIONS_DEFAULT,
 };
 use ringkv_sim::Latency;
@@ -185,9 +187,19 @@ pub struct ClusterArgs {
 /// Arguments of `dht bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// HOST:PORT of any node; clients are spread over every node of its overlay.
+    /// HOST:PORT of any node; the ring is learned from it.
     #[arg(long, default_value = "127.0.0.1:5000")]
     pub target: String,
+    /// How each request finds its node: token (straight to the node that serves its key,
+    /// as learned from the ring) or random (each client sends to one node of the overlay,
+    /// which routes the request through the ring, as clients of the reference design do).
+    #[arg(long, default_value = "token", value_name = "token|random")]
+    pub routing: ClientRouting,
+    /// Then run the same load against a trivial key-value server started in this process
+    /// (as many listeners as the ring has nodes, one shared map, the same HTTP stack),
+    /// and report ringkv's throughput and latency as multiples of its.
+    #[arg(long)]
+    pub baseline: bool,
     /// Timed operations.
     #[arg(long, default_value_t = 100_000)]
     pub ops: u64,
@@ -349,10 +361,12 @@ pub fn run_cluster(args: ClusterArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// `dht bench`: run the load client and print throughput and latency.
+/// `dht bench`: run the load client and print throughput and latency (with `--baseline`,
+/// next to the baseline's).
 pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     init_tracing("warn");
     let mut options = LoadOptions::new(args.target, args.mix, args.ops, args.clients);
+    options.routing = args.routing;
     options.keys = args.keys;
     options.write_ratio = args.write_ratio;
     options.delete_ratio = args.delete_ratio;
@@ -362,16 +376,52 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     options.key_prefix = args.key_prefix;
     // One thread is plenty for the clients and leaves the other core to the nodes under
     // test on a small machine; `--threads` gives the load client more.
-    let report = bench_runtime(args.threads)?.block_on(load::run(&options))?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    let clients = bench_runtime(args.threads)?;
+    let report = clients.block_on(load::run(&options))?;
+    let failed = report.ops > 0 && report.ok == 0;
+    if !args.baseline {
+        print_report(&report, args.json)?;
+    } else {
+        let baseline = run_baseline(&clients, &options, report.nodes.len())?;
+        print_report(&Comparison::new(report, baseline), args.json)?;
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The load of `options` against a baseline server of `listeners` listeners, served by
+/// a runtime of its own with as many threads as a `dht cluster` has (so it gets the
+/// cores the ring got), while the clients stay on theirs.
+fn run_baseline(
+    clients: &tokio::runtime::Runtime,
+    options: &LoadOptions,
+    listeners: usize,
+) -> anyhow::Result<LoadReport> {
+    let servers = runtime()?;
+    let server = servers
+        .block_on(BaselineServer::start(listeners))
+        .context("cannot start the baseline server")?;
+    let mut against = options.clone();
+    against.target = server.addrs()[0].clone();
+    against.history = None;
+    let report = clients.block_on(load::run(&against));
+    servers.block_on(server.shutdown());
+    report.context("baseline run")
+}
+
+fn print_report<R: serde::Serialize + std::fmt::Display>(
+    report: &R,
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
     } else {
         println!("{report}");
     }
-    if report.ops > 0 && report.ok == 0 {
-        return Ok(ExitCode::from(1));
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// Parse a failure timeout: at least 100 ms (heartbeats go every sixth of it).

@@ -8,12 +8,14 @@ use sha1::{Digest, Sha1};
 /// A point on the 2^160 identifier circle: a node's id is SHA-1 of its advertised
 /// `host:port`, a key's id is SHA-1 of the key's UTF-8 bytes.
 ///
-/// Stored as a high 32-bit and a low 128-bit half so that the derived ordering is the
-/// numeric one and addition needs only native carries.
+/// Stored as a high 32-bit part and the low 128 bits as two 64-bit words, most
+/// significant first, so that the derived ordering is the numeric one. Not a `u128`: its
+/// 16-byte alignment would make an id 32 bytes instead of 24, and every stored version
+/// (`store::Version`) carries one.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Id {
     hi: u32,
-    lo: u128,
+    lo: [u64; 2],
 }
 
 /// Number of bits in an identifier, and so the number of finger table entries.
@@ -21,11 +23,11 @@ pub const ID_BITS: usize = 160;
 
 impl Id {
     /// The identifier 0.
-    pub const ZERO: Id = Id { hi: 0, lo: 0 };
+    pub const ZERO: Id = Id { hi: 0, lo: [0; 2] };
     /// The identifier 2^160 - 1.
     pub const MAX: Id = Id {
         hi: u32::MAX,
-        lo: u128::MAX,
+        lo: [u64::MAX; 2],
     };
 
     /// SHA-1 of arbitrary bytes.
@@ -52,47 +54,38 @@ impl Id {
         hi.copy_from_slice(&raw[..4]);
         let mut lo = [0u8; 16];
         lo.copy_from_slice(&raw[4..]);
-        Id {
-            hi: u32::from_be_bytes(hi),
-            lo: u128::from_be_bytes(lo),
-        }
+        Id::from_parts(u32::from_be_bytes(hi), u128::from_be_bytes(lo))
     }
 
     /// Big-endian bytes of this identifier.
     pub fn to_bytes(self) -> [u8; 20] {
         let mut raw = [0u8; 20];
         raw[..4].copy_from_slice(&self.hi.to_be_bytes());
-        raw[4..].copy_from_slice(&self.lo.to_be_bytes());
+        raw[4..].copy_from_slice(&self.low().to_be_bytes());
         raw
     }
 
     /// `self + other` modulo 2^160.
     pub fn wrapping_add(self, other: Id) -> Id {
-        let (lo, carry) = self.lo.overflowing_add(other.lo);
+        let (lo, carry) = self.low().overflowing_add(other.low());
         let hi = self.hi.wrapping_add(other.hi).wrapping_add(carry as u32);
-        Id { hi, lo }
+        Id::from_parts(hi, lo)
     }
 
     /// `self - other` modulo 2^160.
     pub fn wrapping_sub(self, other: Id) -> Id {
-        let (lo, borrow) = self.lo.overflowing_sub(other.lo);
+        let (lo, borrow) = self.low().overflowing_sub(other.low());
         let hi = self.hi.wrapping_sub(other.hi).wrapping_sub(borrow as u32);
-        Id { hi, lo }
+        Id::from_parts(hi, lo)
     }
 
     /// 2^i for `i < 160` (the offset of finger `i`).
     pub fn pow2(i: usize) -> Id {
         assert!(i < ID_BITS, "finger index {i} out of range");
         if i < 128 {
-            Id {
-                hi: 0,
-                lo: 1u128 << i,
-            }
+            Id::from_parts(0, 1u128 << i)
         } else {
-            Id {
-                hi: 1u32 << (i - 128),
-                lo: 0,
-            }
+            Id::from_parts(1u32 << (i - 128), 0)
         }
     }
 
@@ -103,7 +96,20 @@ impl Id {
 
     /// The top 64 bits, for plots and quick comparisons.
     pub fn prefix_u64(self) -> u64 {
-        ((self.hi as u64) << 32) | ((self.lo >> 96) as u64)
+        ((self.hi as u64) << 32) | (self.lo[0] >> 32)
+    }
+
+    /// The id whose top 32 bits are `hi` and whose other bits are `low`.
+    fn from_parts(hi: u32, low: u128) -> Id {
+        Id {
+            hi,
+            lo: [(low >> 64) as u64, low as u64],
+        }
+    }
+
+    /// The low 128 bits.
+    fn low(self) -> u128 {
+        ((self.lo[0] as u128) << 64) | self.lo[1] as u128
     }
 
     /// Parse 40 hexadecimal digits.
@@ -154,7 +160,7 @@ pub fn in_open(x: Id, a: Id, b: Id) -> bool {
 
 impl fmt::Display for Id {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:08x}{:032x}", self.hi, self.lo)
+        write!(f, "{:08x}{:032x}", self.hi, self.low())
     }
 }
 
@@ -234,6 +240,19 @@ mod tests {
     }
 
     #[test]
+    fn an_id_takes_24_bytes() {
+        assert_eq!(std::mem::size_of::<Id>(), 24);
+    }
+
+    proptest! {
+        #[test]
+        fn ids_order_as_their_big_endian_bytes(a in arb_id(), b in arb_id()) {
+            prop_assert_eq!(a.cmp(&b), a.to_bytes().cmp(&b.to_bytes()));
+            prop_assert_eq!(&a.prefix_u64().to_be_bytes()[..], &a.to_bytes()[..8]);
+        }
+    }
+
+    #[test]
     fn sha1_of_known_strings() {
         assert_eq!(
             Id::of_key("abc").to_string(),
@@ -280,7 +299,7 @@ mod tests {
 
     #[test]
     fn intervals_on_small_examples() {
-        let n = |v: u128| Id { hi: 0, lo: v };
+        let n = |v: u128| Id::from_parts(0, v);
         assert!(in_open_closed(n(5), n(3), n(5)));
         assert!(!in_open_closed(n(3), n(3), n(5)));
         assert!(in_open_closed(n(1), n(9), n(2)), "wraps past zero");

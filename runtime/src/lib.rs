@@ -12,6 +12,8 @@
 //! - [`server`]: one node (listener + HTTP server + actor); [`cluster`]: a whole ring in
 //!   one process.
 //! - [`conn_limit`]: the listener that caps a node's open HTTP connections.
+//! - [`baseline`]: a trivial key-value server on the same HTTP stack, to measure ringkv
+//!   against (`dht bench --baseline`).
 //! - [`client`]: the HTTP client nodes, tools and tests use; [`outcome`](mod@outcome): the one rule
 //!   that tells from an answer whether an operation took effect (`ok`/`fail`/`info`).
 //!
@@ -20,6 +22,7 @@
 #![deny(missing_docs)]
 
 pub mod actor;
+pub mod baseline;
 pub mod client;
 pub mod cluster;
 pub mod conn_limit;
@@ -34,6 +37,7 @@ pub mod server;
 pub mod wire;
 
 pub use actor::{ActorOptions, NodeHandle, Unavailable};
+pub use baseline::BaselineServer;
 pub use client::{encode_segment, ClientError, HttpClient, HttpReply};
 pub use cluster::{ClusterError, ClusterOptions, LocalCluster};
 pub use conn_limit::MAX_CONNECTIONS_DEFAULT;

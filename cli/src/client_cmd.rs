@@ -1,6 +1,12 @@
 //! `dht insert`, `dht query`, `dht delete`, `dht overlay`, `dht join` and `dht depart`:
-//! one request to one node, its JSON answer on stdout. Also the small blocking client
-//! that `dht shell` uses for the same requests.
+//! one request, its JSON answer on stdout. Also the small blocking client that `dht shell`
+//! uses for the same requests.
+//!
+//! `insert`, `query` and `delete` go straight to the node that serves the key (token
+//! routing, `--routing token`, the default) when the ring is known: remembered in the
+//! member cache (`ringkv_client::member_cache`) or learned first. Every command but `join`
+//! and `depart` falls back to the other nodes given (`--node A,B,...`) and the remembered
+//! members when a node does not answer (see [`crate::reach`]).
 //!
 //! Exit codes of the one-shot commands (see `docs/cli.md`):
 //!
@@ -16,8 +22,11 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use ringkv_client::{ClientRouting, LearnError, MemberCache, RingMap};
 use ringkv_runtime::{encode_segment, ClientError, HttpClient, HttpReply};
 use serde_json::{json, Value};
+
+use crate::reach::{Aim, Reach, Reached};
 
 /// Node used when neither `--node` nor `DHT_NODE` is given.
 pub const DEFAULT_NODE: &str = "127.0.0.1:5000";
@@ -35,21 +44,41 @@ pub const EXIT_USAGE: u8 = 2;
 /// Exit code: the node could not be reached.
 pub const EXIT_UNREACHABLE: u8 = 3;
 
+/// Longest wait for a connection to a node: one that takes longer is taken as down and
+/// the next node tried (a refused connection fails at once anyway).
+pub const CONNECT_WAIT: Duration = Duration::from_secs(3);
+
+/// Nodes given on the command line, in the order to try them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Nodes(pub Vec<String>);
+
+impl Nodes {
+    /// The first node given.
+    pub fn first(&self) -> &str {
+        self.0.first().map_or(DEFAULT_NODE, String::as_str)
+    }
+}
+
 /// The node a command talks to, and how long it waits for it.
 #[derive(clap::Args, Clone, Debug)]
 pub struct Target {
-    /// HOST:PORT of the node to ask.
+    /// HOST:PORT of the node to ask; a comma-separated list gives more nodes to try, in
+    /// order, when one does not answer.
     #[arg(
         long,
         env = "DHT_NODE",
         default_value = DEFAULT_NODE,
-        value_name = "HOST:PORT",
-        value_parser = parse_node
+        value_name = "HOST:PORT[,HOST:PORT...]",
+        value_parser = parse_nodes
     )]
-    pub node: String,
+    pub node: Nodes,
     /// Seconds to wait for the node's answer.
     #[arg(long, default_value_t = 30.0, value_name = "SECS", value_parser = parse_timeout)]
     pub timeout: f64,
+    /// Neither read nor write the file of remembered ring members
+    /// ($XDG_CACHE_HOME/ringkv/members.json or ~/.cache/ringkv/members.json).
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 impl Target {
@@ -57,6 +86,26 @@ impl Target {
     pub fn timeout(&self) -> Duration {
         Duration::from_secs_f64(self.timeout)
     }
+
+    /// The member cache this command uses (an empty one that is never saved with
+    /// `--no-cache` or without a home directory).
+    pub fn cache(&self) -> MemberCache {
+        if self.no_cache {
+            MemberCache::default()
+        } else {
+            MemberCache::open(MemberCache::default_path())
+        }
+    }
+}
+
+/// How `insert`, `query` and `delete` pick their node.
+#[derive(clap::Args, Clone, Debug)]
+pub struct RoutingArg {
+    /// token: straight to the node that serves the key (the ring is learned once and
+    /// remembered); random: to the --node given, which routes the request through the
+    /// ring.
+    #[arg(long, default_value = "token", value_name = "token|random")]
+    pub routing: ClientRouting,
 }
 
 /// Arguments of `dht insert`.
@@ -70,6 +119,8 @@ pub struct InsertArgs {
     pub value: String,
     #[command(flatten)]
     pub target: Target,
+    #[command(flatten)]
+    pub routing: RoutingArg,
 }
 
 /// Arguments of `dht query`.
@@ -83,6 +134,8 @@ pub struct QueryArgs {
     pub literal: bool,
     #[command(flatten)]
     pub target: Target,
+    #[command(flatten)]
+    pub routing: RoutingArg,
 }
 
 /// Arguments of `dht delete`.
@@ -93,6 +146,8 @@ pub struct DeleteArgs {
     pub key: String,
     #[command(flatten)]
     pub target: Target,
+    #[command(flatten)]
+    pub routing: RoutingArg,
 }
 
 /// Arguments of `dht overlay`, `dht join` and `dht depart`.
@@ -122,6 +177,23 @@ pub fn parse_node(text: &str) -> Result<String, String> {
         Ok(p) if p > 0 => Ok(bare.to_string()),
         _ => Err(format!("'{text}' has no valid port (1-65535); {hint}")),
     }
+}
+
+/// Check a comma-separated list of `HOST:PORT` (at least one; repeats dropped).
+pub fn parse_nodes(text: &str) -> Result<Nodes, String> {
+    let mut nodes: Vec<String> = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let node = parse_node(part)?;
+        if !nodes.contains(&node) {
+            nodes.push(node);
+        }
+    }
+    if nodes.is_empty() {
+        return Err(format!(
+            "'{text}' names no node; expected HOST:PORT, e.g. 127.0.0.1:5000"
+        ));
+    }
+    Ok(Nodes(nodes))
 }
 
 fn parse_timeout(text: &str) -> Result<f64, String> {
@@ -219,6 +291,12 @@ impl Op {
             _ => None,
         }
     }
+
+    /// Whether the operation changes nothing, so that it may be sent again to another
+    /// node whatever happened to it.
+    pub fn is_read_only(&self) -> bool {
+        matches!(self, Op::Query { .. } | Op::QueryAll | Op::Overlay)
+    }
 }
 
 /// A node's answer: its status and JSON body.
@@ -231,7 +309,8 @@ pub struct Answer {
 }
 
 impl Answer {
-    fn from_reply(reply: &HttpReply) -> Answer {
+    /// The answer in `reply`.
+    pub fn from_reply(reply: &HttpReply) -> Answer {
         let body = match serde_json::from_slice::<Value>(&reply.body) {
             Ok(value) => value,
             Err(_) => json!({ "error": reply.text().trim(), "status": reply.status }),
@@ -306,6 +385,12 @@ pub struct Client {
     timeout: Duration,
 }
 
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Client({:?})", self.timeout)
+    }
+}
+
 impl Client {
     /// A client whose requests give up after `timeout`.
     pub fn new(timeout: Duration) -> std::io::Result<Client> {
@@ -317,21 +402,33 @@ impl Client {
 
     /// Send `op` to the node at `node` (`HOST:PORT`) and wait for its answer.
     pub fn call(&self, node: &str, op: &Op) -> Result<Answer, Unreachable> {
+        self.reply(node, op).map(|reply| Answer::from_reply(&reply))
+    }
+
+    /// Send `op` to the node at `node` and return its raw answer.
+    pub fn reply(&self, node: &str, op: &Op) -> Result<HttpReply, Unreachable> {
         let request = op.http();
         let url = format!("http://{node}{}", request.path);
-        let timeout = self.timeout;
+        let http = self.http();
         let result = self.runtime.block_on(async move {
-            let http = HttpClient::new(timeout);
             match request.method {
                 Method::Get => http.get(&url).await,
                 Method::Post => http.post(&url, request.body.map(Into::into)).await,
                 Method::Delete => http.delete(&url).await,
             }
         });
-        match result {
-            Ok(reply) => Ok(Answer::from_reply(&reply)),
-            Err(err) => Err(unreachable(node, &err)),
-        }
+        result.map_err(|err| unreachable(node, &err))
+    }
+
+    /// Learn the ring from `seed` ([`ringkv_client::learn`]).
+    pub fn learn(&self, seed: &str) -> Result<RingMap, LearnError> {
+        let http = self.http();
+        let seeds = [seed.to_string()];
+        self.runtime.block_on(ringkv_client::learn(&http, &seeds))
+    }
+
+    fn http(&self) -> HttpClient {
+        HttpClient::with_connect_timeout(self.timeout, CONNECT_WAIT)
     }
 }
 
@@ -395,9 +492,9 @@ pub fn check_key(key: &str) -> Result<(), String> {
     }
 }
 
-/// Run one operation against `target` and print its answer; the exit code as documented
-/// at the top of this module.
-fn run_op(op: Op, target: &Target) -> anyhow::Result<ExitCode> {
+/// Run one operation and print its answer; the exit code as documented at the top of
+/// this module.
+fn run_op(op: Op, target: &Target, routing: ClientRouting) -> anyhow::Result<ExitCode> {
     if let Some(key) = op.key() {
         if let Err(message) = check_key(key) {
             print_error(&format!("error: {message}; give a non-empty KEY"));
@@ -405,8 +502,43 @@ fn run_op(op: Op, target: &Target) -> anyhow::Result<ExitCode> {
         }
     }
     let client = Client::new(target.timeout())?;
-    match client.call(&target.node, &op) {
-        Ok(answer) => {
+    let mut reach = Reach::new(client, target.node.0.clone(), target.cache());
+    let aim = match (routing, op.key()) {
+        (ClientRouting::Token, Some(_)) => Aim::Token,
+        _ => Aim::To(target.node.first().to_string()),
+    };
+    let reached = reach.send(&op, aim);
+    print_outcome(reached)
+}
+
+/// Run `join` or `depart`: they act on one node, so they go to the first node given and
+/// nowhere else.
+fn run_on_node(op: Op, target: &Target) -> anyhow::Result<ExitCode> {
+    let node = target.node.first();
+    if target.node.0.len() > 1 {
+        print_error(&format!(
+            "error: {} acts on one node; --node lists {} (give one HOST:PORT)",
+            if op == Op::Join { "join" } else { "depart" },
+            target.node.0.len()
+        ));
+        return Ok(ExitCode::from(EXIT_USAGE));
+    }
+    let client = Client::new(target.timeout())?;
+    let reached = client.call(node, &op).map(|answer| Reached {
+        answer,
+        node: node.to_string(),
+        silent: Vec::new(),
+    });
+    print_outcome(reached.map_err(|u| vec![u]))
+}
+
+fn print_outcome(reached: Result<Reached, Vec<Unreachable>>) -> anyhow::Result<ExitCode> {
+    match reached {
+        Ok(reached) => {
+            if let Some(note) = reached.note() {
+                print_error(&note);
+            }
+            let answer = &reached.answer;
             print_line(&render(&answer.body, pretty_output()));
             if !answer.is_success() {
                 print_error(&format!(
@@ -417,10 +549,10 @@ fn run_op(op: Op, target: &Target) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::from(answer.exit_code()))
         }
-        Err(unreachable) => {
+        Err(silent) => {
             print_error(&format!(
-                "error: {unreachable}. {}Give another node with --node HOST:PORT or DHT_NODE.",
-                unreachable.question()
+                "error: {} Give another node with --node HOST:PORT or DHT_NODE.",
+                crate::reach::nobody_answered(&silent)
             ));
             Ok(ExitCode::from(EXIT_UNREACHABLE))
         }
@@ -433,7 +565,7 @@ pub fn run_insert(args: InsertArgs) -> anyhow::Result<ExitCode> {
         key: args.key,
         value: args.value,
     };
-    run_op(op, &args.target)
+    run_op(op, &args.target, args.routing.routing)
 }
 
 /// `dht query KEY` (`*`: every pair, unless `--literal`).
@@ -443,27 +575,31 @@ pub fn run_query(args: QueryArgs) -> anyhow::Result<ExitCode> {
     } else {
         Op::Query { key: args.key }
     };
-    run_op(op, &args.target)
+    run_op(op, &args.target, args.routing.routing)
 }
 
 /// `dht delete KEY`.
 pub fn run_delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
-    run_op(Op::Delete { key: args.key }, &args.target)
+    run_op(
+        Op::Delete { key: args.key },
+        &args.target,
+        args.routing.routing,
+    )
 }
 
 /// `dht overlay`.
 pub fn run_overlay(args: NodeOnlyArgs) -> anyhow::Result<ExitCode> {
-    run_op(Op::Overlay, &args.target)
+    run_op(Op::Overlay, &args.target, ClientRouting::Random)
 }
 
 /// `dht join`.
 pub fn run_join(args: NodeOnlyArgs) -> anyhow::Result<ExitCode> {
-    run_op(Op::Join, &args.target)
+    run_on_node(Op::Join, &args.target)
 }
 
 /// `dht depart`.
 pub fn run_depart(args: NodeOnlyArgs) -> anyhow::Result<ExitCode> {
-    run_op(Op::Depart, &args.target)
+    run_on_node(Op::Depart, &args.target)
 }
 
 #[cfg(test)]

@@ -45,6 +45,12 @@ pub enum Which {
     Scaling,
     /// 4d. Linearizability violations under random faults, many seeds (simulator).
     Faults,
+    /// 4e. Load balance: keys per node against virtual nodes per node R = 1, 2, 5, 10, 20,
+    /// for 10^3 and 10^4 nodes at the simulator's addresses and 5·10^5 keys (and 10^6 at
+    /// 10^4 nodes), each node at Id::of_vnode(addr, 0..R); max, p99, p1 and median ÷ the
+    /// mean over --reps rings (default 20), against the Chord paper's §6.2. Placement
+    /// only, no network; a few seconds.
+    Balance,
     /// Experiment 5: kill -9 of k − 1 dht node processes under load, then their restart (or,
     /// with --victim bootstrap, of the bootstrap); no acknowledged write may be lost, the
     /// history must be linearizable (not part of all).
@@ -62,6 +68,7 @@ impl Which {
             Which::Hops => Experiment::Hops,
             Which::Scaling => Experiment::Scaling,
             Which::Faults => Experiment::Faults,
+            Which::Balance => Experiment::Balance,
             Which::Crash => Experiment::Crash,
         }
     }
@@ -103,11 +110,12 @@ pub struct ExperimentArgs {
     pub quick: bool,
     /// Backend of insert, query and requests: real (an in-process ring on loopback HTTP,
     /// wall-clock time) or sim (the simulator, virtual time). The other experiments
-    /// always run in the simulator.
+    /// always run in the simulator (balance computes placement only).
     #[arg(long, default_value = "real")]
     pub backend: String,
-    /// Repetitions of each throughput point (default 20; 2 with --quick) and of each
-    /// requests run (default 10; 1 with --quick).
+    /// Repetitions of each throughput point (default 20; 2 with --quick), of each
+    /// requests run (default 10; 1 with --quick), and rings (address sets) per balance
+    /// setup (default 20; 2 with --quick).
     #[arg(long)]
     pub reps: Option<usize>,
     /// Replication factors, comma-separated (default 1,3,5: insert, query, requests,

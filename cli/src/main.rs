@@ -8,6 +8,7 @@ mod check_cmd;
 mod client_cmd;
 mod experiment_cmd;
 mod node_cmd;
+mod reach;
 mod shell;
 mod sim_cmd;
 
@@ -47,9 +48,9 @@ enum Command {
     Join(client_cmd::NodeOnlyArgs),
     /// Make the node at --node leave the ring, handing its data on.
     Depart(client_cmd::NodeOnlyArgs),
-    /// Run the experiments (insert, query, requests, staleness, hops, scaling, faults, or
-    /// all; and crash, real node processes killed under load) and write CSVs and PNG
-    /// plots into results/.
+    /// Run the experiments (insert, query, requests, staleness, hops, scaling, faults,
+    /// balance, or all; and crash, real node processes killed under load) and write CSVs
+    /// and PNG plots into results/.
     Experiment(experiment_cmd::ExperimentArgs),
 }
 

@@ -8,12 +8,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use ringkv_client::load::{self, LoadOptions, Mix};
+use ringkv_client::load::{self, Comparison, LoadOptions, LoadReport, Mix};
+use ringkv_client::ClientRouting;
 use ringkv_core::{ClusterConfig, Consistency, Limits, Routing, Timing};
 use ringkv_runtime::{
-    ActorOptions, ClusterOptions, LocalCluster, NodeOptions, NodeServer, Role,
-    MAX_CONNECTIONS_DEFAULT,
+    ActorOptions, BaselineServer, ClusterOptions, LocalCluster, NodeOptions, NodeServer,
+    PeerLimits, Role, MAX_CONNECTIONS_DEFAULT,
 };
+use ringkv_sim::Latency;
 
 /// Settings every node command shares.
 #[derive(clap::Args, Clone, Debug)]
@@ -38,9 +40,9 @@ pub struct Tuning {
     /// node of a ring the same value.
     #[arg(long, default_value_t = 3_000, value_name = "MS", value_parser = at_least_hundred)]
     pub failure_timeout_ms: u64,
-    /// Shared secret authenticating node-to-node messages; every member of a ring must
-    /// be given the same one. Without it the internal endpoint is open, which is fine
-    /// only on loopback.
+    /// Shared secret authenticating node-to-node connections (checked once when a peer
+    /// connects); every member of a ring must be given the same one. Without it the
+    /// internal endpoints are open, which is fine only on loopback.
     #[arg(long, env = "RINGKV_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
     /// Most HTTP connections a node serves at once; beyond it a connection gets 503 and is
@@ -52,6 +54,12 @@ pub struct Tuning {
         value_parser = at_least_one
     )]
     pub max_connections: usize,
+    /// Delay every node-to-node message by a duration drawn from DIST, as if the nodes
+    /// were far apart: const:20ms, uniform:5ms..50ms, exp:10ms or lognormal:10ms,0.5 (the
+    /// syntax of `dht sim --latency`). A message never overtakes one sent earlier to the
+    /// same node. Default: no added delay.
+    #[arg(long, value_name = "DIST")]
+    pub link_latency: Option<Latency>,
 }
 
 impl Tuning {
@@ -81,6 +89,10 @@ impl Tuning {
     fn actor(&self) -> ActorOptions {
         ActorOptions {
             queue_commands_max: self.queue_max,
+            peers: PeerLimits {
+                link_latency: self.link_latency,
+                ..PeerLimits::default()
+            },
             ..ActorOptions::default()
         }
     }
@@ -174,9 +186,19 @@ pub struct ClusterArgs {
 /// Arguments of `dht bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// HOST:PORT of any node; clients are spread over every node of its overlay.
+    /// HOST:PORT of any node; the ring is learned from it.
     #[arg(long, default_value = "127.0.0.1:5000")]
     pub target: String,
+    /// How each request finds its node: token (straight to the node that serves its key,
+    /// as learned from the ring) or random (each client sends to one node of the overlay,
+    /// which routes the request through the ring, as clients of the reference design do).
+    #[arg(long, default_value = "token", value_name = "token|random")]
+    pub routing: ClientRouting,
+    /// Then run the same load against a trivial key-value server started in this process
+    /// (as many listeners as the ring has nodes, one shared map, the same HTTP stack),
+    /// and report ringkv's throughput and latency as multiples of its.
+    #[arg(long)]
+    pub baseline: bool,
     /// Timed operations.
     #[arg(long, default_value_t = 100_000)]
     pub ops: u64,
@@ -320,6 +342,11 @@ pub fn run_cluster(args: ClusterArgs) -> anyhow::Result<ExitCode> {
             args.ring.routing
         ));
         announce(&format!("bootstrap: {}", cluster.addrs()[0]));
+        if let Some(latency) = args.tuning.link_latency {
+            announce(&format!(
+                "link latency: every node-to-node message delayed by {latency}"
+            ));
+        }
         announce(&format!(
             "overlay (ring order from the bootstrap): {}",
             overlay.join(" -> ")
@@ -333,10 +360,12 @@ pub fn run_cluster(args: ClusterArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// `dht bench`: run the load client and print throughput and latency.
+/// `dht bench`: run the load client and print throughput and latency (with `--baseline`,
+/// next to the baseline's).
 pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     init_tracing("warn");
     let mut options = LoadOptions::new(args.target, args.mix, args.ops, args.clients);
+    options.routing = args.routing;
     options.keys = args.keys;
     options.write_ratio = args.write_ratio;
     options.delete_ratio = args.delete_ratio;
@@ -346,16 +375,52 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     options.key_prefix = args.key_prefix;
     // One thread is plenty for the clients and leaves the other core to the nodes under
     // test on a small machine; `--threads` gives the load client more.
-    let report = bench_runtime(args.threads)?.block_on(load::run(&options))?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    let clients = bench_runtime(args.threads)?;
+    let report = clients.block_on(load::run(&options))?;
+    let failed = report.ops > 0 && report.ok == 0;
+    if !args.baseline {
+        print_report(&report, args.json)?;
+    } else {
+        let baseline = run_baseline(&clients, &options, report.nodes.len())?;
+        print_report(&Comparison::new(report, baseline), args.json)?;
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The load of `options` against a baseline server of `listeners` listeners, served by
+/// a runtime of its own with as many threads as a `dht cluster` has (so it gets the
+/// cores the ring got), while the clients stay on theirs.
+fn run_baseline(
+    clients: &tokio::runtime::Runtime,
+    options: &LoadOptions,
+    listeners: usize,
+) -> anyhow::Result<LoadReport> {
+    let servers = runtime()?;
+    let server = servers
+        .block_on(BaselineServer::start(listeners))
+        .context("cannot start the baseline server")?;
+    let mut against = options.clone();
+    against.target = server.addrs()[0].clone();
+    against.history = None;
+    let report = clients.block_on(load::run(&against));
+    servers.block_on(server.shutdown());
+    report.context("baseline run")
+}
+
+fn print_report<R: serde::Serialize + std::fmt::Display>(
+    report: &R,
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
     } else {
         println!("{report}");
     }
-    if report.ops > 0 && report.ok == 0 {
-        return Ok(ExitCode::from(1));
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// Parse a failure timeout: at least 100 ms (heartbeats go every sixth of it).
@@ -504,5 +569,22 @@ mod tests {
         let err = tuning(&["--failure-timeout-ms", "50"]).err().unwrap();
         assert!(err.to_string().contains("at least 100"), "{err}");
         assert!(tuning(&["--max-connections", "0"]).is_err());
+    }
+
+    #[test]
+    fn link_latency_takes_the_simulator_syntax() {
+        assert_eq!(tuning(&[]).unwrap().actor().peers.link_latency, None);
+        let slow = tuning(&["--link-latency", "const:20ms"]).unwrap().actor();
+        assert_eq!(
+            slow.peers.link_latency,
+            Some(Latency::Const { ns: 20_000_000 })
+        );
+        let exp = tuning(&["--link-latency", "exp:1ms"]).unwrap().actor();
+        assert_eq!(
+            exp.peers.link_latency,
+            Some(Latency::Exp { mean_ns: 1_000_000 })
+        );
+        let err = tuning(&["--link-latency", "20ms"]).err().unwrap();
+        assert!(err.to_string().contains("const:1ms"), "{err}");
     }
 }

@@ -3,6 +3,11 @@
 //! script can be piped in), and prints each node's JSON answer on stdout. Problems of
 //! its own (unknown command, missing argument, unreachable node) are one `error: ...`
 //! line on stderr, and the shell carries on. It exits 0 at `exit` or end of input.
+//!
+//! The shell learns the ring's members when it starts (or takes them from the member
+//! cache), and when its node does not answer it asks the other nodes given and those
+//! members for everything but `join` and `depart`, saying on stderr which node answered
+//! (see [`crate::reach`]). Its node stays the one chosen.
 
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
@@ -14,7 +19,9 @@ use serde_json::{json, Value};
 
 use crate::client_cmd::{
     check_key, parse_node, pretty_output, print_error, print_line, render, Client, Op, Target,
+    Unreachable,
 };
+use crate::reach::{nobody_answered, Aim, Reach, Reached};
 
 /// The prompt shown when stdin is a terminal.
 pub const PROMPT: &str = "DHT> ";
@@ -229,21 +236,44 @@ fn parse_choice(arg: &str) -> Result<NodeChoice, String> {
     })
 }
 
-/// The shell's state: the node it talks to.
+/// The shell's state: the node it talks to, and the ring it knows.
 struct Shell {
     node: String,
-    client: Client,
+    reach: Reach,
     pretty: bool,
 }
 
 impl Shell {
+    /// Send `op` to the shell's node; all but `join` and `depart` fall back to other
+    /// nodes when it does not answer.
+    fn send(&mut self, op: &Op) -> Result<Reached, Vec<Unreachable>> {
+        if matches!(op, Op::Join | Op::Depart) {
+            let answer = self
+                .reach
+                .client()
+                .call(&self.node, op)
+                .map_err(|u| vec![u])?;
+            return Ok(Reached {
+                answer,
+                node: self.node.clone(),
+                silent: Vec::new(),
+            });
+        }
+        self.reach.send(op, Aim::To(self.node.clone()))
+    }
+
     fn execute(&mut self, command: ShellCommand) {
         match command {
-            ShellCommand::Op(op) => match self.client.call(&self.node, &op) {
-                Ok(answer) => self.print(&answer.body),
-                Err(unreachable) => print_error(&format!(
-                    "error: {unreachable}. {}Pick another node with setnode N or setnode HOST:PORT.",
-                    unreachable.question()
+            ShellCommand::Op(op) => match self.send(&op) {
+                Ok(reached) => {
+                    if let Some(note) = reached.note() {
+                        print_error(&note);
+                    }
+                    self.print(&reached.answer.body);
+                }
+                Err(silent) => print_error(&format!(
+                    "error: {} Pick another node with setnode N or setnode HOST:PORT.",
+                    nobody_answered(&silent)
                 )),
             },
             ShellCommand::SetNode(choice) => match self.resolve(&choice) {
@@ -268,16 +298,22 @@ impl Shell {
 
     /// The `HOST:PORT` a `setnode` argument names; an index is looked up in the overlay
     /// the current node reports.
-    fn resolve(&self, choice: &NodeChoice) -> Result<String, String> {
+    fn resolve(&mut self, choice: &NodeChoice) -> Result<String, String> {
         let index = match choice {
             NodeChoice::Addr(addr) => return Ok(addr.clone()),
             NodeChoice::Index(index) => *index,
         };
         let hint = "use setnode HOST:PORT";
-        let answer = self
-            .client
-            .call(&self.node, &Op::Overlay)
-            .map_err(|u| format!("setnode {index}: cannot read the overlay: {u}; {hint}"))?;
+        let reached = self.send(&Op::Overlay).map_err(|silent| {
+            format!(
+                "setnode {index}: cannot read the overlay: {}; {hint}",
+                nobody_answered(&silent).trim_end_matches('.')
+            )
+        })?;
+        if let Some(note) = reached.note() {
+            print_error(&note);
+        }
+        let answer = reached.answer;
         if !answer.is_success() {
             return Err(format!(
                 "setnode {index}: node {} could not list the overlay: {}; {hint}",
@@ -387,9 +423,16 @@ fn history_path() -> Option<PathBuf> {
 /// `dht shell`: read commands until `exit` or the end of input.
 pub fn run(args: ShellArgs) -> anyhow::Result<ExitCode> {
     let interactive = std::io::stdin().is_terminal();
+    let node = args.target.node.first().to_string();
+    let client = Client::new(args.target.timeout())?;
+    let mut reach = Reach::new(client, args.target.node.0.clone(), args.target.cache());
+    if reach.ring().is_none() {
+        // Members to fall back on later; a node that is down now is no error yet.
+        reach.learn(Some(&node));
+    }
     let mut shell = Shell {
-        node: args.target.node.clone(),
-        client: Client::new(args.target.timeout())?,
+        node,
+        reach,
         pretty: pretty_output(),
     };
     let mut input = Input::new(interactive, !args.no_history);

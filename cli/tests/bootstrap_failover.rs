@@ -137,9 +137,10 @@ struct Recorder {
 
 impl Recorder {
     fn push(&self, process: u64, kind: EventType, f: OpKind, key: &str, value: Option<&str>) {
+        // The time is read under the lock, so the history stays in time order.
+        let mut events = self.events.lock().expect("history lock");
         let time = self.start.elapsed().as_nanos() as u64;
-        let event = HistoryEvent::new(process, kind, f, key, value, time);
-        self.events.lock().expect("history lock").push(event);
+        events.push(HistoryEvent::new(process, kind, f, key, value, time));
     }
 }
 

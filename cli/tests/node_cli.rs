@@ -70,6 +70,7 @@ fn cluster_bench_and_check_a_real_history() {
     assert_eq!(report["ops"], 400);
     assert_eq!(report["nodes"].as_array().unwrap().len(), 4);
     assert_eq!(report["history_events"], 800);
+    assert_eq!(report["routing"], "token", "the default");
 
     let check = Command::new(DHT)
         .arg("check")
@@ -83,6 +84,44 @@ fn cluster_bench_and_check_a_real_history() {
         String::from_utf8_lossy(&check.stdout)
     );
     let _ = std::fs::remove_file(&history);
+
+    // The same load against the baseline, with random routing.
+    let compared = Command::new(DHT)
+        .args([
+            "bench",
+            "--target",
+            &bootstrap,
+            "--ops",
+            "300",
+            "--clients",
+            "4",
+        ])
+        .args(["--mix", "query", "--keys", "50", "--routing", "random"])
+        .args(["--baseline", "--json"])
+        .output()
+        .expect("bench runs");
+    assert!(
+        compared.status.success(),
+        "{}",
+        String::from_utf8_lossy(&compared.stderr)
+    );
+    let both: Value = serde_json::from_slice(&compared.stdout).expect("JSON comparison");
+    for side in ["ringkv", "baseline"] {
+        assert_eq!(both[side]["ok"], 300, "{side}: {both}");
+        assert_eq!(
+            both[side]["nodes"].as_array().map(Vec::len),
+            Some(4),
+            "{side}"
+        );
+        assert_eq!(both[side]["routing"], "random");
+    }
+    assert_ne!(both["ringkv"]["nodes"], both["baseline"]["nodes"]);
+    let throughput = both["ratios"]["throughput"].as_f64().expect("a ratio");
+    assert!(throughput > 0.0, "{both}");
+    assert!(
+        both["ratios"]["p99"].as_f64().is_some_and(|r| r > 0.0),
+        "{both}"
+    );
 
     let status = cluster.terminate();
     assert!(status.success(), "{status:?}");

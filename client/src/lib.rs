@@ -1,7 +1,11 @@
 //! The client side of a ringkv ring: what every program that sends a ring inserts,
 //! queries and deletes and records what it saw needs.
 //!
-//! - [`ring`]: read the ring's members from any node (`GET /overlay`).
+//! - [`ring`]: read the ring's members from any node (`GET /overlay`), and learn where
+//!   each key lives ([`RingMap`], from `GET /node` on each member).
+//! - [`router`]: token-aware routing: each request straight to the node that serves its
+//!   key, the map learned again when answers show it stale ([`TokenRouter`]).
+//! - [`member_cache`]: the rings a client remembers between runs, in a small file.
 //! - [`op`]: send one operation to a node and classify its answer `ok`, `fail` or `info`
 //!   (the rule is [`ringkv_runtime::outcome`](mod@ringkv_runtime::outcome)); [`op::perform`] also records it.
 //! - [`history`]: a [`Recorder`] that puts the events of concurrent clients into one
@@ -25,9 +29,13 @@
 
 pub mod history;
 pub mod load;
+pub mod member_cache;
 pub mod op;
 pub mod ring;
+pub mod router;
 
 pub use history::{ProcessIds, Recorder};
+pub use member_cache::{KnownRing, MemberCache};
 pub use op::{perform, send, Op, Performed};
-pub use ring::{overlay, OverlayError};
+pub use ring::{learn, overlay, LearnError, OverlayError, RingMap};
+pub use router::{ClientRouting, Route, TokenRouter};

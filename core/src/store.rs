@@ -1,11 +1,16 @@
 //! The versioned key/value store each node keeps, with tombstones for deletes.
 
+mod key;
+mod slots;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::id::in_open_closed;
 use crate::{Id, Time};
+use key::Key;
+use slots::Slots;
 
 /// Order of writes to one key. Assigned by the key's primary from a Lamport clock; ties
 /// between primaries (possible only while a key changes primary) break by node id.
@@ -26,13 +31,14 @@ pub struct Entry {
     pub version: Version,
 }
 
+/// What the store keeps per key besides the key itself: 64 bytes.
 #[derive(Clone, Debug)]
 struct Slot {
-    /// SHA-1 of the key, computed once.
-    id: Id,
     entry: Entry,
-    /// Local time the slot last changed; tombstones expire by it.
-    written_at: Time,
+    /// The top 64 bits of the key's id (SHA-1), enough to place the key in a range
+    /// unless it shares them with a bound (then the id is computed again); the whole id
+    /// would cost 24 bytes more a key.
+    id_prefix: u64,
 }
 
 /// A responsibility or hand-over range of key ids.
@@ -100,9 +106,21 @@ pub const DIGEST_BUCKETS: usize = 64;
 const DIGEST_CACHE_MAX: usize = 16;
 
 /// Keys, their latest entries, and a Lamport clock for versions.
+///
+/// Laid out for millions of keys: the map from key to slot holds only the key (inline
+/// when short, see `key::Key`) and a slot number; the slots themselves sit densely in
+/// chunks (`slots::Slots`), renumbered when entries are dropped (hand-overs, tombstone
+/// collection). Only tombstones need the time they were written, so only they have it,
+/// in a map of their own.
 #[derive(Clone, Debug, Default)]
 pub struct Store {
-    slots: BTreeMap<String, Slot>,
+    /// Key → its slot in `slots`, in key order (iteration order reaches outputs).
+    index: BTreeMap<Key, usize>,
+    /// Every entry, tombstones included; `index` refers to each exactly once.
+    slots: Slots<Slot>,
+    /// Local time each tombstone was written (tombstones expire by it); exactly the
+    /// keys whose entry is a tombstone.
+    tombstone_times: BTreeMap<Key, Time>,
     clock: u64,
     live: usize,
     /// Anti-entropy digests per range, kept up to date on every write so a sync round
@@ -129,37 +147,37 @@ impl Store {
     /// Apply `entry` if it is newer than what is stored.
     pub fn apply(&mut self, now: Time, key: &str, entry: Entry) -> Applied {
         self.clock = self.clock.max(entry.version.counter);
-        if let Some(slot) = self.slots.get_mut(key) {
+        let is_live = entry.value.is_some();
+        if let Some(&at) = self.index.get(key.as_bytes()) {
+            let slot = self.slots.get_mut(at);
             if slot.entry.version >= entry.version {
                 return Applied::Stale;
             }
             let was_live = slot.entry.value.is_some();
-            let is_live = entry.value.is_some();
-            let (id, old) = (slot.id, entry_hash(key, &slot.entry));
+            let (prefix, old) = (slot.id_prefix, entry_hash(key, &slot.entry));
             let new = entry_hash(key, &entry);
             slot.entry = entry;
-            slot.written_at = now;
             self.live = self.live + is_live as usize - was_live as usize;
-            self.update_digests(id, old, new);
+            self.note_tombstone(key, is_live, now);
+            self.update_digests(prefix, key, old, new);
             return Applied::Changed;
         }
-        self.live += entry.value.is_some() as usize;
-        let id = Id::of_key(key);
-        self.update_digests(id, 0, entry_hash(key, &entry));
-        self.slots.insert(
-            key.to_string(),
-            Slot {
-                id,
-                entry,
-                written_at: now,
-            },
-        );
+        self.live += is_live as usize;
+        let prefix = Id::of_key(key).prefix_u64();
+        self.update_digests(prefix, key, 0, entry_hash(key, &entry));
+        let at = self.slots.push(Slot {
+            entry,
+            id_prefix: prefix,
+        });
+        self.index.insert(Key::new(key), at);
+        self.note_tombstone(key, is_live, now);
         Applied::Changed
     }
 
     /// The entry for `key`, tombstone included.
     pub fn get(&self, key: &str) -> Option<&Entry> {
-        self.slots.get(key).map(|s| &s.entry)
+        let at = *self.index.get(key.as_bytes())?;
+        Some(&self.slots.get(at).entry)
     }
 
     /// The live value of `key`.
@@ -174,12 +192,12 @@ impl Store {
 
     /// Number of entries, tombstones included.
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.index.len()
     }
 
     /// Whether there are no entries at all.
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.index.is_empty()
     }
 
     /// Entries (tombstones included) whose key id lies in `range`, in key order.
@@ -187,59 +205,52 @@ impl Store {
         if range == Range::Empty {
             return Vec::new();
         }
-        self.slots
-            .iter()
-            .filter(|(_, s)| range.contains(s.id))
-            .map(|(k, s)| (k.clone(), s.entry.clone()))
+        self.slots_in(range)
+            .map(|(k, s)| (k.to_string(), s.entry.clone()))
             .collect()
     }
 
     /// Live pairs, in key order.
     pub fn live_entries(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.slots
-            .iter()
-            .filter_map(|(k, s)| s.entry.value.as_deref().map(|v| (k.as_str(), v)))
+        self.iter()
+            .filter_map(|(k, e)| e.value.as_deref().map(|v| (k, v)))
     }
 
     /// All entries, tombstones included, in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Entry)> {
-        self.slots.iter().map(|(k, s)| (k.as_str(), &s.entry))
+        self.index
+            .iter()
+            .map(|(k, &at)| (k.as_str(), &self.slots.get(at).entry))
     }
 
     /// Drop every entry whose key id is outside `keep`. Returns how many were dropped.
     pub fn retain_range(&mut self, keep: Range) -> usize {
         self.digests.clear();
-        let before = self.slots.len();
-        let mut live = 0;
-        self.slots.retain(|_, s| {
-            let kept = keep.contains(s.id);
-            live += (kept && s.entry.value.is_some()) as usize;
-            kept
-        });
-        self.live = live;
-        before - self.slots.len()
+        let bounds = Bounds::of(keep);
+        self.retain(|key, slot| bounds.holds(slot.id_prefix, key))
     }
 
     /// Remove tombstones written before `cutoff`. Returns how many were removed.
     pub fn collect_tombstones(&mut self, cutoff: Time) -> usize {
         self.digests.clear();
-        let before = self.slots.len();
-        self.slots
-            .retain(|_, s| s.entry.value.is_some() || s.written_at >= cutoff);
-        before - self.slots.len()
+        let times = std::mem::take(&mut self.tombstone_times);
+        let removed = self.retain(|key, slot| {
+            slot.entry.value.is_some() || times.get(key.as_bytes()).is_some_and(|&at| at >= cutoff)
+        });
+        self.tombstone_times = times;
+        removed
     }
 
     /// Number of tombstones.
     pub fn tombstones(&self) -> usize {
-        self.slots.len() - self.live
+        self.index.len() - self.live
     }
 
-    /// Entries in `range` with their key ids, tombstones included, in key order.
+    /// Entries in `range` with their key ids, tombstones included, in key order. The ids
+    /// are computed again (SHA-1 of each key in the range): the store keeps only a prefix.
     pub fn entries_with_ids(&self, range: Range) -> impl Iterator<Item = (&str, Id, &Entry)> {
-        self.slots
-            .iter()
-            .filter(move |(_, s)| range.contains(s.id))
-            .map(|(k, s)| (k.as_str(), s.id, &s.entry))
+        self.slots_in(range)
+            .map(|(k, s)| (k, Id::of_key(k), &s.entry))
     }
 
     /// Anti-entropy digests of the entries in `(from, to]`: one per bucket, each the
@@ -249,10 +260,9 @@ impl Store {
         if let Some(d) = self.digests.get(&(from, to)) {
             return d.clone();
         }
-        let range = Range::Interval { from, to };
         let mut d = vec![0u64; DIGEST_BUCKETS];
-        for (key, slot) in self.slots.iter().filter(|(_, s)| range.contains(s.id)) {
-            let b = digest_bucket(slot.id);
+        for (key, slot) in self.slots_in(Range::Interval { from, to }) {
+            let b = prefix_bucket(slot.id_prefix);
             d[b] = d[b].wrapping_add(entry_hash(key, &slot.entry));
         }
         if self.digests.len() >= DIGEST_CACHE_MAX {
@@ -262,26 +272,129 @@ impl Store {
         d
     }
 
-    fn update_digests(&mut self, id: Id, old: u64, new: u64) {
-        let b = digest_bucket(id);
+    /// Forget everything (a node that departed or restarted).
+    pub fn clear(&mut self) {
+        self.digests.clear();
+        self.index = BTreeMap::new();
+        self.slots = Slots::default();
+        self.tombstone_times = BTreeMap::new();
+        self.live = 0;
+    }
+
+    /// Keep `tombstone_times` to the keys whose entry is a tombstone: `key`'s entry has
+    /// just been written at `now`, live or not.
+    fn note_tombstone(&mut self, key: &str, is_live: bool, now: Time) {
+        if is_live {
+            self.tombstone_times.remove(key.as_bytes());
+        } else {
+            self.tombstone_times.insert(Key::new(key), now);
+        }
+    }
+
+    /// Keys and slots in `range`, in key order.
+    fn slots_in(&self, range: Range) -> impl Iterator<Item = (&str, &Slot)> {
+        let bounds = Bounds::of(range);
+        self.index.iter().filter_map(move |(k, &at)| {
+            let slot = self.slots.get(at);
+            let key = k.as_str();
+            bounds.holds(slot.id_prefix, key).then_some((key, slot))
+        })
+    }
+
+    fn update_digests(&mut self, prefix: u64, key: &str, old: u64, new: u64) {
+        let b = prefix_bucket(prefix);
         for ((from, to), d) in self.digests.iter_mut() {
-            if in_open_closed(id, *from, *to) {
+            let bounds = Bounds::of(Range::Interval {
+                from: *from,
+                to: *to,
+            });
+            if bounds.holds(prefix, key) {
                 d[b] = d[b].wrapping_sub(old).wrapping_add(new);
             }
         }
     }
 
-    /// Forget everything (a node that departed or restarted).
-    pub fn clear(&mut self) {
-        self.digests.clear();
-        self.slots.clear();
-        self.live = 0;
+    /// Keep the entries `keep` says yes to; the slots of the others are freed and the
+    /// rest renumbered in their order (every slot number maps to the count of kept slots
+    /// before it). Returns how many were dropped.
+    fn retain(&mut self, mut keep: impl FnMut(&str, &Slot) -> bool) -> usize {
+        let before = self.index.len();
+        let mut kept = vec![false; self.slots.len()];
+        let slots = &self.slots;
+        let mut live = 0;
+        self.index.retain(|key, at| {
+            let slot = slots.get(*at);
+            let yes = keep(key.as_str(), slot);
+            kept[*at] = yes;
+            live += (yes && slot.entry.value.is_some()) as usize;
+            yes
+        });
+        let index = &self.index;
+        self.tombstone_times
+            .retain(|key, _| index.contains_key(key.as_bytes()));
+        let mut moved_to = Vec::with_capacity(kept.len());
+        let mut next = 0;
+        for &yes in &kept {
+            moved_to.push(next);
+            next += yes as usize;
+        }
+        for at in self.index.values_mut() {
+            *at = moved_to[*at];
+        }
+        self.slots.retain(&kept);
+        self.live = live;
+        before - self.index.len()
+    }
+}
+
+/// A range's bounds as id prefixes too, so that most keys are placed by their stored
+/// prefix alone.
+#[derive(Clone, Copy)]
+struct Bounds {
+    range: Range,
+    from_prefix: u64,
+    to_prefix: u64,
+}
+
+impl Bounds {
+    fn of(range: Range) -> Bounds {
+        let (from_prefix, to_prefix) = match range {
+            Range::Interval { from, to } => (from.prefix_u64(), to.prefix_u64()),
+            _ => (0, 0),
+        };
+        Bounds {
+            range,
+            from_prefix,
+            to_prefix,
+        }
+    }
+
+    /// Whether the key `key`, whose id starts with `prefix`, lies in the range: exactly
+    /// `range.contains(Id::of_key(key))`. A prefix that differs from both bounds' decides
+    /// every comparison `in_open_closed` makes; otherwise the id is computed.
+    fn holds(&self, prefix: u64, key: &str) -> bool {
+        let Range::Interval { from, to } = self.range else {
+            return self.range == Range::All;
+        };
+        if prefix == self.from_prefix || prefix == self.to_prefix {
+            return self.range.contains(Id::of_key(key));
+        }
+        if from < to {
+            self.from_prefix < prefix && prefix < self.to_prefix
+        } else {
+            prefix > self.from_prefix || prefix < self.to_prefix
+        }
     }
 }
 
 /// The digest bucket of a key id.
 pub fn digest_bucket(id: Id) -> usize {
-    (id.prefix_u64() % DIGEST_BUCKETS as u64) as usize
+    prefix_bucket(id.prefix_u64())
+}
+
+/// The digest bucket of a key whose id starts with `prefix`.
+fn prefix_bucket(prefix: u64) -> usize {
+    (prefix % DIGEST_BUCKETS as u64) as usize
 }
 
 /// FNV-1a over the key and its version: stable across processes and Rust releases.
@@ -378,6 +491,94 @@ mod tests {
             "incremental = recomputed"
         );
         assert_ne!(before, cached);
+    }
+
+    #[test]
+    fn prefixes_place_keys_exactly_as_ids_do() {
+        let keys: Vec<String> = (0..2000).map(|i| format!("key-{i}")).collect();
+        let ids: Vec<Id> = keys.iter().map(|k| Id::of_key(k)).collect();
+        // Bounds that are key ids themselves, or share a key id's top 64 bits only, are
+        // where a prefix alone cannot decide.
+        let near = |id: Id, low: u8| {
+            let mut raw = id.to_bytes();
+            raw[19] ^= low;
+            Id::from_bytes(raw)
+        };
+        let mut bounds = vec![Id::ZERO, Id::MAX, ids[0], ids[7], near(ids[3], 1)];
+        bounds.push(near(ids[11], 0x80));
+        for &from in &bounds {
+            for &to in &bounds {
+                let range = Range::Interval { from, to };
+                let b = Bounds::of(range);
+                for (key, id) in keys.iter().zip(&ids) {
+                    let prefix = id.prefix_u64();
+                    assert_eq!(
+                        b.holds(prefix, key),
+                        range.contains(*id),
+                        "{key} in {range:?}"
+                    );
+                }
+            }
+        }
+        for range in [Range::All, Range::Empty] {
+            assert_eq!(
+                Bounds::of(range).holds(ids[0].prefix_u64(), &keys[0]),
+                range == Range::All
+            );
+        }
+    }
+
+    /// What a store must behave like: a map from key to entry and write time.
+    #[derive(Default)]
+    struct Model(BTreeMap<String, (Entry, Time)>);
+
+    impl Model {
+        fn apply(&mut self, now: Time, key: &str, entry: Entry) -> Applied {
+            match self.0.get(key) {
+                Some((e, _)) if e.version >= entry.version => Applied::Stale,
+                _ => {
+                    self.0.insert(key.to_string(), (entry, now));
+                    Applied::Changed
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_store_behaves_like_a_map(
+            ops in proptest::collection::vec((0u8..8, 0u16..300, 0u64..40, proptest::bool::ANY), 1..400),
+        ) {
+            let mut s = Store::new();
+            let mut m = Model::default();
+            for (i, (kind, key, counter, live)) in ops.into_iter().enumerate() {
+                let now = i as Time;
+                let long = "a key long enough to be kept on the heap";
+                let key = if key % 7 == 0 { format!("{long} {key}") } else { format!("k{key}") };
+                match kind {
+                    0 => {
+                        let keep = Range::Interval { from: Id::of_key(&key), to: Id::of_key("k1") };
+                        s.retain_range(keep);
+                        m.0.retain(|k, _| keep.contains(Id::of_key(k)));
+                    }
+                    1 => {
+                        s.collect_tombstones(now.saturating_sub(20));
+                        m.0.retain(|_, (e, at)| e.value.is_some() || *at >= now.saturating_sub(20));
+                    }
+                    _ => {
+                        let entry = Entry { value: live.then(|| format!("v{i}")), version: v(counter) };
+                        proptest::prop_assert_eq!(s.apply(now, &key, entry.clone()), m.apply(now, &key, entry));
+                    }
+                }
+                let got: Vec<(String, Entry)> = s.iter().map(|(k, e)| (k.to_string(), e.clone())).collect();
+                let want: Vec<(String, Entry)> = m.0.iter().map(|(k, (e, _))| (k.clone(), e.clone())).collect();
+                proptest::prop_assert_eq!(&got, &want);
+                let live_count = want.iter().filter(|(_, e)| e.value.is_some()).count();
+                proptest::prop_assert_eq!(s.live_len(), live_count);
+                proptest::prop_assert_eq!(s.tombstones(), want.len() - live_count);
+                proptest::prop_assert_eq!(s.entries_in(Range::All), want);
+            }
+        }
     }
 
     #[test]

@@ -11,9 +11,11 @@
 //! | 4b. hops against N | [`hops`] | sim | `hops.csv/.png` |
 //! | 4c. throughput, p99 against N | [`scaling`] | sim | `scaling.csv/.png` |
 //! | 4d. violations under faults | [`faults`] | sim | `faults.csv` |
+//! | 4e. keys per node against virtual nodes | [`balance`] | placement only | `balance.csv/.png` |
 //! | 5. `kill -9` of k − 1 node processes under load | [`crash`] | separate `dht` processes | `crash_real.csv/.md/.png` |
+//! | 5, `--victim bootstrap`: `kill -9`, restart and loss of the bootstrap | [`crash`] | separate `dht` processes | `crash_bootstrap.csv/.md/.png` |
 //!
-//! `all` runs 1–4d; the crash experiment starts `dht` processes and runs on its own
+//! `all` runs 1–4e; the crash experiment starts `dht` processes and runs on its own
 //! (`dht experiment crash`).
 //!
 //! ```no_run
@@ -26,6 +28,7 @@
 //! }
 //! ```
 pub mod analysis;
+pub mod balance;
 pub mod consistency;
 pub mod crash;
 pub mod faults;

@@ -31,6 +31,8 @@ pub const FINGER: RGBColor = RGBColor(44, 160, 44);
 pub const SUCCESSOR: RGBColor = RGBColor(148, 103, 189);
 /// Reference curves (grey).
 pub const REFERENCE: RGBColor = RGBColor(110, 110, 110);
+/// Key placement and load balance (red; darker shades for larger setups).
+pub const PLACEMENT: RGBColor = RGBColor(214, 39, 40);
 
 const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 const FAMILY: &str = "sans-serif";
@@ -153,7 +155,7 @@ impl Point {
 /// One line of a chart.
 #[derive(Clone, Debug)]
 pub struct Series {
-    /// Legend text.
+    /// Legend text (empty: no legend entry, e.g. for a second line of the same setup).
     pub label: String,
     /// Colour.
     pub color: RGBColor,
@@ -161,6 +163,9 @@ pub struct Series {
     pub marker: Marker,
     /// Dashed line.
     pub dashed: bool,
+    /// Markers only, no line between them (values quoted from elsewhere, e.g. a paper,
+    /// where a line would claim values between the points).
+    pub markers_only: bool,
     /// Points in x order.
     pub points: Vec<Point>,
 }
@@ -178,6 +183,7 @@ impl Series {
             color,
             marker,
             dashed: false,
+            markers_only: false,
             points,
         }
     }
@@ -185,6 +191,12 @@ impl Series {
     /// The same series drawn dashed.
     pub fn dashed(mut self) -> Series {
         self.dashed = true;
+        self
+    }
+
+    /// The same series drawn as markers without a line.
+    pub fn markers_only(mut self) -> Series {
+        self.markers_only = true;
         self
     }
 }
@@ -547,25 +559,32 @@ where
                 })
             }))?;
         }
-        let anno = if s.dashed {
+        let anno = if s.markers_only {
+            // Nothing drawn: the series only needs its legend entry.
+            c.draw_series(LineSeries::new(Vec::new(), line))?
+        } else if s.dashed {
             c.draw_series(DashedLineSeries::new(pts.clone(), 10, 6, line))?
         } else {
             c.draw_series(LineSeries::new(pts.clone(), line))?
         };
         let gap = if s.dashed { 6 } else { 0 };
+        // A markers-only legend entry is the marker alone.
+        let stroke = color.mix(if s.markers_only { 0.0 } else { 1.0 });
         let shape = marker_shape(s.marker);
-        anno.label(s.label.as_str()).legend(move |(x, y)| {
-            EmptyElement::at((x, y))
-                + PathElement::new(vec![(0, 0), (13 - gap, 0)], color.stroke_width(3))
-                + PathElement::new(vec![(13 + gap, 0), (26, 0)], color.stroke_width(3))
-                + Polygon::new(
-                    shape
-                        .iter()
-                        .map(|(dx, dy)| (dx + 13, *dy))
-                        .collect::<Vec<_>>(),
-                    color.filled(),
-                )
-        });
+        if !s.label.is_empty() {
+            anno.label(s.label.as_str()).legend(move |(x, y)| {
+                EmptyElement::at((x, y))
+                    + PathElement::new(vec![(0, 0), (13 - gap, 0)], stroke.stroke_width(3))
+                    + PathElement::new(vec![(13 + gap, 0), (26, 0)], stroke.stroke_width(3))
+                    + Polygon::new(
+                        shape
+                            .iter()
+                            .map(|(dx, dy)| (dx + 13, *dy))
+                            .collect::<Vec<_>>(),
+                        color.filled(),
+                    )
+            });
+        }
         draw_markers(&mut c, s.marker, &pts, color)?;
     }
     c.configure_series_labels()

@@ -12,7 +12,8 @@ use ringkv_core::Consistency;
 use serde::Serialize;
 
 use crate::{
-    consistency, crash, faults, hops, scaling, staleness, throughput, ExperimentError, Result,
+    balance, consistency, crash, faults, hops, scaling, staleness, throughput, ExperimentError,
+    Result,
 };
 
 /// The two replication models, in the order every table and plot uses.
@@ -72,18 +73,21 @@ pub enum Experiment {
     Scaling,
     /// 4d. Linearizability violations under faults, many seeds.
     Faults,
+    /// 4e. Keys per node against virtual nodes per node (placement only, no network).
+    Balance,
     /// Everything above.
     All,
     /// Experiment 5: `kill -9` of k − 1 separate node processes under load, then their
-    /// restart; every acknowledged write must survive and the history be linearizable. Not
-    /// part of [`Experiment::All`]: it starts `dht` processes (see [`crash`]).
+    /// restart (or of the bootstrap, see [`crash::Victim`]); every acknowledged write must
+    /// survive and the history be linearizable. Not part of [`Experiment::All`]: it starts
+    /// `dht` processes (see [`crash`]).
     Crash,
 }
 
 impl Experiment {
     /// Every single experiment `all` runs, in its order ([`Experiment::Crash`] runs only on
     /// its own).
-    pub const EACH: [Experiment; 7] = [
+    pub const EACH: [Experiment; 8] = [
         Experiment::Insert,
         Experiment::Query,
         Experiment::Requests,
@@ -91,6 +95,7 @@ impl Experiment {
         Experiment::Hops,
         Experiment::Scaling,
         Experiment::Faults,
+        Experiment::Balance,
     ];
 
     /// The subcommand name.
@@ -103,16 +108,22 @@ impl Experiment {
             Experiment::Hops => "hops",
             Experiment::Scaling => "scaling",
             Experiment::Faults => "faults",
+            Experiment::Balance => "balance",
             Experiment::All => "all",
             Experiment::Crash => "crash",
         }
     }
 
-    /// Whether it runs only in the simulator.
+    /// Whether `--backend` does not apply: it runs only in the simulator, or (balance)
+    /// computes placement without any network.
     pub fn sim_only(self) -> bool {
         matches!(
             self,
-            Experiment::Staleness | Experiment::Hops | Experiment::Scaling | Experiment::Faults
+            Experiment::Staleness
+                | Experiment::Hops
+                | Experiment::Scaling
+                | Experiment::Faults
+                | Experiment::Balance
         )
     }
 }
@@ -138,8 +149,9 @@ pub struct Options {
     pub quick: bool,
     /// Backend of the insert, query and requests experiments (the others are simulator-only).
     pub backend: Backend,
-    /// Repetitions of each throughput point (`None`: 20, or 2 with `quick`) and of each
-    /// requests run (`None`: 10, or 1 with `quick`).
+    /// Repetitions of each throughput point (`None`: 20, or 2 with `quick`), of each
+    /// requests run (`None`: 10, or 1 with `quick`), and rings (address sets) per balance
+    /// setup (as throughput).
     pub reps: Option<usize>,
     /// Replication factors.
     pub ks: Vec<usize>,
@@ -368,6 +380,7 @@ pub fn run(experiment: Experiment, options: &Options) -> Result<Vec<Report>> {
             Experiment::Hops => vec![hops::run(options)?],
             Experiment::Scaling => vec![scaling::run(options)?],
             Experiment::Faults => vec![faults::run(options)?],
+            Experiment::Balance => vec![balance::run(options)?],
             Experiment::Crash => vec![crash::run(options)?],
             Experiment::All => unreachable!("expanded below"),
         };

@@ -270,3 +270,85 @@ fn reference_experiments_run_in_the_simulator_too() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn balance_runs_quick_and_writes_its_files() {
+    use ringkv_experiments::balance::{self, VNODES};
+    let dir = out_dir("balance");
+    let options = quick(&dir, Backend::Real);
+    let reports = run(Experiment::Balance, &options).expect("dht experiment balance --quick");
+    assert_eq!(reports.len(), 1);
+    assert!(!reports[0].table.rows.is_empty());
+    let path = dir.join("balance.csv");
+    let rows = assert_columns(
+        &path,
+        &[
+            "nodes",
+            "vnodes_per_node",
+            "positions",
+            "keys",
+            "ring",
+            "first_addr",
+            "keys_mean",
+            "keys_p1",
+            "keys_median",
+            "keys_p99",
+            "keys_max",
+            "nodes_empty",
+            "max_over_mean",
+            "p99_over_mean",
+            "p1_over_mean",
+            "median_over_mean",
+        ],
+    );
+    let setups = balance::setups(&options);
+    let rings = balance::rings(&options);
+    assert_eq!(rows.len(), setups.len() * VNODES.len() * rings);
+    let num = |row: &csv::StringRecord, name: &str| -> f64 {
+        col(&path, row, name)
+            .parse()
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    for row in &rows {
+        let (nodes, keys) = (num(row, "nodes"), num(row, "keys"));
+        assert_eq!(num(row, "keys_mean"), keys / nodes, "{row:?}");
+        assert_eq!(
+            num(row, "positions"),
+            nodes * num(row, "vnodes_per_node"),
+            "{row:?}"
+        );
+        let ordered = ["keys_min", "keys_p1", "keys_median", "keys_p99", "keys_max"];
+        assert!(
+            ordered.windows(2).all(|w| num(row, w[0]) <= num(row, w[1])),
+            "{row:?}"
+        );
+        let ratio = num(row, "p99_over_mean") - num(row, "keys_p99") / num(row, "keys_mean");
+        assert!(ratio.abs() < 1e-9, "{row:?}");
+        // Ring t of N nodes starts at the simulator's address t·N.
+        let ring = num(row, "ring") as usize;
+        assert_eq!(
+            col(&path, row, "first_addr"),
+            ringkv_sim::node_addr(ring * nodes as usize),
+            "{row:?}"
+        );
+    }
+    // More virtual nodes spread the keys more evenly, in every ring.
+    for setup in &setups {
+        for ring in 0..rings {
+            let p99_at = |r: u32| {
+                rows.iter()
+                    .find(|row| {
+                        num(row, "nodes") as usize == setup.nodes
+                            && num(row, "keys") as usize == setup.keys
+                            && num(row, "ring") as usize == ring
+                            && num(row, "vnodes_per_node") as u32 == r
+                    })
+                    .map(|row| num(row, "p99_over_mean"))
+                    .unwrap_or_else(|| panic!("no row for {setup:?}, ring {ring}, R = {r}"))
+            };
+            assert!(p99_at(20) < p99_at(1), "{setup:?}, ring {ring}");
+        }
+    }
+    assert_png(&dir.join("balance.png"), WIDE, &[plot::PLACEMENT]);
+    std::fs::remove_dir_all(&dir).ok();
+}

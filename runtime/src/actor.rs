@@ -16,7 +16,7 @@ use ringkv_core::{Envelope, Input, Node, Output, Reply, ReqId, Request, Time};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::client::HttpClient;
+use crate::dial::Dialer;
 use crate::metrics::{add, Metrics};
 use crate::peer::{PeerLimits, Peers};
 
@@ -150,7 +150,7 @@ pub(crate) fn spawn(
     node: Node,
     timeout_ns: u64,
     options: ActorOptions,
-    client: HttpClient,
+    dialer: Dialer,
     metrics: Arc<Metrics>,
 ) -> Running {
     let (tx, rx) = mpsc::channel(options.queue_commands_max.max(1));
@@ -166,7 +166,7 @@ pub(crate) fn spawn(
         next_req: 1,
         waiting: HashMap::new(),
         out: Vec::new(),
-        peers: Peers::new(client, metrics.clone(), options.peers),
+        peers: Peers::new(dialer, metrics.clone(), options.peers),
         metrics,
     };
     let task = tokio::spawn(actor.run(rx, stop_rx, options.drain_grace));

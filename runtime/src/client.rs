@@ -1,5 +1,5 @@
-//! A small pooled keep-alive HTTP/1.1 client, used for node-to-node messages, by the
-//! load client, the CLI and the tests.
+//! A small pooled keep-alive HTTP/1.1 client, used by the load client, the CLI and the
+//! tests (nodes talk to each other over [`crate::peer`] connections instead).
 
 use std::time::Duration;
 
@@ -113,9 +113,16 @@ const IDLE_PER_HOST_MAX: usize = 512;
 impl HttpClient {
     /// A client whose exchanges give up after `timeout`.
     pub fn new(timeout: Duration) -> HttpClient {
+        HttpClient::with_connect_timeout(timeout, timeout)
+    }
+
+    /// A client whose exchanges give up after `timeout`, and whose connection attempts
+    /// after `connect` already (so that a client with other nodes to try does not wait
+    /// long for a machine that is off).
+    pub fn with_connect_timeout(timeout: Duration, connect: Duration) -> HttpClient {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(timeout));
+        connector.set_connect_timeout(Some(connect.min(timeout)));
         let inner = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(IDLE_PER_HOST_MAX)

@@ -1,13 +1,14 @@
-//! The HTTP API of one node (see `docs/http-api.md`): client routes, operator routes and
-//! the internal route peers post messages to. Every error is JSON `{"error": "..."}`.
+//! The HTTP API of one node (see `docs/http-api.md`): client routes, operator routes, the
+//! upgrade that opens a peer connection ([`crate::inbound`]) and the JSON route peer
+//! messages may also be posted to. Every error is JSON `{"error": "..."}`.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection};
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{header, Method, StatusCode, Uri};
+use axum::extract::{DefaultBodyLimit, Path, Request as HttpRequest, State};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -16,8 +17,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::actor::{NodeHandle, Unavailable};
+use crate::inbound::{decode_json_batch, Inbound, INTERNAL_PATH};
 use crate::metrics::{add, Gauges, Metrics};
-use crate::peer::{decode_batch, INTERNAL_PATH};
+use crate::wire::PEER_PATH;
 
 /// Largest body of a client request (the JSON form of insert).
 pub const CLIENT_BODY_BYTES_MAX: usize = 2 << 20;
@@ -30,16 +32,23 @@ struct AppState {
     metrics: Arc<Metrics>,
     /// The cluster secret the internal endpoint requires, if any.
     secret: Option<Arc<str>>,
+    /// Where peer connections are handed.
+    inbound: Arc<Inbound>,
 }
 
-/// The router of one node.
-/// The router of one node. With `secret`, the internal endpoint accepts only requests
-/// that carry `Authorization: Bearer <secret>`.
-pub fn router(node: NodeHandle, metrics: Arc<Metrics>, secret: Option<Arc<str>>) -> Router {
+/// The router of one node. With `secret`, the internal endpoints accept only requests
+/// that carry `Authorization: Bearer <secret>`; peer connections go to `inbound`.
+pub fn router(
+    node: NodeHandle,
+    metrics: Arc<Metrics>,
+    secret: Option<Arc<str>>,
+    inbound: Arc<Inbound>,
+) -> Router {
     let state = AppState {
         node,
         metrics,
         secret,
+        inbound,
     };
     Router::new()
         .route("/insert/{key}/{value}", post(insert_path))
@@ -52,6 +61,7 @@ pub fn router(node: NodeHandle, metrics: Arc<Metrics>, secret: Option<Arc<str>>)
         .route("/health", get(health))
         .route("/node", get(node_status))
         .route("/metrics", get(render_metrics))
+        .route(PEER_PATH, get(peer_connection))
         .route(
             INTERNAL_PATH,
             post(internal_message).layer(DefaultBodyLimit::max(INTERNAL_BODY_BYTES_MAX)),
@@ -327,19 +337,31 @@ async fn render_metrics(State(s): State<AppState>) -> HttpResponse {
     }
 }
 
-// ----- internal route -----
+// ----- internal routes -----
+
+async fn peer_connection(State(s): State<AppState>, mut request: HttpRequest) -> HttpResponse {
+    let upgrade = request
+        .extensions_mut()
+        .remove::<hyper::upgrade::OnUpgrade>();
+    s.inbound.accept(request.headers(), upgrade)
+}
+
+/// Whether `headers` carry `Authorization: Bearer <secret>`.
+pub(crate) fn has_secret(headers: &HeaderMap, secret: &str) -> bool {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    given.is_some_and(|g| same_secret(g.as_bytes(), secret.as_bytes()))
+}
 
 async fn internal_message(
     State(s): State<AppState>,
-    headers: axum::http::HeaderMap,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> HttpResponse {
     if let Some(secret) = &s.secret {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !given.is_some_and(|g| same_secret(g.as_bytes(), secret.as_bytes())) {
+        if !has_secret(&headers, secret) {
             add(&s.metrics.peer.messages_malformed, 1);
             let message = "node-to-node messages need the cluster secret (--cluster-secret)";
             return error(StatusCode::UNAUTHORIZED, message).into_response();
@@ -349,7 +371,7 @@ async fn internal_message(
         Ok(body) => body,
         Err(rejection) => return error(rejection.status(), rejection.body_text()).into_response(),
     };
-    let (envelopes, malformed) = match decode_batch(&body) {
+    let (envelopes, malformed) = match decode_json_batch(&body) {
         Ok(parsed) => parsed,
         Err(err) => {
             add(&s.metrics.peer.messages_malformed, 1);

@@ -4,13 +4,16 @@
 //!
 //! - [`actor`]: one task owns each node and is fed by a bounded channel; its loop is
 //!   "receive a command or sleep until the next timer deadline".
-//! - [`http`]: the client and operator API (`docs/http-api.md`) and the internal route
-//!   peers post message batches to.
-//! - [`peer`]: per-destination queues whose sender tasks batch envelopes into one
-//!   keep-alive HTTP exchange at a time.
+//! - [`http`]: the client and operator API (`docs/http-api.md`), the upgrade that opens a
+//!   peer connection, and a JSON route for peer messages (debugging).
+//! - [`peer`]: per-destination queues whose sender tasks write what is queued as binary
+//!   frames ([`wire`]) on one long-lived connection per destination ([`dial`]);
+//!   [`inbound`]: the receiving side, which hands frames to the actor in order.
 //! - [`server`]: one node (listener + HTTP server + actor); [`cluster`]: a whole ring in
 //!   one process.
 //! - [`conn_limit`]: the listener that caps a node's open HTTP connections.
+//! - [`baseline`]: a trivial key-value server on the same HTTP stack, to measure ringkv
+//!   against (`dht bench --baseline`).
 //! - [`client`]: the HTTP client nodes, tools and tests use; [`outcome`](mod@outcome): the one rule
 //!   that tells from an answer whether an operation took effect (`ok`/`fail`/`info`).
 //!
@@ -19,16 +22,22 @@
 #![deny(missing_docs)]
 
 pub mod actor;
+pub mod baseline;
 pub mod client;
 pub mod cluster;
 pub mod conn_limit;
+pub mod dial;
 pub mod http;
+pub mod inbound;
 pub mod metrics;
 pub mod outcome;
 pub mod peer;
+mod sender;
 pub mod server;
+pub mod wire;
 
 pub use actor::{ActorOptions, NodeHandle, Unavailable};
+pub use baseline::BaselineServer;
 pub use client::{encode_segment, ClientError, HttpClient, HttpReply};
 pub use cluster::{ClusterError, ClusterOptions, LocalCluster};
 pub use conn_limit::MAX_CONNECTIONS_DEFAULT;

@@ -36,18 +36,31 @@ const BUCKET_SLOTS: usize = BUCKETS_US.len() + 1;
 pub struct PeerCounters {
     /// Envelopes the node handed to the transport.
     pub messages_sent: AtomicU64,
-    /// Envelopes that reached this node over HTTP.
+    /// Envelopes that reached this node's actor from peers.
     pub messages_received: AtomicU64,
     /// Envelopes dropped because a destination queue was full.
     pub messages_dropped_queue_full: AtomicU64,
-    /// Envelopes dropped because their HTTP exchange failed.
+    /// Envelopes dropped because no connection could be opened or their write failed.
     pub messages_dropped_send_error: AtomicU64,
-    /// Received envelopes that did not parse.
+    /// Envelopes that arrived but were dropped because the node's queue stayed full.
+    pub messages_dropped_receive: AtomicU64,
+    /// Received envelopes (JSON endpoint) or frames (peer connections) that did not parse,
+    /// and JSON posts without the cluster secret.
     pub messages_malformed: AtomicU64,
     /// Received envelopes the core refused (wrong epoch, not a member, ...).
     pub messages_rejected: AtomicU64,
-    /// HTTP exchanges (batches) sent to peers.
+    /// Frames (batches of envelopes) sent to peers.
     pub batches_sent: AtomicU64,
+    /// Writes on peer connections; each carries one or more frames.
+    pub writes: AtomicU64,
+    /// Peer connections this node opened.
+    pub connections_opened: AtomicU64,
+    /// Peer connections this node accepted.
+    pub connections_accepted: AtomicU64,
+    /// Peer connections refused at setup for a missing or wrong cluster secret.
+    pub connections_refused: AtomicU64,
+    /// Received frames that did not decode; each closed its connection.
+    pub frames_malformed: AtomicU64,
     /// Envelopes waiting in the peer queues now (a gauge).
     pub queued: AtomicU64,
     /// (sent, received) envelopes by message kind; updated once per batch.
@@ -249,7 +262,7 @@ impl Metrics {
 
     fn render_peer(&self, out: &mut String) {
         let p = &self.peer;
-        let counters: [(&str, &str, &AtomicU64); 7] = [
+        let counters: [(&str, &str, &AtomicU64); 13] = [
             (
                 "ringkv_messages_sent_total",
                 "Node-to-node envelopes sent.",
@@ -267,12 +280,17 @@ impl Metrics {
             ),
             (
                 "ringkv_messages_dropped_send_error_total",
-                "Envelopes dropped because the HTTP exchange failed.",
+                "Envelopes dropped because no connection could be opened or the write failed.",
                 &p.messages_dropped_send_error,
             ),
             (
+                "ringkv_messages_dropped_receive_total",
+                "Envelopes received but dropped because the node's queue stayed full.",
+                &p.messages_dropped_receive,
+            ),
+            (
                 "ringkv_messages_malformed_total",
-                "Received envelopes that did not parse.",
+                "Received envelopes or frames that did not parse.",
                 &p.messages_malformed,
             ),
             (
@@ -282,8 +300,33 @@ impl Metrics {
             ),
             (
                 "ringkv_peer_batches_sent_total",
-                "HTTP exchanges sent to peers.",
+                "Frames (batches of envelopes) sent to peers.",
                 &p.batches_sent,
+            ),
+            (
+                "ringkv_peer_writes_total",
+                "Writes on peer connections, each of one or more frames.",
+                &p.writes,
+            ),
+            (
+                "ringkv_peer_connections_opened_total",
+                "Peer connections this node opened.",
+                &p.connections_opened,
+            ),
+            (
+                "ringkv_peer_connections_accepted_total",
+                "Peer connections this node accepted.",
+                &p.connections_accepted,
+            ),
+            (
+                "ringkv_peer_connections_refused_total",
+                "Peer connections refused at setup for a missing or wrong cluster secret.",
+                &p.connections_refused,
+            ),
+            (
+                "ringkv_peer_frames_malformed_total",
+                "Received frames that did not decode; each closed its connection.",
+                &p.frames_malformed,
             ),
         ];
         for (name, help, value) in counters {

@@ -10,8 +10,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::actor::{self, ActorOptions, NodeHandle, Unavailable};
-use crate::client::HttpClient;
 use crate::conn_limit::{LimitedListener, MAX_CONNECTIONS_DEFAULT};
+use crate::dial::Dialer;
+use crate::inbound::Inbound;
 use crate::metrics::Metrics;
 
 /// Whether a node founds the ring or joins one.
@@ -44,11 +45,11 @@ pub struct NodeOptions {
     pub timing: Timing,
     /// Runtime bounds.
     pub actor: ActorOptions,
-    /// Client timeout of peer exchanges.
+    /// Bound of opening a peer connection and of each write on one.
     pub peer_timeout: Duration,
-    /// Shared secret every cluster member sends on node-to-node messages; the internal
-    /// endpoint refuses (401) messages without it. `None`: the endpoint is open (fine on
-    /// a loopback-only ring).
+    /// Shared secret every cluster member presents when it opens a peer connection (and
+    /// on JSON posts of peer messages); connections and posts without it are refused with
+    /// 401. `None`: node-to-node traffic is open (fine on a loopback-only ring).
     pub cluster_secret: Option<String>,
     /// Most HTTP connections (clients and peers alike) served at once; a connection
     /// beyond it is answered `503` (`code` `too_many_connections`, `retry-after: 1`) and
@@ -106,6 +107,7 @@ pub struct NodeServer {
     is_bootstrap: bool,
     actor_task: JoinHandle<()>,
     actor_stop: oneshot::Sender<()>,
+    inbound: Arc<Inbound>,
     http_task: JoinHandle<()>,
     http_stop: oneshot::Sender<()>,
 }
@@ -146,17 +148,29 @@ impl NodeServer {
         config.timing = options.timing;
         config.recover = options.recover && is_bootstrap;
         let metrics = Arc::new(Metrics::default());
-        let client =
-            HttpClient::new(options.peer_timeout).with_bearer(options.cluster_secret.as_deref());
+        let secret: Option<Arc<str>> = options.cluster_secret.as_deref().map(Arc::from);
+        let dialer = Dialer {
+            secret: secret.clone(),
+            timeout: options.peer_timeout,
+        };
         let running = actor::spawn(
             Node::new(config),
             options.timing.request_timeout_ns,
             options.actor,
-            client,
+            dialer,
             metrics.clone(),
         );
-        let secret = options.cluster_secret.as_deref().map(std::sync::Arc::from);
-        let app = crate::http::router(running.handle.clone(), metrics.clone(), secret);
+        let inbound = Arc::new(Inbound::new(
+            running.handle.clone(),
+            metrics.clone(),
+            secret.clone(),
+        ));
+        let app = crate::http::router(
+            running.handle.clone(),
+            metrics.clone(),
+            secret,
+            inbound.clone(),
+        );
         let (http_stop, stopped) = oneshot::channel::<()>();
         // Sets TCP_NODELAY on every accepted connection.
         let listener = LimitedListener::new(listener, options.max_connections, metrics.clone());
@@ -173,6 +187,11 @@ impl NodeServer {
             %local_addr,
             bootstrap = is_bootstrap,
             max_connections = options.max_connections,
+            link_latency = %options
+                .actor
+                .peers
+                .link_latency
+                .map_or("none".to_string(), |l| l.to_string()),
             "node started"
         );
         Ok(NodeServer {
@@ -183,6 +202,7 @@ impl NodeServer {
             is_bootstrap,
             actor_task: running.task,
             actor_stop: running.stop,
+            inbound,
             http_task,
             http_stop,
         })
@@ -261,9 +281,12 @@ impl NodeServer {
         self.stop().await;
     }
 
-    /// Stop serving at once, without departing (peers see a crash).
+    /// Stop serving at once, without departing (peers see a crash). What the node's peer
+    /// queues hold is still sent for up to the actor's `drain_grace`.
     pub async fn stop(self) {
         let _ = self.http_stop.send(());
+        // Peer connections were upgraded out of the HTTP server, which no longer tracks them.
+        self.inbound.close();
         if tokio::time::timeout(HTTP_DRAIN, self.http_task)
             .await
             .is_err()

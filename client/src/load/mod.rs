@@ -2,12 +2,15 @@
 //! throughput, latency percentiles and, optionally, a history in the checker's JSON Lines
 //! format (`docs/history.md`), so that real traces can be checked with `dht check`.
 //!
-//! Each client is one process in the history: it has at most one request outstanding, is
-//! bound to one node of the overlay (clients are spread round-robin over all nodes), and
-//! continues under a fresh process id after an operation whose outcome is unknown.
+//! Each client is one process in the history: it has at most one request outstanding and
+//! continues under a fresh process id after an operation whose outcome is unknown. With
+//! [`ClientRouting::Random`] each client is bound to one node of the overlay (clients are spread
+//! round-robin over all nodes) and the ring routes its requests; with [`ClientRouting::Token`]
+//! every request goes straight to the node that serves its key ([`TokenRouter`]).
 //!
 //! [`run`] takes [`LoadOptions`] and returns a [`LoadReport`].
 
+mod compare;
 mod report;
 mod worker;
 
@@ -22,8 +25,10 @@ use serde::Serialize;
 
 use crate::history::{ProcessIds, Recorder};
 use crate::ring::{overlay, OverlayError};
+use crate::router::{ClientRouting, TokenRouter};
 use worker::{run_phase, Phase, Shared};
 
+pub use compare::{Comparison, Ratios};
 pub use report::{Latency, LoadReport};
 
 /// What the clients do.
@@ -87,6 +92,8 @@ pub struct LoadOptions {
     pub history: Option<PathBuf>,
     /// Prefix of generated keys, so runs against the same ring do not collide.
     pub key_prefix: String,
+    /// How clients pick the node each request goes to.
+    pub routing: ClientRouting,
 }
 
 impl LoadOptions {
@@ -104,6 +111,7 @@ impl LoadOptions {
             timeout: Duration::from_secs(15),
             history: None,
             key_prefix: String::new(),
+            routing: ClientRouting::Random,
         }
     }
 
@@ -146,7 +154,19 @@ pub async fn run(options: &LoadOptions) -> Result<LoadReport, LoadError> {
         return Err(LoadError::Options("--clients must be at least 1".into()));
     }
     let client = HttpClient::new(options.timeout);
-    let nodes = read_overlay(&client, &options.target).await?;
+    let (nodes, router) = match options.routing {
+        ClientRouting::Random => (read_overlay(&client, &options.target).await?, None),
+        ClientRouting::Token => {
+            let seeds = vec![options.target.clone()];
+            let router = TokenRouter::learn(client.clone(), seeds)
+                .await
+                .map_err(|e| LoadError::Overlay {
+                    target: options.target.clone(),
+                    reason: e.to_string(),
+                })?;
+            (router.map().members().to_vec(), Some(router))
+        }
+    };
     let recorder = match &options.history {
         None => Recorder::discard(),
         Some(path) => Recorder::to_file(path).map_err(|source| LoadError::History {
@@ -157,6 +177,7 @@ pub async fn run(options: &LoadOptions) -> Result<LoadReport, LoadError> {
     let shared = Arc::new(Shared {
         client,
         nodes: nodes.clone(),
+        router,
         recorder,
         processes: ProcessIds::new(options.clients),
         options: options.clone(),
@@ -183,6 +204,8 @@ pub async fn run(options: &LoadOptions) -> Result<LoadReport, LoadError> {
         })?;
     Ok(LoadReport {
         mix: options.mix,
+        routing: options.routing,
+        relearns: shared.router.as_ref().map_or(0, TokenRouter::relearns),
         nodes,
         clients: options.clients,
         ops: tally.ops,

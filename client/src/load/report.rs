@@ -6,6 +6,7 @@ use std::fmt;
 use serde::Serialize;
 
 use super::Mix;
+use crate::router::ClientRouting;
 
 /// Latency summary in microseconds.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
@@ -47,6 +48,10 @@ impl Latency {
 pub struct LoadReport {
     /// The mix.
     pub mix: Mix,
+    /// How requests found their node.
+    pub routing: ClientRouting,
+    /// Times a token-aware client learned the ring again (0 with random routing).
+    pub relearns: u64,
     /// Nodes the clients were spread over.
     pub nodes: Vec<String>,
     /// Concurrent clients.
@@ -84,11 +89,12 @@ impl fmt::Display for LoadReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{} ops of '{}' by {} clients over {} nodes in {:.2} s: {:.0} ops/s",
+            "{} ops of '{}' by {} clients over {} nodes ({} routing) in {:.2} s: {:.0} ops/s",
             self.ops,
             self.mix,
             self.clients,
             self.nodes.len(),
+            self.routing,
             self.elapsed_s,
             self.ops_per_s
         )?;
@@ -115,6 +121,9 @@ impl fmt::Display for LoadReport {
         }
         if self.preload_s > 0.0 {
             write!(f, "\npreload: {:.2} s", self.preload_s)?;
+        }
+        if self.relearns > 0 {
+            write!(f, "\nring learned again: {} times", self.relearns)?;
         }
         if self.history_events > 0 {
             write!(f, "\nhistory: {} events", self.history_events)?;

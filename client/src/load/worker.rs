@@ -13,12 +13,15 @@ use ringkv_sim::check::OpKind;
 use super::{LoadOptions, Mix};
 use crate::history::{ProcessIds, Recorder};
 use crate::op::{perform, Op};
+use crate::router::TokenRouter;
 
 /// What every client of a run shares.
 pub(super) struct Shared {
     pub(super) client: HttpClient,
     /// The ring's members, `host:port`.
     pub(super) nodes: Vec<String>,
+    /// With token routing: where each request goes.
+    pub(super) router: Option<TokenRouter>,
     pub(super) recorder: Recorder,
     pub(super) processes: ProcessIds,
     pub(super) options: LoadOptions,
@@ -157,9 +160,16 @@ impl Worker {
     }
 
     async fn execute(&mut self, shared: &Shared, op: Op) {
-        let node = &shared.nodes[self.node];
+        let route = shared.router.as_ref().map(|r| r.route(&op));
+        let node = match &route {
+            Some(route) => &route.target,
+            None => &shared.nodes[self.node],
+        };
         let done = perform(&shared.client, &shared.recorder, self.process, node, &op).await;
         self.count(&done.outcome, done.latency.as_micros() as u64);
+        if let (Some(router), Some(route)) = (&shared.router, &route) {
+            router.observe(route, &done.outcome);
+        }
         if matches!(done.outcome, Outcome::Info(_)) {
             self.process = shared.processes.fresh();
         }

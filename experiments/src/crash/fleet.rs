@@ -175,11 +175,19 @@ impl Fleet {
         self.start(args, true, None)
     }
 
-    /// `dht depart --node` node `i` (the process keeps running, out of the ring).
+    /// `dht depart --node` node `i` (the process keeps running, out of the ring). The
+    /// command neither reads nor writes the user's file of remembered ring members.
     pub(super) fn depart(&self, i: usize) -> Result<()> {
         let addr = &self.addrs[i];
         let timeout_s = START_TIMEOUT.as_secs().to_string();
-        let args = ["depart", "--node", addr, "--timeout", &timeout_s];
+        let args = [
+            "depart",
+            "--node",
+            addr,
+            "--timeout",
+            &timeout_s,
+            "--no-cache",
+        ];
         let out = Command::new(&self.dht)
             .args(args)
             .env("RUST_LOG", "warn")

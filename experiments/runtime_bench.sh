@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# The runtime benchmark matrix behind results/runtime_bench.md: for each consistency model
+# and k, a 10-node `dht cluster` (one process), then for each mix, client count and
+# routing one `dht bench --baseline --json` run: ringkv and the in-process baseline server
+# under the same load, back to back. One JSON line per run goes to $OUT; a Markdown table
+# of the ratios is printed at the end. The cluster's CPU time during a run (user + system,
+# from /proc, the baseline run included though the cluster is then idle but for its
+# heartbeats; for the query mix the untimed preload too) per timed operation is recorded
+# as cluster_cpu_us_per_op: steadier than throughput on a shared machine.
+#
+# Needs a release build (cargo build --release -p ringkv-cli) and jq.
+#
+#   experiments/runtime_bench.sh                      # the whole matrix
+#   MODELS=chain KS=3 CLIENTS="1 64" experiments/runtime_bench.sh
+#   OUT=all.jsonl experiments/runtime_bench.sh summary  # the table of the runs in a file
+#
+# Settings (environment): DHT (the binary), OUT (JSON Lines, appended to), MODELS, KS,
+# CLIENTS, ROUTINGS, MIXES, NODES, SETTLE_S (wait after the cluster starts: the core
+# forwards writes in handed-over ranges for 10 s after a membership change), and OPS_1,
+# OPS_10, OPS_64 (operations per run for 1, 10 and 64 clients; OPS_OTHER for others).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+DHT=${DHT:-target/release/dht}
+OUT=${OUT:-runtime_bench.jsonl}
+MODELS=${MODELS:-"chain eventual"}
+KS=${KS:-"1 3 5"}
+CLIENTS=${CLIENTS:-"1 10 64"}
+ROUTINGS=${ROUTINGS:-"random token"}
+MIXES=${MIXES:-"insert query"}
+NODES=${NODES:-10}
+SETTLE_S=${SETTLE_S:-11}
+OPS_1=${OPS_1:-3000}
+OPS_10=${OPS_10:-10000}
+OPS_64=${OPS_64:-20000}
+OPS_OTHER=${OPS_OTHER:-10000}
+
+command -v jq >/dev/null || { echo "jq is required" >&2; exit 1; }
+
+# The table of every run in $OUT, one row per configuration: medians over its runs (several
+# sessions appended to one file give several runs per configuration), and the range of
+# the throughput ratio.
+summary() {
+    echo
+    echo "| model | k | mix | clients | routing | runs | ringkv ops/s | baseline ops/s | throughput ratio (range) | p50 ratio | p99 ratio | hops | cluster CPU µs/op | errors |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    jq -s -r '
+        def r2: . * 100 | round / 100;
+        def median: sort | if length % 2 == 1 then .[length / 2 | floor]
+            else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+        def mid(f): map(f) | median;
+        def span(f): (map(f) | min | r2) as $lo | (map(f) | max | r2) as $hi
+            | if $lo == $hi then "" else " (\($lo)–\($hi))" end;
+        def order: {chain: 0, eventual: 1}[.model] * 1000000 + .k * 10000
+            + {insert: 0, query: 1}[.mix] * 1000 + .clients * 10 + {random: 0, token: 1}[.routing];
+        group_by(order) | .[]
+        | "| \(.[0].model) | \(.[0].k) | \(.[0].mix) | \(.[0].clients) | \(.[0].routing) | \(length) | " +
+          "\(mid(.ringkv.ops_per_s) | floor) | \(mid(.baseline.ops_per_s) | floor) | " +
+          "\(mid(.ratios.throughput) | r2)\(span(.ratios.throughput)) | " +
+          "\(mid(.ratios.p50) | r2) | \(mid(.ratios.p99) | r2) | " +
+          "\(mid(.ringkv.mean_hops) | r2) | \(mid(.cluster_cpu_us_per_op) | floor) | " +
+          "\(map(.ringkv.ops - .ringkv.ok) | add) |"' "$OUT"
+}
+if [ "${1:-}" = "summary" ]; then
+    summary
+    exit 0
+fi
+[ -x "$DHT" ] || { echo "no $DHT: cargo build --release -p ringkv-cli" >&2; exit 1; }
+
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+
+# CPU time (user + system) of process $1 so far, in clock ticks.
+cpu_ticks() {
+    awk '{print $14 + $15}' "/proc/$1/stat"
+}
+
+ops_for() {
+    case "$1" in
+        1) echo "$OPS_1" ;;
+        10) echo "$OPS_10" ;;
+        64) echo "$OPS_64" ;;
+        *) echo "$OPS_OTHER" ;;
+    esac
+}
+
+CLUSTER_PID=""
+stop_cluster() {
+    if [ -n "$CLUSTER_PID" ]; then
+        kill -TERM "$CLUSTER_PID" 2>/dev/null || true
+        # A second signal exits without departing, if the first takes over 60 s.
+        for _ in $(seq 1 600); do
+            kill -0 "$CLUSTER_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -TERM "$CLUSTER_PID" 2>/dev/null || true
+        wait "$CLUSTER_PID" 2>/dev/null || true
+        CLUSTER_PID=""
+    fi
+}
+trap stop_cluster EXIT
+
+LOG=$(mktemp)
+run=0
+for model in $MODELS; do
+    for k in $KS; do
+        "$DHT" cluster --nodes "$NODES" --k "$k" --consistency "$model" --base-port 0 \
+            >"$LOG" 2>/dev/null &
+        CLUSTER_PID=$!
+        bootstrap=""
+        for _ in $(seq 1 300); do
+            bootstrap=$(sed -n 's/^bootstrap: //p' "$LOG")
+            [ -n "$bootstrap" ] && grep -q 'serving until' "$LOG" && break
+            sleep 0.1
+        done
+        [ -n "$bootstrap" ] || { echo "the cluster did not start" >&2; exit 1; }
+        sleep "$SETTLE_S"
+        for mix in $MIXES; do
+            for clients in $CLIENTS; do
+                for routing in $ROUTINGS; do
+                    run=$((run + 1))
+                    ops=$(ops_for "$clients")
+                    started=$(date +%s)
+                    ticks_before=$(cpu_ticks "$CLUSTER_PID")
+                    result=$("$DHT" bench --target "$bootstrap" --ops "$ops" --clients "$clients" \
+                        --mix "$mix" --routing "$routing" --key-prefix "r$run-" \
+                        --baseline --json)
+                    ticks=$(($(cpu_ticks "$CLUSTER_PID") - ticks_before))
+                    echo "$result" |
+                        jq -c --arg model "$model" --argjson k "$k" --arg mix "$mix" \
+                            --argjson clients "$clients" --arg routing "$routing" \
+                            --argjson started "$started" --argjson ticks "$ticks" \
+                            --argjson tick_us "$TICK_US" \
+                            '{model: $model, k: $k, mix: $mix, clients: $clients,
+                              routing: $routing, started: $started,
+                              cluster_cpu_us_per_op: ($ticks * $tick_us / .ringkv.ops | floor),
+                              ringkv: (.ringkv | {ops, ok, errors, ops_per_s, latency,
+                                                  mean_hops, relearns}),
+                              baseline: (.baseline | {ops, ok, ops_per_s, latency}),
+                              ratios}' >>"$OUT"
+                    tail -n 1 "$OUT" | jq -r '"\(.model) k=\(.k) \(.mix) c=\(.clients) \(.routing): " +
+                        "\(.ringkv.ops_per_s | floor)/s vs \(.baseline.ops_per_s | floor)/s, " +
+                        "ratio \(.ratios.throughput * 100 | round / 100)"'
+                done
+            done
+        done
+        stop_cluster
+    done
+done
+rm -f "$LOG"
+
+summary

@@ -1,0 +1,287 @@
+//! Node-to-node transport, receiving side: accepts peer connections on the node's HTTP
+//! listener (an upgrade of `GET /internal/peer`, see [`crate::wire`]) and hands each
+//! frame's envelopes to the actor, in order.
+//!
+//! The cluster secret is checked once, on the upgrade request; the connection then counts
+//! against `--max-connections` like any other. A frame that does not decode closes its
+//! connection (and is counted); the node goes on.
+//!
+//! Order across reconnections: the first envelope of a connection names its sender. When a
+//! sender opens a new connection (after a failed write, or because it restarted), the old
+//! connection's reader delivers nothing more, and the new one waits until a delivery the old
+//! one has begun is done, so that nothing sent later is handed to the actor first.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use ringkv_core::Envelope;
+use serde_json::json;
+use tokio::io::{AsyncRead, BufReader};
+use tokio::sync::watch;
+
+use crate::actor::{NodeHandle, Unavailable};
+use crate::metrics::{add, Metrics};
+use crate::wire::{self, PROTOCOL};
+
+/// Path of the JSON endpoint envelopes may also be posted to (for debugging and tools).
+pub const INTERNAL_PATH: &str = "/internal/message";
+
+/// Read buffer of one peer connection: one read usually takes several frames.
+const READ_BUFFER_BYTES: usize = 64 << 10;
+
+/// A frame buffer grown above this by a large frame is given back afterwards.
+const FRAME_BUFFER_KEPT_BYTES_MAX: usize = 1 << 20;
+
+/// The receiving side of one node's transport.
+#[derive(Debug)]
+pub struct Inbound {
+    node: NodeHandle,
+    metrics: Arc<Metrics>,
+    secret: Option<Arc<str>>,
+    stop: watch::Sender<bool>,
+    /// The current connection of each sender.
+    links: Mutex<HashMap<Arc<str>, Link>>,
+    next_conn: AtomicU64,
+}
+
+/// One sender's current connection.
+#[derive(Debug)]
+struct Link {
+    conn: u64,
+    /// Set when a newer connection from the same sender took over.
+    superseded: Arc<AtomicBool>,
+    /// Held while a frame of this sender is being handed to the actor.
+    delivery: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// What a reader knows of its connection's sender once the first frame arrived.
+struct Sender {
+    addr: Arc<str>,
+    superseded: Arc<AtomicBool>,
+    delivery: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Inbound {
+    /// The receiving side of the node behind `node`; with `secret`, connections must
+    /// present it.
+    pub fn new(node: NodeHandle, metrics: Arc<Metrics>, secret: Option<Arc<str>>) -> Inbound {
+        Inbound {
+            node,
+            metrics,
+            secret,
+            stop: watch::Sender::new(false),
+            links: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(0),
+        }
+    }
+
+    /// Close every peer connection and refuse new ones.
+    pub fn close(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Answer an upgrade request: `101` and a reader task, or a JSON error.
+    pub fn accept(self: &Arc<Self>, headers: &HeaderMap, upgrade: Option<OnUpgrade>) -> Response {
+        if *self.stop.borrow() {
+            let message = "the node is shutting down";
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, message);
+        }
+        if let Some(secret) = &self.secret {
+            if !crate::http::has_secret(headers, secret) {
+                add(&self.metrics.peer.connections_refused, 1);
+                let message = "node-to-node connections need the cluster secret (--cluster-secret)";
+                return refuse(StatusCode::UNAUTHORIZED, message);
+            }
+        }
+        let wanted = headers
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case(PROTOCOL));
+        let Some(upgrade) = upgrade.filter(|_| wanted) else {
+            let message = format!(
+                "this endpoint is for ringkv peers: send an HTTP/1.1 upgrade to {PROTOCOL}"
+            );
+            let mut response = refuse(StatusCode::UPGRADE_REQUIRED, &message);
+            response
+                .headers_mut()
+                .insert(header::UPGRADE, header::HeaderValue::from_static(PROTOCOL));
+            return response;
+        };
+        let inbound = self.clone();
+        tokio::spawn(async move {
+            match upgrade.await {
+                Ok(upgraded) => inbound.serve(TokioIo::new(upgraded)).await,
+                Err(err) => tracing::debug!(%err, "peer upgrade failed"),
+            }
+        });
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("upgrade"),
+        );
+        headers.insert(header::UPGRADE, header::HeaderValue::from_static(PROTOCOL));
+        response
+    }
+
+    /// Read frames from one connection until it ends, breaks the protocol, or the node
+    /// stops.
+    async fn serve<R: AsyncRead + Unpin>(&self, io: R) {
+        add(&self.metrics.peer.connections_accepted, 1);
+        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let mut stop = self.stop.subscribe();
+        let mut rd = BufReader::with_capacity(READ_BUFFER_BYTES, io);
+        let mut buf = Vec::new();
+        let mut sender = None;
+        loop {
+            let step = self.next_frame(conn, &mut rd, &mut buf, &mut sender);
+            let go_on = tokio::select! {
+                biased;
+                _ = stop.wait_for(|stopped| *stopped) => false,
+                go_on = step => go_on,
+            };
+            if !go_on {
+                break;
+            }
+            if buf.capacity() > FRAME_BUFFER_KEPT_BYTES_MAX {
+                buf = Vec::new();
+            }
+        }
+        if let Some(sender) = sender {
+            let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+            if links.get(&sender.addr).is_some_and(|l| l.conn == conn) {
+                links.remove(&sender.addr);
+            }
+        }
+    }
+
+    /// Read, decode and deliver one frame; whether to go on with the connection.
+    async fn next_frame<R: AsyncRead + Unpin>(
+        &self,
+        conn: u64,
+        rd: &mut R,
+        buf: &mut Vec<u8>,
+        sender: &mut Option<Sender>,
+    ) -> bool {
+        let peer = &self.metrics.peer;
+        let envelopes = match wire::read_frame(rd, buf).await.and_then(|more| match more {
+            true => wire::decode(buf).map(Some),
+            false => Ok(None),
+        }) {
+            Ok(Some(envelopes)) => envelopes,
+            Ok(None) => return false,
+            Err(err) if err.is_malformed() => {
+                add(&peer.frames_malformed, 1);
+                add(&peer.messages_malformed, 1);
+                tracing::warn!(%err, "closing a peer connection after a malformed frame");
+                return false;
+            }
+            Err(err) => {
+                tracing::debug!(%err, "peer connection ended");
+                return false;
+            }
+        };
+        let Some(first) = envelopes.first() else {
+            return true;
+        };
+        let sender = sender.get_or_insert_with(|| self.register(conn, &first.from.addr));
+        peer.count_kinds(envelopes.iter().map(|e| e.msg.kind()), false);
+        let _turn = sender.delivery.lock().await;
+        if sender.superseded.load(Ordering::Acquire) {
+            tracing::debug!(from = %sender.addr, "a newer connection took over; closing this one");
+            return false;
+        }
+        self.deliver(envelopes).await
+    }
+
+    /// Make `conn` the current connection of the sender at `addr`.
+    fn register(&self, conn: u64, addr: &str) -> Sender {
+        let addr: Arc<str> = Arc::from(addr);
+        let superseded = Arc::new(AtomicBool::new(false));
+        let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        let link = links.entry(addr.clone()).or_insert_with(|| Link {
+            conn,
+            superseded: superseded.clone(),
+            delivery: Arc::default(),
+        });
+        if link.conn != conn {
+            link.superseded.store(true, Ordering::Release);
+            link.superseded = superseded.clone();
+            link.conn = conn;
+        }
+        Sender {
+            addr,
+            superseded,
+            delivery: link.delivery.clone(),
+        }
+    }
+
+    /// Hand envelopes to the actor; whether the connection should go on.
+    async fn deliver(&self, envelopes: Vec<Envelope>) -> bool {
+        let count = envelopes.len();
+        match self.node.deliver(envelopes).await {
+            Ok(()) => true,
+            Err(Unavailable::Stopped) => false,
+            Err(unavailable) => {
+                tracing::warn!(%unavailable, "dropping {count} received message(s)");
+                add(&self.metrics.peer.messages_dropped_receive, count);
+                true
+            }
+        }
+    }
+}
+
+fn refuse(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(json!({ "error": message }))).into_response()
+}
+
+/// Parse a batch posted as JSON by a peer: the envelopes that parse, and how many did not.
+pub(crate) fn decode_json_batch(body: &[u8]) -> Result<(Vec<Envelope>, usize), serde_json::Error> {
+    // The common case in one pass; envelope by envelope only when something is wrong.
+    if let Ok(envelopes) = serde_json::from_slice::<Vec<Envelope>>(body) {
+        return Ok((envelopes, 0));
+    }
+    let raw: Vec<&serde_json::value::RawValue> = serde_json::from_slice(body)?;
+    let mut envelopes = Vec::with_capacity(raw.len());
+    let mut malformed = 0;
+    for item in raw {
+        match serde_json::from_str::<Envelope>(item.get()) {
+            Ok(envelope) => envelopes.push(envelope),
+            Err(err) => {
+                malformed += 1;
+                tracing::warn!(%err, "dropping a malformed envelope");
+            }
+        }
+    }
+    Ok((envelopes, malformed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringkv_core::{Message, NodeRef};
+
+    fn envelope(epoch: u64) -> Envelope {
+        Envelope {
+            from: NodeRef::new("127.0.0.1:1"),
+            msg: Message::Ready { epoch },
+        }
+    }
+
+    #[test]
+    fn a_forged_json_envelope_is_dropped_alone() {
+        let good = serde_json::to_string(&envelope(1)).unwrap();
+        let forged = good.replace("127.0.0.1:1", "127.0.0.1:2");
+        let body = format!("[{good},{forged},{good}]");
+        let (decoded, bad) = decode_json_batch(body.as_bytes()).unwrap();
+        assert_eq!((decoded.len(), bad), (2, 1));
+        assert!(decode_json_batch(b"{\"not\":\"an array\"}").is_err());
+    }
+}

@@ -275,15 +275,19 @@ fn verdict_facts(run: &Run) -> Vec<(String, String)> {
 
 /// How the ring served after each fault, until the next one.
 fn fault_table(run: &Run) -> String {
-    let span = |(a, b): (f64, f64)| format!("{}–{}", fixed(a, 2), fixed(b, 2));
-    let mut md = String::from(
-        "After each fault, until the next one (the longest time in which no operation \
-         completed `ok`, and the stretch in which they completed at less than half the rate \
-         before the first kill, in 250 ms bins):\n\n",
+    let span = |(a, b): (f64, f64)| format!("{}–{} s", fixed(a, 2), fixed(b, 2));
+    let mut md = format!(
+        "After each fault, until the next one: the time in which no operation completed \
+         `ok` (in 250 ms bins, and the longest gap between two `ok` completions), and the \
+         stretch in which they completed at less than half the rate before the first kill \
+         (in 250 ms bins). A closed-loop client whose request is caught by a fault waits \
+         for the nodes' {} ms request timeout, so a few operations complete each time the \
+         clients are let go:\n\n",
+        run.settings.request_timeout.as_millis()
     );
     md.push_str(
-        "| fault | at (s) | until (s) | longest time without an ok completion | ok rate below half |\n\
-         |---|---|---|---|---|\n",
+        "| fault | at (s) | until (s) | time without an ok completion | longest gap | ok rate below half |\n\
+         |---|---|---|---|---|---|\n",
     );
     for f in run.after_faults() {
         let (a, b) = f.stall;
@@ -293,13 +297,14 @@ fn fault_table(run: &Run) -> String {
             } else {
                 ""
             };
-            format!("{} s ({} s{open})", fixed(d - c, 2), span((c, d)))
+            format!("{} s ({}{open})", fixed(d - c, 2), span((c, d)))
         });
         md.push_str(&format!(
-            "| {} | {} | {} | {} s ({} s) | {slow} |\n",
+            "| {} | {} | {} | {} s | {} s ({}) | {slow} |\n",
             f.what,
             fixed(f.at_s, 2),
             fixed(f.until_s, 2),
+            fixed(f.idle_s, 2),
             fixed(b - a, 2),
             span((a, b)),
         ));

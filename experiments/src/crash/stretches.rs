@@ -1,14 +1,15 @@
 //! The throughput between a run's events, and how the ring served after each fault: the
-//! longest time in which no operation completed `ok`, and the stretch in which they
-//! completed at less than half the rate before the first kill.
+//! time in which no operation completed `ok` (in all, and the longest gap), and the
+//! stretch in which they completed at less than half the rate before the first kill.
 
 use ringkv_sim::check::OpStatus;
 
 use super::{Run, Victim};
 use crate::runner::fixed;
 
-/// Width of the bins in which [`slow_stretch`] compares throughput, seconds.
-const SLOW_BIN_S: f64 = 0.25;
+/// Width of the bins in which [`idle_time`] and [`slow_stretch`] count completions,
+/// seconds.
+const BIN_S: f64 = 0.25;
 /// A stretch between two events of the bootstrap scenario that lasts less than this
 /// (seconds: the bootstrap's restart to its rejoin, the join to the depart's end) has no
 /// throughput figure of its own: a rate over a few operations says nothing.
@@ -23,6 +24,9 @@ pub(super) struct AfterFault {
     pub(super) at_s: f64,
     /// Until when the ring is looked at: the next fault, or the load's end.
     pub(super) until_s: f64,
+    /// The time in `[at_s, until_s)` in which no operation completed `ok`, seconds in 250
+    /// ms bins (see [`idle_time`]).
+    pub(super) idle_s: f64,
     /// The longest stretch of `[at_s, until_s)` in which no operation completed `ok`.
     pub(super) stall: (f64, f64),
     /// The first stretch of it in which `ok` operations completed at less than half the
@@ -71,6 +75,7 @@ impl Run {
                 what: what.clone(),
                 at_s: *at_s,
                 until_s,
+                idle_s: idle_time(&ok_s, *at_s, until_s),
                 stall: longest_stall(&ok_s, *at_s, until_s),
                 slow: slow_stretch(&ok_s, healthy / 2.0, *at_s, until_s),
             })
@@ -138,6 +143,28 @@ impl Run {
     }
 }
 
+/// The completions of `ok_s` (sorted) in `[a, b)`.
+fn count(ok_s: &[f64], a: f64, b: f64) -> usize {
+    ok_s.partition_point(|t| *t < b) - ok_s.partition_point(|t| *t < a)
+}
+
+/// The time in `[from, until)` without any of the completions `ok_s` (sorted, seconds):
+/// the bins of 250 ms from `from` (the last one shorter if need be) with none, added up.
+fn idle_time(ok_s: &[f64], from: f64, until: f64) -> f64 {
+    if until <= from {
+        return 0.0;
+    }
+    let bins = ((until - from) / BIN_S).ceil() as usize;
+    (0..bins)
+        .map(|i| {
+            let a = from + i as f64 * BIN_S;
+            (a, (a + BIN_S).min(until))
+        })
+        .filter(|&(a, b)| count(ok_s, a, b) == 0)
+        // A fold from +0.0: an empty f64 sum is -0.0, which would print as "-0.00".
+        .fold(0.0, |idle, (a, b)| idle + (b - a))
+}
+
 /// The longest stretch of `[from, until)` without any of the completions `ok_s` (sorted,
 /// seconds): from `from`, or a completion, to the next completion, or `until`.
 fn longest_stall(ok_s: &[f64], from: f64, until: f64) -> (f64, f64) {
@@ -168,11 +195,9 @@ fn slow_stretch(ok_s: &[f64], rate_min: f64, from: f64, until: f64) -> Option<(f
         return None;
     }
     // Whole bins only: a sliver at the end would make a rate out of a few operations.
-    let bins = ((until - from) / SLOW_BIN_S).floor() as usize;
-    let start = |i: usize| from + i as f64 * SLOW_BIN_S;
-    let count =
-        |a: f64, b: f64| ok_s.partition_point(|t| *t < b) - ok_s.partition_point(|t| *t < a);
-    let low = |i: usize| (count(start(i), start(i + 1)) as f64 / SLOW_BIN_S) < rate_min;
+    let bins = ((until - from) / BIN_S).floor() as usize;
+    let start = |i: usize| from + i as f64 * BIN_S;
+    let low = |i: usize| (count(ok_s, start(i), start(i + 1)) as f64 / BIN_S) < rate_min;
     let first = (0..bins).find(|&i| low(i))?;
     let back = (first..bins).find(|&i| !low(i)).map_or(until, start);
     Some((start(first), back))
@@ -202,6 +227,17 @@ mod tests {
         assert_eq!(slow_stretch(&ok_s, 20.0, 0.5, 1.5), Some((1.0, 1.5)));
         assert_eq!(slow_stretch(&ok_s, 20.0, 0.0, 1.0), None);
         assert_eq!(slow_stretch(&ok_s, 20.0, 1.0, 1.0), None);
+    }
+
+    #[test]
+    fn idle_time_adds_up_the_bins_without_an_ok_completion() {
+        let ok_s = ok_s();
+        // The four bins from 1.0 to 2.0 s.
+        assert!((idle_time(&ok_s, 0.0, 3.0) - 1.0).abs() < 1e-9);
+        // A last bin cut short by the span's end: 1.0–1.25, 1.25–1.4.
+        assert!((idle_time(&ok_s, 1.0, 1.4) - 0.4).abs() < 1e-9);
+        assert_eq!(fixed(idle_time(&ok_s, 0.0, 1.0), 2), "0.00");
+        assert_eq!(idle_time(&ok_s, 1.0, 1.0), 0.0);
     }
 
     #[test]

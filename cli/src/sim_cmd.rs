@@ -158,6 +158,18 @@ pub struct SimOptions {
     /// Random faults: how long a partition lasts.
     #[arg(long, default_value = "100ms")]
     pub partition_duration: String,
+    /// Random faults: process pauses per virtual second (any node; the process stops,
+    /// as under `kill -STOP`, and goes on after --pause-duration).
+    #[arg(long, default_value_t = 0.0)]
+    pub pause_rate: f64,
+    /// Random faults: how long a pause lasts.
+    #[arg(long, default_value = "4s")]
+    pub pause_duration: String,
+    /// Each node's clock rate differs from true time by up to this many parts per
+    /// thousand, drawn from the seed [default: 0; in sweeps 20, the bound leases are
+    /// declared safe under].
+    #[arg(long, value_name = "PER_MILLE")]
+    pub clock_drift: Option<u64>,
     /// Random faults are drawn over this much of the client phase.
     #[arg(long, default_value = "1s")]
     pub fault_horizon: String,
@@ -230,6 +242,8 @@ impl SimOptions {
                 depart_rate: self.depart_rate,
                 partition_rate,
                 partition_ns: parse_duration_ns(&self.partition_duration)?,
+                pause_rate: self.pause_rate,
+                pause_ns: parse_duration_ns(&self.pause_duration)?,
                 horizon_ns: parse_duration_ns(&self.fault_horizon)?,
             }),
             other => anyhow::bail!(
@@ -241,6 +255,7 @@ impl SimOptions {
             self.join_rate,
             self.depart_rate,
             partition_rate,
+            self.pause_rate,
         ];
         if rates.iter().any(|r| !r.is_finite() || *r < 0.0) {
             anyhow::bail!("fault rates must be non-negative numbers");
@@ -276,6 +291,14 @@ impl SimOptions {
                 .as_deref()
                 .map(parse_failure_timeout)
                 .transpose()?,
+            clock_drift_per_mille: match self.clock_drift {
+                Some(d) if d >= 500 => {
+                    anyhow::bail!("--clock-drift {d}: use less than 500 per mille")
+                }
+                Some(d) => d,
+                None if sweep => ringkv_core::config::CLOCK_DRIFT_PER_MILLE,
+                None => 0,
+            },
             settle_ns: self.settle.as_deref().map(parse_duration_ns).transpose()?,
             events_max: self.events_max.unwrap_or(defaults.events_max),
             time_max_ns: match &self.time_max {
@@ -331,10 +354,12 @@ fn run_sweep(args: SweepArgs) -> anyhow::Result<ExitCode> {
     };
     let mut notes = Vec::new();
     if let Some(r) = &config.random_faults {
-        if r.partition_rate > 0.0 {
+        let cut_off = r.partition_rate > 0.0 || r.pause_rate > 0.0;
+        if cut_off && r.crash_rate > 0.0 && r.restart_after_ns.is_some() {
             notes.push(
-                "partitions are outside the declared fault model: chain replication is not \
-                 guaranteed linearizable across them (docs/protocol.md)",
+                "a bootstrap restarted while cut off from every member cannot tell a restart \
+                 from a first start: after its recovery wait it founds a new ring, and runs \
+                 where that happens can fail (a known gap without --data-dir, docs/protocol.md)",
             );
         }
         if config.max_down.is_none_or(|m| m >= config.k) && r.crash_rate > 0.0 {

@@ -120,6 +120,7 @@ pub fn staleness(route: &Route, outcome: &Outcome) -> Staleness {
         Cause::Status { code, .. } => match code {
             Some(
                 ErrorCode::RouteBroken
+                | ErrorCode::LeaseExpired
                 | ErrorCode::TooManyHops
                 | ErrorCode::NotJoined
                 | ErrorCode::Stopped

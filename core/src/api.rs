@@ -215,6 +215,14 @@ pub enum RequestError {
         /// That node.
         node: String,
     },
+    /// The key's head (for a write) or tail (for a read) could not confirm with the
+    /// coordinator group that it still holds that role (a partition or a pause cut it
+    /// off); nothing was done. Retry: the ring either renews its lease or replaces it.
+    #[error("node {node} cannot confirm it still serves this key (its lease expired); nothing was done, retry")]
+    LeaseExpired {
+        /// That node.
+        node: String,
+    },
 }
 
 /// What a node answers to one request.

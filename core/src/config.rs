@@ -161,7 +161,37 @@ pub const HEARTBEAT_INTERVAL_MAX_NS: Time = 500_000_000;
 /// shorter one would mistake scheduling hiccups for crashes.
 pub const FAILURE_TIMEOUT_MIN_NS: Time = 100_000_000;
 
+/// The declared bound on how much the clock rates of two nodes may differ, in parts per
+/// thousand (a node's second lasts between 0.98 and 1.02 of another's). Leases are safe
+/// while it holds: the failure timeout exceeds the lease and the grant window together
+/// by more than this drift (see [`Timing::lease_ns`]).
+pub const CLOCK_DRIFT_PER_MILLE: u64 = 20;
+
 impl Timing {
+    /// How long a chain member may serve as a key's head or tail after it sent the
+    /// heartbeat whose answer granted its lease (half the failure timeout); 0 when failure
+    /// handling is off (no leases: nothing removes a member then).
+    ///
+    /// Why it is safe: the leader removes a member only after hearing nothing from it for
+    /// the failure timeout, and a leader grants leases only while it heard from a majority
+    /// of its group within [`Timing::lease_grant_window_ns`], so a deposed leader stops
+    /// granting within that window, before any new leader (elected by that majority, with
+    /// every member counted as just heard from) can remove anyone. Lease plus window is
+    /// 5/6 of the failure timeout, which leaves 1/6 for clock drift (far above
+    /// [`CLOCK_DRIFT_PER_MILLE`]).
+    pub fn lease_ns(&self) -> Time {
+        match self.heartbeat_interval_ns {
+            0 => 0,
+            _ => self.failure_timeout_ns / 2,
+        }
+    }
+
+    /// A leader grants leases only if a majority of its group's seats was heard from
+    /// within this time (a third of the failure timeout).
+    pub fn lease_grant_window_ns(&self) -> Time {
+        self.failure_timeout_ns / 3
+    }
+
     /// Defaults plus heartbeats, failure detection and anti-entropy, with the default
     /// failure timeout.
     pub fn with_failure_handling() -> Timing {

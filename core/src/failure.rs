@@ -23,6 +23,8 @@ pub(crate) struct FailureDetector {
     suspects: BTreeSet<Id>,
     /// Pinged peers that have not answered, with the time of the first unanswered ping.
     unanswered: BTreeMap<Id, Time>,
+    /// When this node last asked for a lease outside the heartbeat cycle.
+    lease_asked: Time,
 }
 
 impl FailureDetector {
@@ -61,14 +63,28 @@ impl FailureDetector {
     /// The heartbeat goes to the coordinator; when it has been silent for half the
     /// failure timeout, to every seat of the coordinator group, whose leader answers
     /// (and the others point at it).
-    fn heartbeat(&self, sh: &Shared, out: &mut Out) {
+    pub(crate) fn heartbeat(&self, sh: &Shared, out: &mut Out) {
         let heartbeat = Message::Heartbeat {
             term: sh.term,
             epoch: sh.view.epoch,
             preparing: sh.gaining.map(|g| g.epoch),
+            sent: out.now,
         };
-        let silent = out.now.saturating_sub(sh.coordinator_seen) > sh.timing.failure_timeout_ns / 2;
-        if silent && !sh.seats.is_empty() {
+        let silence = out.now.saturating_sub(sh.coordinator_seen);
+        if silence > sh.timing.failure_timeout_ns {
+            // Silent for the whole failure timeout: the lead may have moved, while this
+            // node was cut off, to a seat it does not know. Its neighbours know.
+            let neighbours = sh
+                .view
+                .succs
+                .first()
+                .into_iter()
+                .chain(sh.view.preds.first());
+            for n in neighbours.filter(|n| n.id != sh.me.id) {
+                out.send(n, heartbeat.clone());
+            }
+        }
+        if silence > sh.timing.failure_timeout_ns / 2 && !sh.seats.is_empty() {
             for seat in sh.seats.iter().filter(|s| s.id != sh.me.id) {
                 out.send(seat, heartbeat.clone());
             }
@@ -78,6 +94,16 @@ impl FailureDetector {
         }
         if *sh.coordinator != *sh.me.addr {
             out.send_addr(&sh.coordinator, heartbeat);
+        }
+    }
+
+    /// A chain member without a lease (it just joined, or it was cut off) asks for one
+    /// at once rather than at its next heartbeat, at most ten times per lease period.
+    pub(crate) fn ask_for_lease(&mut self, sh: &Shared, out: &mut Out) {
+        let lease = sh.timing.lease_ns();
+        if out.now.saturating_sub(self.lease_asked) >= lease / 10 || self.lease_asked == 0 {
+            self.lease_asked = out.now;
+            self.heartbeat(sh, out);
         }
     }
 

@@ -410,6 +410,7 @@ impl Membership {
                 term: sh.term,
                 epoch: sh.view.epoch,
                 preparing: None,
+                sent: out.now,
             };
             out.send_addr(&sh.coordinator, alive);
             return Ok(());

@@ -483,6 +483,10 @@ pub enum Message {
         /// Epoch of the view it is preparing, if any: the coordinator aborts one that
         /// no longer leads anywhere (its change was never decided).
         preparing: Option<u64>,
+        /// When the member sent it, on its own clock: a leader that grants a lease
+        /// echoes it, and the member's lease runs from this time.
+        #[serde(default)]
+        sent: u64,
     },
     /// The coordinator of `term` is `leader`: sent by a new leader to every member, in
     /// answer to heartbeats, and by other seats to point a member at the leader.
@@ -500,6 +504,10 @@ pub enum Message {
         /// among `seats` lost its seat.
         #[serde(default)]
         config_id: u32,
+        /// In answer to a heartbeat, when the leader grants a lease: the heartbeat's
+        /// `sent` time, echoed.
+        #[serde(default)]
+        lease_from: Option<u64>,
     },
     /// Member → the address it was started with as bootstrap, when that is not the
     /// coordinator: lets a restarted bootstrap find the ring it belongs to.

@@ -87,6 +87,9 @@ pub struct Node {
     handover: Handover,
     replication: Replication,
     failure: FailureDetector,
+    /// How late the timer being handled fired: a timer far behind its deadline shows
+    /// that the process was stopped (a pause) or starved.
+    timer_late: Time,
 }
 
 impl Node {
@@ -121,6 +124,7 @@ impl Node {
             store: Store::new(),
             gaining: None,
             forward_to: None,
+            lease_until: 0,
         };
         let mut node = Node {
             out: Out::new(me, ChaCha8Rng::seed_from_u64(config.seed)),
@@ -131,6 +135,7 @@ impl Node {
             handover: Handover::default(),
             replication: Replication::default(),
             failure: FailureDetector::default(),
+            timer_late: 0,
         };
         if is_bootstrap && !recovering {
             node.found_ring();
@@ -149,6 +154,7 @@ impl Node {
         out: &mut Vec<Output>,
     ) -> Result<(), Rejected> {
         self.out.now = now;
+        self.keep_lease();
         let result = match input {
             Input::Request { id, request } => {
                 self.on_request(id, request);
@@ -173,10 +179,13 @@ impl Node {
     /// harmless (nothing is due).
     pub fn handle_timeout(&mut self, now: Time, out: &mut Vec<Output>) {
         self.out.now = now;
+        self.keep_lease();
         for _ in 0..TIMERS_PER_CALL_MAX {
+            let due = self.out.next_timeout().unwrap_or(now);
             let Some(timer) = self.out.pop_due(now) else {
                 break;
             };
+            self.timer_late = now.saturating_sub(due);
             self.on_timer(timer);
             self.deliver_local();
         }
@@ -189,6 +198,27 @@ impl Node {
     pub fn start(&mut self, now: Time, out: &mut Vec<Output>) {
         self.out.now = now;
         self.finish_input(out);
+    }
+
+    /// Before each input: a leader that may grant leases holds one itself; a chain member
+    /// whose lease ran out asks the leader for one.
+    fn keep_lease(&mut self) {
+        let (sh, out) = (&mut self.shared, &mut self.out);
+        if sh.timing.lease_ns() == 0
+            || sh.config.consistency != Consistency::Chain
+            || !sh.is_member()
+        {
+            return;
+        }
+        let now = out.now;
+        if let Some(c) = &self.coordination {
+            if c.may_grant_leases(sh, now) {
+                return sh.renew_lease(now, now);
+            }
+        }
+        if now >= sh.lease_until && *sh.coordinator != *sh.me.addr {
+            self.failure.ask_for_lease(sh, out);
+        }
     }
 
     // ----- getters -----
@@ -531,7 +561,7 @@ impl Node {
                 seats,
                 ring_id,
                 config_id,
-                ..
+                lease_from,
             } => {
                 let unseated = !seats.iter().any(|s| s.id == sh.me.id);
                 let stale = self
@@ -542,7 +572,13 @@ impl Node {
                     // A seat of an older configuration that never learned it was replaced.
                     self.coordination = None;
                 }
+                let granted = lease_from.filter(|_| from.id == leader.id);
                 m.on_leader(sh, out, &from, term, leader, seats, ring_id);
+                if let Some(sent) = granted {
+                    if sh.term == term && *sh.coordinator == *from.addr {
+                        sh.renew_lease(sent, out.now);
+                    }
+                }
                 Ok(())
             }
             Message::Hello(_) => Ok(()),
@@ -630,9 +666,26 @@ impl Node {
                 routing::on_overlay_walk(sh, out, origin, nodes);
                 Ok(())
             }
-            Message::Heartbeat { preparing, .. } => match &mut self.coordination {
+            Message::Heartbeat {
+                preparing, sent, ..
+            } => match &mut self.coordination {
                 Some(c) => {
-                    c.on_heartbeat(sh, out, &from, preparing);
+                    c.on_heartbeat(sh, out, &from, preparing, sent);
+                    Ok(())
+                }
+                None if sh.is_member() && sh.term > 0 => {
+                    // A node cut off while the lead moved asks its neighbours: point it at
+                    // the leader this member follows.
+                    let leader = NodeRef::new(&sh.coordinator);
+                    let relay = Message::Leader {
+                        term: sh.term,
+                        leader,
+                        seats: sh.seats.clone(),
+                        ring_id: sh.ring_id,
+                        config_id: 0,
+                        lease_from: None,
+                    };
+                    out.send(&from, relay);
                     Ok(())
                 }
                 None => Err(Rejected::not_coordinator("heartbeat", &from)),
@@ -822,7 +875,10 @@ impl Node {
                 self.after_coordination(outcome.unwrap_or(Outcome::Stay));
             }
             Timer::Recover => {
-                if self.shared.recovering {
+                // Fired late, the wait shows nothing: this process was stopped, and what
+                // members sent meanwhile is still to be read. Wait again.
+                let late = self.timer_late > self.shared.timing.heartbeat_interval_ns;
+                if self.shared.recovering && !late {
                     // No member told this bootstrap of a ring: found a new one.
                     self.shared.recovering = false;
                     self.found_ring();

@@ -94,6 +94,12 @@ impl Replication {
                 return;
             }
         }
+        // After the duplicate check: a refusal of a duplicate must not answer for a first
+        // copy that was applied.
+        if !sh.holds_lease(out.now) {
+            let node = sh.addr();
+            return out.respond(origin, Err(RequestError::LeaseExpired { node }));
+        }
         let existed = sh.store.value(&key).is_some();
         let entry = Entry {
             value,
@@ -292,6 +298,9 @@ pub(crate) fn answer_read(
     let node = sh.addr();
     if !sh.is_member() {
         return out.respond(origin, Err(RequestError::RouteBroken { node }));
+    }
+    if !sh.holds_lease(out.now) {
+        return out.respond(origin, Err(RequestError::LeaseExpired { node }));
     }
     let reply = match sh.store.value(key) {
         Some(value) => Response::Found {

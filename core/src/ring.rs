@@ -1,7 +1,7 @@
 //! A whole ring's membership in id order: the bootstrap's authoritative list, and the
 //! oracle tests use for placement.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound::{Excluded, Included, Unbounded};
 
 use serde::{Deserialize, Serialize};
@@ -70,6 +70,35 @@ impl Ring {
     /// Members in id order.
     pub fn iter(&self) -> impl Iterator<Item = &NodeRef> {
         self.members.values()
+    }
+
+    /// The ids of `marked` that lie in a run of at least `len` members in a row (ring
+    /// order, wrapping round) that are all marked. With `len` = `min(k, N)`, such a run
+    /// holds every replica of the keys between its members.
+    pub fn runs_of(&self, marked: &BTreeSet<Id>, len: usize) -> BTreeSet<Id> {
+        let ids: Vec<Id> = self.members.keys().copied().collect();
+        let mut found = BTreeSet::new();
+        let Some(start) = ids.iter().position(|id| !marked.contains(id)) else {
+            // Every member is marked: one run round the whole ring.
+            if len <= ids.len() {
+                found.extend(ids.iter().copied());
+            }
+            return found;
+        };
+        let mut run: Vec<Id> = Vec::new();
+        // From just after an unmarked member round to it again, so no run is split.
+        for i in 1..=ids.len() {
+            let id = ids[(start + i) % ids.len()];
+            if marked.contains(&id) {
+                run.push(id);
+                continue;
+            }
+            if run.len() >= len.max(1) {
+                found.extend(run.iter().copied());
+            }
+            run.clear();
+        }
+        found
     }
 
     /// The first member at or after `id` (clockwise): the node responsible for `id`.
@@ -204,6 +233,46 @@ mod tests {
             ring.insert(NodeRef::new(&format!("10.0.0.{i}:5000")));
         }
         ring
+    }
+
+    #[test]
+    fn runs_of_finds_marked_runs_round_the_ring() {
+        let ring = ring_of(8);
+        let ids: Vec<Id> = ring.iter().map(|n| n.id).collect();
+        let marked = |idx: &[usize]| idx.iter().map(|&i| ids[i]).collect::<BTreeSet<Id>>();
+        // 6, 7, 0 form a run across the wrap; 3 stands alone.
+        let m = marked(&[0, 3, 6, 7]);
+        assert_eq!(ring.runs_of(&m, 3), marked(&[0, 6, 7]));
+        assert_eq!(ring.runs_of(&m, 1), m);
+        assert_eq!(ring.runs_of(&m, 4), BTreeSet::new());
+        assert_eq!(ring.runs_of(&marked(&[]), 1), BTreeSet::new());
+        let all = marked(&[0, 1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(ring.runs_of(&all, 3), all);
+    }
+
+    proptest! {
+        /// A marked member is reported exactly when the run of marked members around it
+        /// (walking both ways in ring order) is at least `len` long.
+        #[test]
+        fn runs_of_matches_a_walk(n in 1usize..12, mask in 0u32..4096, len in 1usize..5) {
+            let ring = ring_of(n);
+            let ids: Vec<Id> = ring.iter().map(|n| n.id).collect();
+            let marked: BTreeSet<Id> =
+                (0..n).filter(|i| mask & (1 << i) != 0).map(|i| ids[i]).collect();
+            let found = ring.runs_of(&marked, len);
+            for i in 0..n {
+                if !marked.contains(&ids[i]) {
+                    prop_assert!(!found.contains(&ids[i]));
+                    continue;
+                }
+                let mut run = 1;
+                while run < n && marked.contains(&ids[(i + run) % n]) { run += 1; }
+                let mut back = 1;
+                while run + back - 1 < n && marked.contains(&ids[(i + n - back) % n]) { back += 1; }
+                let total = (run + back - 1).min(n);
+                prop_assert_eq!(found.contains(&ids[i]), total >= len, "member {} run {}", i, total);
+            }
+        }
     }
 
     #[test]

@@ -118,12 +118,31 @@ pub(crate) struct Shared {
     pub(crate) gaining: Option<Gaining>,
     /// After departing: where to pass lookups that still arrive through stale fingers.
     pub(crate) forward_to: Option<NodeRef>,
+    /// Until when (this node's clock) it may serve chain writes as a head and reads as a
+    /// tail: renewed by the leader's answers to heartbeats (see [`Timing::lease_ns`]).
+    pub(crate) lease_until: crate::Time,
 }
 
 impl Shared {
     /// Whether the node is a ring member (active or departing).
     pub(crate) fn is_member(&self) -> bool {
         matches!(self.phase, Phase::Active | Phase::Departing)
+    }
+
+    /// Whether this node may serve chain writes as a head and reads as a tail at `now`:
+    /// it holds a lease, or leases do not apply (eventual consistency, or no failure
+    /// handling, where nothing removes a member).
+    pub(crate) fn holds_lease(&self, now: crate::Time) -> bool {
+        self.config.consistency != crate::config::Consistency::Chain
+            || self.timing.lease_ns() == 0
+            || now < self.lease_until
+    }
+
+    /// The leader answered a heartbeat this node sent at `sent` with a lease.
+    pub(crate) fn renew_lease(&mut self, sent: crate::Time, now: crate::Time) {
+        if sent <= now {
+            self.lease_until = self.lease_until.max(sent + self.timing.lease_ns());
+        }
     }
 
     /// Keys this node must hold under its installed view.

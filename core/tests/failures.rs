@@ -286,3 +286,45 @@ fn random_crashes_and_restarts_lose_no_acknowledged_write() {
         }
     }
 }
+
+/// A chain member cut off from the coordinator (a partition, or its process paused)
+/// stops serving once its lease runs out, and serves again as soon as a heartbeat renews
+/// it; it is not removed while it was away for less than the failure timeout.
+#[test]
+fn a_member_cut_off_past_its_lease_refuses_then_renews() {
+    let timing = Timing::with_failure_handling();
+    let config = cluster(1, Consistency::Chain, Routing::Finger);
+    let mut pump = ring_with_failure_handling(config, 3);
+    pump.run_for(SECOND);
+    let away = addr(2);
+    let key = (0..1000)
+        .map(|i| format!("key-{i}"))
+        .find(|k| pump.nodes[&away].is_primary(ringkv_core::Id::of_key(k)))
+        .expect("some key has node 2 as its only replica");
+    let insert = Request::Insert {
+        key: key.clone(),
+        value: "v".into(),
+    };
+    assert!(matches!(
+        pump.call(&away, insert),
+        Ok(Response::Inserted { .. })
+    ));
+    // Cut off for longer than the lease, shorter than the failure timeout.
+    let node = pump.nodes.remove(&away).expect("node 2");
+    let gap = timing.lease_ns() + SECOND / 4;
+    assert!(gap < timing.failure_timeout_ns);
+    pump.run_for(gap);
+    pump.nodes.insert(away.clone(), node);
+    let id = pump.submit(&away, Request::Query { key: key.clone() });
+    match pump.take_reply(&away, id) {
+        Some(Err(ringkv_core::RequestError::LeaseExpired { node })) => assert_eq!(node, away),
+        other => panic!("a read at a tail without a lease: {other:?}"),
+    }
+    // Its request for a lease went out with that input; once answered, it serves again.
+    pump.drive();
+    match pump.call(&away, Request::Query { key }) {
+        Ok(Response::Found { value, .. }) => assert_eq!(value, "v"),
+        other => panic!("after the lease was renewed: {other:?}"),
+    }
+    assert!(pump.nodes[&away].is_member());
+}

@@ -44,6 +44,8 @@ pub fn profiles() -> [Profile; 2] {
         depart_rate: 0.0,
         partition_rate: 0.0,
         partition_ns: 100_000_000,
+        pause_rate: 0.0,
+        pause_ns: 0,
         horizon_ns: 300_000_000,
     };
     [

@@ -261,7 +261,8 @@ pub fn request_error_status(err: &RequestError) -> StatusCode {
         | RequestError::JoinRefused { .. } => StatusCode::CONFLICT,
         RequestError::Overloaded { .. }
         | RequestError::TooManyHops { .. }
-        | RequestError::RouteBroken { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        | RequestError::RouteBroken { .. }
+        | RequestError::LeaseExpired { .. } => StatusCode::SERVICE_UNAVAILABLE,
         RequestError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
     }
 }

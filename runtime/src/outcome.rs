@@ -15,7 +15,7 @@
 //! | no connection, bad URL ([`ClientError::not_delivered`]) | `fail` | `fail` |
 //! | broken exchange, client timeout | `info` | `fail` |
 //! | any other 4xx (refused; nothing changed) | `fail` | `fail` |
-//! | 503 `overloaded`, `busy`, `too_many_connections` (nothing was done) | `fail` | `fail` |
+//! | 503 `overloaded`, `busy`, `too_many_connections`, `lease_expired` (nothing was done) | `fail` | `fail` |
 //! | 503 `stopped`, `route_broken`, `too_many_hops`; 504 `timeout`; any other 5xx | `info` | `fail` |
 //!
 //! A query never changes anything, so a query without an `ok` answer is `fail` whatever
@@ -70,6 +70,9 @@ pub enum ErrorCode {
     Stopped,
     /// 503: a node on the route left the ring.
     RouteBroken,
+    /// 503: the key's head or tail could not confirm it still serves the key; nothing
+    /// was done.
+    LeaseExpired,
     /// 503: the request was forwarded too often.
     TooManyHops,
     /// 504: no answer within the node's request timeout.
@@ -80,7 +83,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code a node can send, in the order of `docs/http-api.md`.
-    pub const KNOWN: [ErrorCode; 14] = [
+    pub const KNOWN: [ErrorCode; 15] = [
         ErrorCode::EmptyKey,
         ErrorCode::KeyTooLarge,
         ErrorCode::ValueTooLarge,
@@ -93,6 +96,7 @@ impl ErrorCode {
         ErrorCode::TooManyConnections,
         ErrorCode::Stopped,
         ErrorCode::RouteBroken,
+        ErrorCode::LeaseExpired,
         ErrorCode::TooManyHops,
         ErrorCode::Timeout,
     ];
@@ -112,6 +116,7 @@ impl ErrorCode {
             ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::Stopped => "stopped",
             ErrorCode::RouteBroken => "route_broken",
+            ErrorCode::LeaseExpired => "lease_expired",
             ErrorCode::TooManyHops => "too_many_hops",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Other(code) => code,
@@ -147,7 +152,8 @@ impl ErrorCode {
             | ErrorCode::JoinRefused
             | ErrorCode::Overloaded
             | ErrorCode::Busy
-            | ErrorCode::TooManyConnections => true,
+            | ErrorCode::TooManyConnections
+            | ErrorCode::LeaseExpired => true,
             ErrorCode::Stopped
             | ErrorCode::RouteBroken
             | ErrorCode::TooManyHops
@@ -309,6 +315,7 @@ mod tests {
             RequestError::Timeout { timeout_ms: 10 },
             RequestError::TooManyHops { hops: 40 },
             RequestError::RouteBroken { node: "n".into() },
+            RequestError::LeaseExpired { node: "n".into() },
         ];
         for err in &all {
             match err {
@@ -322,7 +329,8 @@ mod tests {
                 | RequestError::Overloaded { .. }
                 | RequestError::Timeout { .. }
                 | RequestError::TooManyHops { .. }
-                | RequestError::RouteBroken { .. } => {}
+                | RequestError::RouteBroken { .. }
+                | RequestError::LeaseExpired { .. } => {}
             }
         }
         all
@@ -361,6 +369,7 @@ mod tests {
                     | RequestError::BootstrapCannotDepart { .. }
                     | RequestError::JoinRefused { .. }
                     | RequestError::Overloaded { .. }
+                    | RequestError::LeaseExpired { .. }
             );
             for op in OPS {
                 let o = outcome(op, answer_to(err.clone()));

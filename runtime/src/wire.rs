@@ -246,6 +246,7 @@ mod tests {
                 term: 2,
                 epoch: 1 << 33,
                 preparing: Some(3),
+                sent: 5,
             },
             Message::Ping,
             Message::JoinRequest {

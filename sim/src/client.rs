@@ -102,7 +102,8 @@ pub fn classify(op: &Op, reply: &Reply) -> Outcome {
                 | RequestError::AlreadyJoined
                 | RequestError::BootstrapCannotDepart { .. }
                 | RequestError::JoinRefused { .. }
-                | RequestError::Overloaded { .. } => Outcome::Fail(why),
+                | RequestError::Overloaded { .. }
+                | RequestError::LeaseExpired { .. } => Outcome::Fail(why),
                 // `Timeout`, and any error added to the core later: unknown outcome.
                 _ => Outcome::Info(why),
             }

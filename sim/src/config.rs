@@ -54,6 +54,10 @@ pub struct SimConfig {
     /// The failure timeout when failure handling is on (`Timing::with_failure_timeout`;
     /// heartbeats follow from it); `None` for the core's default.
     pub failure_timeout_ns: Option<u64>,
+    /// Each node's clock runs at a rate drawn from the seed within this many parts per
+    /// thousand of true time (0: every clock exact). Leases hold while it stays within
+    /// `ringkv_core::config::CLOCK_DRIFT_PER_MILLE`.
+    pub clock_drift_per_mille: u64,
     /// After the last client operation, keep running the nodes' background work
     /// (heartbeats, anti-entropy) for this long before the invariants are checked.
     /// `None`: 0 without failure handling, else the failure timeout plus two
@@ -91,6 +95,7 @@ impl Default for SimConfig {
             think_ns: 0,
             failure_handling: false,
             failure_timeout_ns: None,
+            clock_drift_per_mille: 0,
             settle_ns: None,
             events_max: 2_000_000_000,
             time_max_ns: 3_600_000_000_000,
@@ -220,6 +225,9 @@ impl SimConfig {
         if let Some(ns) = self.failure_timeout_ns {
             args.push(format!("--failure-timeout {}", Dur(ns)));
         }
+        if self.clock_drift_per_mille > 0 {
+            args.push(format!("--clock-drift {}", self.clock_drift_per_mille));
+        }
         if let Some(ns) = self.settle_ns {
             args.push(format!("--settle {}", Dur(ns)));
         }
@@ -258,7 +266,18 @@ fn random_fault_args(r: &RandomFaults) -> String {
         r.partition_rate,
         Dur(r.partition_ns),
         Dur(r.horizon_ns)
-    )
+    ) + &pause_args(r)
+}
+
+fn pause_args(r: &RandomFaults) -> String {
+    match r.pause_rate > 0.0 {
+        true => format!(
+            " --pause-rate {} --pause-duration {}",
+            r.pause_rate,
+            Dur(r.pause_ns)
+        ),
+        false => String::new(),
+    }
 }
 
 /// Quote `s` for a POSIX shell if it needs it.

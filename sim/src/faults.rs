@@ -42,6 +42,15 @@ pub enum FaultKind {
         /// How long.
         duration_ns: u64,
     },
+    /// The node's process stops for `duration_ns` (`kill -STOP`, a long GC pause, a
+    /// frozen VM), then goes on where it was: what arrived meanwhile is handled then,
+    /// and its timers fire late. Its clock runs on meanwhile.
+    Pause {
+        /// The node.
+        node: u32,
+        /// How long.
+        duration_ns: u64,
+    },
 }
 
 /// A fault at a time.
@@ -59,7 +68,8 @@ impl FromStr for Fault {
     /// `crash:3@500ms`, `restart:3@1s`, `join@200ms`, `depart:4@1s`,
     /// `partition:1,2,5-7@1s..3s`.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let usage = "use crash:N@T, restart:N@T, join@T, depart:N@T or partition:N,M-P@T1..T2";
+        let usage = "use crash:N@T, restart:N@T, join@T, depart:N@T, pause:N@T1..T2 or \
+                     partition:N,M-P@T1..T2";
         let (what, when) = text
             .split_once('@')
             .ok_or_else(|| ParseError(format!("fault '{text}': {usage}")))?;
@@ -73,15 +83,22 @@ impl FromStr for Fault {
             a.parse()
                 .map_err(|_| ParseError(format!("fault '{text}': '{a}' is not a node number")))
         };
-        if kind == "partition" {
+        if kind == "partition" || kind == "pause" {
             let (from, to) = when
                 .split_once("..")
-                .ok_or_else(|| ParseError(format!("fault '{text}': partition needs FROM..TO")))?;
+                .ok_or_else(|| ParseError(format!("fault '{text}': {kind} needs FROM..TO")))?;
             let (at_ns, to_ns) = (parse_duration_ns(from)?, parse_duration_ns(to)?);
             if to_ns <= at_ns {
                 return Err(ParseError(format!(
-                    "fault '{text}': the partition must end after it starts"
+                    "fault '{text}': the {kind} must end after it starts"
                 )));
+            }
+            if kind == "pause" {
+                let kind = FaultKind::Pause {
+                    node: node()?,
+                    duration_ns: to_ns - at_ns,
+                };
+                return Ok(Fault { at_ns, kind });
             }
             let nodes = parse_node_list(arg.unwrap_or(""))
                 .map_err(|e| ParseError(format!("fault '{text}': {e}")))?;
@@ -147,6 +164,9 @@ impl fmt::Display for Fault {
                     Dur(self.at_ns + duration_ns)
                 )
             }
+            FaultKind::Pause { node, duration_ns } => {
+                write!(f, "pause:{node}@{at}..{}", Dur(self.at_ns + duration_ns))
+            }
         }
     }
 }
@@ -168,6 +188,10 @@ pub struct RandomFaults {
     pub partition_rate: f64,
     /// How long each partition lasts.
     pub partition_ns: u64,
+    /// Process pauses per second (any node, the bootstrap included).
+    pub pause_rate: f64,
+    /// How long each pause lasts.
+    pub pause_ns: u64,
     /// Faults are drawn over `[0, horizon_ns)`.
     pub horizon_ns: u64,
 }
@@ -181,6 +205,8 @@ impl Default for RandomFaults {
             depart_rate: 2.0,
             partition_rate: 1.0,
             partition_ns: 100_000_000,
+            pause_rate: 0.0,
+            pause_ns: 4_000_000_000,
             horizon_ns: 1_000_000_000,
         }
     }
@@ -285,6 +311,19 @@ impl RandomFaults {
                 });
             }
         }
+        // Drawn last, so schedules without pauses are what they were before pauses existed.
+        if nodes > 0 {
+            for at_ns in times(self.pause_rate, rng) {
+                let node = rng.gen_range(0..nodes);
+                faults.push(Fault {
+                    at_ns,
+                    kind: FaultKind::Pause {
+                        node,
+                        duration_ns: self.pause_ns,
+                    },
+                });
+            }
+        }
         // Stable: faults drawn at the same time keep their drawing order.
         faults.sort_by_key(|f| f.at_ns);
         faults
@@ -317,6 +356,7 @@ mod tests {
             "join@200ms",
             "depart:4@1s",
             "partition:1,2,5@1s..3s",
+            "pause:2@1s..5s",
         ] {
             let f: Fault = spec.parse().unwrap();
             assert_eq!(f.to_string(), spec);

@@ -113,6 +113,9 @@ pub struct Summary {
     pub departs: u64,
     /// Partitions applied.
     pub partitions: u64,
+    /// Process pauses applied.
+    #[serde(default)]
+    pub pauses: u64,
     /// Scheduled faults that did not apply (node already down, unknown node, …).
     pub faults_skipped: u64,
     /// Join or depart requests that ended in an error or a timeout.
@@ -340,6 +343,9 @@ impl fmt::Display for Summary {
             "partitions / skipped",
             format!("{} / {}", self.partitions, self.faults_skipped),
         )?;
+        if self.pauses > 0 {
+            row(f, "pauses", self.pauses.to_string())?;
+        }
         row(
             f,
             "rejoin refused / membership fail",

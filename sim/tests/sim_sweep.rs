@@ -4,6 +4,9 @@
 //! for linearizability (chain), lost acknowledged writes (a final read of every key),
 //! convergence and the quiescence invariants.
 //!
+//! Clock rates differ by up to the declared bound, as in `dht sim sweep`. Partitions and
+//! pauses longer than the failure timeout are swept in `sim_leases.rs`.
+//!
 //! The CI sweep is a few hundred seeds; the campaigns (10,000 seeds, release build) are
 //!
 //! ```text
@@ -34,6 +37,7 @@ fn declared_model() -> SimConfig {
         }),
         max_down: Some(2),
         failure_handling: true,
+        clock_drift_per_mille: ringkv_core::config::CLOCK_DRIFT_PER_MILLE,
         ..SimConfig::default()
     }
 }

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::message::{Message, NodeRef};
 use crate::out::Out;
+use crate::Time;
 
 use super::directory::{decode_seats, encode_seats, Decision, Directory, Seat};
 
@@ -82,6 +83,9 @@ pub(crate) struct Group {
     /// message overtaken by a later one is dropped here, turning reordering into loss.
     sent_seq: BTreeMap<u64, u64>,
     recv_seq: BTreeMap<u64, u64>,
+    /// When each other seat of this configuration was last heard from (by pid): a
+    /// leader grants leases only while a majority of the group hears it.
+    heard: BTreeMap<u64, Time>,
     outgoing: Vec<PaxosMessage<Decision>>,
 }
 
@@ -113,6 +117,7 @@ impl Group {
             led_ticks: 0,
             sent_seq: BTreeMap::new(),
             recv_seq: BTreeMap::new(),
+            heard: BTreeMap::new(),
             outgoing: Vec::new(),
         };
         group.start_instance(lead);
@@ -126,6 +131,7 @@ impl Group {
         self.led_ticks = 0;
         self.sent_seq.clear();
         self.recv_seq.clear();
+        self.heard.clear();
         self.instance = None;
         if self.dir.is_solo() {
             return;
@@ -264,11 +270,30 @@ impl Group {
             return Vec::new();
         }
         *last = consensus.seq;
+        self.heard.insert(from, out.now);
         let Some(op) = &mut self.instance else {
             return Vec::new();
         };
         op.handle_incoming(consensus.msg);
         self.poll(out)
+    }
+
+    /// The latest time by which a majority of the seats (this one counted, as of `now`)
+    /// had been heard from; `None` if a majority never was.
+    pub(crate) fn majority_heard_since(&self, now: Time) -> Option<Time> {
+        let others_needed = self.dir.seats.len() / 2;
+        if others_needed == 0 || self.instance.is_none() {
+            return Some(now);
+        }
+        let me = self.my_pid();
+        let mut times: Vec<Time> = self
+            .heard
+            .iter()
+            .filter(|(pid, _)| **pid != me)
+            .map(|(_, t)| *t)
+            .collect();
+        times.sort_unstable_by(|a, b| b.cmp(a));
+        times.get(others_needed - 1).copied()
     }
 
     /// The group timer: advance omnipaxos' clocks, and re-prepare seats that lag.

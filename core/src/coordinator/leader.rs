@@ -141,7 +141,12 @@ impl Leader {
     /// node (the group only changed seats).
     pub(crate) fn inherit(&mut self, earlier: Leader) {
         self.queue = earlier.queue;
-        self.last_seen.extend(earlier.last_seen);
+        // The later of the two: a member's lease may run from a heartbeat answered in
+        // between, so an earlier sighting must not make it look silent sooner.
+        for (id, seen) in earlier.last_seen {
+            let t = self.last_seen.entry(id).or_insert(seen);
+            *t = (*t).max(seen);
+        }
         self.requested = earlier.requested;
     }
 
@@ -391,7 +396,7 @@ impl Leader {
         for node in dir.ring.iter().filter(|n| n.id != sh.me.id) {
             self.last_seen.entry(node.id).or_insert(now);
         }
-        for node in self.silent(dir, now, sh) {
+        for node in self.removable(dir, now, sh) {
             let change = Change::Remove(node);
             if !self.is_known(&change) {
                 self.queue.push_back((change, 0));
@@ -601,6 +606,13 @@ impl Leader {
         let Some((change, attempt)) = self.queue.pop_front() else {
             return out.cancel_timer(Timer::Membership);
         };
+        if let Change::Remove(n) = &change {
+            if self.kept_silent(dir, out.now, sh, n.id).contains(&n.id) {
+                // Part of a silent run that holds whole replica sets: kept (see
+                // `kept_silent`); the failure check queues it again if that changes.
+                return self.start_next(dir, sh, out);
+            }
+        }
         if let Change::Join(n) = &change {
             if dir.ring.contains(n.id) && n.id != sh.me.id {
                 // Its old incarnation is still listed (its removal was retried behind
@@ -646,9 +658,13 @@ impl Leader {
         // whose removal is queued (restarted nodes).
         let gone = match change {
             Change::Remove(_) => {
+                let kept = self.kept_silent(dir, out.now, sh, change.node().id);
                 let mut gone = self.silent(dir, out.now, sh);
+                gone.retain(|n| !kept.contains(&n.id));
                 gone.extend(self.queue.iter().filter_map(|(q, _)| match q {
-                    Change::Remove(n) if dir.ring.contains(n.id) => Some(n.clone()),
+                    Change::Remove(n) if dir.ring.contains(n.id) && !kept.contains(&n.id) => {
+                        Some(n.clone())
+                    }
                     _ => None,
                 }));
                 gone
@@ -848,6 +864,44 @@ impl Leader {
         self.last_seen
             .get(&id)
             .is_some_and(|seen| now.saturating_sub(*seen) > sh.timing.failure_timeout_ns)
+    }
+
+    /// Silent members to remove: all but those in [`Leader::kept_silent`].
+    fn removable(&self, dir: &Directory, now: Time, sh: &Shared) -> Vec<NodeRef> {
+        let removing = match self.current.as_ref().map(|op| &op.change) {
+            Some(Change::Remove(n)) => n.id,
+            _ => sh.me.id,
+        };
+        let kept = self.kept_silent(dir, now, sh, removing);
+        let mut silent = self.silent(dir, now, sh);
+        silent.retain(|n| !kept.contains(&n.id));
+        silent
+    }
+
+    /// Members that are not removed although silent or queued for removal: those in a
+    /// run of `min(k, N)` members in a row that are all silent or queued for removal.
+    /// Such a run holds every copy of the keys between its members; they may be alive
+    /// behind a partition or paused, and removing them would hand their keys to nodes
+    /// that cannot fetch them, losing every write acknowledged there. Those keys stay
+    /// unavailable until a member of the run answers. A member that restarted (its new
+    /// incarnation asks to join) lost what it held and is not kept. `removing` is the
+    /// member whose removal is being started (out of the queue by then).
+    fn kept_silent(&self, dir: &Directory, now: Time, sh: &Shared, removing: Id) -> BTreeSet<Id> {
+        let mut gone: BTreeSet<Id> = self.silent(dir, now, sh).iter().map(|n| n.id).collect();
+        if removing != sh.me.id && dir.ring.contains(removing) {
+            gone.insert(removing);
+        }
+        gone.extend(self.queue.iter().filter_map(|(q, _)| match q {
+            Change::Remove(n) if dir.ring.contains(n.id) => Some(n.id),
+            _ => None,
+        }));
+        if gone.is_empty() {
+            return gone;
+        }
+        let run = sh.config.k.min(dir.ring.len());
+        let mut kept = dir.ring.runs_of(&gone, run);
+        kept.retain(|id| !self.is_joining(*id));
+        kept
     }
 
     /// Members other than the leader not heard from within the failure timeout.

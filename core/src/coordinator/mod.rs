@@ -146,30 +146,45 @@ impl Coordination {
         out: &mut Out,
         from: &NodeRef,
         preparing: Option<u64>,
+        sent: Time,
     ) {
         let dir = self.group.dir();
         match &self.leader {
             Some(leader) => {
                 leader.on_heartbeat(dir, out, from, preparing);
-                out.send(from, self.announcement(sh, leader.term(), sh.me.clone()));
+                let lease = self.may_grant_leases(sh, out.now).then_some(sent);
+                out.send(from, self.announcement(leader.term(), sh.me.clone(), lease));
             }
             None => {
                 if let Some(l) = self.group.leader().cloned() {
                     if l.id != sh.me.id {
-                        out.send(from, self.announcement(sh, dir.term, l));
+                        out.send(from, self.announcement(dir.term, l, None));
                     }
                 }
             }
         }
     }
 
-    fn announcement(&self, _sh: &Shared, term: u64, leader: NodeRef) -> Message {
+    /// Whether this seat leads and heard from a majority of its group recently enough to
+    /// grant leases (see [`crate::Timing::lease_ns`]): a leader cut off from its group
+    /// stops granting before any other seat can be elected and remove a member.
+    pub(crate) fn may_grant_leases(&self, sh: &Shared, now: Time) -> bool {
+        let window = sh.timing.lease_grant_window_ns();
+        self.leader.is_some()
+            && self
+                .group
+                .majority_heard_since(now)
+                .is_some_and(|t| now.saturating_sub(t) < window)
+    }
+
+    fn announcement(&self, term: u64, leader: NodeRef, lease_from: Option<Time>) -> Message {
         Message::Leader {
             term,
             leader,
             seats: self.seat_nodes(),
             ring_id: self.group.dir().ring_id,
             config_id: self.group.dir().config_id,
+            lease_from,
         }
     }
 
@@ -201,7 +216,7 @@ impl Coordination {
             // A seat of an older configuration that missed its end: tell it who leads now
             // (it gives up its seat when it is not among the new ones).
             if let Some(leader) = self.group.leader().cloned() {
-                out.send(from, self.announcement(sh, self.group.dir().term, leader));
+                out.send(from, self.announcement(self.group.dir().term, leader, None));
             }
             return Outcome::Stay;
         }
@@ -386,7 +401,7 @@ impl Coordination {
         if let Some(earlier) = self.parked.take() {
             leader.inherit(earlier);
         }
-        let announcement = self.announcement(sh, dir.term, sh.me.clone());
+        let announcement = self.announcement(dir.term, sh.me.clone(), None);
         for member in dir.ring.iter().filter(|n| n.id != sh.me.id) {
             out.send(member, announcement.clone());
         }

@@ -178,6 +178,7 @@ impl Simulation {
             joins: c.joins,
             departs: c.departs,
             partitions: c.partitions,
+            pauses: c.pauses,
             faults_skipped: c.faults_skipped,
             membership_failures: c.membership_failures,
             setup_failures: c.setup_failures,

@@ -37,6 +37,31 @@ pub(super) struct SimNode {
     pub(super) clients: Vec<u32>,
     /// The join or depart the simulator asked of this node, if unanswered.
     pub(super) membership: Option<Membership>,
+    /// While the node's process is paused (a `pause` fault): until when. Its inputs wait
+    /// until then, and its timers fire then.
+    pub(super) paused_until: u64,
+    /// Counts the node's crashes: inputs held for a paused process are dropped if it
+    /// crashed meanwhile.
+    pub(super) life: u32,
+    /// How fast its clock runs, in millionths of true time.
+    pub(super) rate_ppm: u64,
+}
+
+impl SimNode {
+    /// The node's clock at true (virtual) time `t`.
+    fn local(&self, t: u64) -> u64 {
+        (u128::from(t) * u128::from(self.rate_ppm) / 1_000_000) as u64
+    }
+
+    /// The earliest true time at which the node's clock reads `local` or later.
+    fn global(&self, local: u64) -> u64 {
+        let t = (u128::from(local) * 1_000_000).div_ceil(u128::from(self.rate_ppm));
+        u64::try_from(t).unwrap_or(u64::MAX)
+    }
+
+    fn paused(&self, now: u64) -> bool {
+        self.paused_until > now
+    }
 }
 
 /// Every simulated node, and how to reach it by address.
@@ -118,6 +143,7 @@ impl Simulation {
         self.hosts
             .index
             .insert(Arc::from(config.addr.as_str()), i as u32);
+        let rate_ppm = clock_rate_ppm(self.config.seed, i, self.config.clock_drift_per_mille);
         self.hosts.nodes.push(SimNode {
             node: Node::new(config),
             up: true,
@@ -125,12 +151,51 @@ impl Simulation {
             waiting: false,
             clients: Vec::new(),
             membership: None,
+            paused_until: 0,
+            life: 0,
+            rate_ppm,
         });
     }
 
     /// Feed `input` to node `n` and carry out what it asks.
     pub(super) fn handle(&mut self, n: u32, input: Input) {
+        let node = &self.hosts.nodes[n as usize];
+        if node.paused(self.now) {
+            let (at, life) = (node.paused_until, node.life);
+            self.queued_other += 1;
+            let input = Box::new(input);
+            self.queue.push(
+                at,
+                Event::Held {
+                    node: n,
+                    life,
+                    input,
+                },
+            );
+            return;
+        }
         self.step(n, Some(input));
+    }
+
+    /// An input held while node `n` was paused, now due.
+    pub(super) fn release(&mut self, n: u32, life: u32, input: Input) {
+        let node = &self.hosts.nodes[n as usize];
+        if node.up && node.life == life {
+            self.handle(n, input);
+        } else if matches!(input, Input::Message(_)) {
+            self.net.stats.vanished += 1;
+        }
+    }
+
+    /// Node `n`'s pause ended: it fires the timers that came due meanwhile.
+    pub(super) fn resume(&mut self, n: u32, life: u32) {
+        let node = &mut self.hosts.nodes[n as usize];
+        if !node.up || node.life != life {
+            return;
+        }
+        node.paused_until = 0;
+        node.wake = None;
+        self.step(n, None);
     }
 
     /// Feed node `n` an input, or (`None`) its due timers, and carry out what it asks. A
@@ -140,7 +205,7 @@ impl Simulation {
         let mut out = std::mem::take(&mut self.hosts.out);
         let node = &mut self.hosts.nodes[n as usize];
         debug_assert!(node.up);
-        let now = self.now;
+        let now = node.local(self.now);
         let kind = input
             .as_ref()
             .map_or_else(|| "timers".to_string(), input_kind);
@@ -194,7 +259,7 @@ impl Simulation {
             }
         }
         let next = node.node.poll_timeout();
-        if next == node.wake.map(|(at, _)| at) {
+        if next == node.wake.map(|(at, _)| at) || node.paused(self.now) {
             return;
         }
         node.wake = None;
@@ -206,6 +271,7 @@ impl Simulation {
                 node: n,
                 generation,
             };
+            let at = node.global(at);
             self.queue.push(at.max(self.now), event);
         }
     }
@@ -346,6 +412,21 @@ impl Simulation {
                 self.request_membership(node, Membership::Depart);
                 true
             }
+            FaultKind::Pause { node, duration_ns }
+                if exists(node)
+                    && self.hosts.nodes[node as usize].up
+                    && !self.hosts.nodes[node as usize].paused(self.now) =>
+            {
+                let until = self.now + duration_ns;
+                let sim_node = &mut self.hosts.nodes[node as usize];
+                sim_node.paused_until = until;
+                sim_node.wake = None;
+                let life = sim_node.life;
+                self.tally.counters.pauses += 1;
+                self.queued_other += 1;
+                self.queue.push(until, Event::Resume { node, life });
+                true
+            }
             FaultKind::Partition { nodes, duration_ns } => {
                 let until = self.now + duration_ns;
                 match self.net.partitions.start(&nodes, until) {
@@ -372,6 +453,8 @@ impl Simulation {
         node.up = false;
         node.membership = None;
         node.wake = None;
+        node.paused_until = 0;
+        node.life += 1;
         if std::mem::take(&mut node.waiting) {
             self.hosts.waiting -= 1;
         }
@@ -401,6 +484,18 @@ impl Simulation {
             self.request_membership(n, Membership::Rejoin);
         }
     }
+}
+
+/// Node `i`'s clock rate, in millionths of true time: within `drift_per_mille` of exact,
+/// drawn from the run's seed and the node's number alone (so other draws are unchanged).
+fn clock_rate_ppm(seed: u64, i: usize, drift_per_mille: u64) -> u64 {
+    use rand::{Rng, SeedableRng};
+    if drift_per_mille == 0 {
+        return 1_000_000;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xc10c_d21f_7000_0000 ^ i as u64);
+    let spread = drift_per_mille.min(499) * 1_000;
+    rng.gen_range(1_000_000 - spread..=1_000_000 + spread)
 }
 
 fn input_kind(input: &Input) -> String {

@@ -82,6 +82,17 @@ enum Event {
     Heal {
         bit: u8,
     },
+    /// An input that reached a paused node, due when the pause ends.
+    Held {
+        node: u32,
+        life: u32,
+        input: Box<ringkv_core::Input>,
+    },
+    /// A paused node's process goes on.
+    Resume {
+        node: u32,
+        life: u32,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,6 +114,7 @@ struct Counters {
     joins: u64,
     departs: u64,
     partitions: u64,
+    pauses: u64,
     faults_skipped: u64,
     membership_failures: u64,
     setup_failures: u64,
@@ -317,7 +329,8 @@ impl Simulation {
             Event::Wake { node, generation } => {
                 let armed = self.hosts.nodes[node as usize]
                     .wake
-                    .is_some_and(|(_, g)| g == generation);
+                    .is_some_and(|(_, g)| g == generation)
+                    && self.hosts.nodes[node as usize].paused_until <= self.now;
                 if !armed {
                     self.tally.counters.stale_timers += 1;
                     return;
@@ -358,6 +371,16 @@ impl Simulation {
                 self.queued_other -= 1;
                 self.tally.counters.events += 1;
                 self.net.partitions.heal(bit);
+            }
+            Event::Held { node, life, input } => {
+                self.queued_other -= 1;
+                self.tally.counters.events += 1;
+                self.release(node, life, *input);
+            }
+            Event::Resume { node, life } => {
+                self.queued_other -= 1;
+                self.tally.counters.events += 1;
+                self.resume(node, life);
             }
         }
     }

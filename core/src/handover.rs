@@ -447,6 +447,7 @@ pub(crate) fn repair(out: &mut Out, key: &str, entry: Entry, ttl: u8) {
         action: Action::Repair { entry, ttl },
         hops: 0,
         laps: 0,
+        redriven: false,
     };
     let me = out.me().clone();
     out.send(&me, Message::Route(routed));

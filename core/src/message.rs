@@ -292,6 +292,12 @@ pub struct Routed {
     /// during a change, or a dead node skipped): a lookup that keeps circling is ended.
     #[serde(default)]
     pub laps: u32,
+    /// Sent again by its origin after a failure (see `Node::redrive`): a write is applied
+    /// only by a replica that applied it before (which sends that same version down the
+    /// chain again), never afresh, since a node that lost its record of it (a new head
+    /// that restarted or joined) cannot tell whether it took effect elsewhere.
+    #[serde(default)]
+    pub redriven: bool,
 }
 
 /// Forwards without progress a lookup may take before it is ended as looping. Each lap

@@ -387,14 +387,51 @@ impl Node {
             action,
             hops: 0,
             laps: 0,
+            redriven: false,
         };
+        let data = match request {
+            Request::Insert { key, value } => {
+                Some(routed(key, Action::Write { value: Some(value) }))
+            }
+            Request::Delete { key } => Some(routed(key, Action::Write { value: None })),
+            Request::Query { key } => Some(routed(key, Action::Read)),
+            other => {
+                self.on_other_request(origin, other);
+                None
+            }
+        };
+        if let Some(routed) = data {
+            if self.shared.timing.heartbeat_interval_ns > 0 {
+                let now = self.out.now;
+                self.requests.wait_for_routed(id, deadline, &routed, now);
+            }
+            self.route(routed);
+        }
+    }
+
+    /// Re-drive the reads and writes whose answer has not come within a heartbeat
+    /// interval, on the current view: a route or chain through a member that failed
+    /// ends at it, and the ring has removed it (or routes round it) by now. Writes are
+    /// deduplicated by request id at the key's replicas, so a write that did take effect
+    /// is acknowledged again rather than applied twice.
+    fn redrive(&mut self) {
+        let interval = self.shared.timing.heartbeat_interval_ns;
+        if interval == 0 || !self.shared.is_member() {
+            return;
+        }
+        for routed in self.requests.due_again(self.out.now, interval) {
+            self.route(Routed {
+                redriven: true,
+                ..routed
+            });
+        }
+    }
+
+    /// A request that is not a read or a write of one key.
+    fn on_other_request(&mut self, origin: crate::message::Origin, request: Request) {
         let (sh, out) = (&mut self.shared, &mut self.out);
         match request {
-            Request::Insert { key, value } => {
-                self.route(routed(key, Action::Write { value: Some(value) }))
-            }
-            Request::Delete { key } => self.route(routed(key, Action::Write { value: None })),
-            Request::Query { key } => self.route(routed(key, Action::Read)),
+            Request::Insert { .. } | Request::Delete { .. } | Request::Query { .. } => {}
             Request::QueryAll => routing::on_collect(sh, out, origin, Vec::new(), 0),
             Request::Overlay => {
                 let walk = Message::OverlayWalk {
@@ -858,6 +895,7 @@ impl Node {
                 if sh.is_member() {
                     self.failure.on_tick(sh, out);
                 }
+                self.redrive();
             }
             Timer::FailureCheck => {
                 let outcome = self

@@ -1,7 +1,7 @@
 //! What happens at a key's replicas: versioned writes, chain replication head → tail,
 //! eventual replication with acknowledgements, and reads.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use rand::Rng;
 
@@ -60,10 +60,20 @@ impl Replication {
             key,
             action,
             hops,
+            redriven,
             ..
         } = routed;
         match action {
-            Action::Write { value } => self.write_at_primary(sh, ho, out, origin, key, value, hops),
+            Action::Write { value } => {
+                let write = ClientWrite {
+                    origin,
+                    key,
+                    value,
+                    hops,
+                    redriven,
+                };
+                self.write_at_primary(sh, ho, out, write)
+            }
             Action::Read => read_at_primary(sh, out, origin, key, hops),
             Action::Repair { entry, ttl } => {
                 // Re-replicate even if the primary had it: the copy may have been sent to
@@ -76,21 +86,37 @@ impl Replication {
         }
     }
 
-    #[allow(clippy::too_many_arguments)] // the fields of the routed write, taken apart once
     fn write_at_primary(
         &mut self,
         sh: &mut Shared,
         ho: &mut Handover,
         out: &mut Out,
-        origin: Option<Origin>,
-        key: String,
-        value: Option<String>,
-        hops: u32,
+        write: ClientWrite,
     ) {
+        let ClientWrite {
+            origin,
+            key,
+            value,
+            hops,
+            redriven,
+        } = write;
         if let Some(o) = &origin {
             // Duplicates arrive within the request timeout; older entries can go.
-            let horizon = sh.timing.request_timeout_ns;
-            if !self.recent.first_time(o, out.now, horizon) {
+            self.recent.expire(out.now, dedup_horizon(sh));
+            if let Some((version, existed)) = self.recent.get(o) {
+                // Applied here already (a duplicate, or re-driven after a failure, perhaps
+                // to this node as the key's new head): send that same write down the
+                // chain again so the tail acknowledges it, unless a later one replaced it.
+                let same = sh.store.get(&key).filter(|e| e.version == version).cloned();
+                if let Some(entry) = same.filter(|_| sh.holds_lease(out.now)) {
+                    let write = ChainStep::first(origin, key, entry, existed, hops, REPAIR_TTL);
+                    self.replicate_from_primary(sh, out, write);
+                }
+                return;
+            }
+            if redriven {
+                // Not applied here: perhaps nowhere, perhaps at a head that failed since
+                // and down part of its chain. Applying it afresh could apply it twice.
                 return;
             }
         }
@@ -105,6 +131,9 @@ impl Replication {
             value,
             version: sh.store.next_version(sh.me.id),
         };
+        if let Some(o) = &origin {
+            self.recent.record(o, entry.version, existed, out.now);
+        }
         ho.apply(sh, out, &key, entry.clone());
         let write = ChainStep::first(origin, key, entry, existed, hops, REPAIR_TTL);
         self.replicate_from_primary(sh, out, write);
@@ -164,6 +193,11 @@ impl Replication {
             return ho.offer(sh, out, &step.key, step.entry, step.ttl);
         }
         ho.apply(sh, out, &step.key, step.entry.clone());
+        if let Some(o) = &step.origin {
+            self.recent.expire(out.now, dedup_horizon(sh));
+            self.recent
+                .record(o, step.entry.version, step.existed, out.now);
+        }
         let next_position = step.position as usize + 1;
         if next_position < step.chain_len as usize {
             if let Some(next) = sh.view.succs.first() {
@@ -380,29 +414,60 @@ impl ChainStep {
     }
 }
 
-/// Client writes a primary applied recently, to drop duplicates the network delivers.
+/// Who asked for a write: the origin node, its incarnation and the request id.
+type WriteId = (Id, u64, ReqId);
+
+/// A client's write as it reaches the key's head.
+struct ClientWrite {
+    origin: Option<Origin>,
+    key: String,
+    value: Option<String>,
+    hops: u32,
+    redriven: bool,
+}
+
+/// Client writes this node applied recently (as a head, or down a chain), with the
+/// version each got and whether the key existed before it: a duplicate the network
+/// delivers, or a write its origin re-drove after a member failed, is not applied twice.
 #[derive(Debug, Default)]
 struct RecentWrites {
-    seen: BTreeSet<(Id, u64, ReqId)>,
-    order: VecDeque<(Time, (Id, u64, ReqId))>,
+    seen: BTreeMap<WriteId, (crate::store::Version, bool)>,
+    order: VecDeque<(Time, WriteId)>,
 }
 
 impl RecentWrites {
-    /// Record `origin`'s write; false if it was seen within `horizon` (a duplicate).
-    fn first_time(&mut self, origin: &Origin, now: Time, horizon: Time) -> bool {
-        while let Some(&(t, key)) = self.order.front() {
+    fn id(origin: &Origin) -> WriteId {
+        (origin.node.id, origin.incarnation, origin.req)
+    }
+
+    /// Forget writes older than `horizon` (and the oldest, beyond the bound).
+    fn expire(&mut self, now: Time, horizon: Time) {
+        while let Some(&(t, id)) = self.order.front() {
             if now.saturating_sub(t) <= horizon && self.order.len() < RECENT_WRITES_MAX {
                 break;
             }
             self.order.pop_front();
-            self.seen.remove(&key);
+            self.seen.remove(&id);
         }
-        let key = (origin.node.id, origin.incarnation, origin.req);
-        if !self.seen.insert(key) {
-            return false;
+    }
+
+    /// The version `origin`'s write got here, if it was applied here recently.
+    fn get(&self, origin: &Origin) -> Option<(crate::store::Version, bool)> {
+        self.seen.get(&Self::id(origin)).copied()
+    }
+
+    /// `origin`'s write was applied here with `version`.
+    fn record(
+        &mut self,
+        origin: &Origin,
+        version: crate::store::Version,
+        existed: bool,
+        now: Time,
+    ) {
+        let id = Self::id(origin);
+        if self.seen.insert(id, (version, existed)).is_none() {
+            self.order.push_back((now, id));
         }
-        self.order.push_back((now, key));
-        true
     }
 }
 
@@ -465,4 +530,11 @@ impl Unacked {
     fn is_empty(&self) -> bool {
         self.pending.is_empty()
     }
+}
+
+/// How long a replica remembers the client writes it applied: twice the request timeout,
+/// since an origin re-drives a write until its own deadline, measured on another clock
+/// from an earlier start.
+fn dedup_horizon(sh: &Shared) -> Time {
+    sh.timing.request_timeout_ns.saturating_mul(2)
 }

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::api::ReqId;
+use crate::message::Routed;
 use crate::Time;
 
 /// Outstanding client requests by id, and by deadline.
@@ -11,6 +12,10 @@ use crate::Time;
 pub(crate) struct Requests {
     pending: BTreeMap<ReqId, Time>,
     deadlines: BTreeSet<(Time, ReqId)>,
+    /// Reads and writes this node routed, and when it last sent each: re-driven on the
+    /// current view when their answer is slow to come (the route or chain may have run
+    /// through a member that failed and was removed since).
+    routed: BTreeMap<ReqId, (Routed, Time)>,
 }
 
 impl Requests {
@@ -27,8 +32,34 @@ impl Requests {
         self.deadlines.insert((deadline, id));
     }
 
+    /// Request `id`, a read or write sent out as `routed` at `now`, waits for an answer
+    /// until `deadline`.
+    pub(crate) fn wait_for_routed(
+        &mut self,
+        id: ReqId,
+        deadline: Time,
+        routed: &Routed,
+        now: Time,
+    ) {
+        self.wait_for(id, deadline);
+        self.routed.insert(id, (routed.clone(), now));
+    }
+
+    /// The routed requests last sent `after` or longer before `now`, marked as sent now.
+    pub(crate) fn due_again(&mut self, now: Time, after: Time) -> Vec<Routed> {
+        let mut again = Vec::new();
+        for (routed, sent) in self.routed.values_mut() {
+            if now.saturating_sub(*sent) >= after {
+                *sent = now;
+                again.push(routed.clone());
+            }
+        }
+        again
+    }
+
     /// Whether request `id` was waiting (it no longer is).
     pub(crate) fn finish(&mut self, id: ReqId) -> bool {
+        self.routed.remove(&id);
         match self.pending.remove(&id) {
             Some(deadline) => {
                 self.deadlines.remove(&(deadline, id));
@@ -52,6 +83,7 @@ impl Requests {
             }
             self.deadlines.remove(&(deadline, id));
             self.pending.remove(&id);
+            self.routed.remove(&id);
             expired.push(id);
         }
         expired
@@ -60,5 +92,6 @@ impl Requests {
     /// Whether the two indexes agree (checked after every input in debug builds).
     pub(crate) fn is_consistent(&self) -> bool {
         self.pending.len() == self.deadlines.len()
+            && self.routed.keys().all(|id| self.pending.contains_key(id))
     }
 }

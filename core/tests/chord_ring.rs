@@ -283,6 +283,7 @@ fn a_lookup_that_keeps_circling_is_ended() {
         action: Action::Read,
         hops: 3,
         laps,
+        redriven: false,
     };
     let now = pump.now;
     let mut deliver = |laps| {

@@ -285,6 +285,7 @@ mod tests {
                 },
                 hops: 2,
                 laps: 1,
+                redriven: true,
             }),
             Message::Route(Routed {
                 origin: None,
@@ -295,6 +296,7 @@ mod tests {
                 },
                 hops: 0,
                 laps: 0,
+                redriven: false,
             }),
             Message::ChainWrite(ChainStep {
                 origin: None,

@@ -59,6 +59,7 @@ fn lookup(from: &NodeRef, req: u64, key: &str) -> Envelope {
             action: Action::Read,
             hops: 0,
             laps: 0,
+            redriven: false,
         }),
     }
 }

@@ -134,3 +134,30 @@ fn the_gap_is_recognised_from_the_schedule() {
     ]);
     assert!(!restarts_the_bootstrap_cut_off(&other_node, 0));
 }
+
+/// The campaigns of `results/sweep.md` (10,000 seeds each), in a release build:
+/// `cargo test --release -p ringkv-sim --test sim_leases -- --ignored --nocapture`.
+/// Prints every failing seed with whether it is the named gap; fails on any other.
+#[test]
+#[ignore = "two 10,000-seed campaigns: a few minutes in a release build"]
+fn the_campaigns_with_partitions_and_pauses() {
+    let options = SweepOptions {
+        seeds: 10_000,
+        shrink: false,
+        ..SweepOptions::default()
+    };
+    for config in [cut_off_model(1.0, 0.0), cut_off_model(0.0, 1.0)] {
+        let report = sweep(&config, &options);
+        println!("{report}");
+        let mut others = Vec::new();
+        for run in &report.failures {
+            let gap = restarts_the_bootstrap_cut_off(&config, run.seed);
+            println!("seed {} {:?} gap={gap}", run.seed, run.failures);
+            if !gap {
+                others.push(run.seed);
+            }
+        }
+        println!("failing runs outside the named gap: {others:?}");
+        assert!(others.is_empty(), "{others:?}");
+    }
+}

@@ -13,8 +13,7 @@ use ringkv_client::ClientRouting;
 use ringkv_core::{ClusterConfig, Consistency, Limits, Routing, Timing};
 use ringkv_runtime::{
     ActorOptions, BaselineServer, ClusterOptions, LocalCluster, NodeOptions, NodeServer,
-    PeerLimits, Role,
-    MAX_CONNECTIONS_DEFAULT,
+    PeerLimits, Role, MAX_CONNECTIONS_DEFAULT,
 };
 use ringkv_sim::Latency;
 

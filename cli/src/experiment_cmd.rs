@@ -4,7 +4,10 @@
 //! `dht experiment all` starts its own 10-node rings on loopback (no setup), runs every
 //! experiment for both consistency models and k = 1, 3, 5, writes into `results/` (or
 //! `--out DIR`), shows progress bars on a terminal and ends with a summary table, which
-//! it also writes to `summary.txt` in the output directory.
+//! it also writes to `summary.txt` in the output directory. Besides the loopback and
+//! simulator runs of insert and query it runs them once more on rings whose node-to-node
+//! messages are delayed by 1 ms (`--link-latency`, default const:1ms), writing
+//! `insert_throughput_wan.*` and `query_throughput_wan.*`.
 //!
 //! `dht experiment crash` is not part of `all`: it starts a ring of separate `dht`
 //! processes (this executable; default 5, k = 3, chain), runs a closed-loop load for
@@ -25,6 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use ringkv_experiments::crash;
 use ringkv_experiments::runner::{self, Backend, Experiment, Options};
+use ringkv_sim::Latency;
 
 /// Which experiment.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,7 +117,8 @@ pub struct ExperimentArgs {
     /// always run in the simulator (balance computes placement only).
     #[arg(long, default_value = "real")]
     pub backend: String,
-    /// Repetitions of each throughput point (default 20; 2 with --quick), of each
+    /// Repetitions of each throughput point (default 20; 2 with --quick; with
+    /// --link-latency, and in the wide-area run of all, 10; 1 with --quick), of each
     /// requests run (default 10; 1 with --quick), and rings (address sets) per balance
     /// setup (default 20; 2 with --quick).
     #[arg(long)]
@@ -160,6 +165,15 @@ pub struct ExperimentArgs {
     /// No progress bars (they are hidden anyway when stderr is not a terminal).
     #[arg(long)]
     pub no_progress: bool,
+    /// insert, query and requests on the real backend: delay every node-to-node message of
+    /// the ring by a draw from DIST, as if the nodes were far apart (the rings' nodes get
+    /// `dht cluster --link-latency DIST`; clients' requests to their node are not
+    /// delayed). DIST is const:1ms, uniform:0.5ms..2ms, exp:1ms or lognormal:1ms,0.5 (the
+    /// syntax of `dht sim --latency`); a bare duration such as 1ms means const:1ms. The
+    /// files are then named *_wan.csv/.png and have a link_latency column. all: the
+    /// latency of its wide-area run (default const:1ms); its other runs have none.
+    #[arg(long, value_name = "DIST", value_parser = parse_link_latency)]
+    pub link_latency: Option<Latency>,
 }
 
 /// Run `dht experiment`.
@@ -218,6 +232,19 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<ExitCode> {
             "--victim, --nodes, --duration, --request-timeout-ms and --failure-timeout-ms apply to the crash experiment only"
         );
     }
+    if args.link_latency.is_some() {
+        if !matches!(
+            experiment,
+            Experiment::Insert | Experiment::Query | Experiment::Requests | Experiment::All
+        ) {
+            anyhow::bail!("--link-latency applies to insert, query, requests and all only");
+        }
+        if backend != Backend::Real {
+            anyhow::bail!(
+                "--link-latency applies to the real backend (the simulator has its own exp:1ms links)"
+            );
+        }
+    }
     let options = Options {
         out: args.out.clone(),
         quick: args.quick,
@@ -230,6 +257,7 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<ExitCode> {
         progress: !args.no_progress,
         histories: args.histories,
         crash,
+        link_latency: args.link_latency,
     };
     let load_before = runner::load_average();
     let started = Instant::now();
@@ -278,6 +306,20 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// A link latency: the simulator's syntax (`const:1ms`, `uniform:0.5ms..2ms`, `exp:1ms`,
+/// `lognormal:1ms,0.5`), or a bare duration (`1ms`, `250us`) meaning a constant one.
+fn parse_link_latency(text: &str) -> Result<Latency, String> {
+    let t = text.trim();
+    let spelled = if t.contains(':') {
+        t.to_string()
+    } else {
+        format!("const:{t}")
+    };
+    spelled.parse::<Latency>().map_err(|e| {
+        format!("'{text}' is not a link latency ({e}); a bare duration such as 1ms means const:1ms")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,5 +332,42 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn link_latencies_parse() {
+        let one_ms = Latency::Const { ns: 1_000_000 };
+        assert_eq!(parse_link_latency("1ms"), Ok(one_ms));
+        assert_eq!(parse_link_latency(" const:1ms "), Ok(one_ms));
+        assert_eq!(
+            parse_link_latency("250us"),
+            Ok(Latency::Const { ns: 250_000 })
+        );
+        assert_eq!(
+            parse_link_latency("exp:1ms"),
+            Ok(Latency::Exp { mean_ns: 1_000_000 })
+        );
+        assert_eq!(
+            parse_link_latency("uniform:0.5ms..2ms"),
+            Ok(Latency::Uniform {
+                lo_ns: 500_000,
+                hi_ns: 2_000_000
+            })
+        );
+        assert!(matches!(
+            parse_link_latency("lognormal:1ms,0.5"),
+            Ok(Latency::LogNormal {
+                median_ns: 1_000_000,
+                ..
+            })
+        ));
+        // The CSV cell reads back as the same latency.
+        assert_eq!(parse_link_latency(&one_ms.to_string()), Ok(one_ms));
+        for bad in ["", "fast", "poisson:1ms", "uniform:2ms..1ms", "const:-1ms"] {
+            let err = parse_link_latency(bad).err();
+            assert!(err.is_some(), "{bad:?} parsed");
+        }
+        let err = parse_link_latency("slow").err().unwrap_or_default();
+        assert!(err.contains("const:1ms"), "{err}");
     }
 }

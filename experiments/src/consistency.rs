@@ -100,6 +100,10 @@ pub struct Row {
     pub seconds: f64,
     /// Why the first violating key is not linearizable (one line), if any.
     pub example: String,
+    /// The delay added to every node-to-node message, e.g. `const:1ms` (real backend with
+    /// `--link-latency` only: `requests_consistency_wan.csv`; absent from the others).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link_latency: Option<String>,
 }
 
 /// A row of `requests_values.csv`: what one query returned under each model (first
@@ -198,7 +202,7 @@ async fn run_real(
     model: Consistency,
     seed: u64,
 ) -> Result<Outcome> {
-    let ring = Ring::start(options.nodes, k, model).await?;
+    let ring = Ring::start(options.nodes, k, model, options.link_latency()).await?;
     let scripts = match mode {
         Mode::Concurrent => scripts(files, options.nodes),
         Mode::Sequential => {
@@ -293,10 +297,11 @@ fn write_history(
     let dir = options.path("histories");
     std::fs::create_dir_all(&dir)?;
     let path = dir.join(format!(
-        "requests_{}_{}_k{k}_{}.jsonl",
+        "requests_{}_{}_k{k}_{}{}.jsonl",
         options.backend,
         model_name(model),
-        mode.name()
+        mode.name(),
+        options.suffix()
     ));
     let mut out = BufWriter::new(File::create(&path)?);
     out.write_all(jsonl)?;
@@ -378,6 +383,7 @@ fn check(options: &Options, (k, mode, model, rep): Key, outcome: &Outcome) -> Re
             unknown_keys: lin.unknown_keys,
             seconds,
             example,
+            link_latency: options.link_latency_cell(),
         },
         reads,
     })
@@ -392,7 +398,7 @@ fn report(options: &Options, runs: Vec<(Key, Result<Run>)>) -> Result<Report> {
         done.insert(key, run?);
     }
     let rows: Vec<Row> = done.values().map(|r| r.row.clone()).collect();
-    let csv = options.path("requests_consistency.csv");
+    let csv = options.path(&format!("requests_consistency{}.csv", options.suffix()));
     write_csv(&csv, &rows)?;
     let mut values = Vec::new();
     for &k in &options.ks {
@@ -424,13 +430,17 @@ fn report(options: &Options, runs: Vec<(Key, Result<Run>)>) -> Result<Report> {
             }
         }
     }
-    let values_csv = options.path("requests_values.csv");
+    let values_csv = options.path(&format!("requests_values{}.csv", options.suffix()));
     write_csv(&values_csv, &values)?;
     let reps = options.request_reps();
     let mut table = Table::new(
         format!(
-            "3. Requests: consistency of the answers ({} backend, {reps} run(s) each, checked histories)",
-            options.backend
+            "3. Requests: consistency of the answers ({} backend{}, {reps} run(s) each, checked histories)",
+            options.backend,
+            options
+                .link_latency()
+                .map(|l| format!(", {l} links"))
+                .unwrap_or_default()
         ),
         &[
             "model",

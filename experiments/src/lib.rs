@@ -4,8 +4,8 @@
 //!
 //! | experiment | module | backend | output |
 //! |---|---|---|---|
-//! | 1. insert throughput against k | [`throughput`] | real or sim | `insert_throughput.csv/.png` |
-//! | 2. query throughput against k | [`throughput`] | real or sim | `query_throughput.csv/.png` |
+//! | 1. insert throughput against k | [`throughput`] | real or sim | `insert_throughput.csv/.png` (`_wan` with a link latency) |
+//! | 2. query throughput against k | [`throughput`] | real or sim | `query_throughput.csv/.png` (`_wan` with a link latency) |
 //! | 3. mixed requests, checked | [`consistency`] | real or sim | `requests_consistency.csv`, `requests_values.csv` |
 //! | 4a. staleness against time | [`staleness`] | sim | `staleness.csv/.png` |
 //! | 4b. hops against N | [`hops`] | sim | `hops.csv/.png` |
@@ -15,7 +15,8 @@
 //! | 5. `kill -9` of k − 1 node processes under load | [`crash`] | separate `dht` processes | `crash_real.csv/.md/.png` |
 //! | 5, `--victim bootstrap`: `kill -9`, restart and loss of the bootstrap | [`crash`] | separate `dht` processes | `crash_bootstrap.csv/.md/.png` |
 //!
-//! `all` runs 1–4e; the crash experiment starts `dht` processes and runs on its own
+//! `all` runs 1–4e, and 1 and 2 also with 1 ms node-to-node links
+//! ([`runner::WAN_LATENCY`]); the crash experiment starts `dht` processes and runs on its own
 //! (`dht experiment crash`).
 //!
 //! ```no_run

@@ -14,6 +14,7 @@ use ringkv_client::{perform, ProcessIds, Recorder};
 use ringkv_core::{ClusterConfig, Consistency, Routing, Timing};
 use ringkv_runtime::{ClusterOptions, HttpClient, LocalCluster, Outcome};
 use ringkv_sim::check::HistoryEvent;
+use ringkv_sim::Latency;
 
 use crate::workloads::Planned;
 use crate::{ExperimentError, Result};
@@ -31,12 +32,20 @@ pub struct Ring {
 impl Ring {
     /// Start `nodes` nodes on 127.0.0.1 (ephemeral ports) with finger routing, the given
     /// model and k, failure handling on (as `dht cluster` runs them), and wait until the
-    /// bootstrap reports the whole ring.
-    pub async fn start(nodes: usize, k: usize, model: Consistency) -> Result<Ring> {
+    /// bootstrap reports the whole ring. With a `link_latency` every node-to-node message
+    /// waits a draw from it before it is sent (`dht cluster --link-latency`); the clients'
+    /// requests to their node and its answers are not delayed.
+    pub async fn start(
+        nodes: usize,
+        k: usize,
+        model: Consistency,
+        link_latency: Option<Latency>,
+    ) -> Result<Ring> {
         let config = ClusterConfig::new(k, model, Routing::Finger)
             .map_err(|e| ExperimentError(e.to_string()))?;
         let mut options = ClusterOptions::new(nodes, config);
         options.timing = Timing::with_failure_handling();
+        options.actor.peers.link_latency = link_latency;
         let cluster = LocalCluster::start(options)
             .await
             .map_err(|e| ExperimentError(format!("cannot start a {nodes}-node ring: {e}")))?;

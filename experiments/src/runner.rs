@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ringkv_core::Consistency;
+use ringkv_sim::Latency;
 use serde::Serialize;
 
 use crate::{
@@ -149,9 +150,9 @@ pub struct Options {
     pub quick: bool,
     /// Backend of the insert, query and requests experiments (the others are simulator-only).
     pub backend: Backend,
-    /// Repetitions of each throughput point (`None`: 20, or 2 with `quick`), of each
-    /// requests run (`None`: 10, or 1 with `quick`), and rings (address sets) per balance
-    /// setup (as throughput).
+    /// Repetitions of each throughput point (`None`: 20, or 2 with `quick`; with a link
+    /// latency [`WAN_REPS`], or 1), of each requests run (`None`: 10, or 1 with `quick`),
+    /// and rings (address sets) per balance setup (as throughput).
     pub reps: Option<usize>,
     /// Replication factors.
     pub ks: Vec<usize>,
@@ -168,7 +169,25 @@ pub struct Options {
     pub histories: bool,
     /// Settings of the crash experiment (its own ring size, k and duration).
     pub crash: crash::Settings,
+    /// Real backend only: delay every node-to-node message of the rings by a draw from
+    /// this distribution (the runtime's `--link-latency`), as if the nodes were far apart.
+    /// Insert, query and requests then write their files with the suffix `_wan`
+    /// ([`Options::suffix`]) and a `link_latency` column. In [`Experiment::All`] it is the
+    /// latency of the extra wide-area run only (`None` there: [`WAN_LATENCY`]); every other
+    /// run of `all` has none.
+    pub link_latency: Option<Latency>,
 }
+
+/// The link latency of the wide-area run of `dht experiment all`: 1 ms on every
+/// node-to-node message.
+pub const WAN_LATENCY: Latency = Latency::Const { ns: 1_000_000 };
+
+/// Repetitions of each throughput point with a link latency, unless `reps` says otherwise
+/// (1 with `quick`). Fewer than the loopback run's 20 so that `dht experiment all` stays
+/// within its 10 minutes on a busy 2-core machine: with 1 ms links a fresh 10-node ring
+/// takes about 1.3 s to form (the joins cross the slow links) and its insert and query
+/// phases about 1.2 s, so 20 repetitions of the 6 points added about 5 minutes.
+pub const WAN_REPS: usize = 10;
 
 impl Options {
     /// Defaults: results into `out`, k = 1, 3, 5, 10 nodes, the real backend.
@@ -185,12 +204,45 @@ impl Options {
             progress: true,
             histories: false,
             crash: crash::Settings::default(),
+            link_latency: None,
         }
     }
 
-    /// Repetitions of each throughput point.
+    /// The link latency of the rings, if any (real backend only).
+    pub fn link_latency(&self) -> Option<Latency> {
+        match self.backend {
+            Backend::Real => self.link_latency,
+            Backend::Sim => None,
+        }
+    }
+
+    /// Suffix of the file names of insert, query and requests: `_wan` with a link latency,
+    /// so a wide-area run never overwrites the loopback run's files.
+    pub fn suffix(&self) -> &'static str {
+        if self.link_latency().is_some() {
+            "_wan"
+        } else {
+            ""
+        }
+    }
+
+    /// The `link_latency` cell of the CSVs: `None` (no column) without a link latency.
+    pub fn link_latency_cell(&self) -> Option<String> {
+        self.link_latency().map(|l| l.to_string())
+    }
+
+    /// Repetitions of each throughput point: 20 (2 with `quick`); with a link latency
+    /// [`WAN_REPS`] (1 with `quick`).
     pub fn reps(&self) -> usize {
-        self.reps.unwrap_or(if self.quick { 2 } else { 20 }).max(1)
+        let wan = self.link_latency().is_some();
+        self.reps
+            .unwrap_or(match (self.quick, wan) {
+                (true, false) => 2,
+                (true, true) => 1,
+                (false, false) => 20,
+                (false, true) => WAN_REPS,
+            })
+            .max(1)
     }
 
     /// Repetitions of each requests run.
@@ -370,29 +422,17 @@ pub fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec
 pub fn run(experiment: Experiment, options: &Options) -> Result<Vec<Report>> {
     std::fs::create_dir_all(&options.out)
         .map_err(|e| ExperimentError(format!("cannot create {}: {e}", options.out.display())))?;
-    let one = |e: Experiment| -> Result<Vec<Report>> {
-        let started = Instant::now();
-        let mut reports = match e {
-            Experiment::Insert => vec![throughput::run(options, throughput::Which::Insert)?],
-            Experiment::Query => vec![throughput::run(options, throughput::Which::Query)?],
-            Experiment::Requests => vec![consistency::run(options)?],
-            Experiment::Staleness => vec![staleness::run(options)?],
-            Experiment::Hops => vec![hops::run(options)?],
-            Experiment::Scaling => vec![scaling::run(options)?],
-            Experiment::Faults => vec![faults::run(options)?],
-            Experiment::Balance => vec![balance::run(options)?],
-            Experiment::Crash => vec![crash::run(options)?],
-            Experiment::All => unreachable!("expanded below"),
-        };
-        let seconds = started.elapsed().as_secs_f64();
-        if let [r] = reports.as_mut_slice() {
-            r.seconds = seconds;
-        }
-        log_done(options, e.name(), seconds);
-        Ok(reports)
-    };
     match experiment {
         Experiment::All => {
+            // Every run of `all` but the wide-area one is on loopback.
+            let wan = Options {
+                link_latency: Some(options.link_latency.unwrap_or(WAN_LATENCY)),
+                ..options.clone()
+            };
+            let options = &Options {
+                link_latency: None,
+                ..options.clone()
+            };
             let mut reports = Vec::new();
             // Insert and query share their rings: each repetition's fresh ring is loaded by
             // the timed inserts, then the queries are timed.
@@ -421,14 +461,52 @@ pub fn run(experiment: Experiment, options: &Options) -> Result<Vec<Report>> {
                     seconds: 0.0,
                     ..query
                 });
+                // And on a real ring whose node-to-node messages take 1 ms: latency-bound
+                // rather than CPU-bound, like separate machines.
+                let started = Instant::now();
+                let (insert, query) = throughput::run_both(&wan, wan.suffix())?;
+                let seconds = started.elapsed().as_secs_f64();
+                log_done(options, "insert+query (wan)", seconds);
+                reports.push(Report { seconds, ..insert });
+                reports.push(Report {
+                    seconds: 0.0,
+                    ..query
+                });
             }
             for e in &Experiment::EACH[2..] {
-                reports.extend(one(*e)?);
+                reports.extend(run_one(*e, options)?);
             }
             Ok(reports)
         }
-        e => one(e),
+        e => run_one(e, options),
     }
+}
+
+/// Run one single experiment (not [`Experiment::All`]), timed.
+fn run_one(e: Experiment, options: &Options) -> Result<Vec<Report>> {
+    let started = Instant::now();
+    let mut reports = match e {
+        Experiment::Insert => vec![throughput::run(options, throughput::Which::Insert)?],
+        Experiment::Query => vec![throughput::run(options, throughput::Which::Query)?],
+        Experiment::Requests => vec![consistency::run(options)?],
+        Experiment::Staleness => vec![staleness::run(options)?],
+        Experiment::Hops => vec![hops::run(options)?],
+        Experiment::Scaling => vec![scaling::run(options)?],
+        Experiment::Faults => vec![faults::run(options)?],
+        Experiment::Balance => vec![balance::run(options)?],
+        Experiment::Crash => vec![crash::run(options)?],
+        Experiment::All => {
+            return Err(ExperimentError(
+                "run_one takes a single experiment, not all".into(),
+            ))
+        }
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    if let [r] = reports.as_mut_slice() {
+        r.seconds = seconds;
+    }
+    log_done(options, e.name(), seconds);
+    Ok(reports)
 }
 
 /// Without a terminal the bars are hidden: say on stderr when each experiment is done.

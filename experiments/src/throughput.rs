@@ -7,6 +7,11 @@
 //! seconds in the simulator). Each point is repeated; the plot shows the median, the
 //! interquartile range (thick bar) and the min–max spread (whiskers). Repetitions are interleaved (rep 1 of every configuration, then rep 2,
 //! ...) so a slow spell on a shared machine does not hit one configuration only.
+//!
+//! With a link latency ([`Options::link_latency`], the real backend's `--link-latency`) the
+//! rings' node-to-node messages are held back, the run becomes latency-bound instead of
+//! CPU-bound, and the files are `insert_throughput_wan.csv/.png` and
+//! `query_throughput_wan.csv/.png`, with a `link_latency` column.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -88,14 +93,18 @@ pub struct Row {
     pub cpu_us_per_op: Option<f64>,
     /// Error causes and counts, `cause: n; ...` (empty when none).
     pub error_causes: String,
+    /// The delay added to every node-to-node message, e.g. `const:1ms` (real backend with
+    /// `--link-latency` only: the `_wan` files; the column is absent from the others).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link_latency: Option<String>,
 }
 
 /// Run experiment 1 or 2 alone.
 pub fn run(options: &Options, which: Which) -> Result<Report> {
     let (insert, query) = measure(options, which == Which::Insert, which == Which::Query)?;
     match which {
-        Which::Insert => report(options, Which::Insert, &insert, ""),
-        Which::Query => report(options, Which::Query, &query, ""),
+        Which::Insert => report(options, Which::Insert, &insert, options.suffix()),
+        Which::Query => report(options, Which::Query, &query, options.suffix()),
     }
 }
 
@@ -160,7 +169,7 @@ fn measure_real(
         // A fresh runtime per ring: whatever a stopped ring leaves behind dies with it.
         let rt = real::runtime()?;
         rt.block_on(async {
-            let ring = Ring::start(options.nodes, k, model).await?;
+            let ring = Ring::start(options.nodes, k, model, options.link_latency()).await?;
             let phase = ring.run_phase(scripts(&inserts, options.nodes)).await;
             insert_rows.push(real_row(options, model, k, rep, &phase));
             if query {
@@ -226,6 +235,7 @@ fn real_row(options: &Options, model: Consistency, k: usize, rep: usize, phase: 
             .map(|(c, n)| format!("{c}: {n}"))
             .collect::<Vec<_>>()
             .join("; "),
+        link_latency: options.link_latency_cell(),
     }
 }
 
@@ -306,6 +316,7 @@ fn sim_row(
         cpu_cores_busy: None,
         cpu_us_per_op: None,
         error_causes: String::new(),
+        link_latency: None,
     }
 }
 
@@ -330,20 +341,25 @@ fn report(options: &Options, which: Which, rows: &[Row], suffix: &str) -> Result
     plot(&png, options, which, rows)?;
     let mut files = vec![csv, png];
     let cpu_known = rows.iter().any(|r| r.cpu_us_per_op.is_some());
-    if cpu_known {
+    // With a link latency the CPU time is in the table and the CSV, and the throughput
+    // plot's note gives the cores busy; no separate CPU plot.
+    if cpu_known && options.link_latency().is_none() {
         let cpu_png = options.path(&format!("{name}_cpu{suffix}.png"));
         plot_cpu(&cpu_png, options, which, rows)?;
         files.push(cpu_png);
     }
-    let backend = options.backend;
-    let unit = if backend == Backend::Real {
+    let backend = match options.link_latency() {
+        Some(latency) => format!("{} backend, {latency} links", options.backend),
+        None => format!("{} backend", options.backend),
+    };
+    let unit = if options.backend == Backend::Real {
         "ops/s"
     } else {
         "ops/virtual s"
     };
     let mut table = Table::new(
         format!(
-            "{}. {} throughput ({backend} backend, {} nodes, {} clients, {} runs per point)",
+            "{}. {} throughput ({backend}, {} nodes, {} clients, {} runs per point)",
             if which == Which::Insert { 1 } else { 2 },
             if which == Which::Insert {
                 "Insert"
@@ -420,11 +436,13 @@ fn report(options: &Options, which: Which, rows: &[Row], suffix: &str) -> Result
         }
     }
     Ok(Report {
-        name: match (which, options.backend) {
-            (Which::Insert, Backend::Real) => "insert",
-            (Which::Query, Backend::Real) => "query",
-            (Which::Insert, Backend::Sim) => "insert (sim)",
-            (Which::Query, Backend::Sim) => "query (sim)",
+        name: match (which, options.backend, options.link_latency().is_some()) {
+            (Which::Insert, Backend::Real, false) => "insert",
+            (Which::Query, Backend::Real, false) => "query",
+            (Which::Insert, Backend::Real, true) => "insert (wan)",
+            (Which::Query, Backend::Real, true) => "query (wan)",
+            (Which::Insert, Backend::Sim, _) => "insert (sim)",
+            (Which::Query, Backend::Sim, _) => "query (sim)",
         },
         files,
         table,
@@ -521,11 +539,22 @@ fn plot(path: &Path, options: &Options, which: Which, rows: &[Row]) -> Result<()
         (Which::Insert, Backend::Sim) => ("Insert", "virtual time"),
         (Which::Query, Backend::Sim) => ("Query", "virtual time"),
     };
-    let backend = match options.backend {
-        Backend::Real => "real HTTP ring on loopback",
-        Backend::Sim => "simulator, exp(1 ms) links",
+    let backend = match (options.backend, options.link_latency()) {
+        (Backend::Real, None) => "real HTTP ring on loopback".to_string(),
+        (Backend::Real, Some(latency)) => format!("real ring, {latency} links"),
+        (Backend::Sim, _) => "simulator, exp(1 ms) links".to_string(),
     };
     let per_client = rows.first().map_or(0, |r| r.ops / r.clients.max(1));
+    let busy: Vec<f64> = rows.iter().filter_map(|r| r.cpu_cores_busy).collect();
+    let busy = if options.link_latency().is_some() && !busy.is_empty() {
+        format!(
+            "; {} of {} cores busy",
+            fixed(min_median_max(&busy).1, 2),
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        )
+    } else {
+        String::new()
+    };
     let chart = Chart {
         title: format!("{what} throughput vs replication factor ({} nodes, {backend})", options.nodes),
         x: Axis::linear("replication factor k", 0.5, kmax + 0.5).with_ticks(options.ks.iter().map(|&k| k as f64).collect()),
@@ -533,7 +562,7 @@ fn plot(path: &Path, options: &Options, which: Which, rows: &[Row]) -> Result<()
         legend: LegendAt::UpperRight,
         series,
         note: Some(format!(
-            "{} clients, {per_client} {} each; points: median of {} runs, thick bars: middle 50%, whiskers: min–max",
+            "{} clients, {per_client} {} each; points: median of {} runs, thick bars: middle 50%, whiskers: min–max{busy}",
             workloads::FILES,
             if which == Which::Insert { "inserts" } else { "queries" },
             options.reps()

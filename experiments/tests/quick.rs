@@ -147,6 +147,31 @@ fn every_experiment_runs_quick_and_writes_its_files() {
         }
     }
 
+    // 1, 2 again on a ring with 1 ms links: the same columns plus link_latency, which the
+    // loopback files do not have.
+    for name in ["insert", "query"] {
+        let loopback = dir.join(format!("{name}_throughput.csv"));
+        let path = dir.join(format!("{name}_throughput_wan.csv"));
+        let (loopback_header, _) = csv(&loopback);
+        assert!(!loopback_header.iter().any(|h| h == "link_latency"));
+        let (header, _) = csv(&path);
+        assert_eq!(header[..header.len() - 1], loopback_header[..], "{name}");
+        assert_eq!(header.last().map(String::as_str), Some("link_latency"));
+        let rows = assert_columns(&path, &throughput_cols);
+        assert_eq!(rows.len(), 2 * 3, "{name}: 2 models × 3 k × 1 rep");
+        for row in &rows {
+            assert_eq!(col(&path, row, "link_latency"), "const:1ms", "{row:?}");
+            assert_eq!(col(&path, row, "errors"), "0", "{name}: {row:?}");
+            assert_eq!(col(&path, row, "not_found"), "0", "{name}: {row:?}");
+        }
+        assert_png(
+            &dir.join(format!("{name}_throughput_wan.png")),
+            SIZE,
+            &[plot::CHAIN, plot::EVENTUAL],
+        );
+    }
+    assert!(names.contains("insert (wan)") && names.contains("query (wan)"));
+
     // 3: verdicts for every (model, k, mode); chain replication linearizable.
     let path = dir.join("requests_consistency.csv");
     let rows = assert_columns(

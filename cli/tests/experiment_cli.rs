@@ -1,0 +1,158 @@
+//! `dht experiment insert|query|requests --link-latency DIST`: the option reaches the ring
+//! the real backend starts, its files get the `_wan` suffix and a `link_latency` column,
+//! and it is refused where it does not apply.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::thread;
+use std::time::Duration;
+
+const DHT: &str = env!("CARGO_BIN_EXE_dht");
+
+fn out_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ringkv-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Run `dht ARGS`, killing it if it has not ended within `limit`.
+fn run_bounded(args: &[&str], limit: Duration) -> Output {
+    let child = Command::new(DHT)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("dht starts");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(output) => output.expect("dht runs"),
+        Err(_) => {
+            // Only the process this test started.
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("dht {} did not end within {limit:?}", args.join(" "));
+        }
+    }
+}
+
+/// Header and rows of a simple CSV (no quoted fields).
+fn csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut lines = text.lines();
+    let header = lines
+        .next()
+        .expect("a header")
+        .split(',')
+        .map(String::from)
+        .collect();
+    let rows = lines
+        .map(|l| l.split(',').map(String::from).collect())
+        .collect();
+    (header, rows)
+}
+
+#[test]
+fn link_latency_reaches_the_ring_and_the_csv() {
+    let dir = out_dir("wan");
+    let d = dir.to_str().unwrap();
+    let out = run_bounded(
+        &[
+            "experiment",
+            "insert",
+            "--backend",
+            "real",
+            "--link-latency",
+            "1ms",
+            "--quick",
+            "--reps",
+            "1",
+            "--k",
+            "1",
+            "--no-progress",
+            "--out",
+            d,
+        ],
+        Duration::from_secs(180),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("const:1ms links"), "{stdout}");
+    // The loopback file is not overwritten; the wide-area one has the column.
+    assert!(!dir.join("insert_throughput.csv").exists());
+    assert!(dir.join("insert_throughput_wan.png").exists());
+    let path = dir.join("insert_throughput_wan.csv");
+    let (header, rows) = csv(&path);
+    let at = |name: &str| {
+        header
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("no column {name} in {header:?}"))
+    };
+    assert_eq!(
+        rows.len(),
+        2,
+        "chain and eventual, k = 1, one run: {rows:?}"
+    );
+    for row in &rows {
+        assert_eq!(row[at("link_latency")], "const:1ms", "{row:?}");
+        assert_eq!(row[at("errors")], "0", "{row:?}");
+        assert_eq!(row[at("k")], "1", "{row:?}");
+        // An insert whose key another node owns crosses at least two delayed links (there
+        // and back), so with 1 ms links the median cannot be below 2 ms.
+        let p50: f64 = row[at("latency_p50_ms")].parse().expect("a number");
+        assert!(
+            p50 >= 2.0,
+            "median latency {p50} ms: links not delayed? {row:?}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn link_latency_is_checked_and_documented() {
+    let dir = out_dir("wan-args");
+    let d = dir.to_str().unwrap();
+    for args in [
+        vec!["experiment", "insert", "--link-latency", "soon", "--out", d],
+        vec![
+            "experiment",
+            "insert",
+            "--link-latency",
+            "poisson:1ms",
+            "--out",
+            d,
+        ],
+        vec![
+            "experiment",
+            "query",
+            "--backend",
+            "sim",
+            "--link-latency",
+            "1ms",
+            "--out",
+            d,
+        ],
+        vec!["experiment", "hops", "--link-latency", "1ms", "--out", d],
+        vec!["experiment", "crash", "--link-latency", "1ms", "--out", d],
+    ] {
+        let out = run_bounded(&args, Duration::from_secs(30));
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+    assert!(!dir.exists(), "a refused run wrote nothing");
+    let help = run_bounded(&["experiment", "--help"], Duration::from_secs(30));
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("--link-latency <DIST>"), "{text}");
+    assert!(
+        text.contains("a bare duration such as 1ms means const:1ms"),
+        "{text}"
+    );
+}

@@ -133,7 +133,8 @@ pub struct SimOptions {
     #[arg(long, default_value = "0ms")]
     pub think: String,
     /// A scheduled fault (repeatable): crash:N@T, restart:N@T, join@T, depart:N@T,
-    /// partition:N,M-P@T1..T2. Times count from the start of the client phase.
+    /// partition:N,M-P@T1..T2, pause:N@T1..T2 (the process stops, as under kill -STOP).
+    /// Times count from the start of the client phase.
     #[arg(long = "fault", value_name = "SPEC")]
     pub fault: Vec<String>,
     /// `random` draws faults from the seed with the rates below; `none` (default) does not.

@@ -33,6 +33,10 @@ struct Preparing {
     sources: Vec<NodeRef>,
     /// Whether everything the view adds has been fetched (`Ready` sent).
     ready: bool,
+    /// When `Ready` was first sent: the leader heard from this node after that, and
+    /// decided the change with its group, so the commit grants a lease from then (a
+    /// node that just joined serves at once rather than after its first heartbeat).
+    ready_at: Option<crate::Time>,
 }
 
 /// The member side of membership changes.
@@ -372,6 +376,7 @@ impl Membership {
             fetching,
             sources: sources.clone(),
             ready: false,
+            ready_at: None,
         });
         if ho.start_fetch(out, epoch, fetching, &sources) {
             self.mark_ready(sh, out);
@@ -382,6 +387,7 @@ impl Membership {
     pub(crate) fn mark_ready(&mut self, sh: &Shared, out: &mut Out) {
         if let Some(p) = &mut self.preparing {
             p.ready = true;
+            p.ready_at.get_or_insert(out.now);
             send_ready(sh, out, p.view.epoch);
         }
     }
@@ -441,6 +447,9 @@ impl Membership {
             // (`ChangeDone`): the nodes after this one commit in later waves, and until
             // then the ring it would see still routes through this node.
             return Ok(());
+        }
+        if let Some(ready_at) = p.ready_at {
+            sh.renew_lease(ready_at, out.now);
         }
         let (fetching, sources) = (p.fetching, p.sources);
         sh.view = p.view;

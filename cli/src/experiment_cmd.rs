@@ -15,7 +15,12 @@
 //! restarts them at 55%, then reads every key back and checks the history. It writes
 //! `crash_real.csv`, `crash_real.md` and `crash_real.png`. With `--victim bootstrap` it
 //! kills the bootstrap instead, restarts it, kills it for good, and lets a node join and
-//! another depart through the members; it writes `crash_bootstrap.*`.
+//! another depart through the members; it writes `crash_bootstrap.*`. With `--fault
+//! pause` it SIGSTOPs the bootstrap's successor instead of killing anything, and SIGCONTs
+//! it at 55% (`crash_pause.*`); with `--fault partition` it cuts the bootstrap's next 2
+//! successors off from the other 3 nodes until 55%, through the nodes' test-only transport
+//! filter (`crash_partition.*`). The kill, pause and partition runs each keep their row of
+//! a table of all three at the end of `crash_real.md`.
 //!
 //! Exit codes: 0 done (anomalies, such as failed inserts, are listed as warnings in the
 //! summary); 2 bad arguments, or an experiment could not run or write its files, or the
@@ -56,8 +61,9 @@ pub enum Which {
     /// only, no network; a few seconds.
     Balance,
     /// Experiment 5: kill -9 of k − 1 dht node processes under load, then their restart (or,
-    /// with --victim bootstrap, of the bootstrap); no acknowledged write may be lost, the
-    /// history must be linearizable (not part of all).
+    /// with --victim bootstrap, of the bootstrap; with --fault pause|partition, a SIGSTOP
+    /// or a network partition instead); no acknowledged write may be lost, the history
+    /// must be linearizable (not part of all).
     Crash,
 }
 
@@ -99,6 +105,32 @@ impl VictimArg {
     }
 }
 
+/// What the crash experiment does to its victims.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultArg {
+    /// kill -9 (see --victim), restart at 55% of the load (crash_real.* or
+    /// crash_bootstrap.*).
+    Kill,
+    /// SIGSTOP of the bootstrap's successor at 25% of the load, SIGCONT at 55% (6 s with
+    /// the default 20 s load): crash_pause.csv/.md/.png.
+    Pause,
+    /// The bootstrap's next ⌊(N − 1)/2⌋ successors (2 of 5) cut off from the other nodes
+    /// at 25% of the load, healed at 55%, through the nodes' test-only transport filter
+    /// (they run with --allow-fault-injection and a cluster secret of the run's own):
+    /// crash_partition.csv/.md/.png.
+    Partition,
+}
+
+impl FaultArg {
+    fn fault(self) -> crash::Fault {
+        match self {
+            FaultArg::Kill => crash::Fault::Kill,
+            FaultArg::Pause => crash::Fault::Pause,
+            FaultArg::Partition => crash::Fault::Partition,
+        }
+    }
+}
+
 /// Arguments of `dht experiment`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ExperimentArgs {
@@ -135,6 +167,12 @@ pub struct ExperimentArgs {
     /// is in the ring) runs at least 2 s past the depart.
     #[arg(long, value_enum, value_name = "VICTIM")]
     pub victim: Option<VictimArg>,
+    /// crash only: what is done to the victims (default kill). pause and partition take
+    /// members that are not the bootstrap (no --victim), and write crash_pause.* and
+    /// crash_partition.*; each of the three updates its row of the table of all faults in
+    /// crash_real.md.
+    #[arg(long, value_enum, value_name = "FAULT")]
+    pub fault: Option<FaultArg>,
     /// crash only: processes in the ring, the bootstrap included (default 5).
     #[arg(long)]
     pub nodes: Option<usize>,
@@ -209,6 +247,7 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<ExitCode> {
         }
         crash.nodes = args.nodes.unwrap_or(crash.nodes);
         crash.victim = args.victim.map_or(crash.victim, VictimArg::victim);
+        crash.fault = args.fault.map_or(crash.fault, FaultArg::fault);
         crash.duration = args.duration;
         if let Some(ms) = args.request_timeout_ms {
             if ms == 0 {
@@ -224,12 +263,13 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<ExitCode> {
         }
     } else if args.nodes.is_some()
         || args.victim.is_some()
+        || args.fault.is_some()
         || args.duration.is_some()
         || args.request_timeout_ms.is_some()
         || args.failure_timeout_ms.is_some()
     {
         anyhow::bail!(
-            "--victim, --nodes, --duration, --request-timeout-ms and --failure-timeout-ms apply to the crash experiment only"
+            "--victim, --fault, --nodes, --duration, --request-timeout-ms and --failure-timeout-ms apply to the crash experiment only"
         );
     }
     if args.link_latency.is_some() {

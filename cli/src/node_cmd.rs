@@ -60,6 +60,13 @@ pub struct Tuning {
     /// same node. Default: no added delay.
     #[arg(long, value_name = "DIST")]
     pub link_latency: Option<Latency>,
+    /// TEST ONLY: serve `POST /admin/partition`, which makes the node drop every
+    /// node-to-node message to and from the peers it names (a network partition on
+    /// loopback, for fault-injection experiments). With --cluster-secret the request must
+    /// carry it as a bearer token; without a secret this flag alone opens the endpoint.
+    /// Never use it on a ring that serves real data.
+    #[arg(long)]
+    pub allow_fault_injection: bool,
 }
 
 impl Tuning {
@@ -331,6 +338,7 @@ pub fn run_cluster(args: ClusterArgs) -> anyhow::Result<ExitCode> {
     options.actor = args.tuning.actor();
     options.cluster_secret = args.tuning.cluster_secret.clone();
     options.max_connections = args.tuning.max_connections;
+    options.allow_fault_injection = args.tuning.allow_fault_injection;
     runtime()?.block_on(async move {
         let cluster = LocalCluster::start(options).await?;
         let overlay = cluster.overlay().await.map_err(anyhow::Error::msg)?;
@@ -447,6 +455,7 @@ fn apply_tuning(options: &mut NodeOptions, tuning: &Tuning) {
     options.actor = tuning.actor();
     options.cluster_secret = tuning.cluster_secret.clone();
     options.max_connections = tuning.max_connections;
+    options.allow_fault_injection = tuning.allow_fault_injection;
 }
 
 fn bench_runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {

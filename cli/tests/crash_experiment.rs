@@ -1,8 +1,9 @@
 //! `dht experiment crash --quick`: the crash-stop experiment on real processes, run as a
 //! user runs it, with either victim (k − 1 successors, or the bootstrap: killed, restarted,
-//! killed for good, then a join and a depart through the members). It must exit 0 (no
-//! acknowledged write lost, the history linearizable), write its CSV, Markdown and PNG,
-//! and leave no node process behind.
+//! killed for good, then a join and a depart through the members), and with the other
+//! faults (a SIGSTOP of a member, a network partition through the nodes' test-only
+//! filter). It must exit 0 (no acknowledged write lost, the history linearizable), write
+//! its CSV, Markdown and PNG, and leave no node process behind.
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -257,6 +258,104 @@ fn crash_experiment_with_the_bootstrap_as_victim_loses_nothing_and_is_linearizab
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `dht experiment crash --fault FAULT --quick`: exit 0, nothing lost, linearizable, its
+/// files written (and its row of the table of all faults in crash_real.md), the fault and
+/// its end in the CSV, no node left running.
+fn quick_fault_run(fault: &str, begins: &str, ends: &str) {
+    let _serial = serial();
+    let dir = out_dir(&format!("crash-{fault}"));
+    let out = run_bounded(
+        &[
+            "experiment",
+            "crash",
+            "--fault",
+            fault,
+            "--quick",
+            "--no-progress",
+            "--out",
+            dir.to_str().unwrap(),
+        ],
+        Duration::from_secs(120),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(stdout.contains("acknowledged writes lost"), "{stdout}");
+    assert!(
+        stdout.contains("longest window without an ok completion"),
+        "{stdout}"
+    );
+
+    let stem = format!("crash_{fault}");
+    let (header, rows) = csv(&dir.join(format!("{stem}.csv")));
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("no column {name}: {header:?}"))
+    };
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    let ok: Vec<u64> = rows
+        .iter()
+        .map(|r| r[col("ops_ok")].parse().unwrap())
+        .collect();
+    assert!(ok[0] > 0, "no ok operations in the first second: {ok:?}");
+    let events: Vec<&str> = rows.iter().map(|r| r[col("events")].as_str()).collect();
+    for what in [begins, ends] {
+        assert!(
+            events.iter().any(|e| e.contains(what)),
+            "{what}: {events:?}"
+        );
+    }
+
+    let md = std::fs::read_to_string(dir.join(format!("{stem}.md"))).unwrap();
+    assert!(
+        md.contains("| **acknowledged writes lost** | **0** |"),
+        "{md}"
+    );
+    assert!(md.contains("| **linearizable** ("), "{md}");
+    assert!(
+        md.contains("| **longest window without an ok completion** (the whole load) |"),
+        "{md}"
+    );
+    assert!(
+        md.contains(&format!(
+            "dht experiment crash --fault {fault} --nodes 5 --k 3 --duration 5s"
+        )),
+        "{md}"
+    );
+    assert!(md.contains(&format!("]({stem}.png)")), "{md}");
+    let png = std::fs::read(dir.join(format!("{stem}.png"))).unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
+    // Its row of the table of all faults, in crash_real.md (created for it).
+    let real = std::fs::read_to_string(dir.join("crash_real.md")).unwrap();
+    let row = real
+        .lines()
+        .find(|l| l.starts_with(&format!("| {fault} | ")))
+        .unwrap_or_else(|| panic!("no {fault} row in crash_real.md:\n{real}"));
+    assert!(row.contains("| 0 | linearizable |"), "{row}");
+    assert!(!dir.join("crash_real.csv").exists());
+
+    let addrs = node_addrs(&md);
+    assert_eq!(addrs.len(), 5, "{md}");
+    assert_nothing_listens(addrs);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_paused_member_loses_nothing_and_stays_linearizable() {
+    quick_fault_run("pause", "SIGSTOP", "SIGCONT");
+}
+
+#[test]
+fn a_partition_loses_nothing_and_stays_linearizable() {
+    quick_fault_run("partition", "partition off", "healed");
+}
+
 #[test]
 fn crash_options_are_checked() {
     let _serial = serial();
@@ -268,6 +367,18 @@ fn crash_options_are_checked() {
         vec!["experiment", "crash", "--nodes", "2", "--out", d],
         vec!["experiment", "crash", "--duration", "soon", "--out", d],
         vec!["experiment", "crash", "--victim", "everyone", "--out", d],
+        vec!["experiment", "crash", "--fault", "flood", "--out", d],
+        vec![
+            "experiment",
+            "crash",
+            "--fault",
+            "pause",
+            "--victim",
+            "bootstrap",
+            "--out",
+            d,
+        ],
+        vec!["experiment", "hops", "--fault", "pause", "--out", d],
         vec![
             "experiment",
             "crash",

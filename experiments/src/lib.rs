@@ -14,6 +14,8 @@
 //! | 4e. keys per node against virtual nodes | [`balance`] | placement only | `balance.csv/.png` |
 //! | 5. `kill -9` of k − 1 node processes under load | [`crash`] | separate `dht` processes | `crash_real.csv/.md/.png` |
 //! | 5, `--victim bootstrap`: `kill -9`, restart and loss of the bootstrap | [`crash`] | separate `dht` processes | `crash_bootstrap.csv/.md/.png` |
+//! | 5, `--fault pause`: SIGSTOP of a member for 6 s | [`crash`] | separate `dht` processes | `crash_pause.csv/.md/.png` |
+//! | 5, `--fault partition`: 2 of 5 nodes cut off for 6 s | [`crash`] | separate `dht` processes | `crash_partition.csv/.md/.png` |
 //!
 //! `all` runs 1–4e, and 1 and 2 also with 1 ms node-to-node links
 //! ([`runner::WAN_LATENCY`]); the crash experiment starts `dht` processes and runs on its own

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::dial::Dialer;
+use crate::fault::PeerFilter;
 use crate::metrics::{add, Metrics};
 use crate::peer::{PeerLimits, Peers};
 
@@ -152,6 +153,7 @@ pub(crate) fn spawn(
     options: ActorOptions,
     dialer: Dialer,
     metrics: Arc<Metrics>,
+    filter: Arc<PeerFilter>,
 ) -> Running {
     let (tx, rx) = mpsc::channel(options.queue_commands_max.max(1));
     let (stop, stop_rx) = oneshot::channel();
@@ -166,7 +168,7 @@ pub(crate) fn spawn(
         next_req: 1,
         waiting: HashMap::new(),
         out: Vec::new(),
-        peers: Peers::new(dialer, metrics.clone(), options.peers),
+        peers: Peers::new(dialer, metrics.clone(), options.peers, filter),
         metrics,
     };
     let task = tokio::spawn(actor.run(rx, stop_rx, options.drain_grace));

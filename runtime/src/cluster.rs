@@ -30,6 +30,9 @@ pub struct ClusterOptions {
     pub cluster_secret: Option<String>,
     /// HTTP connections each node serves at once (see [`NodeOptions::max_connections`]).
     pub max_connections: usize,
+    /// TEST ONLY: every node serves `POST /admin/partition` (see
+    /// [`NodeOptions::allow_fault_injection`]).
+    pub allow_fault_injection: bool,
 }
 
 impl ClusterOptions {
@@ -45,6 +48,7 @@ impl ClusterOptions {
             actor: ActorOptions::default(),
             cluster_secret: None,
             max_connections: crate::MAX_CONNECTIONS_DEFAULT,
+            allow_fault_injection: false,
         }
     }
 
@@ -65,6 +69,7 @@ impl ClusterOptions {
         options.actor = self.actor;
         options.cluster_secret = self.cluster_secret.clone();
         options.max_connections = self.max_connections;
+        options.allow_fault_injection = self.allow_fault_injection;
         Ok(options)
     }
 }

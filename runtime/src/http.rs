@@ -1,6 +1,7 @@
 //! The HTTP API of one node (see `docs/http-api.md`): client routes, operator routes, the
-//! upgrade that opens a peer connection ([`crate::inbound`]) and the JSON route peer
-//! messages may also be posted to. Every error is JSON `{"error": "..."}`.
+//! upgrade that opens a peer connection ([`crate::inbound`]), the JSON route peer
+//! messages may also be posted to, and the test-only fault injection route
+//! ([`crate::fault`]). Every error is JSON `{"error": "..."}`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,6 +18,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::actor::{NodeHandle, Unavailable};
+use crate::fault::{parse_block_list, PeerFilter};
 use crate::inbound::{decode_json_batch, Inbound, INTERNAL_PATH};
 use crate::metrics::{add, Gauges, Metrics};
 use crate::wire::PEER_PATH;
@@ -25,6 +27,8 @@ use crate::wire::PEER_PATH;
 pub const CLIENT_BODY_BYTES_MAX: usize = 2 << 20;
 /// Largest body of a batch of peer messages (snapshots during a hand-over are large).
 pub const INTERNAL_BODY_BYTES_MAX: usize = 64 << 20;
+/// Path of the test-only partition filter (see [`crate::fault`]).
+pub const PARTITION_PATH: &str = "/admin/partition";
 
 #[derive(Clone)]
 struct AppState {
@@ -34,21 +38,28 @@ struct AppState {
     secret: Option<Arc<str>>,
     /// Where peer connections are handed.
     inbound: Arc<Inbound>,
+    /// The partition filter `POST /admin/partition` sets; `None` unless the node was
+    /// started with fault injection allowed.
+    faults: Option<Arc<PeerFilter>>,
 }
 
-/// The router of one node. With `secret`, the internal endpoints accept only requests
-/// that carry `Authorization: Bearer <secret>`; peer connections go to `inbound`.
+/// The router of one node. With `secret`, the internal endpoints (and the fault injection
+/// endpoint) accept only requests that carry `Authorization: Bearer <secret>`; peer
+/// connections go to `inbound`. With `faults` (test only), `POST /admin/partition` sets
+/// that filter; without, it answers 404.
 pub fn router(
     node: NodeHandle,
     metrics: Arc<Metrics>,
     secret: Option<Arc<str>>,
     inbound: Arc<Inbound>,
+    faults: Option<Arc<PeerFilter>>,
 ) -> Router {
     let state = AppState {
         node,
         metrics,
         secret,
         inbound,
+        faults,
     };
     Router::new()
         .route("/insert/{key}/{value}", post(insert_path))
@@ -62,6 +73,7 @@ pub fn router(
         .route("/node", get(node_status))
         .route("/metrics", get(render_metrics))
         .route(PEER_PATH, get(peer_connection))
+        .route(PARTITION_PATH, post(set_partition).get(get_partition))
         .route(
             INTERNAL_PATH,
             post(internal_message).layer(DefaultBodyLimit::max(INTERNAL_BODY_BYTES_MAX)),
@@ -381,6 +393,7 @@ async fn internal_message(
         }
     };
     add(&s.metrics.peer.messages_malformed, malformed);
+    let envelopes = s.inbound.admit(envelopes);
     let kinds = envelopes.iter().map(|e| e.msg.kind());
     s.metrics.peer.count_kinds(kinds, false);
     if envelopes.is_empty() {
@@ -389,6 +402,77 @@ async fn internal_message(
     match s.node.deliver(envelopes).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(unavailable) => unavailable_json(unavailable).into_response(),
+    }
+}
+
+// ----- test-only fault injection -----
+
+/// The filter, if fault injection is on and the request may use it; else the refusal:
+/// 404 when it is off, 403 without the cluster secret (when one is configured).
+fn fault_access(s: &AppState, headers: &HeaderMap) -> Result<Arc<PeerFilter>, JsonReply> {
+    let Some(filter) = &s.faults else {
+        let body = json!({
+            "error": "fault injection is off on this node (it is for tests: start the node with --allow-fault-injection)",
+            "code": "fault_injection_disabled",
+        });
+        return Err((StatusCode::NOT_FOUND, Json(body)));
+    };
+    if let Some(secret) = &s.secret {
+        if !has_secret(headers, secret) {
+            let body = json!({
+                "error": "fault injection needs the cluster secret (Authorization: Bearer <secret>)",
+                "code": "forbidden",
+            });
+            return Err((StatusCode::FORBIDDEN, Json(body)));
+        }
+    }
+    Ok(filter.clone())
+}
+
+fn partition_json(s: &AppState, filter: &PeerFilter) -> JsonReply {
+    let blocked: Vec<String> = filter.blocked().iter().cloned().collect();
+    (
+        StatusCode::OK,
+        Json(json!({ "node": s.node.addr(), "blocked": blocked })),
+    )
+}
+
+/// `POST /admin/partition` `{"block": ["host:port", ...]}`: drop every peer message to and
+/// from those nodes from now on (an empty list heals).
+async fn set_partition(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> JsonReply {
+    let filter = match fault_access(&s, &headers) {
+        Ok(filter) => filter,
+        Err(refusal) => return refusal,
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            let body = json!({ "error": rejection.body_text(), "code": "bad_request" });
+            return (rejection.status(), Json(body));
+        }
+    };
+    match parse_block_list(&body) {
+        Ok(addrs) => {
+            tracing::warn!(node = %s.node.addr(), blocked = ?addrs, "test-only partition filter set");
+            filter.set(addrs);
+            partition_json(&s, &filter)
+        }
+        Err(message) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": message, "code": "bad_request" })),
+        ),
+    }
+}
+
+/// `GET /admin/partition`: the nodes this one is cut off from.
+async fn get_partition(State(s): State<AppState>, headers: HeaderMap) -> JsonReply {
+    match fault_access(&s, &headers) {
+        Ok(filter) => partition_json(&s, &filter),
+        Err(refusal) => refusal,
     }
 }
 

@@ -26,6 +26,7 @@ use tokio::io::{AsyncRead, BufReader};
 use tokio::sync::watch;
 
 use crate::actor::{NodeHandle, Unavailable};
+use crate::fault::PeerFilter;
 use crate::metrics::{add, Metrics};
 use crate::wire::{self, PROTOCOL};
 
@@ -44,6 +45,8 @@ pub struct Inbound {
     node: NodeHandle,
     metrics: Arc<Metrics>,
     secret: Option<Arc<str>>,
+    /// The test-only partition filter: envelopes from a blocked sender are dropped.
+    filter: Arc<PeerFilter>,
     stop: watch::Sender<bool>,
     /// The current connection of each sender.
     links: Mutex<HashMap<Arc<str>, Link>>,
@@ -69,12 +72,18 @@ struct Sender {
 
 impl Inbound {
     /// The receiving side of the node behind `node`; with `secret`, connections must
-    /// present it.
-    pub fn new(node: NodeHandle, metrics: Arc<Metrics>, secret: Option<Arc<str>>) -> Inbound {
+    /// present it; envelopes from the senders `filter` blocks are dropped.
+    pub fn new(
+        node: NodeHandle,
+        metrics: Arc<Metrics>,
+        secret: Option<Arc<str>>,
+        filter: Arc<PeerFilter>,
+    ) -> Inbound {
         Inbound {
             node,
             metrics,
             secret,
+            filter,
             stop: watch::Sender::new(false),
             links: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(0),
@@ -192,6 +201,10 @@ impl Inbound {
             return true;
         };
         let sender = sender.get_or_insert_with(|| self.register(conn, &first.from.addr));
+        let envelopes = self.admit(envelopes);
+        if envelopes.is_empty() {
+            return true;
+        }
         peer.count_kinds(envelopes.iter().map(|e| e.msg.kind()), false);
         let _turn = sender.delivery.lock().await;
         if sender.superseded.load(Ordering::Acquire) {
@@ -199,6 +212,18 @@ impl Inbound {
             return false;
         }
         self.deliver(envelopes).await
+    }
+
+    /// The envelopes not from a sender the partition filter blocks; the others are
+    /// counted and dropped.
+    pub(crate) fn admit(&self, mut envelopes: Vec<Envelope>) -> Vec<Envelope> {
+        let before = envelopes.len();
+        envelopes.retain(|e| !self.filter.blocks(&e.from.addr));
+        add(
+            &self.metrics.peer.messages_dropped_partition_receive,
+            before - envelopes.len(),
+        );
+        envelopes
     }
 
     /// Make `conn` the current connection of the sender at `addr`.

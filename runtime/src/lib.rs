@@ -11,6 +11,7 @@
 //!   [`inbound`]: the receiving side, which hands frames to the actor in order.
 //! - [`server`]: one node (listener + HTTP server + actor); [`cluster`]: a whole ring in
 //!   one process.
+//! - [`fault`]: the test-only partition filter behind `POST /admin/partition`.
 //! - [`conn_limit`]: the listener that caps a node's open HTTP connections.
 //! - [`baseline`]: a trivial key-value server on the same HTTP stack, to measure ringkv
 //!   against (`dht bench --baseline`).
@@ -27,6 +28,7 @@ pub mod client;
 pub mod cluster;
 pub mod conn_limit;
 pub mod dial;
+pub mod fault;
 pub mod http;
 pub mod inbound;
 pub mod metrics;
@@ -41,6 +43,7 @@ pub use baseline::BaselineServer;
 pub use client::{encode_segment, ClientError, HttpClient, HttpReply};
 pub use cluster::{ClusterError, ClusterOptions, LocalCluster};
 pub use conn_limit::MAX_CONNECTIONS_DEFAULT;
+pub use fault::PeerFilter;
 pub use metrics::Metrics;
 pub use outcome::{outcome, Cause, DataOp, ErrorCode, Outcome, Served};
 pub use peer::PeerLimits;

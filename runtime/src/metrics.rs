@@ -61,6 +61,10 @@ pub struct PeerCounters {
     pub connections_refused: AtomicU64,
     /// Received frames that did not decode; each closed its connection.
     pub frames_malformed: AtomicU64,
+    /// Envelopes to a peer the test-only partition filter blocks, dropped before sending.
+    pub messages_dropped_partition_send: AtomicU64,
+    /// Envelopes from a peer the test-only partition filter blocks, dropped on arrival.
+    pub messages_dropped_partition_receive: AtomicU64,
     /// Envelopes waiting in the peer queues now (a gauge).
     pub queued: AtomicU64,
     /// (sent, received) envelopes by message kind; updated once per batch.
@@ -333,6 +337,19 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} counter");
             let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        }
+        let name = "ringkv_messages_dropped_partition_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Envelopes dropped by the test-only partition filter (POST /admin/partition)."
+        );
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (direction, value) in [
+            ("send", &p.messages_dropped_partition_send),
+            ("receive", &p.messages_dropped_partition_receive),
+        ] {
+            let n = value.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}{{direction=\"{direction}\"}} {n}");
         }
         let kinds = p.kinds.lock().unwrap_or_else(|e| e.into_inner()).clone();
         for (i, name) in [

@@ -33,6 +33,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::dial::Dialer;
+use crate::fault::PeerFilter;
 use crate::metrics::{add, Metrics};
 use crate::sender::Sender;
 
@@ -155,6 +156,8 @@ pub(crate) struct Peers {
     metrics: Arc<Metrics>,
     limits: PeerLimits,
     delay: Option<LinkDelay>,
+    /// The test-only partition filter every sender task checks.
+    filter: Arc<PeerFilter>,
     queues: HashMap<Arc<str>, Arc<Queue>>,
     /// Queues that became non-empty during the actor's current turn.
     woken: Vec<Arc<Queue>>,
@@ -162,7 +165,12 @@ pub(crate) struct Peers {
 }
 
 impl Peers {
-    pub(crate) fn new(dialer: Dialer, metrics: Arc<Metrics>, limits: PeerLimits) -> Peers {
+    pub(crate) fn new(
+        dialer: Dialer,
+        metrics: Arc<Metrics>,
+        limits: PeerLimits,
+        filter: Arc<PeerFilter>,
+    ) -> Peers {
         // Real nodes are not replayable anyway (wall clocks, the OS scheduler), so the
         // latency draws need no seed.
         let delay = limits.link_latency.map(|latency| LinkDelay {
@@ -174,6 +182,7 @@ impl Peers {
             metrics,
             limits,
             delay,
+            filter,
             queues: HashMap::new(),
             woken: Vec::new(),
             tasks: Vec::new(),
@@ -248,6 +257,7 @@ impl Peers {
             self.dialer.clone(),
             self.metrics.clone(),
             self.limits,
+            self.filter.clone(),
         );
         self.tasks.retain(|t| !t.is_finished());
         self.tasks.push(tokio::spawn(sender.run()));
@@ -322,7 +332,7 @@ mod tests {
             connect_attempts_max: 1,
             ..PeerLimits::default()
         };
-        let mut peers = Peers::new(dialer(), metrics.clone(), limits);
+        let mut peers = Peers::new(dialer(), metrics.clone(), limits, Arc::default());
         peers.send(to.clone(), envelope(1));
         peers.flush();
         tokio::time::sleep(Duration::from_millis(400)).await;
@@ -343,7 +353,7 @@ mod tests {
             queue_envelopes_max: 3,
             ..PeerLimits::default()
         };
-        let mut peers = Peers::new(dialer(), metrics.clone(), limits);
+        let mut peers = Peers::new(dialer(), metrics.clone(), limits, Arc::default());
         let to = closed_port();
         // Not flushed: the sender task is not woken, so the queue only grows.
         for epoch in 0..5 {
@@ -361,7 +371,7 @@ mod tests {
             link_latency: Some(Latency::Exp { mean_ns: 5_000_000 }),
             ..PeerLimits::default()
         };
-        let mut peers = Peers::new(dialer(), metrics, limits);
+        let mut peers = Peers::new(dialer(), metrics, limits, Arc::default());
         let to = closed_port();
         let start = Instant::now();
         for epoch in 0..200 {

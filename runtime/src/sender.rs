@@ -10,6 +10,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 use crate::dial::{Dialer, PeerConn};
+use crate::fault::PeerFilter;
 use crate::metrics::{add, Metrics};
 use crate::peer::{PeerLimits, Queue};
 use crate::wire;
@@ -27,6 +28,8 @@ pub(crate) struct Sender {
     dialer: Dialer,
     metrics: Arc<Metrics>,
     limits: PeerLimits,
+    /// The test-only partition filter: a batch to a blocked destination is dropped.
+    filter: Arc<PeerFilter>,
     conn: Option<PeerConn>,
     buf: Vec<u8>,
 }
@@ -38,6 +41,7 @@ impl Sender {
         dialer: Dialer,
         metrics: Arc<Metrics>,
         limits: PeerLimits,
+        filter: Arc<PeerFilter>,
     ) -> Sender {
         Sender {
             to,
@@ -45,6 +49,7 @@ impl Sender {
             dialer,
             metrics,
             limits,
+            filter,
             conn: None,
             buf: Vec::new(),
         }
@@ -95,6 +100,12 @@ impl Sender {
     async fn send(&mut self, batch: Vec<Envelope>) {
         let peer = &self.metrics.peer;
         peer.queued.fetch_sub(batch.len() as u64, Ordering::Relaxed);
+        if self.filter.blocks(&self.to) {
+            // Cut off (test-only partition): the batch is lost, as on a broken link; the
+            // connection stays open and carries messages again once healed.
+            add(&peer.messages_dropped_partition_send, batch.len());
+            return;
+        }
         peer.count_kinds(batch.iter().map(|e| e.msg.kind()), true);
         self.buf.clear();
         let encoded = wire::encode(&batch, self.limits.batch_bytes_max, &mut self.buf);

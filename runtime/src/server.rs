@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use crate::actor::{self, ActorOptions, NodeHandle, Unavailable};
 use crate::conn_limit::{LimitedListener, MAX_CONNECTIONS_DEFAULT};
 use crate::dial::Dialer;
+use crate::fault::PeerFilter;
 use crate::inbound::Inbound;
 use crate::metrics::Metrics;
 
@@ -60,6 +61,11 @@ pub struct NodeOptions {
     /// heartbeat) before founding a new one, and rejoin that ring if there is one. Off
     /// by default; `dht bootstrap` turns it on.
     pub recover: bool,
+    /// TEST ONLY: serve `POST /admin/partition`, which cuts the node off from chosen peers
+    /// (every message to and from them is dropped) until healed. With a cluster secret the
+    /// request must carry it; without one, this flag alone opens the endpoint. Off by
+    /// default: the endpoint then answers 404.
+    pub allow_fault_injection: bool,
 }
 
 impl NodeOptions {
@@ -77,6 +83,7 @@ impl NodeOptions {
             cluster_secret: None,
             max_connections: MAX_CONNECTIONS_DEFAULT,
             recover: false,
+            allow_fault_injection: false,
         }
     }
 }
@@ -148,6 +155,7 @@ impl NodeServer {
         config.timing = options.timing;
         config.recover = options.recover && is_bootstrap;
         let metrics = Arc::new(Metrics::default());
+        let filter = Arc::new(PeerFilter::default());
         let secret: Option<Arc<str>> = options.cluster_secret.as_deref().map(Arc::from);
         let dialer = Dialer {
             secret: secret.clone(),
@@ -159,17 +167,21 @@ impl NodeServer {
             options.actor,
             dialer,
             metrics.clone(),
+            filter.clone(),
         );
         let inbound = Arc::new(Inbound::new(
             running.handle.clone(),
             metrics.clone(),
             secret.clone(),
+            filter.clone(),
         ));
+        let faults = options.allow_fault_injection.then_some(filter);
         let app = crate::http::router(
             running.handle.clone(),
             metrics.clone(),
             secret,
             inbound.clone(),
+            faults,
         );
         let (http_stop, stopped) = oneshot::channel::<()>();
         // Sets TCP_NODELAY on every accepted connection.
@@ -187,6 +199,7 @@ impl NodeServer {
             %local_addr,
             bootstrap = is_bootstrap,
             max_connections = options.max_connections,
+            fault_injection = options.allow_fault_injection,
             link_latency = %options
                 .actor
                 .peers

@@ -25,9 +25,12 @@ pub struct Row {
     /// (killed nodes removed from the ring), `restarting` (restarted, not all rejoined)
     /// or `recovered`; with the bootstrap as victim, then `crashed again` (killed for
     /// good), `repaired again` (removed), `joined` (the new node is in, a member departs)
-    /// and `departed`.
+    /// and `departed`. With a pause, `paused` and `resumed` (SIGCONT sent, the ring not
+    /// yet whole) in place of `crashed` and `restarting`; with a partition, `partitioned`
+    /// and `healed`.
     pub phase: String,
-    /// Nodes running and in the ring (as far as the clients know) at the window's middle.
+    /// Nodes running and in the ring (as far as the clients know) at the window's middle;
+    /// with a partition, every node (the clients send to both sides).
     pub nodes_up: usize,
     /// Operations that completed `ok` in the window.
     pub ops_ok: u64,

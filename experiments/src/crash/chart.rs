@@ -6,6 +6,7 @@ use std::path::Path;
 use plotters::style::RGBColor;
 
 use super::analysis::Row;
+use super::settings::Fault;
 use super::{Run, Victim};
 use crate::plot::{self, shade, Axis, Chart, LegendAt, Marker, Point, Series};
 use crate::runner::fixed;
@@ -48,14 +49,15 @@ pub(super) fn draw(path: &Path, run: &Run, rows: &[Row]) -> Result<()> {
     let mut series = vec![Series::new("ok ops/s", plot::CHAIN, Marker::Circle, ok)];
     series.extend(markers(run, y.hi));
     let chart = Chart {
-        title: match s.victim {
-            Victim::Successors => format!(
+        title: match (s.fault, s.victim) {
+            (Fault::Pause | Fault::Partition, _) => format!("{} (chain, k = {})", run.what(), s.k),
+            (Fault::Kill, Victim::Successors) => format!(
                 "kill -9 of {} of {} dht processes (chain, k = {})",
                 run.victims.len(),
                 s.nodes,
                 s.k
             ),
-            Victim::Bootstrap => format!(
+            (Fault::Kill, Victim::Bootstrap) => format!(
                 "kill -9 of the bootstrap of {} dht processes, restart, kill for good (chain, k = {})",
                 s.nodes, s.k
             ),
@@ -91,8 +93,13 @@ fn markers(run: &Run, y_hi: f64) -> Vec<Series> {
         Victim::Successors => run.victims.len().to_string(),
         Victim::Bootstrap => "the bootstrap".into(),
     };
+    let (fault, undone) = match run.settings.fault {
+        Fault::Kill => (format!("kill -9 of {killed}"), "restart"),
+        Fault::Pause => (format!("SIGSTOP of {killed}"), "SIGCONT"),
+        Fault::Partition => (format!("partition ({killed} cut off)"), "heal"),
+    };
     let mut series = vec![vline(
-        format!("kill -9 of {killed} at {} s", fixed(tl.kill_s, 1)),
+        format!("{fault} at {} s", fixed(tl.kill_s, 1)),
         tl.kill_s,
         KILL,
     )];
@@ -104,11 +111,19 @@ fn markers(run: &Run, y_hi: f64) -> Vec<Series> {
         ));
     }
     series.push(vline(
-        format!("restart at {} s", fixed(tl.restart_s, 1)),
+        format!("{undone} at {} s", fixed(tl.restart_s, 1)),
         tl.restart_s,
         plot::FINGER,
     ));
     let Some(f) = &tl.failover else {
+        if run.settings.fault != Fault::Kill {
+            let back = tl.all_rejoined_s();
+            series.push(vline(
+                format!("ring whole again at {} s", fixed(back, 1)),
+                back,
+                plot::REFERENCE,
+            ));
+        }
         return series;
     };
     let back = tl.all_rejoined_s();

@@ -1,6 +1,7 @@
 //! The node processes of a run: starting `dht bootstrap` and `dht node --join` processes
-//! on loopback, killing them with SIGKILL, restarting them on their addresses, and making
-//! one depart (`dht depart`).
+//! on loopback, killing them with SIGKILL, pausing and resuming them (SIGSTOP, SIGCONT),
+//! restarting them on their addresses, and making one depart (`dht depart`). Signals go
+//! only to the processes the fleet started, by their PIDs.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -60,6 +61,29 @@ impl NodeProc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Send `signal` (`STOP`, `CONT`) to this process, which must still run.
+    fn signal(&mut self, signal: &str) -> Result<()> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Err(ExperimentError(format!(
+                "cannot send SIG{signal}: the process already ended ({status})"
+            )));
+        }
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .stdin(Stdio::null())
+            .status();
+        match sent {
+            Ok(status) if status.success() => Ok(()),
+            Ok(status) => Err(ExperimentError(format!(
+                "kill -{signal} {pid} ended with {status}"
+            ))),
+            Err(e) => Err(ExperimentError(format!(
+                "cannot run kill -{signal} {pid}: {e}"
+            ))),
+        }
+    }
 }
 
 /// The last lines of a node's log, for error messages.
@@ -89,6 +113,10 @@ pub(super) struct Fleet {
     request_timeout_ms: String,
     /// `--failure-timeout-ms` of every node.
     failure_timeout_ms: String,
+    /// With fault injection (the partition), the cluster secret every node gets (in its
+    /// environment, not on its command line) and that the partition requests carry;
+    /// the nodes then run with `--allow-fault-injection`.
+    fault_secret: Option<String>,
     starts: usize,
 }
 
@@ -98,6 +126,7 @@ impl Fleet {
         k: usize,
         request_timeout: Duration,
         failure_timeout: Duration,
+        fault_secret: Option<String>,
     ) -> Result<Fleet> {
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -114,6 +143,7 @@ impl Fleet {
             k,
             request_timeout_ms: request_timeout.as_millis().max(1).to_string(),
             failure_timeout_ms: failure_timeout.as_millis().max(100).to_string(),
+            fault_secret,
             starts: 0,
         })
     }
@@ -124,9 +154,14 @@ impl Fleet {
         let log = self.logs.join(format!("start-{:02}.log", self.starts));
         let stderr = File::create(&log)
             .map_err(|e| ExperimentError(format!("cannot create {}: {e}", log.display())))?;
-        let mut child = Command::new(&self.dht)
-            .args(args)
-            .env("RUST_LOG", "warn")
+        let mut command = Command::new(&self.dht);
+        command.args(args).env("RUST_LOG", "warn");
+        if let Some(secret) = &self.fault_secret {
+            command
+                .arg("--allow-fault-injection")
+                .env("RINGKV_CLUSTER_SECRET", secret);
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -292,6 +327,28 @@ impl Fleet {
     pub(super) fn kill9(&mut self, i: usize) {
         if let Some(mut p) = self.procs[i].take() {
             p.kill9();
+        }
+    }
+
+    /// SIGSTOP node `i`: it keeps its state and its sockets but runs no more.
+    pub(super) fn pause(&mut self, i: usize) -> Result<()> {
+        self.signal(i, "STOP")
+    }
+
+    /// SIGCONT node `i`, paused.
+    pub(super) fn resume(&mut self, i: usize) -> Result<()> {
+        self.signal(i, "CONT")
+    }
+
+    fn signal(&mut self, i: usize, signal: &str) -> Result<()> {
+        let addr = &self.addrs[i];
+        match self.procs[i].as_mut() {
+            Some(p) => p
+                .signal(signal)
+                .map_err(|e| ExperimentError(format!("node {i} ({addr}): {e}"))),
+            None => Err(ExperimentError(format!(
+                "node {i} ({addr}) is not running: cannot send SIG{signal}"
+            ))),
         }
     }
 

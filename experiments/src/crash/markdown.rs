@@ -1,10 +1,12 @@
-//! `crash_real.md` (or `crash_bootstrap.md`): the command, the setup in words, the event
-//! times, totals and verdicts, the keys per node, the plot and the per-second table.
+//! `crash_real.md` (or `crash_bootstrap.md`, `crash_pause.md`, `crash_partition.md`): the
+//! command, the setup in words, the event times, totals and verdicts, the keys per node,
+//! the plot and the per-second table.
 
 use ringkv_sim::check::{OpKind, OpStatus};
 
 use super::analysis::Row;
 use super::report::{command, trim};
+use super::settings::Fault;
 use super::timeline::Failover;
 use super::{Run, Victim, KILL_AT, KILL_FOR_GOOD_AT, LOAD_AFTER_DEPART, READ_ATTEMPTS, RESTART_AT};
 use crate::runner::{fixed, machine_facts, ops, today, Options};
@@ -27,7 +29,7 @@ pub(super) fn markdown(run: &Run, options: &Options, rows: &[Row]) -> String {
     );
     md.push_str(&fault_table(run));
     md.push_str(&node_table(run));
-    let stem = run.settings.victim.stem();
+    let stem = run.settings.stem();
     md.push_str(&format!("\n![ok operations per second]({stem}.png)\n\n"));
     md.push_str(&window_table(rows, stem));
     md.push_str(&failures(run));
@@ -37,9 +39,11 @@ pub(super) fn markdown(run: &Run, options: &Options, rows: &[Row]) -> String {
 /// The title, the command and the setup in words.
 fn intro(run: &Run, options: &Options) -> String {
     let s = &run.settings;
-    let title = match s.victim {
-        Victim::Successors => "Crash-stop of real node processes under load",
-        Victim::Bootstrap => "Crash-stop of the bootstrap process under load",
+    let title = match (s.fault, s.victim) {
+        (Fault::Kill, Victim::Successors) => "Crash-stop of real node processes under load",
+        (Fault::Kill, Victim::Bootstrap) => "Crash-stop of the bootstrap process under load",
+        (Fault::Pause, _) => "Pause (SIGSTOP) of a real node process under load",
+        (Fault::Partition, _) => "Network partition of real node processes under load",
     };
     let mut md = format!("# {title}\n\n");
     md.push_str(&format!(
@@ -65,8 +69,35 @@ fn intro(run: &Run, options: &Options) -> String {
         trim(run.duration.as_secs_f64()),
         n = s.nodes,
     ));
-    md.push_str(&match s.victim {
-        Victim::Successors => format!(
+    md.push_str(&match (s.fault, s.victim) {
+        (Fault::Pause, _) => format!(
+            "At {}% of the load, SIGSTOP of {} member that is not the bootstrap (the \
+             bootstrap's successor): the process keeps its state and its sockets but runs no \
+             more. The clients stop sending new requests to it, as they would to a killed \
+             node (those already sent to it wait). At {}% ({} s later) it gets SIGCONT and \
+             is put back in the clients' list at once, whatever it still believes, so that \
+             its answers are checked too.",
+            fixed(100.0 * KILL_AT, 0),
+            run.victims.len(),
+            fixed(100.0 * RESTART_AT, 0),
+            fixed(run.tl.restart_s - run.tl.kill_s, 2),
+        ),
+        (Fault::Partition, _) => format!(
+            "At {}% of the load, a network partition: the bootstrap's next {} successors, \
+             consecutive on the ring, on one side and the other {} nodes (the bootstrap's \
+             side, a majority) on the other. Each node drops every node-to-node message to \
+             and from the other side, through its test-only transport filter (`POST \
+             /admin/partition`, nodes started with `--allow-fault-injection` and a cluster \
+             secret of the run's own); the connections stay open. At {}% ({} s later) the \
+             filters are emptied. The clients are on neither side: they go on sending to \
+             every node, so the answers of the cut-off side are checked too.",
+            fixed(100.0 * KILL_AT, 0),
+            run.victims.len(),
+            s.nodes - run.victims.len(),
+            fixed(100.0 * RESTART_AT, 0),
+            fixed(run.tl.restart_s - run.tl.kill_s, 2),
+        ),
+        (Fault::Kill, Victim::Successors) => format!(
             "At {}% of the load, `kill -9` (SIGKILL) of k − 1 = {} members that are \
              consecutive on the ring (the bootstrap's next successors, so the keys they share \
              with the bootstrap keep one live replica); at {}% they are started again on their \
@@ -75,7 +106,7 @@ fn intro(run: &Run, options: &Options) -> String {
             run.victims.len(),
             fixed(100.0 * RESTART_AT, 0),
         ),
-        Victim::Bootstrap => bootstrap_schedule(run),
+        (Fault::Kill, Victim::Bootstrap) => bootstrap_schedule(run),
     });
     md.push_str(" Times are seconds since the load began.\n\n");
     md
@@ -148,6 +179,31 @@ fn facts(run: &Run) -> Vec<(String, String)> {
             format!("{} ({span})", ops(rate)),
         ));
     }
+    let (ok, any) = run.zero_windows();
+    kv.push((
+        "**longest window without an ok completion** (the whole load)".into(),
+        format!(
+            "**{} s** ({}–{} s); target ≤ failure timeout + 0.5 s = {} s: **{}**",
+            fixed(ok.1 - ok.0, 2),
+            fixed(ok.0, 2),
+            fixed(ok.1, 2),
+            trim(run.zero_window_target_s()),
+            if run.zero_window_met() {
+                "met"
+            } else {
+                "not met"
+            }
+        ),
+    ));
+    kv.push((
+        "longest window without any completion (ok, fail or info)".into(),
+        format!(
+            "{} s ({}–{} s)",
+            fixed(any.1 - any.0, 2),
+            fixed(any.0, 2),
+            fixed(any.1, 2)
+        ),
+    ));
     kv.extend(verdict_facts(run));
     kv
 }
@@ -157,7 +213,19 @@ fn event_facts(run: &Run) -> Vec<(String, String)> {
     let tl = &run.tl;
     let after_kill = |t: f64| fixed(t - tl.kill_s, 1);
     let rejoined: Vec<String> = tl.rejoined_s.iter().map(|r| fixed(*r, 2)).collect();
+    let whole = format!(
+        "at {} s; the ring whole again (the bootstrap's overlay holds every node, each a member) at {} s, {} s later",
+        fixed(tl.restart_s, 2),
+        rejoined.join(", "),
+        fixed(tl.all_rejoined_s() - tl.restart_s, 2)
+    );
+    let (fault, undone, since) = match run.settings.fault {
+        Fault::Kill => ("killed (`kill -9`)", "restarted", "the kill"),
+        Fault::Pause => ("paused (SIGSTOP)", "resumed (SIGCONT)", "the pause"),
+        Fault::Partition => ("cut off from the other nodes", "healed", "the partition"),
+    };
     let restarted = match run.settings.victim {
+        _ if run.settings.fault != Fault::Kill => whole,
         Victim::Successors => format!(
             "at {} s; rejoined at {} s",
             fixed(tl.restart_s, 2),
@@ -172,7 +240,7 @@ fn event_facts(run: &Run) -> Vec<(String, String)> {
     };
     vec![
         (
-            "killed (`kill -9`)".into(),
+            fault.into(),
             format!(
                 "{} at {} s",
                 run.victim_addrs().join(", "),
@@ -181,17 +249,25 @@ fn event_facts(run: &Run) -> Vec<(String, String)> {
         ),
         (
             "removed from the ring".into(),
-            tl.removed_s.map_or("not before the restart".into(), |r| {
-                format!("by {} s ({} s after the kill)", fixed(r, 2), after_kill(r))
-            }),
+            tl.removed_s.map_or(
+                format!(
+                    "not before {}",
+                    match run.settings.fault {
+                        Fault::Kill => "the restart",
+                        Fault::Pause => "SIGCONT",
+                        Fault::Partition => "the heal",
+                    }
+                ),
+                |r| format!("by {} s ({} s after {since})", fixed(r, 2), after_kill(r)),
+            ),
         ),
         (
-            "first ok answer to a request sent after the kill".into(),
+            format!("first ok answer to a request sent after {since}"),
             run.serving_again_s().map_or("none".into(), |t| {
-                format!("at {} s ({} s after the kill)", fixed(t, 2), after_kill(t))
+                format!("at {} s ({} s after {since})", fixed(t, 2), after_kill(t))
             }),
         ),
-        ("restarted".into(), restarted),
+        (undone.into(), restarted),
     ]
 }
 
@@ -343,7 +419,11 @@ fn role(run: &Run, i: usize) -> String {
     let role = if i == 0 {
         "bootstrap"
     } else if run.victims.contains(&i) {
-        "killed, restarted"
+        match run.settings.fault {
+            Fault::Kill => "killed, restarted",
+            Fault::Pause => "paused, resumed",
+            Fault::Partition => "cut off, healed",
+        }
     } else {
         "member"
     };

@@ -3,8 +3,12 @@
 //! A ring of separate `dht` processes on loopback (one `dht bootstrap` and N − 1
 //! `dht node --join`, default N = 5, k = 3, chain replication, failure handling on) serves a
 //! closed-loop load of concurrent HTTP clients (default 8) on a few keys (default 16), half
-//! inserts and half queries, for a fixed time (default 20 s; 5 s with `--quick`). Who is
-//! killed is the [`Victim`]:
+//! inserts and half queries, for a fixed time (default 20 s; 5 s with `--quick`). What is
+//! done is the [`Fault`]: `kill` (the default), or `pause` and `partition` (see
+//! `nemesis`): a SIGSTOP of the bootstrap's successor, or the bootstrap's next ⌊(N − 1)/2⌋
+//! successors cut off from the other nodes through their test-only transport filter, both
+//! from 25% of the load to 55% (6 s of the default 20 s), written as `crash_pause.*` and
+//! `crash_partition.*`. Who is killed is the [`Victim`]:
 //!
 //! - **successors** (the default): at 25% of that time k − 1 members that follow each
 //!   other on the ring (the bootstrap's next k − 1 successors, so some keys keep a single
@@ -33,8 +37,11 @@
 //! non-zero) after its files are written: `crash_real.csv` (one row per second of the
 //! load), `crash_real.md` (settings, event times, totals, verdicts and the per-second
 //! table) and `crash_real.png` (ok operations per second with the events marked);
-//! `crash_bootstrap.*` with the bootstrap as victim. It is not part of `dht experiment
-//! all`, which stays in-process.
+//! `crash_bootstrap.*` with the bootstrap as victim. The kill, pause and partition runs
+//! also keep their row of a table of all three at the end of `crash_real.md` (`summary`):
+//! the longest window of the load without an `ok` completion against the target of the
+//! failure timeout plus 0.5 s, the lost writes and the verdict. It is not part of `dht
+//! experiment all`, which stays in-process.
 //!
 //! Every operation goes into a history in the checker's format, its answer classified
 //! `ok`, `fail` or `info` by the rule every client uses ([`ringkv_runtime::outcome`](mod@ringkv_runtime::outcome));
@@ -42,8 +49,8 @@
 //!
 //! The parts: `settings` is what a run is asked to do; `fleet` starts, kills, restarts
 //! and departs the node processes, and `ring` watches what they say of their ring; `load`
-//! runs the clients and the final reads; `successors` and `bootstrap` are the two
-//! scenarios' schedules, on the load's `clock`; `timeline` holds when their events
+//! runs the clients and the final reads; `successors`, `bootstrap` and `nemesis` (pause,
+//! partition) are the scenarios' schedules, on the load's `clock`; `timeline` holds when their events
 //! happened; `analysis` reads the history (throughput per second, lost writes,
 //! linearizability) and `stretches` the throughput between the events and the stall
 //! after each fault; `report`, `markdown` and `chart` write the CSV, Markdown and PNG.
@@ -55,11 +62,13 @@ mod clock;
 mod fleet;
 mod load;
 mod markdown;
+mod nemesis;
 mod report;
 mod ring;
 mod settings;
 mod stretches;
 mod successors;
+mod summary;
 mod timeline;
 
 use std::sync::Arc;
@@ -78,7 +87,7 @@ use ring::{overlay, wait_ring};
 use timeline::Timeline;
 
 pub use analysis::Row;
-pub use settings::{Settings, Victim};
+pub use settings::{Fault, Settings, Victim};
 
 /// The kill, as a fraction of the load's duration.
 pub const KILL_AT: f64 = 0.25;
@@ -110,9 +119,18 @@ pub fn run(options: &Options) -> Result<Report> {
     };
     let rt = runtime()?;
     let bar = progress_bar(options, "crash", duration.as_secs().max(1));
-    let mut fleet = Fleet::new(dht, s.k, s.request_timeout, s.failure_timeout)?;
+    // The partition goes through the nodes' test-only filter, which takes a cluster
+    // secret of the run's own.
+    let secret = (s.fault == Fault::Partition).then(|| format!("{:032x}", rand::random::<u128>()));
+    let mut fleet = Fleet::new(
+        dht,
+        s.k,
+        s.request_timeout,
+        s.failure_timeout,
+        secret.clone(),
+    )?;
     let logs = fleet.logs.clone();
-    let measured = measure(options, duration, &rt, &mut fleet, &bar);
+    let measured = measure(options, duration, &rt, &mut fleet, &bar, secret.as_deref());
     bar.finish_and_clear();
     // Every node process ends here, whatever happened.
     drop(fleet);
@@ -173,6 +191,7 @@ fn measure(
     rt: &tokio::runtime::Runtime,
     fleet: &mut Fleet,
     bar: &indicatif::ProgressBar,
+    secret: Option<&str>,
 ) -> Result<Run> {
     let s = &options.crash;
     let cx = Ctx {
@@ -184,13 +203,16 @@ fn measure(
     let victims = start_ring(&cx, fleet)?;
     let rec = Arc::new(Recorder::in_memory());
     let running = load::start(rt, &cx.http, &rec, &fleet.addrs, s, options.seed, duration);
-    let mut tl = match s.victim {
-        Victim::Successors => {
+    let mut tl = match (s.fault, s.victim) {
+        (Fault::Kill, Victim::Successors) => {
             successors::crash_and_restart(&cx, fleet, &running, &rec, &victims, duration)?
         }
-        Victim::Bootstrap => {
+        (Fault::Kill, Victim::Bootstrap) => {
             bootstrap::crash_rejoin_fail_over(&cx, fleet, &running, &rec, duration)?
         }
+        (fault, _) => nemesis::fault_and_heal(
+            &cx, fleet, &running, &rec, &victims, duration, fault, secret,
+        )?,
     };
     bar.set_message("waiting for the clients' last requests");
     let processes = running.finish(rt)?;
@@ -256,8 +278,9 @@ fn final_ring(addrs: &[String], tl: &Timeline) -> Vec<String> {
 }
 
 /// Start a bootstrap and n − 1 members joined one after the other, wait until they form
-/// the ring, and choose the victims: the bootstrap's next k − 1 successors, consecutive on
-/// the ring, or the bootstrap. Returns the victims' indices.
+/// the ring, and choose the victims: the bootstrap's next successors, consecutive on the
+/// ring (k − 1 to kill, one to pause, ⌊(N − 1)/2⌋ to cut off), or the bootstrap. Returns
+/// the victims' indices.
 fn start_ring(cx: &Ctx, fleet: &mut Fleet) -> Result<Vec<usize>> {
     let s = &cx.options.crash;
     cx.bar
@@ -272,13 +295,17 @@ fn start_ring(cx: &Ctx, fleet: &mut Fleet) -> Result<Vec<usize>> {
         .rt
         .block_on(overlay(&cx.http, &boot))
         .map_err(|e| ExperimentError(format!("GET /overlay from the bootstrap: {e}")))?;
+    let count = match s.victim {
+        Victim::Successors => s.victim_count(),
+        Victim::Bootstrap => s.k - 1,
+    };
     let successors: Vec<usize> = ring
         .iter()
         .filter(|a| **a != boot)
-        .take(s.k - 1)
+        .take(count)
         .filter_map(|a| addrs.iter().position(|x| x == a))
         .collect();
-    if successors.len() != s.k - 1 {
+    if successors.len() != count {
         return Err(ExperimentError(format!(
             "the overlay {ring:?} does not hold the started nodes"
         )));

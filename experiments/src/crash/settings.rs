@@ -1,5 +1,5 @@
-//! What a crash run is asked to do: who is killed ([`Victim`]) and the ring, load and
-//! timeouts around it ([`Settings`]).
+//! What a crash run is asked to do: which fault ([`Fault`]), who is killed
+//! ([`Victim`]) and the ring, load and timeouts around it ([`Settings`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -27,6 +27,33 @@ impl Victim {
     }
 }
 
+/// What the crash experiment does to its victims (the nemesis).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Fault {
+    /// `kill -9` (SIGKILL), then a restart on the same address (see [`Victim`]).
+    #[default]
+    Kill,
+    /// SIGSTOP of one member that is not the bootstrap (the bootstrap's successor) at 25%
+    /// of the load, SIGCONT at 55% (6 s with the default 20 s load): the process keeps its
+    /// state and sockets, and comes back with whatever it believed before.
+    Pause,
+    /// A network partition at 25% of the load, healed at 55%: the bootstrap's next
+    /// ⌊(N − 1)/2⌋ successors (2 of 5) on one side, the rest on the other, through each
+    /// node's test-only transport filter (`POST /admin/partition`).
+    Partition,
+}
+
+impl Fault {
+    /// The name on the command line and in the reports: `kill`, `pause`, `partition`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::Kill => "kill",
+            Fault::Pause => "pause",
+            Fault::Partition => "partition",
+        }
+    }
+}
+
 /// Settings of the crash experiment.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -34,8 +61,10 @@ pub struct Settings {
     pub nodes: usize,
     /// Replication factor; with the successors as victims, k − 1 nodes are killed.
     pub k: usize,
-    /// Who is killed.
+    /// Who is killed (with [`Fault::Kill`]; the other faults take the successors).
     pub victim: Victim,
+    /// What is done to the victims.
+    pub fault: Fault,
     /// Length of the load (`None`: 20 s, or 5 s with `quick`). The restart comes 30% of it
     /// after the kill, and the ring removes killed nodes after 3 s of silence (about 3.6 s
     /// in practice): below about 15 s they are restarted before the ring serves without
@@ -64,6 +93,7 @@ impl Default for Settings {
             nodes: 5,
             k: 3,
             victim: Victim::Successors,
+            fault: Fault::Kill,
             duration: None,
             clients: 8,
             keys: 16,
@@ -76,6 +106,26 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// The name of the run's files: `crash_real` (kill of the successors),
+    /// `crash_bootstrap`, `crash_pause` or `crash_partition`.
+    pub fn stem(&self) -> &'static str {
+        match self.fault {
+            Fault::Kill => self.victim.stem(),
+            Fault::Pause => "crash_pause",
+            Fault::Partition => "crash_partition",
+        }
+    }
+
+    /// How many nodes the fault takes: k − 1 killed successors (or the bootstrap), one
+    /// paused member, or the ⌊(N − 1)/2⌋ successors cut off from the rest.
+    pub fn victim_count(&self) -> usize {
+        match (self.fault, self.victim) {
+            (Fault::Kill, Victim::Successors) => self.k - 1,
+            (Fault::Kill, Victim::Bootstrap) | (Fault::Pause, _) => 1,
+            (Fault::Partition, _) => (self.nodes - 1) / 2,
+        }
+    }
+
     /// The load's length.
     pub fn duration(&self, quick: bool) -> Duration {
         self.duration
@@ -100,6 +150,18 @@ impl Settings {
         if self.victim == Victim::Bootstrap && self.nodes < 3 {
             return bad(format!(
                 "crash: with the bootstrap as victim the ring needs at least 3 nodes (one to join through, one to depart), not {}",
+                self.nodes
+            ));
+        }
+        if self.fault != Fault::Kill && self.victim != Victim::Successors {
+            return bad(format!(
+                "crash: --victim applies to --fault kill only; --fault {} takes members that are not the bootstrap",
+                self.fault.name()
+            ));
+        }
+        if self.fault == Fault::Partition && self.nodes < 3 {
+            return bad(format!(
+                "crash: a partition needs at least 3 nodes (the bootstrap's side must keep a majority), not {}",
                 self.nodes
             ));
         }

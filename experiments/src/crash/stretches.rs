@@ -4,6 +4,7 @@
 
 use ringkv_sim::check::OpStatus;
 
+use super::settings::Fault;
 use super::{Run, Victim};
 use crate::runner::fixed;
 
@@ -14,6 +15,9 @@ const BIN_S: f64 = 0.25;
 /// (seconds: the bootstrap's restart to its rejoin, the join to the depart's end) has no
 /// throughput figure of its own: a rate over a few operations says nothing.
 const STRETCH_MIN_S: f64 = 1.0;
+/// The target on the longest window without an `ok` completion is the failure timeout
+/// plus this, seconds (issue 15: a benchmark figure, not a test).
+pub(super) const ZERO_WINDOW_MARGIN_S: f64 = 0.5;
 
 /// A fault of the run and how the ring served after it, until the next fault.
 #[derive(Clone, Debug, PartialEq)]
@@ -47,6 +51,40 @@ impl Run {
         ok_s
     }
 
+    /// When the load's operations completed, whatever their outcome, seconds since the
+    /// load began, in order.
+    fn completion_times(&self) -> Vec<f64> {
+        let mut done_s: Vec<f64> = self
+            .load()
+            .iter()
+            .filter_map(|o| o.complete.map(|c| c.time as f64 / 1e9))
+            .collect();
+        done_s.sort_by(f64::total_cmp);
+        done_s
+    }
+
+    /// The longest windows of the whole load with zero completed operations: (without an
+    /// `ok` completion, without any completion — `ok`, `fail` or `info`).
+    pub(super) fn zero_windows(&self) -> ((f64, f64), (f64, f64)) {
+        let end = self.tl.load_end_s;
+        (
+            longest_stall(&self.ok_times(), 0.0, end),
+            longest_stall(&self.completion_times(), 0.0, end),
+        )
+    }
+
+    /// The benchmark target on the longest window without an `ok` completion: at most
+    /// the failure timeout plus [`ZERO_WINDOW_MARGIN_S`].
+    pub(super) fn zero_window_target_s(&self) -> f64 {
+        self.settings.failure_timeout.as_secs_f64() + ZERO_WINDOW_MARGIN_S
+    }
+
+    /// Whether the longest window without an `ok` completion meets the target.
+    pub(super) fn zero_window_met(&self) -> bool {
+        let (a, b) = self.zero_windows().0;
+        b - a <= self.zero_window_target_s()
+    }
+
     /// `ok` operations per second completed in `[from, to)` (`NaN` for an empty span).
     fn rate(&self, from: f64, to: f64) -> f64 {
         if to <= from {
@@ -59,9 +97,15 @@ impl Run {
 
     /// Each fault of the run with how the ring served until the next one.
     pub(super) fn after_faults(&self) -> Vec<AfterFault> {
-        let killed = match self.settings.victim {
-            Victim::Successors => format!("the {} successors", self.victims.len()),
-            Victim::Bootstrap => "the bootstrap".to_string(),
+        let killed = match (self.settings.fault, self.settings.victim) {
+            (Fault::Partition, _) => format!(
+                "the {} successors from the other {}",
+                self.victims.len(),
+                self.settings.nodes - self.victims.len()
+            ),
+            (Fault::Pause, _) => "the successor".to_string(),
+            (Fault::Kill, Victim::Successors) => format!("the {} successors", self.victims.len()),
+            (Fault::Kill, Victim::Bootstrap) => "the bootstrap".to_string(),
         };
         let faults = self.tl.faults(&killed);
         let ok_s = self.ok_times();
@@ -85,11 +129,47 @@ impl Run {
     /// Throughput in each stretch between the run's events: (what, span, ok ops/s).
     pub(super) fn figures(&self) -> Vec<(String, String, f64)> {
         let tl = &self.tl;
-        let mut out = vec![self.stretch("before the kill", 0.0, tl.kill_s)];
-        let (killed, are, their) = match self.settings.victim {
-            Victim::Successors => ("the killed nodes", "are", "their"),
-            Victim::Bootstrap => ("the killed bootstrap", "is", "its"),
+        let (before, killed, are, their, down, restart, rejoin) = match self.settings.fault {
+            Fault::Kill => match self.settings.victim {
+                Victim::Successors => (
+                    "before the kill",
+                    "the killed nodes",
+                    "are",
+                    "their",
+                    "down",
+                    "the restart",
+                    "after the restart and rejoin",
+                ),
+                Victim::Bootstrap => (
+                    "before the kill",
+                    "the killed bootstrap",
+                    "is",
+                    "its",
+                    "down",
+                    "the restart",
+                    "after the restart and rejoin",
+                ),
+            },
+            Fault::Pause => (
+                "before the pause",
+                "the paused node",
+                "is",
+                "its",
+                "paused",
+                "SIGCONT",
+                "after the ring was whole again",
+            ),
+            Fault::Partition => (
+                "before the partition",
+                "the cut-off nodes",
+                "are",
+                "their",
+                "cut off",
+                "the heal",
+                "after the ring was whole again",
+            ),
         };
+        let mut out = vec![self.stretch(before, 0.0, tl.kill_s)];
         let serving = self.settings.nodes - self.victims.len();
         match tl.removed_s.filter(|r| *r < tl.restart_s) {
             Some(r) => {
@@ -99,13 +179,17 @@ impl Run {
                 out.push(self.stretch(&what, r, tl.restart_s));
             }
             None => {
-                let what = format!("while {killed} {are} down (not removed before the restart)");
+                let what = format!("while {killed} {are} {down} (not removed before {restart})");
                 out.push(self.stretch(&what, tl.kill_s, tl.restart_s));
             }
         }
         let back = tl.all_rejoined_s();
         let Some(f) = &tl.failover else {
-            out.push(self.stretch("after the restart and rejoin", back, tl.load_end_s));
+            if self.settings.fault != Fault::Kill && back - tl.restart_s >= STRETCH_MIN_S {
+                let what = format!("after {restart}, until the ring was whole again");
+                out.push(self.stretch(&what, tl.restart_s, back));
+            }
+            out.push(self.stretch(rejoin, back, tl.load_end_s));
             return out;
         };
         let fewer = self.settings.nodes - 1;

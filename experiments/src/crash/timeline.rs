@@ -1,14 +1,20 @@
 //! When a run's events happened, seconds since the load began, and what they make of a
 //! moment of the load: its phase, how many nodes served, what happened in a window.
 
+use super::settings::Fault;
+
 /// Times of the run's events, seconds since the load began.
 #[derive(Clone, Debug, Default)]
 pub(super) struct Timeline {
+    /// What was done to the victims: `kill_s` is when it began (the kill, the SIGSTOP,
+    /// the partition), `restart_s` when it was undone (the restart, the SIGCONT, the heal).
+    pub(super) fault: Fault,
     pub(super) kill_s: f64,
     /// When the overlay no longer held the killed nodes (if before the restart).
     pub(super) removed_s: Option<f64>,
     pub(super) restart_s: f64,
-    /// When each restarted node was back in the ring.
+    /// When each restarted node was back in the ring (after a pause or a partition: when
+    /// the whole ring was back, every node a member).
     pub(super) rejoined_s: Vec<f64>,
     /// The bootstrap scenario after the rejoin (`None` for the successors).
     pub(super) failover: Option<Failover>,
@@ -60,6 +66,8 @@ impl Timeline {
             // member no longer from the moment it is asked to depart.
             Some(f) if t >= f.kill_s => (nodes - 1 + usize::from(t >= f.joined_s))
                 .saturating_sub(usize::from(t >= f.depart_started_s)),
+            // The clients go on sending to both sides of a partition.
+            _ if self.fault == Fault::Partition => nodes,
             _ => nodes - self.down_at(t, victims),
         }
     }
@@ -68,9 +76,14 @@ impl Timeline {
     /// began): the kill and the restart of `killed`, then, after a failover, its kill for
     /// good (the new node's join starts right after it) and the depart of a member.
     pub(super) fn faults(&self, killed: &str) -> Vec<(String, f64)> {
+        let (fault, undone) = match self.fault {
+            Fault::Kill => ("kill -9", "restart"),
+            Fault::Pause => ("SIGSTOP", "SIGCONT"),
+            Fault::Partition => ("partition", "heal"),
+        };
         let mut faults = vec![
-            (format!("kill -9 of {killed}"), self.kill_s),
-            (format!("restart of {killed}"), self.restart_s),
+            (format!("{fault} of {killed}"), self.kill_s),
+            (format!("{undone} of {killed}"), self.restart_s),
         ];
         if let Some(f) = &self.failover {
             faults.push((
@@ -99,15 +112,20 @@ impl Timeline {
         if let Some(f) = self.failover.as_ref().filter(|f| t >= f.kill_s) {
             return f.phase(t);
         }
+        let (down, back) = match self.fault {
+            Fault::Kill => ("crashed", "restarting"),
+            Fault::Pause => ("paused", "resumed"),
+            Fault::Partition => ("partitioned", "healed"),
+        };
         if t < self.kill_s {
             "healthy"
         } else if t < self.restart_s {
             match self.removed_s {
                 Some(r) if t >= r => "repaired",
-                _ => "crashed",
+                _ => down,
             }
         } else if t < self.all_rejoined_s() {
-            "restarting"
+            back
         } else {
             "recovered"
         }
@@ -124,9 +142,14 @@ impl Timeline {
     ) -> String {
         let within = |t: f64| t >= from && t < to;
         let mut events = Vec::new();
+        let (fault, undone, back) = match self.fault {
+            Fault::Kill => ("kill -9", "restarted", "rejoined"),
+            Fault::Pause => ("SIGSTOP", "SIGCONT", "ring whole again"),
+            Fault::Partition => ("partition off", "healed", "ring whole again"),
+        };
         if within(self.kill_s) {
             events.push(format!(
-                "kill -9 {} at {:.2} s",
+                "{fault} {} at {:.2} s",
                 victims.join(" "),
                 self.kill_s
             ));
@@ -135,10 +158,10 @@ impl Timeline {
             events.push(format!("removed from the ring by {r:.2} s"));
         }
         if within(self.restart_s) {
-            events.push(format!("restarted at {:.2} s", self.restart_s));
+            events.push(format!("{undone} at {:.2} s", self.restart_s));
         }
         for r in self.rejoined_s.iter().filter(|r| within(**r)) {
-            events.push(format!("rejoined at {r:.2} s"));
+            events.push(format!("{back} at {r:.2} s"));
         }
         if let Some(f) = &self.failover {
             events.extend(f.events_within(within, victims, addrs));
@@ -199,6 +222,7 @@ mod tests {
 
     fn successors() -> Timeline {
         Timeline {
+            fault: Fault::Kill,
             kill_s: 1.0,
             removed_s: Some(2.0),
             restart_s: 3.0,

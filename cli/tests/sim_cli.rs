@@ -343,7 +343,10 @@ fn a_failing_sweep_exits_1_with_a_replay_and_a_shrunk_reproducer() {
         .iter()
         .find(|l| l.starts_with("dht sim ") && l.contains("--faults random"))
         .expect("the failing run's replay command");
-    assert!(replay.ends_with("--max-down 1 --failure-handling --final-reads --check"));
+    assert!(
+        replay.ends_with("--max-down 1 --failure-handling --clock-drift 20 --final-reads --check"),
+        "{replay}"
+    );
     let shrunk = lines
         .iter()
         .rev()

@@ -74,13 +74,21 @@ impl FailureDetector {
         if silence > sh.timing.failure_timeout_ns {
             // Silent for the whole failure timeout: the lead may have moved, while this
             // node was cut off, to a seat it does not know. Its neighbours know.
-            let neighbours = sh
+            // Every node of its view and finger table: its nearest neighbours may have
+            // left or be cut off as well.
+            let mut asked: Vec<&NodeRef> = Vec::new();
+            let known = sh
                 .view
                 .succs
-                .first()
-                .into_iter()
-                .chain(sh.view.preds.first());
-            for n in neighbours.filter(|n| n.id != sh.me.id) {
+                .iter()
+                .chain(&sh.view.preds)
+                .chain(&sh.fingers.nodes);
+            for n in known {
+                if n.id != sh.me.id && !asked.iter().any(|a| a.id == n.id) {
+                    asked.push(n);
+                }
+            }
+            for n in asked {
                 out.send(n, heartbeat.clone());
             }
         }

@@ -103,7 +103,10 @@ impl Replication {
         if let Some(o) = &origin {
             // Duplicates arrive within the request timeout; older entries can go.
             self.recent.expire(out.now, dedup_horizon(sh));
-            if let Some((version, existed)) = self.recent.get(o) {
+            if let Some(seen) = self.recent.get(o) {
+                let Some((version, existed)) = seen else {
+                    return; // refused before: it must stay not done
+                };
                 // Applied here already (a duplicate, or re-driven after a failure, perhaps
                 // to this node as the key's new head): send that same write down the
                 // chain again so the tail acknowledges it, unless a later one replaced it.
@@ -123,6 +126,9 @@ impl Replication {
         // After the duplicate check: a refusal of a duplicate must not answer for a first
         // copy that was applied.
         if !sh.holds_lease(out.now) {
+            if let Some(o) = &origin {
+                self.recent.refused(o, out.now);
+            }
             let node = sh.addr();
             return out.respond(origin, Err(RequestError::LeaseExpired { node }));
         }
@@ -183,6 +189,13 @@ impl Replication {
             if let Some(next) = sh.forward_to.clone() {
                 out.send(&next, Message::ChainWrite(step));
             }
+            return;
+        }
+        if !sh.holds_lease(out.now) {
+            // Cut off or paused long enough to be replaced: this step may be stale (sent
+            // by a head that has since crashed, its version above what its restarted
+            // incarnation assigns). Dropped: a client write waiting on it is re-driven
+            // or ends `info`.
             return;
         }
         let key_id = Id::of_key(&step.key);
@@ -431,7 +444,8 @@ struct ClientWrite {
 /// delivers, or a write its origin re-drove after a member failed, is not applied twice.
 #[derive(Debug, Default)]
 struct RecentWrites {
-    seen: BTreeMap<WriteId, (crate::store::Version, bool)>,
+    /// `None`: refused here (no lease), so a copy that arrives later must not apply it.
+    seen: BTreeMap<WriteId, Option<(crate::store::Version, bool)>>,
     order: VecDeque<(Time, WriteId)>,
 }
 
@@ -451,8 +465,9 @@ impl RecentWrites {
         }
     }
 
-    /// The version `origin`'s write got here, if it was applied here recently.
-    fn get(&self, origin: &Origin) -> Option<(crate::store::Version, bool)> {
+    /// What became of `origin`'s write here, if it arrived recently: applied with a
+    /// version (`Some`), or refused (`None`).
+    fn get(&self, origin: &Origin) -> Option<Option<(crate::store::Version, bool)>> {
         self.seen.get(&Self::id(origin)).copied()
     }
 
@@ -464,8 +479,17 @@ impl RecentWrites {
         existed: bool,
         now: Time,
     ) {
+        self.insert(origin, Some((version, existed)), now);
+    }
+
+    /// `origin`'s write was refused here: its client was told nothing was done.
+    fn refused(&mut self, origin: &Origin, now: Time) {
+        self.insert(origin, None, now);
+    }
+
+    fn insert(&mut self, origin: &Origin, what: Option<(crate::store::Version, bool)>, now: Time) {
         let id = Self::id(origin);
-        if self.seen.insert(id, (version, existed)).is_none() {
+        if self.seen.insert(id, what).is_none() {
             self.order.push_back((now, id));
         }
     }

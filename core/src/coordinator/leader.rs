@@ -103,6 +103,8 @@ pub(crate) struct Leader {
     queue: VecDeque<(Change, u32)>,
     /// When each member was last heard from.
     last_seen: BTreeMap<Id, Time>,
+    /// How regularly each member's heartbeats arrive (see [`Beats`]).
+    beats: BTreeMap<Id, Beats>,
     /// The incarnation each node last asked to join with (before the join is decided).
     requested: BTreeMap<Id, u64>,
     /// A change to propose to the group (taken by the caller).
@@ -244,12 +246,15 @@ impl Leader {
     /// preparing the last decided change that no wave will reach any more is told to
     /// commit it.
     pub(crate) fn on_heartbeat(
-        &self,
+        &mut self,
         dir: &Directory,
         out: &mut Out,
         from: &NodeRef,
         preparing: Option<u64>,
     ) {
+        if self.beats.len() < dir.ring.len() + 16 || self.beats.contains_key(&from.id) {
+            self.beats.entry(from.id).or_default().arrived(out.now);
+        }
         let term = self.term;
         if !dir.ring.contains(from.id) && !self.is_joining(from.id) {
             out.send(
@@ -465,6 +470,7 @@ impl Leader {
                 done_notice(&op, term, out);
                 if let Change::Depart(n) = &op.change {
                     self.last_seen.remove(&n.id);
+                    self.beats.remove(&n.id);
                 }
             }
             Stage::Preparing
@@ -739,6 +745,7 @@ impl Leader {
                     // A departed node was watched until its part was done.
                     if let Change::Depart(n) = &op.change {
                         self.last_seen.remove(&n.id);
+                        self.beats.remove(&n.id);
                     }
                 }
                 self.start_next(dir, sh, out);
@@ -821,6 +828,7 @@ impl Leader {
         }
         for n in &removed {
             self.last_seen.remove(&n.id);
+            self.beats.remove(&n.id);
         }
         let fingers = finger_updates(dir, &change, &gone);
         self.commit_next_wave(sh, out, true);
@@ -859,11 +867,28 @@ impl Leader {
         }
     }
 
-    /// Whether `id` was heard from, but not within the failure timeout.
+    /// Whether `id` was heard from, but not within its failure timeout.
     fn is_silent(&self, id: Id, now: Time, sh: &Shared) -> bool {
+        let timeout = self.timeout_of(id, sh);
         self.last_seen
             .get(&id)
-            .is_some_and(|seen| now.saturating_sub(*seen) > sh.timing.failure_timeout_ns)
+            .is_some_and(|seen| now.saturating_sub(*seen) > timeout)
+    }
+
+    /// The silence after which `id` is declared failed: the failure timeout, longer for a
+    /// member whose heartbeats have been arriving irregularly (a loaded host, a slow
+    /// link), up to four times the timeout. Never shorter: leases rely on it.
+    fn timeout_of(&self, id: Id, sh: &Shared) -> Time {
+        let timeout = sh.timing.failure_timeout_ns;
+        match self.beats.get(&id) {
+            Some(b) if b.count >= Beats::WARMUP => {
+                let adaptive = b
+                    .mean
+                    .saturating_add(b.dev.saturating_mul(Beats::DEVIATIONS));
+                adaptive.clamp(timeout, timeout.saturating_mul(4))
+            }
+            _ => timeout,
+        }
     }
 
     /// Silent members to remove: all but those in [`Leader::kept_silent`].
@@ -904,19 +929,46 @@ impl Leader {
         kept
     }
 
-    /// Members other than the leader not heard from within the failure timeout.
+    /// Members other than the leader not heard from within their failure timeout.
     fn silent(&self, dir: &Directory, now: Time, sh: &Shared) -> Vec<NodeRef> {
-        let timeout = sh.timing.failure_timeout_ns;
         dir.ring
             .iter()
-            .filter(|n| n.id != sh.me.id)
-            .filter(|n| {
-                self.last_seen
-                    .get(&n.id)
-                    .is_some_and(|seen| now.saturating_sub(*seen) > timeout)
-            })
+            .filter(|n| n.id != sh.me.id && self.is_silent(n.id, now, sh))
             .cloned()
             .collect()
+    }
+}
+
+/// The arrival pattern of one member's heartbeats: a smoothed mean and mean deviation of
+/// the gaps between them (as TCP estimates a round trip). A failure is declared after
+/// `mean + 8 × deviation` of silence when that exceeds the failure timeout: regular
+/// heartbeats leave the timeout as it is; heartbeats a loaded host delivers in bursts
+/// stretch it, so a slow member is not mistaken for a dead one.
+#[derive(Clone, Copy, Debug, Default)]
+struct Beats {
+    last: Time,
+    mean: Time,
+    dev: Time,
+    count: u32,
+}
+
+impl Beats {
+    const WARMUP: u32 = 4;
+    const DEVIATIONS: u64 = 8;
+
+    fn arrived(&mut self, now: Time) {
+        if self.count > 0 {
+            let gap = now.saturating_sub(self.last);
+            if self.count == 1 {
+                (self.mean, self.dev) = (gap, gap / 2);
+            } else {
+                let err = gap.abs_diff(self.mean);
+                self.dev = self.dev - self.dev / 4 + err / 4;
+                self.mean = self.mean - self.mean / 8 + gap / 8;
+            }
+        }
+        self.last = now;
+        self.count = self.count.saturating_add(1);
     }
 }
 

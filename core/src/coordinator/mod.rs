@@ -148,12 +148,13 @@ impl Coordination {
         preparing: Option<u64>,
         sent: Time,
     ) {
+        let lease = self.may_grant_leases(sh, out.now).then_some(sent);
         let dir = self.group.dir();
-        match &self.leader {
+        match &mut self.leader {
             Some(leader) => {
                 leader.on_heartbeat(dir, out, from, preparing);
-                let lease = self.may_grant_leases(sh, out.now).then_some(sent);
-                out.send(from, self.announcement(leader.term(), sh.me.clone(), lease));
+                let term = leader.term();
+                out.send(from, self.announcement(term, sh.me.clone(), lease));
             }
             None => {
                 if let Some(l) = self.group.leader().cloned() {

@@ -66,9 +66,8 @@ pub struct Settings {
     /// What is done to the victims.
     pub fault: Fault,
     /// Length of the load (`None`: 20 s, or 5 s with `quick`). The restart comes 30% of it
-    /// after the kill, and the ring removes killed nodes after 3 s of silence (about 3.6 s
-    /// in practice): below about 15 s they are restarted before the ring serves without
-    /// them.
+    /// after the kill, and the ring removes killed nodes after the failure timeout: with a
+    /// short load they are restarted before the ring serves without them.
     pub duration: Option<Duration>,
     /// Concurrent closed-loop clients.
     pub clients: usize,
@@ -77,8 +76,9 @@ pub struct Settings {
     /// Fraction of operations that insert (the others query).
     pub write_ratio: f64,
     /// The nodes' request timeout (`--request-timeout-ms`, default 2 s instead of the
-    /// nodes' 10 s). A request caught by the crash is not re-driven when the ring repairs
-    /// itself: it is answered 504 after this time, and until then its client is stuck.
+    /// nodes' 10 s). A request caught by the crash is re-driven by the node it entered
+    /// once the ring has repaired itself; one that cannot complete is answered 504 after
+    /// this time.
     pub request_timeout: Duration,
     /// The nodes' failure timeout (`--failure-timeout-ms`, default 3 s as in `dht node`):
     /// how long a killed node stays in the ring.

@@ -6,13 +6,13 @@
 //! its CSV, Markdown and PNG, and leave no node process behind.
 
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::thread;
 use std::time::{Duration, Instant};
 
-const DHT: &str = env!("CARGO_BIN_EXE_dht");
+mod common;
+
+use common::{csv, out_dir, run_bounded};
 
 /// The experiments of this file run one at a time: each starts a ring of processes and a
 /// timed load, which another one beside it would slow down.
@@ -20,53 +20,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn out_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ringkv-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-/// Run `dht ARGS`, killing it if it has not ended within `limit`.
-fn run_bounded(args: &[&str], limit: Duration) -> Output {
-    let child = Command::new(DHT)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("dht starts");
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(output) => output.expect("dht runs"),
-        Err(_) => {
-            // Only the process this test started.
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            panic!("dht {} did not end within {limit:?}", args.join(" "));
-        }
-    }
-}
-
-/// Header and rows of a simple CSV (no quoted fields).
-fn csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut lines = text.lines();
-    let header = lines
-        .next()
-        .expect("a header")
-        .split(',')
-        .map(String::from)
-        .collect();
-    let rows = lines
-        .map(|l| l.split(',').map(String::from).collect())
-        .collect();
-    (header, rows)
 }
 
 /// The addresses in the node table of a crash Markdown report.
@@ -88,35 +41,45 @@ fn assert_nothing_listens(addrs: Vec<SocketAddr>) {
     }
 }
 
+/// `dht experiment crash ARGS --quick --no-progress --out DIR`, which must exit 0 and
+/// report its verdict on lost writes; its stdout.
+fn run_quick_crash(args: &[&str], dir: &Path, limit: Duration) -> String {
+    let dir = dir.to_str().unwrap();
+    let mut argv = vec!["experiment", "crash"];
+    argv.extend_from_slice(args);
+    argv.extend_from_slice(&["--quick", "--no-progress", "--out", dir]);
+    let out = run_bounded(&argv, limit);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(stdout.contains("acknowledged writes lost"), "{stdout}");
+    stdout
+}
+
+/// The report's verdicts: no acknowledged write lost, the history linearizable.
+fn assert_safe(md: &str) {
+    assert!(
+        md.contains("| **acknowledged writes lost** | **0** |"),
+        "{md}"
+    );
+    assert!(md.contains("| **linearizable** ("), "{md}");
+}
+
 #[test]
 fn crash_experiment_quick_loses_nothing_and_is_linearizable() {
     let _serial = serial();
     let dir = out_dir("crash");
     let started = Instant::now();
-    let out = run_bounded(
-        &[
-            "experiment",
-            "crash",
-            "--quick",
-            "--no-progress",
-            "--out",
-            dir.to_str().unwrap(),
-        ],
-        Duration::from_secs(120),
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status
-    );
+    run_quick_crash(&[], &dir, Duration::from_secs(120));
     assert!(
         started.elapsed() < Duration::from_secs(60),
         "took {:?}",
         started.elapsed()
     );
-    assert!(stdout.contains("acknowledged writes lost"), "{stdout}");
 
     // The CSV: one row per second of the 5 s load, ok operations before the kill.
     let (header, rows) = csv(&dir.join("crash_real.csv"));
@@ -154,11 +117,7 @@ fn crash_experiment_quick_loses_nothing_and_is_linearizable() {
 
     // The summary: nothing lost, linearizable.
     let md = std::fs::read_to_string(dir.join("crash_real.md")).unwrap();
-    assert!(
-        md.contains("| **acknowledged writes lost** | **0** |"),
-        "{md}"
-    );
-    assert!(md.contains("| **linearizable** ("), "{md}");
+    assert_safe(&md);
     assert!(
         md.contains("dht experiment crash --nodes 5 --k 3 --duration 5s"),
         "{md}"
@@ -178,27 +137,7 @@ fn crash_experiment_quick_loses_nothing_and_is_linearizable() {
 fn crash_experiment_with_the_bootstrap_as_victim_loses_nothing_and_is_linearizable() {
     let _serial = serial();
     let dir = out_dir("crash-bootstrap");
-    let out = run_bounded(
-        &[
-            "experiment",
-            "crash",
-            "--victim",
-            "bootstrap",
-            "--quick",
-            "--no-progress",
-            "--out",
-            dir.to_str().unwrap(),
-        ],
-        Duration::from_secs(150),
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status
-    );
-    assert!(stdout.contains("acknowledged writes lost"), "{stdout}");
+    run_quick_crash(&["--victim", "bootstrap"], &dir, Duration::from_secs(150));
     assert!(!dir.join("crash_real.csv").exists());
 
     // The CSV: the bootstrap's two kills, its rejoin, the join and the depart, and ok
@@ -238,11 +177,7 @@ fn crash_experiment_with_the_bootstrap_as_victim_loses_nothing_and_is_linearizab
 
     // The summary: nothing lost, linearizable, the command that repeats the run.
     let md = std::fs::read_to_string(dir.join("crash_bootstrap.md")).unwrap();
-    assert!(
-        md.contains("| **acknowledged writes lost** | **0** |"),
-        "{md}"
-    );
-    assert!(md.contains("| **linearizable** ("), "{md}");
+    assert_safe(&md);
     assert!(
         md.contains("dht experiment crash --victim bootstrap --nodes 5 --k 3 --duration 5s"),
         "{md}"
@@ -264,27 +199,7 @@ fn crash_experiment_with_the_bootstrap_as_victim_loses_nothing_and_is_linearizab
 fn quick_fault_run(fault: &str, begins: &str, ends: &str) {
     let _serial = serial();
     let dir = out_dir(&format!("crash-{fault}"));
-    let out = run_bounded(
-        &[
-            "experiment",
-            "crash",
-            "--fault",
-            fault,
-            "--quick",
-            "--no-progress",
-            "--out",
-            dir.to_str().unwrap(),
-        ],
-        Duration::from_secs(120),
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    assert!(stdout.contains("acknowledged writes lost"), "{stdout}");
+    let stdout = run_quick_crash(&["--fault", fault], &dir, Duration::from_secs(120));
     assert!(
         stdout.contains("longest window without an ok completion"),
         "{stdout}"
@@ -313,11 +228,7 @@ fn quick_fault_run(fault: &str, begins: &str, ends: &str) {
     }
 
     let md = std::fs::read_to_string(dir.join(format!("{stem}.md"))).unwrap();
-    assert!(
-        md.contains("| **acknowledged writes lost** | **0** |"),
-        "{md}"
-    );
-    assert!(md.contains("| **linearizable** ("), "{md}");
+    assert_safe(&md);
     assert!(
         md.contains("| **longest window without an ok completion** (the whole load) |"),
         "{md}"

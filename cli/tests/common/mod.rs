@@ -85,3 +85,51 @@ impl Drop for Proc {
         }
     }
 }
+
+/// A fresh output directory for test `name` under the system's temp dir.
+pub fn out_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ringkv-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Run `dht ARGS`, killing it if it has not ended within `limit`.
+pub fn run_bounded(args: &[&str], limit: Duration) -> std::process::Output {
+    let child = Command::new(DHT)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("dht starts");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(output) => output.expect("dht runs"),
+        Err(_) => {
+            // Only the process this test started.
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("dht {} did not end within {limit:?}", args.join(" "));
+        }
+    }
+}
+
+/// Header and rows of a simple CSV (no quoted fields).
+pub fn csv(path: &std::path::Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut lines = text.lines();
+    let header = lines
+        .next()
+        .expect("a header")
+        .split(',')
+        .map(String::from)
+        .collect();
+    let rows = lines
+        .map(|l| l.split(',').map(String::from).collect())
+        .collect();
+    (header, rows)
+}

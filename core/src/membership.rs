@@ -192,7 +192,9 @@ impl Membership {
         Ok(())
     }
 
-    /// A leader announced itself (or a seat pointed at it): follow the newest term.
+    /// A leader announced itself (or a seat or member pointed at it): follow the newest
+    /// term. From the leader itself, in answer to a heartbeat sent at `lease_from`, it
+    /// renews this node's lease.
     #[allow(clippy::too_many_arguments)] // the fields of `Message::Leader`
     pub(crate) fn on_leader(
         &mut self,
@@ -203,6 +205,7 @@ impl Membership {
         leader: NodeRef,
         seats: Vec<NodeRef>,
         ring_id: u64,
+        lease_from: Option<crate::Time>,
     ) {
         if term < sh.term {
             return;
@@ -217,7 +220,24 @@ impl Membership {
         sh.ring_id = ring_id;
         if from.id == leader.id {
             sh.coordinator_seen = out.now;
+            if let Some(sent) = lease_from {
+                sh.renew_lease(sent, out.now);
+            }
         }
+    }
+
+    /// A node cut off while the lead moved asked this member (with a heartbeat): point
+    /// it at the leader this member follows.
+    pub(crate) fn point_at_leader(sh: &Shared, out: &mut Out, to: &NodeRef) {
+        let relay = Message::Leader {
+            term: sh.term,
+            leader: NodeRef::new(&sh.coordinator),
+            seats: sh.seats.clone(),
+            ring_id: sh.ring_id,
+            config_id: 0,
+            lease_from: None,
+        };
+        out.send(to, relay);
     }
 
     /// A restarted bootstrap found its ring: join it (a client's join request, if one

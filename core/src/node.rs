@@ -609,13 +609,7 @@ impl Node {
                     // A seat of an older configuration that never learned it was replaced.
                     self.coordination = None;
                 }
-                let granted = lease_from.filter(|_| from.id == leader.id);
-                m.on_leader(sh, out, &from, term, leader, seats, ring_id);
-                if let Some(sent) = granted {
-                    if sh.term == term && *sh.coordinator == *from.addr {
-                        sh.renew_lease(sent, out.now);
-                    }
-                }
+                m.on_leader(sh, out, &from, term, leader, seats, ring_id, lease_from);
                 Ok(())
             }
             Message::Hello(_) => Ok(()),
@@ -711,18 +705,7 @@ impl Node {
                     Ok(())
                 }
                 None if sh.is_member() && sh.term > 0 => {
-                    // A node cut off while the lead moved asks its neighbours: point it at
-                    // the leader this member follows.
-                    let leader = NodeRef::new(&sh.coordinator);
-                    let relay = Message::Leader {
-                        term: sh.term,
-                        leader,
-                        seats: sh.seats.clone(),
-                        ring_id: sh.ring_id,
-                        config_id: 0,
-                        lease_from: None,
-                    };
-                    out.send(&from, relay);
+                    Membership::point_at_leader(sh, out, &from);
                     Ok(())
                 }
                 None => Err(Rejected::not_coordinator("heartbeat", &from)),

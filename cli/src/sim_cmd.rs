@@ -166,6 +166,15 @@ pub struct SimOptions {
     /// Random faults: how long a pause lasts.
     #[arg(long, default_value = "4s")]
     pub pause_duration: String,
+    /// Random faults: whole-ring power cuts per virtual second (every node crashes at
+    /// once; all restart --restart-after later, in an order drawn from the seed). Use
+    /// with --disks, or the ring's data is gone.
+    #[arg(long, default_value_t = 0.0)]
+    pub power_cut_rate: f64,
+    /// Every node has a disk, as `dht node --data-dir`: it persists before it sends, a
+    /// crash keeps what it persisted and a restarted node comes back with it.
+    #[arg(long)]
+    pub disks: bool,
     /// Each node's clock rate differs from true time by up to this many parts per
     /// thousand, drawn from the seed [default: 0; in sweeps 20, the bound leases are
     /// declared safe under].
@@ -244,6 +253,7 @@ impl SimOptions {
                 partition_rate,
                 partition_ns: parse_duration_ns(&self.partition_duration)?,
                 pause_rate: self.pause_rate,
+                power_cut_rate: self.power_cut_rate,
                 pause_ns: parse_duration_ns(&self.pause_duration)?,
                 horizon_ns: parse_duration_ns(&self.fault_horizon)?,
             }),
@@ -257,6 +267,7 @@ impl SimOptions {
             self.depart_rate,
             partition_rate,
             self.pause_rate,
+            self.power_cut_rate,
         ];
         if rates.iter().any(|r| !r.is_finite() || *r < 0.0) {
             anyhow::bail!("fault rates must be non-negative numbers");
@@ -309,6 +320,7 @@ impl SimOptions {
             record_history: self.history.is_some() || self.check || sweep,
             max_down,
             final_reads: self.final_reads || sweep,
+            disks: self.disks,
         };
         config.validate()?;
         Ok(config)
@@ -356,7 +368,13 @@ fn run_sweep(args: SweepArgs) -> anyhow::Result<ExitCode> {
     let mut notes = Vec::new();
     if let Some(r) = &config.random_faults {
         let cut_off = r.partition_rate > 0.0 || r.pause_rate > 0.0;
-        if cut_off && r.crash_rate > 0.0 && r.restart_after_ns.is_some() {
+        if r.power_cut_rate > 0.0 && !config.disks {
+            notes.push(
+                "power cuts without --disks: every node comes back empty, and the ring's data \
+                 is lost by design",
+            );
+        }
+        if cut_off && r.crash_rate > 0.0 && r.restart_after_ns.is_some() && !config.disks {
             notes.push(
                 "a bootstrap restarted while cut off from every member cannot tell a restart \
                  from a first start: after its recovery wait it founds a new ring, and runs \

@@ -223,6 +223,27 @@ pub enum RequestError {
         /// That node.
         node: String,
     },
+    /// The node could not write to its data directory (disk full, IO error): the write
+    /// was not acknowledged. It may still take effect (it was applied in memory and may
+    /// be persisted with a later write).
+    #[error("node {node} could not persist the write ({reason}); it was not acknowledged and may or may not take effect")]
+    StorageFailed {
+        /// That node.
+        node: String,
+        /// Why.
+        reason: String,
+    },
+    /// The key's head (primary) holds as many bytes as its store limit allows; nothing
+    /// was done. Deletes still work.
+    #[error("node {node} holds {bytes} bytes of keys and values, its limit is {max}: the write was refused (nothing was done); delete keys or raise --max-store-bytes")]
+    StoreFull {
+        /// That node.
+        node: String,
+        /// Bytes it holds.
+        bytes: usize,
+        /// Its limit.
+        max: usize,
+    },
 }
 
 /// What a node answers to one request.

@@ -106,6 +106,10 @@ pub struct Limits {
     /// Node incarnations the coordinator remembers, to tell a duplicate join request
     /// from a restarted node's.
     pub incarnations_max: usize,
+    /// Bytes of keys and values a node stores before it refuses writes it heads with
+    /// `StoreFull` (0: no limit). Replicas and hand-overs are not refused: what the ring
+    /// accepted must reach its replicas.
+    pub store_bytes_max: usize,
 }
 
 impl Default for Limits {
@@ -122,6 +126,7 @@ impl Default for Limits {
             migrations_max: 1024,
             early_messages_max: 16_384,
             incarnations_max: 1 << 16,
+            store_bytes_max: 0,
         }
     }
 }
@@ -247,6 +252,11 @@ pub struct NodeConfig {
     /// restart). Members tell their bootstrap address of their ring every heartbeat, so
     /// it waits three heartbeat intervals; without failure handling it founds at once.
     pub recover: bool,
+    /// Persist: emit [`crate::Output::Persist`] for the driver's disk (see
+    /// [`crate::disk`]).
+    pub durable: bool,
+    /// What a durable node read back from its disk at start.
+    pub recovered: Option<crate::disk::Recovered>,
 }
 
 impl NodeConfig {
@@ -260,6 +270,8 @@ impl NodeConfig {
             timing: Timing::default(),
             seed,
             recover: false,
+            durable: false,
+            recovered: None,
         }
     }
 
@@ -273,6 +285,8 @@ impl NodeConfig {
             timing: Timing::default(),
             seed,
             recover: false,
+            durable: false,
+            recovered: None,
         }
     }
 }

@@ -50,6 +50,7 @@ pub mod store;
 
 mod anti_entropy;
 pub mod coordinator;
+pub mod disk;
 mod failure;
 mod handover;
 mod membership;
@@ -66,13 +67,14 @@ mod timers;
 pub use api::{Pair, Reply, ReqId, Request, RequestError, Response};
 pub use config::{ClusterConfig, Consistency, Limits, NodeConfig, Routing, Timing};
 pub use coordinator::{Change, ChangeRecord, Consensus, Decision, Directory, Seat};
+pub use disk::{DiskMeta, Persist, Recovered};
 pub use id::Id;
 pub use message::{ChainStep, Envelope, Message, NodeRef, Prepare, RingInfo, View};
 pub use node::{Node, NodeStatus};
 pub use rejected::Rejected;
 pub use ring::Ring;
 pub use shared::Phase;
-pub use store::{Entry, Range, Store, Version};
+pub use store::{Entry, Journal, Range, Store, Version};
 pub use timers::Timer;
 
 /// Time in nanoseconds on the driver's clock (virtual in the simulator, monotonic in real
@@ -110,4 +112,6 @@ pub enum Output {
         /// The answer.
         reply: Reply,
     },
+    /// Write this durably before carrying out any output after it (durable nodes only).
+    Persist(disk::Persist),
 }

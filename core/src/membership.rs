@@ -21,6 +21,8 @@ pub(crate) struct CommitOrder<'a> {
     pub(crate) failed: &'a [NodeRef],
     /// The leader's term.
     pub(crate) term: u64,
+    /// No lease comes with it.
+    pub(crate) hold_leases: bool,
 }
 
 /// A view change this node has been told to prepare.
@@ -152,9 +154,12 @@ impl Membership {
         from_coordinator(sh, out, from, term, "refused")?;
         match sh.phase {
             Phase::Joining => {
-                // Drop whatever a prepared-then-abandoned join fetched.
+                // Drop whatever a prepared-then-abandoned join fetched (but not what
+                // the node came back with from its disk).
                 sh.phase = Phase::Idle;
-                sh.store.clear();
+                if !sh.comeback.leftovers {
+                    sh.store.clear();
+                }
                 sh.gaining = None;
                 ho.leave();
                 self.preparing = None;
@@ -355,6 +360,12 @@ impl Membership {
         // abandoned change (its abort may arrive after this prepare) or an older view:
         // the gained range must come from the sources alone.
         match old {
+            // A node back from its disk keeps what is still its to hold: merged by
+            // version with what the sources send, it brings back writes whose other
+            // copies are gone (a whole ring restarted).
+            Range::Empty if sh.comeback.leftovers => {
+                sh.store.retain_range(new);
+            }
             Range::Empty => sh.store.clear(),
             keep => {
                 sh.store.retain_range(keep);
@@ -425,6 +436,7 @@ impl Membership {
             epoch,
             failed,
             term,
+            hold_leases,
         } = commit;
         from_coordinator(sh, out, from, term, "commit")?;
         if ho.is_ack_pending(epoch) {
@@ -468,7 +480,8 @@ impl Membership {
             // then the ring it would see still routes through this node.
             return Ok(());
         }
-        if let Some(ready_at) = p.ready_at {
+        sh.comeback.hold_writes |= hold_leases;
+        if let Some(ready_at) = p.ready_at.filter(|_| !hold_leases) {
             sh.renew_lease(ready_at, out.now);
         }
         let (fetching, sources) = (p.fetching, p.sources);
@@ -483,6 +496,9 @@ impl Membership {
         if sh.phase == Phase::Joining {
             sh.phase = Phase::Active;
             sh.forward_to = None;
+            if std::mem::take(&mut sh.comeback.leftovers) {
+                push_leftovers(sh, out);
+            }
             // Handle the messages that arrived before the join committed. The client
             // hears of the join when the whole change is done (`ChangeDone`), so that
             // the ring it then sees already includes this node everywhere.
@@ -596,6 +612,7 @@ impl Membership {
                     let keep = sh.responsibility();
                     sh.store.retain_range(keep);
                 }
+                false if sh.comeback.leftovers => {}
                 false => sh.store.clear(),
             }
         }
@@ -657,4 +674,26 @@ fn send_depart_request(sh: &Shared, out: &mut Out) {
         node: sh.me.clone(),
     };
     out.send_addr(&sh.coordinator, request);
+}
+
+/// A member back from its disk has joined: push what it holds to its fellow replicas
+/// (each takes the keys it holds, newer versions winning), so that writes whose other
+/// copies were lost, or are on members that rejoined before it, reach every replica
+/// (the leader withholds leases until the members it waits for have done so).
+fn push_leftovers(sh: &Shared, out: &mut Out) {
+    let mut peers: Vec<NodeRef> = Vec::new();
+    for n in sh.view.preds.iter().chain(&sh.view.succs) {
+        if n.id != sh.me.id && !peers.contains(n) {
+            peers.push(n.clone());
+        }
+    }
+    let entries = sh.store.entries_in(Range::All);
+    for chunk in entries.chunks(sh.limits.snapshot_chunk_entries.max(1)) {
+        for to in &peers {
+            let msg = Message::SyncPush {
+                entries: chunk.to_vec(),
+            };
+            out.send(to, msg);
+        }
+    }
 }

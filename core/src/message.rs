@@ -384,6 +384,10 @@ pub enum Message {
         /// the newest term it has seen, and follows its sender.
         #[serde(default)]
         term: u64,
+        /// The commit grants no lease (a ring founded again from its disks waits for its
+        /// members: see `Comeback::awaiting`).
+        #[serde(default)]
+        hold_leases: bool,
     },
     /// Affected node → coordinator: the view is installed and surplus keys dropped.
     Ack {

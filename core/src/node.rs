@@ -68,6 +68,10 @@ pub struct NodeStatus {
 /// a new one (members tell it every interval).
 const RECOVERY_HEARTBEATS: u64 = 3;
 
+/// Failure timeouts a bootstrap that founded its ring again from its disk withholds
+/// leases while members that restarted with it have not rejoined.
+const AWAIT_FAILURE_TIMEOUTS: u64 = 20;
+
 /// Self-addressed messages handled within one input; a bound against a logic loop.
 const LOCAL_DELIVERIES_MAX: usize = 1 << 16;
 
@@ -90,6 +94,9 @@ pub struct Node {
     /// How late the timer being handled fired: a timer far behind its deadline shows
     /// that the process was stopped (a pause) or starved.
     timer_late: Time,
+    /// Durable: what the identity record was last persisted for (ring, epoch, phase).
+    persisted: Option<(u64, u64, Phase)>,
+    durable: bool,
 }
 
 impl Node {
@@ -101,6 +108,29 @@ impl Node {
         let bootstrap: std::sync::Arc<str> =
             config.bootstrap.as_deref().unwrap_or(&config.addr).into();
         let recovering = is_bootstrap && config.recover && config.timing.heartbeat_interval_ns > 0;
+        let mut store = match config.durable {
+            true => Store::durable(),
+            false => Store::new(),
+        };
+        let mut comeback = crate::disk::Comeback::default();
+        let mut settings = config.cluster;
+        if let Some(recovered) = config.recovered {
+            store.load(0, recovered.entries);
+            comeback.leftovers = !store.is_empty();
+            if let Some(meta) = recovered.meta {
+                comeback.ring_id = meta.ring_id;
+                comeback.members = meta
+                    .members
+                    .iter()
+                    .map(|a| Id::of_addr(a))
+                    .filter(|id| *id != me.id)
+                    .collect();
+                if is_bootstrap {
+                    // The ring's settings are the disk's, whatever the command line says.
+                    settings = meta.settings;
+                }
+            }
+        }
         let shared = Shared {
             me: me.clone(),
             coordinator: bootstrap.clone(),
@@ -114,17 +144,18 @@ impl Node {
             unsure: false,
             halted: None,
             left_epoch: 0,
-            config: config.cluster,
+            config: settings,
             limits: config.limits,
             timing: config.timing,
             phase: Phase::Idle,
             incarnation: 0,
             view: View::default(),
             fingers: Fingers::default(),
-            store: Store::new(),
+            store,
             gaining: None,
             forward_to: None,
             lease_until: 0,
+            comeback,
         };
         let mut node = Node {
             out: Out::new(me, ChaCha8Rng::seed_from_u64(config.seed)),
@@ -136,6 +167,8 @@ impl Node {
             replication: Replication::default(),
             failure: FailureDetector::default(),
             timer_late: 0,
+            persisted: None,
+            durable: config.durable,
         };
         if is_bootstrap && !recovering {
             node.found_ring();
@@ -204,6 +237,22 @@ impl Node {
     /// whose lease ran out asks the leader for one.
     fn keep_lease(&mut self) {
         let (sh, out) = (&mut self.shared, &mut self.out);
+        if let Some(c) = &self.coordination {
+            let cb = &mut sh.comeback;
+            if !cb.awaiting.is_empty() {
+                let ring = c.ring();
+                cb.awaiting.retain(|id| !ring.contains(*id));
+                if out.now >= cb.awaiting_until {
+                    cb.awaiting.clear();
+                }
+                if cb.awaiting.is_empty() {
+                    cb.release_at = out.after(sh.timing.heartbeat_interval_ns);
+                }
+            }
+            if !cb.holds(out.now) && c.is_leading() {
+                cb.hold_writes = false;
+            }
+        }
         if sh.timing.lease_ns() == 0
             || sh.config.consistency != Consistency::Chain
             || !sh.is_member()
@@ -569,11 +618,13 @@ impl Node {
                 epoch,
                 failed,
                 term,
+                hold_leases,
             } => {
                 let commit = crate::membership::CommitOrder {
                     epoch,
                     failed: &failed,
                     term,
+                    hold_leases,
                 };
                 m.on_commit(sh, ho, out, &from, commit)
             }
@@ -796,6 +847,13 @@ impl Node {
     fn while_recovering(&mut self, envelope: Envelope) -> Result<(), Rejected> {
         let Envelope { from, msg } = envelope;
         let Message::Hello(info) = msg else {
+            if matches!(msg, Message::JoinRequest { .. }) {
+                // A member it knew asks to join: that member restarted too.
+                let cb = &mut self.shared.comeback;
+                if cb.members.contains(&from.id) {
+                    cb.restarted.insert(from.id);
+                }
+            }
             return Err(Rejected::not_member(msg.kind(), &from, self.shared.phase));
         };
         let sh = &mut self.shared;
@@ -899,8 +957,10 @@ impl Node {
                 // Fired late, the wait shows nothing: this process was stopped, and what
                 // members sent meanwhile is still to be read. Wait again.
                 let late = self.timer_late > self.shared.timing.heartbeat_interval_ns;
-                if self.shared.recovering && !late {
-                    // No member told this bootstrap of a ring: found a new one.
+                let may_refound = self.shared.comeback.may_refound();
+                if self.shared.recovering && !late && may_refound {
+                    // No member told this bootstrap of a ring, and (back from its disk)
+                    // most members it knew have restarted too: found it (again).
                     self.shared.recovering = false;
                     self.found_ring();
                     self.membership.founded(&self.shared, &mut self.out);
@@ -931,7 +991,72 @@ impl Node {
         self.arm_request_timer();
         self.arm_periodic();
         self.check_invariants();
+        self.check_ring_of_disk();
+        if self.durable && self.shared.halted.is_none() {
+            self.persist(out);
+        }
         self.out.drain_into(out);
+    }
+
+    /// A node back from its disk that was pointed at another ring stops before the
+    /// join touches its data.
+    fn check_ring_of_disk(&mut self) {
+        let sh = &mut self.shared;
+        let cb = &sh.comeback;
+        let other_ring = cb.ring_id != 0 && sh.ring_id != 0 && sh.ring_id != cb.ring_id;
+        if cb.leftovers && other_ring && sh.halted.is_none() {
+            sh.halted = Some(format!(
+                "the data directory holds data of ring {:016x}, but this node was \
+                     pointed at ring {:016x}: point it at a member of its own ring, or start \
+                     it with an empty data directory to join this one",
+                cb.ring_id, sh.ring_id
+            ));
+        }
+    }
+
+    /// Hand the driver what changed on disk, ahead of the outputs that depend on it.
+    fn persist(&mut self, out: &mut Vec<Output>) {
+        let sh = &mut self.shared;
+        let key = (sh.ring_id, sh.view.epoch, sh.phase);
+        // A node back from its disk keeps the record it came back with until it is a
+        // member again (and, for a bootstrap that founded the ring again, until the
+        // members it waits for are back): a crash meanwhile must find it still.
+        let settled = sh.ring_id != 0
+            && !sh.comeback.leftovers
+            && sh.comeback.awaiting.is_empty()
+            && (sh.comeback.ring_id == 0 || sh.is_member());
+        let meta = (settled && self.persisted != Some(key)).then(|| {
+            self.persisted = Some(key);
+            let members: Vec<String> = match self.coordination.as_ref().filter(|c| c.is_leading()) {
+                Some(c) => c
+                    .ring()
+                    .iter()
+                    .filter(|n| n.id != sh.me.id)
+                    .map(|n| n.addr.to_string())
+                    .collect(),
+                None => sh
+                    .view
+                    .preds
+                    .iter()
+                    .chain(&sh.view.succs)
+                    .map(|n| n.addr.to_string())
+                    .collect(),
+            };
+            crate::disk::DiskMeta {
+                addr: sh.me.addr.to_string(),
+                ring_id: sh.ring_id,
+                settings: sh.config,
+                members,
+                epoch: sh.view.epoch,
+            }
+        });
+        let store = sh.store.take_journal();
+        if store.is_some() || meta.is_some() {
+            out.push(Output::Persist(crate::disk::Persist {
+                store: store.unwrap_or_default(),
+                meta,
+            }));
+        }
     }
 
     fn deliver_local(&mut self) {
@@ -987,7 +1112,12 @@ impl Node {
         debug_assert!(!sh.view.succs.contains(&sh.me));
         debug_assert!(!sh.view.preds.contains(&sh.me));
         debug_assert!(sh.fingers.nodes.is_empty() || sh.fingers.nodes.len() == crate::id::ID_BITS);
-        debug_assert!(sh.is_member() || sh.store.is_empty() || sh.phase == Phase::Joining);
+        debug_assert!(
+            sh.is_member()
+                || sh.store.is_empty()
+                || sh.phase == Phase::Joining
+                || sh.comeback.leftovers
+        );
         debug_assert_eq!(
             self.out.timer(Timer::Requests),
             self.requests.next_deadline()
@@ -999,6 +1129,16 @@ impl Node {
         let (sh, out) = (&mut self.shared, &mut self.out);
         sh.incarnation = out.now ^ out.rng.gen::<u64>();
         sh.ring_id = out.rng.gen();
+        let cb = &mut sh.comeback;
+        if cb.ring_id != 0 {
+            // Back from its disk: the same ring again, and no lease until the members
+            // that restarted with it are back (they hold the other copies).
+            sh.ring_id = std::mem::take(&mut cb.ring_id);
+            cb.awaiting = std::mem::take(&mut cb.restarted);
+            cb.hold_writes = !cb.awaiting.is_empty();
+            cb.awaiting_until = out.after(AWAIT_FAILURE_TIMEOUTS * sh.timing.failure_timeout_ns);
+        }
+        cb.leftovers = false;
         sh.coordinator = sh.me.addr.clone();
         sh.seats = vec![sh.me.clone()];
         let coordination = Coordination::found(sh, out, sh.ring_id);

@@ -124,13 +124,24 @@ impl Replication {
             }
         }
         // After the duplicate check: a refusal of a duplicate must not answer for a first
-        // copy that was applied.
-        if !sh.holds_lease(out.now) {
+        // copy that was applied. A ring founded again from its disks takes no write
+        // until its members are back: a key's newest version may be on one of them,
+        // above any this node would assign.
+        if !sh.holds_lease(out.now) || sh.comeback.hold_writes {
             if let Some(o) = &origin {
                 self.recent.refused(o, out.now);
             }
             let node = sh.addr();
             return out.respond(origin, Err(RequestError::LeaseExpired { node }));
+        }
+        let max = sh.limits.store_bytes_max;
+        let adds = value.as_ref().map_or(0, |v| key.len() + v.len());
+        if max > 0 && adds > 0 && sh.store.bytes().saturating_add(adds) > max {
+            if let Some(o) = &origin {
+                self.recent.refused(o, out.now);
+            }
+            let (node, bytes) = (sh.addr(), sh.store.bytes());
+            return out.respond(origin, Err(RequestError::StoreFull { node, bytes, max }));
         }
         let existed = sh.store.value(&key).is_some();
         let entry = Entry {

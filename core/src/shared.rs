@@ -121,6 +121,8 @@ pub(crate) struct Shared {
     /// Until when (this node's clock) it may serve chain writes as a head and reads as a
     /// tail: renewed by the leader's answers to heartbeats (see [`Timing::lease_ns`]).
     pub(crate) lease_until: crate::Time,
+    /// What a node restarted from its disk still has to sort out.
+    pub(crate) comeback: crate::disk::Comeback,
 }
 
 impl Shared {
@@ -142,6 +144,7 @@ impl Shared {
     pub(crate) fn renew_lease(&mut self, sent: crate::Time, now: crate::Time) {
         if sent <= now {
             self.lease_until = self.lease_until.max(sent + self.timing.lease_ns());
+            self.comeback.hold_writes = false;
         }
     }
 

@@ -126,12 +126,77 @@ pub struct Store {
     /// Anti-entropy digests per range, kept up to date on every write so a sync round
     /// costs O(buckets), not a scan of the store.
     digests: BTreeMap<(Id, Id), Vec<u64>>,
+    /// Bytes of keys and values held (tombstones count their key), for the store limit.
+    bytes: usize,
+    /// Changes not yet handed to the driver to persist; `None` when the node has no disk.
+    journal: Option<Journal>,
+}
+
+/// The store's changes since the driver last took them: what a durable node must write
+/// to its disk before it sends anything that depends on them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Journal {
+    /// Everything was dropped first (before `changes`).
+    pub cleared: bool,
+    /// Keys written (`Some`) or dropped (`None`), in the order it happened.
+    pub changes: Vec<(String, Option<Entry>)>,
+}
+
+impl Journal {
+    /// Whether there is nothing to persist.
+    pub fn is_empty(&self) -> bool {
+        !self.cleared && self.changes.is_empty()
+    }
 }
 
 impl Store {
     /// An empty store.
     pub fn new() -> Store {
         Store::default()
+    }
+
+    /// A store that journals its changes for a disk (see [`Store::take_journal`]).
+    pub fn durable() -> Store {
+        Store {
+            journal: Some(Journal::default()),
+            ..Store::default()
+        }
+    }
+
+    /// Load entries read back from the disk: applied as writes at `now`, but not
+    /// journaled (the disk has them).
+    pub fn load(&mut self, now: Time, entries: impl IntoIterator<Item = (String, Entry)>) {
+        let journal = self.journal.take();
+        for (key, entry) in entries {
+            self.apply(now, &key, entry);
+        }
+        self.journal = journal;
+    }
+
+    /// The changes since the last call, for the driver to persist (nothing unless the
+    /// store is [`Store::durable`]).
+    pub fn take_journal(&mut self) -> Option<Journal> {
+        let journal = self.journal.as_mut()?;
+        if journal.is_empty() {
+            return None;
+        }
+        Some(std::mem::take(journal))
+    }
+
+    /// Bytes of keys and values held (tombstones count their key).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The Lamport clock: the highest version counter seen.
+    pub fn clock(&self) -> u64 {
+        self.clock
+    }
+
+    fn journal(&mut self, key: &str, entry: Option<&Entry>) {
+        if let Some(j) = &mut self.journal {
+            j.changes.push((key.to_string(), entry.cloned()));
+        }
     }
 
     /// The next version this node assigns as primary for `key`: newer than anything the
@@ -156,6 +221,10 @@ impl Store {
             let was_live = slot.entry.value.is_some();
             let (prefix, old) = (slot.id_prefix, entry_hash(key, &slot.entry));
             let new = entry_hash(key, &entry);
+            self.bytes = self.bytes + entry_bytes(key, &entry) - entry_bytes(key, &slot.entry);
+            if let Some(j) = &mut self.journal {
+                j.changes.push((key.to_string(), Some(entry.clone())));
+            }
             slot.entry = entry;
             self.live = self.live + is_live as usize - was_live as usize;
             self.note_tombstone(key, is_live, now);
@@ -163,6 +232,8 @@ impl Store {
             return Applied::Changed;
         }
         self.live += is_live as usize;
+        self.bytes += entry_bytes(key, &entry);
+        self.journal(key, Some(&entry));
         let prefix = Id::of_key(key).prefix_u64();
         self.update_digests(prefix, key, 0, entry_hash(key, &entry));
         let at = self.slots.push(Slot {
@@ -279,6 +350,11 @@ impl Store {
         self.slots = Slots::default();
         self.tombstone_times = BTreeMap::new();
         self.live = 0;
+        self.bytes = 0;
+        if let Some(j) = &mut self.journal {
+            j.cleared = true;
+            j.changes.clear();
+        }
     }
 
     /// Keep `tombstone_times` to the keys whose entry is a tombstone: `key`'s entry has
@@ -322,13 +398,21 @@ impl Store {
         let mut kept = vec![false; self.slots.len()];
         let slots = &self.slots;
         let mut live = 0;
+        let mut bytes = 0;
+        let journal = &mut self.journal;
         self.index.retain(|key, at| {
             let slot = slots.get(*at);
             let yes = keep(key.as_str(), slot);
             kept[*at] = yes;
             live += (yes && slot.entry.value.is_some()) as usize;
+            if yes {
+                bytes += entry_bytes(key.as_str(), &slot.entry);
+            } else if let Some(j) = journal {
+                j.changes.push((key.as_str().to_string(), None));
+            }
             yes
         });
+        self.bytes = bytes;
         let index = &self.index;
         self.tombstone_times
             .retain(|key, _| index.contains_key(key.as_bytes()));
@@ -345,6 +429,11 @@ impl Store {
         self.live = live;
         before - self.index.len()
     }
+}
+
+/// What an entry counts against the store limit.
+fn entry_bytes(key: &str, entry: &Entry) -> usize {
+    key.len() + entry.value.as_ref().map_or(0, |v| v.len())
 }
 
 /// A range's bounds as id prefixes too, so that most keys are placed by their stored

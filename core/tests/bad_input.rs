@@ -147,6 +147,7 @@ fn forged_or_misdirected_peer_messages_are_rejected_without_change() {
             epoch: 99,
             term: 1,
             failed: Vec::new(),
+            hold_leases: false,
         },
     };
     let mut out = Vec::new();

@@ -46,6 +46,7 @@ pub fn profiles() -> [Profile; 2] {
         partition_ns: 100_000_000,
         pause_rate: 0.0,
         pause_ns: 0,
+        power_cut_rate: 0.0,
         horizon_ns: 300_000_000,
     };
     [

@@ -12,7 +12,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringkv_core::{Envelope, Input, Node, Output, Reply, ReqId, Request, Time};
+use ringkv_core::{
+    Envelope, Input, Node, Output, Persist, Reply, ReqId, Request, RequestError, Response, Time,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -20,6 +22,7 @@ use crate::dial::Dialer;
 use crate::fault::PeerFilter;
 use crate::metrics::{add, Metrics};
 use crate::peer::{PeerLimits, Peers};
+use crate::storage::Storage;
 
 /// Why a request did not reach the node or got no answer from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -154,6 +157,7 @@ pub(crate) fn spawn(
     dialer: Dialer,
     metrics: Arc<Metrics>,
     filter: Arc<PeerFilter>,
+    storage: Option<Storage>,
 ) -> Running {
     let (tx, rx) = mpsc::channel(options.queue_commands_max.max(1));
     let (stop, stop_rx) = oneshot::channel();
@@ -170,6 +174,9 @@ pub(crate) fn spawn(
         out: Vec::new(),
         peers: Peers::new(dialer, metrics.clone(), options.peers, filter),
         metrics,
+        storage,
+        held: Vec::new(),
+        unpersisted: Vec::new(),
     };
     let task = tokio::spawn(actor.run(rx, stop_rx, options.drain_grace));
     Running { handle, task, stop }
@@ -183,6 +190,13 @@ struct Actor {
     out: Vec<Output>,
     peers: Peers,
     metrics: Arc<Metrics>,
+    /// The data directory, for a durable node.
+    storage: Option<Storage>,
+    /// A durable node's outputs of this turn, carried out once what they depend on is
+    /// on disk (group commit: one transaction per turn).
+    held: Vec<Output>,
+    /// Persists not yet on disk (a write failed; retried first next turn).
+    unpersisted: Vec<Persist>,
 }
 
 impl Actor {
@@ -197,6 +211,7 @@ impl Actor {
         let mut armed: Option<Time> = None;
         loop {
             self.fire_due_timers();
+            self.commit();
             self.peers.flush();
             let next = self.node.poll_timeout();
             if next != armed {
@@ -269,14 +284,77 @@ impl Actor {
     }
 
     fn carry_out(&mut self, mut out: Vec<Output>) {
+        if self.storage.is_some() {
+            self.held.append(&mut out);
+            self.out = out;
+            return;
+        }
         for output in out.drain(..) {
             self.carry_out_one(output);
         }
         self.out = out;
     }
 
+    /// Write what this turn's inputs persisted in one transaction, then carry out their
+    /// other outputs. If the write fails (disk full), nothing that depends on it goes
+    /// out: sends are dropped (the protocol retries them), and writes are answered
+    /// `storage_failed` instead of acknowledged; reads are still answered.
+    fn commit(&mut self) {
+        let Some(storage) = &self.storage else { return };
+        if self.held.is_empty() && self.unpersisted.is_empty() {
+            return;
+        }
+        let held = std::mem::take(&mut self.held);
+        let mut rest = Vec::with_capacity(held.len());
+        for output in held {
+            match output {
+                Output::Persist(p) => self.unpersisted.push(p),
+                other => rest.push(other),
+            }
+        }
+        let durable = match self.unpersisted.is_empty() {
+            true => Ok(()),
+            false => storage.write(&self.unpersisted),
+        };
+        match durable {
+            Ok(()) => {
+                if !self.unpersisted.is_empty() {
+                    add(&self.metrics.storage.commits, 1);
+                    self.unpersisted.clear();
+                }
+                for output in rest {
+                    self.carry_out_one(output);
+                }
+            }
+            Err(err) => {
+                add(&self.metrics.storage.failures, 1);
+                tracing::error!(node = %self.node.me().addr, %err, "cannot persist; holding back acknowledgements");
+                let reason = err.to_string();
+                for output in rest {
+                    match output {
+                        Output::Reply { id, reply } => {
+                            let reply = match reply {
+                                Ok(Response::Inserted { .. } | Response::Deleted { .. }) => {
+                                    Err(RequestError::StorageFailed {
+                                        node: self.node.me().addr.to_string(),
+                                        reason: reason.clone(),
+                                    })
+                                }
+                                other => other,
+                            };
+                            self.carry_out_one(Output::Reply { id, reply });
+                        }
+                        Output::Send { .. } => add(&self.metrics.storage.sends_held_back, 1),
+                        Output::Persist(_) => {}
+                    }
+                }
+            }
+        }
+    }
+
     fn carry_out_one(&mut self, output: Output) {
         match output {
+            Output::Persist(_) => {}
             Output::Send { to, envelope } => self.peers.send(to, envelope),
             Output::Reply { id, reply } => {
                 if let Some(waiter) = self.waiting.remove(&id) {

@@ -274,7 +274,9 @@ pub fn request_error_status(err: &RequestError) -> StatusCode {
         RequestError::Overloaded { .. }
         | RequestError::TooManyHops { .. }
         | RequestError::RouteBroken { .. }
-        | RequestError::LeaseExpired { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        | RequestError::LeaseExpired { .. }
+        | RequestError::StorageFailed { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        RequestError::StoreFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
         RequestError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
     }
 }

@@ -36,6 +36,7 @@ pub mod outcome;
 pub mod peer;
 mod sender;
 pub mod server;
+pub mod storage;
 pub mod wire;
 
 pub use actor::{ActorOptions, NodeHandle, Unavailable};

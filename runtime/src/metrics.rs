@@ -31,6 +31,17 @@ const BUCKETS_US: [u64; 16] = [
 ];
 const BUCKET_SLOTS: usize = BUCKETS_US.len() + 1;
 
+/// Data-directory counters (durable nodes).
+#[derive(Debug, Default)]
+pub struct StorageCounters {
+    /// Transactions committed (one per actor turn that persisted anything).
+    pub commits: AtomicU64,
+    /// Transactions that failed (disk full, IO error).
+    pub failures: AtomicU64,
+    /// Sends held back because what they depended on could not be persisted.
+    pub sends_held_back: AtomicU64,
+}
+
 /// Peer-transport counters, one field per event.
 #[derive(Debug, Default)]
 pub struct PeerCounters {
@@ -106,6 +117,8 @@ pub struct Metrics {
     pub peer: PeerCounters,
     /// HTTP connections refused with 503 because the node served its limit.
     pub connections_rejected: AtomicU64,
+    /// Data-directory counters.
+    pub storage: StorageCounters,
 }
 
 impl Default for Metrics {
@@ -116,6 +129,7 @@ impl Default for Metrics {
             latency_sum_us: std::array::from_fn(|_| AtomicU64::new(0)),
             peer: PeerCounters::default(),
             connections_rejected: AtomicU64::new(0),
+            storage: StorageCounters::default(),
         }
     }
 }
@@ -194,6 +208,27 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE {name} counter");
         let rejected = self.connections_rejected.load(Ordering::Relaxed);
         let _ = writeln!(out, "{name} {rejected}");
+        for (name, help, counter) in [
+            (
+                "ringkv_storage_commits_total",
+                "Data-directory transactions committed.",
+                &self.storage.commits,
+            ),
+            (
+                "ringkv_storage_failures_total",
+                "Data-directory transactions that failed (disk full, IO error).",
+                &self.storage.failures,
+            ),
+            (
+                "ringkv_storage_sends_held_back_total",
+                "Messages not sent because what they depended on could not be persisted.",
+                &self.storage.sends_held_back,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {}", counter.load(Ordering::Relaxed));
+        }
         let queued = self.peer.queued.load(Ordering::Relaxed) as usize;
         gauge(
             &mut out,

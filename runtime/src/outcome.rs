@@ -73,6 +73,10 @@ pub enum ErrorCode {
     /// 503: the key's head or tail could not confirm it still serves the key; nothing
     /// was done.
     LeaseExpired,
+    /// 503: the node could not persist the write; it may or may not take effect.
+    StorageFailed,
+    /// 507: the key's head holds its store limit of bytes; nothing was done.
+    StoreFull,
     /// 503: the request was forwarded too often.
     TooManyHops,
     /// 504: no answer within the node's request timeout.
@@ -83,7 +87,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code a node can send, in the order of `docs/http-api.md`.
-    pub const KNOWN: [ErrorCode; 15] = [
+    pub const KNOWN: [ErrorCode; 17] = [
         ErrorCode::EmptyKey,
         ErrorCode::KeyTooLarge,
         ErrorCode::ValueTooLarge,
@@ -97,6 +101,8 @@ impl ErrorCode {
         ErrorCode::Stopped,
         ErrorCode::RouteBroken,
         ErrorCode::LeaseExpired,
+        ErrorCode::StorageFailed,
+        ErrorCode::StoreFull,
         ErrorCode::TooManyHops,
         ErrorCode::Timeout,
     ];
@@ -117,6 +123,8 @@ impl ErrorCode {
             ErrorCode::Stopped => "stopped",
             ErrorCode::RouteBroken => "route_broken",
             ErrorCode::LeaseExpired => "lease_expired",
+            ErrorCode::StorageFailed => "storage_failed",
+            ErrorCode::StoreFull => "store_full",
             ErrorCode::TooManyHops => "too_many_hops",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Other(code) => code,
@@ -153,8 +161,10 @@ impl ErrorCode {
             | ErrorCode::Overloaded
             | ErrorCode::Busy
             | ErrorCode::TooManyConnections
-            | ErrorCode::LeaseExpired => true,
+            | ErrorCode::LeaseExpired
+            | ErrorCode::StoreFull => true,
             ErrorCode::Stopped
+            | ErrorCode::StorageFailed
             | ErrorCode::RouteBroken
             | ErrorCode::TooManyHops
             | ErrorCode::Timeout
@@ -316,6 +326,15 @@ mod tests {
             RequestError::TooManyHops { hops: 40 },
             RequestError::RouteBroken { node: "n".into() },
             RequestError::LeaseExpired { node: "n".into() },
+            RequestError::StoreFull {
+                node: "n".into(),
+                bytes: 10,
+                max: 10,
+            },
+            RequestError::StorageFailed {
+                node: "n".into(),
+                reason: "disk full".into(),
+            },
         ];
         for err in &all {
             match err {
@@ -330,7 +349,9 @@ mod tests {
                 | RequestError::Timeout { .. }
                 | RequestError::TooManyHops { .. }
                 | RequestError::RouteBroken { .. }
-                | RequestError::LeaseExpired { .. } => {}
+                | RequestError::LeaseExpired { .. }
+                | RequestError::StoreFull { .. }
+                | RequestError::StorageFailed { .. } => {}
             }
         }
         all
@@ -370,6 +391,7 @@ mod tests {
                     | RequestError::JoinRefused { .. }
                     | RequestError::Overloaded { .. }
                     | RequestError::LeaseExpired { .. }
+                    | RequestError::StoreFull { .. }
             );
             for op in OPS {
                 let o = outcome(op, answer_to(err.clone()));

@@ -66,6 +66,9 @@ pub struct NodeOptions {
     /// request must carry it; without one, this flag alone opens the endpoint. Off by
     /// default: the endpoint then answers 404.
     pub allow_fault_injection: bool,
+    /// Keep the node's data and identity in this directory (created if missing), and
+    /// come back with them after a restart. `None`: in memory only.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl NodeOptions {
@@ -84,6 +87,7 @@ impl NodeOptions {
             max_connections: MAX_CONNECTIONS_DEFAULT,
             recover: false,
             allow_fault_injection: false,
+            data_dir: None,
         }
     }
 }
@@ -102,6 +106,27 @@ pub enum StartError {
     /// The node would advertise an address no peer can reach.
     #[error("listening on {0}, a wildcard address: give the address peers should use with --advertise HOST:PORT")]
     NeedAdvertise(SocketAddr),
+    /// The data directory cannot be used.
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+    /// The data directory holds a ring with other settings than the command line's.
+    #[error(
+        "the data directory {path} holds a ring with k = {disk_k} and {disk_model} replication, \
+         but this bootstrap was started with k = {k} and {model}: start it with the ring's \
+         settings, or give it an empty data directory for a new ring"
+    )]
+    OtherSettings {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// The disk's settings.
+        disk_k: usize,
+        /// The disk's model.
+        disk_model: ringkv_core::Consistency,
+        /// The command line's.
+        k: usize,
+        /// The command line's model.
+        model: ringkv_core::Consistency,
+    },
 }
 
 /// A running node. Stop it with [`NodeServer::shutdown`] (depart first) or
@@ -154,6 +179,36 @@ impl NodeServer {
         config.limits = options.limits;
         config.timing = options.timing;
         config.recover = options.recover && is_bootstrap;
+        let storage = match &options.data_dir {
+            None => None,
+            Some(dir) => {
+                let (storage, recovered) = crate::storage::Storage::open(dir, &addr)?;
+                if let (Some(meta), Role::Bootstrap(cluster)) = (&recovered.meta, &options.role) {
+                    if meta.settings != *cluster {
+                        return Err(StartError::OtherSettings {
+                            path: storage.path().to_path_buf(),
+                            disk_k: meta.settings.k,
+                            disk_model: meta.settings.consistency,
+                            k: cluster.k,
+                            model: cluster.consistency,
+                        });
+                    }
+                }
+                // A bootstrap back from its disk looks for its ring before anything else.
+                if recovered.meta.as_ref().is_some_and(|m| m.ring_id != 0) && is_bootstrap {
+                    config.recover = true;
+                }
+                tracing::info!(
+                    path = %storage.path().display(),
+                    entries = recovered.entries.len(),
+                    ring = ?recovered.meta.as_ref().map(|m| format!("{:016x}", m.ring_id)),
+                    "data directory opened"
+                );
+                config.durable = true;
+                config.recovered = Some(recovered);
+                Some(storage)
+            }
+        };
         let metrics = Arc::new(Metrics::default());
         let filter = Arc::new(PeerFilter::default());
         let secret: Option<Arc<str>> = options.cluster_secret.as_deref().map(Arc::from);
@@ -168,6 +223,7 @@ impl NodeServer {
             dialer,
             metrics.clone(),
             filter.clone(),
+            storage,
         );
         let inbound = Arc::new(Inbound::new(
             running.handle.clone(),

@@ -337,6 +337,7 @@ mod tests {
                 epoch: 9,
                 failed: vec![node(11)],
                 term: 4,
+                hold_leases: true,
             },
         ]
     }

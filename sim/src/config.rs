@@ -75,6 +75,10 @@ pub struct SimConfig {
     /// (`lost_acked_writes`). The reads are in the history like any other (under fresh
     /// process ids). With failure handling it also checks placement after crashes.
     pub final_reads: bool,
+    /// Every node has a disk (`NodeConfig::durable`): it persists before it sends, a
+    /// crash keeps what it persisted, and a restarted node comes back with it
+    /// (crash-with-disk). Off: a crash loses everything, as a node without `--data-dir`.
+    pub disks: bool,
 }
 
 impl Default for SimConfig {
@@ -102,6 +106,7 @@ impl Default for SimConfig {
             record_history: true,
             max_down: None,
             final_reads: false,
+            disks: false,
         }
     }
 }
@@ -234,6 +239,9 @@ impl SimConfig {
         if self.final_reads {
             args.push("--final-reads".into());
         }
+        if self.disks {
+            args.push("--disks".into());
+        }
         let defaults = SimConfig::default();
         if self.events_max != defaults.events_max {
             args.push(format!("--events-max {}", self.events_max));
@@ -267,6 +275,10 @@ fn random_fault_args(r: &RandomFaults) -> String {
         Dur(r.partition_ns),
         Dur(r.horizon_ns)
     ) + &pause_args(r)
+        + &match r.power_cut_rate > 0.0 {
+            true => format!(" --power-cut-rate {}", r.power_cut_rate),
+            false => String::new(),
+        }
 }
 
 fn pause_args(r: &RandomFaults) -> String {

@@ -42,6 +42,10 @@ pub enum FaultKind {
         /// How long.
         duration_ns: u64,
     },
+    /// Every node stops at once (a power cut of the whole ring).
+    CrashAll,
+    /// Every stopped node comes back (with its disk, under `SimConfig::disks`).
+    RestartAll,
     /// The node's process stops for `duration_ns` (`kill -STOP`, a long GC pause, a
     /// frozen VM), then goes on where it was: what arrived meanwhile is handled then,
     /// and its timers fire late. Its clock runs on meanwhile.
@@ -68,8 +72,8 @@ impl FromStr for Fault {
     /// `crash:3@500ms`, `restart:3@1s`, `join@200ms`, `depart:4@1s`,
     /// `partition:1,2,5-7@1s..3s`.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let usage = "use crash:N@T, restart:N@T, join@T, depart:N@T, pause:N@T1..T2 or \
-                     partition:N,M-P@T1..T2";
+        let usage = "use crash:N@T, restart:N@T, crash-all@T, restart-all@T, join@T, \
+                     depart:N@T, pause:N@T1..T2 or partition:N,M-P@T1..T2";
         let (what, when) = text
             .split_once('@')
             .ok_or_else(|| ParseError(format!("fault '{text}': {usage}")))?;
@@ -114,6 +118,8 @@ impl FromStr for Fault {
             "restart" => FaultKind::Restart { node: node()? },
             "depart" | "leave" => FaultKind::Depart { node: node()? },
             "join" => FaultKind::Join,
+            "crash-all" => FaultKind::CrashAll,
+            "restart-all" => FaultKind::RestartAll,
             other => return Err(ParseError(format!("fault kind '{other}' unknown: {usage}"))),
         };
         Ok(Fault { at_ns, kind })
@@ -154,6 +160,8 @@ impl fmt::Display for Fault {
             FaultKind::Crash { node } => write!(f, "crash:{node}@{at}"),
             FaultKind::Restart { node } => write!(f, "restart:{node}@{at}"),
             FaultKind::Join => write!(f, "join@{at}"),
+            FaultKind::CrashAll => write!(f, "crash-all@{at}"),
+            FaultKind::RestartAll => write!(f, "restart-all@{at}"),
             FaultKind::Depart { node } => write!(f, "depart:{node}@{at}"),
             FaultKind::Partition { nodes, duration_ns } => {
                 let list: Vec<String> = nodes.iter().map(u32::to_string).collect();
@@ -192,6 +200,9 @@ pub struct RandomFaults {
     pub pause_rate: f64,
     /// How long each pause lasts.
     pub pause_ns: u64,
+    /// Whole-ring power cuts per second: every node crashes at once and all restart
+    /// `restart_after_ns` later (200 ms if crashed nodes stay down).
+    pub power_cut_rate: f64,
     /// Faults are drawn over `[0, horizon_ns)`.
     pub horizon_ns: u64,
 }
@@ -207,6 +218,7 @@ impl Default for RandomFaults {
             partition_ns: 100_000_000,
             pause_rate: 0.0,
             pause_ns: 4_000_000_000,
+            power_cut_rate: 0.0,
             horizon_ns: 1_000_000_000,
         }
     }
@@ -323,6 +335,18 @@ impl RandomFaults {
                     },
                 });
             }
+        }
+        // Drawn after the pauses, for the same reason.
+        for at_ns in times(self.power_cut_rate, rng) {
+            let down_ns = self.restart_after_ns.unwrap_or(200_000_000);
+            faults.push(Fault {
+                at_ns,
+                kind: FaultKind::CrashAll,
+            });
+            faults.push(Fault {
+                at_ns: at_ns + down_ns,
+                kind: FaultKind::RestartAll,
+            });
         }
         // Stable: faults drawn at the same time keep their drawing order.
         faults.sort_by_key(|f| f.at_ns);

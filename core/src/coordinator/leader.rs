@@ -66,11 +66,12 @@ struct InFlight {
 }
 
 impl InFlight {
-    fn commit_message(&self, term: u64) -> Message {
+    fn commit_message(&self, term: u64, sh: &Shared, now: Time) -> Message {
         Message::Commit {
             epoch: self.epoch,
             failed: self.failed.clone(),
             term,
+            hold_leases: sh.comeback.holds(now),
         }
     }
 
@@ -279,6 +280,8 @@ impl Leader {
                     epoch,
                     failed,
                     term,
+                    // A straggler's commit: its lease comes with its heartbeats.
+                    hold_leases: true,
                 },
             );
         } else {
@@ -454,7 +457,7 @@ impl Leader {
             Stage::Committing if op.retries < COMMIT_RETRIES_MAX => {
                 // A commit may have been lost: send it again to whoever has not acknowledged.
                 op.retries += 1;
-                let commit = op.commit_message(term);
+                let commit = op.commit_message(term, sh, out.now);
                 let waiting: Vec<NodeRef> = op.still_waiting(&op.affected).cloned().collect();
                 self.current = Some(op);
                 send_and_rearm(sh, out, waiting.iter().map(|n| (n, commit.clone())));
@@ -856,7 +859,7 @@ impl Leader {
         let Some(op) = &mut self.current else { return };
         let wave = op.later_waves.pop_front().unwrap_or_default();
         op.waiting = wave.iter().map(|n| n.id).collect();
-        let commit = op.commit_message(term);
+        let commit = op.commit_message(term, sh, out.now);
         if forced {
             op.retries = 0;
             send_and_rearm(sh, out, wave.iter().map(|n| (n, commit.clone())));

@@ -172,6 +172,7 @@ impl Coordination {
     pub(crate) fn may_grant_leases(&self, sh: &Shared, now: Time) -> bool {
         let window = sh.timing.lease_grant_window_ns();
         self.leader.is_some()
+            && !sh.comeback.holds(now)
             && self
                 .group
                 .majority_heard_since(now)

@@ -198,6 +198,7 @@ impl Pump {
                     let old = self.replies.insert((a.to_string(), id), reply);
                     assert!(old.is_none(), "request {id} at {a} answered twice");
                 }
+                Output::Persist(_) => {}
             }
         }
     }

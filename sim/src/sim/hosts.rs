@@ -45,6 +45,43 @@ pub(super) struct SimNode {
     pub(super) life: u32,
     /// How fast its clock runs, in millionths of true time.
     pub(super) rate_ppm: u64,
+    /// What it persisted (`SimConfig::disks`); survives crashes.
+    pub(super) disk: Option<Disk>,
+}
+
+/// A simulated node's disk: what it persisted, applied in order.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Disk {
+    entries: std::collections::BTreeMap<String, ringkv_core::Entry>,
+    meta: Option<ringkv_core::DiskMeta>,
+}
+
+impl Disk {
+    fn write(&mut self, persist: ringkv_core::Persist) {
+        if persist.store.cleared {
+            self.entries.clear();
+        }
+        for (key, entry) in persist.store.changes {
+            match entry {
+                Some(e) => self.entries.insert(key, e),
+                None => self.entries.remove(&key),
+            };
+        }
+        if let Some(meta) = persist.meta {
+            self.meta = Some(meta);
+        }
+    }
+
+    fn recovered(&self) -> ringkv_core::Recovered {
+        ringkv_core::Recovered {
+            entries: self
+                .entries
+                .iter()
+                .map(|(k, e)| (k.clone(), e.clone()))
+                .collect(),
+            meta: self.meta.clone(),
+        }
+    }
 }
 
 impl SimNode {
@@ -115,6 +152,15 @@ impl Simulation {
             NodeConfig::member(addr, self.entry_addr(i).to_string(), seed)
         };
         config.timing = self.config.timing();
+        config.durable = self.config.disks;
+        if restart {
+            config.recovered = self.hosts.nodes[i].disk.as_ref().map(Disk::recovered);
+            if self.trace {
+                if let Some(r) = &config.recovered {
+                    eprintln!("  disk n{i}: {} entries, {:?}", r.entries.len(), r.meta);
+                }
+            }
+        }
         config
     }
 
@@ -154,6 +200,7 @@ impl Simulation {
             paused_until: 0,
             life: 0,
             rate_ppm,
+            disk: self.config.disks.then(Disk::default),
         });
     }
 
@@ -283,6 +330,11 @@ impl Simulation {
                 self.on_membership_reply(n, reply)
             }
             Output::Reply { id, reply } => self.on_client_reply(id, reply),
+            Output::Persist(persist) => {
+                if let Some(disk) = &mut self.hosts.nodes[n as usize].disk {
+                    disk.write(persist);
+                }
+            }
         }
     }
 
@@ -396,6 +448,28 @@ impl Simulation {
             FaultKind::Restart { node } if exists(node) && !self.hosts.nodes[node as usize].up => {
                 self.restart(node);
                 true
+            }
+            FaultKind::CrashAll => {
+                let up: Vec<u32> = (0..count as u32)
+                    .filter(|&n| self.hosts.nodes[n as usize].up)
+                    .collect();
+                for &n in &up {
+                    self.crash(n);
+                }
+                !up.is_empty()
+            }
+            FaultKind::RestartAll => {
+                let mut down: Vec<u32> = (0..count as u32)
+                    .filter(|&n| !self.hosts.nodes[n as usize].up)
+                    .collect();
+                // In an order drawn from the seed: a ring restarted from its disks must
+                // come back whichever node starts first.
+                use rand::seq::SliceRandom;
+                down.shuffle(&mut self.hosts.seeds);
+                for &n in &down {
+                    self.restart(n);
+                }
+                !down.is_empty()
             }
             FaultKind::Join => {
                 let n = self.hosts.nodes.len();

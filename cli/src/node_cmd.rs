@@ -67,12 +67,24 @@ pub struct Tuning {
     /// Never use it on a ring that serves real data.
     #[arg(long)]
     pub allow_fault_injection: bool,
+    /// Keep the node's data and ring identity in DIR (created if missing; `dht cluster`
+    /// gives node i the subfolder node-i). A write is on disk before it is acknowledged
+    /// or passed on, and a restarted node comes back with its data and rejoins its ring;
+    /// a whole ring restarted from its directories serves every acknowledged write again.
+    /// A directory belongs to one node address (use fixed ports). Default: memory only.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Bytes of keys and values a node stores before it refuses new writes it heads with
+    /// 507 (`store_full`); deletes still work. 0: no limit.
+    #[arg(long, default_value_t = 0, value_name = "BYTES")]
+    pub max_store_bytes: usize,
 }
 
 impl Tuning {
     fn limits(&self) -> Limits {
         Limits {
             pending_requests_max: self.pending_max,
+            store_bytes_max: self.max_store_bytes,
             ..Limits::default()
         }
     }
@@ -339,6 +351,7 @@ pub fn run_cluster(args: ClusterArgs) -> anyhow::Result<ExitCode> {
     options.cluster_secret = args.tuning.cluster_secret.clone();
     options.max_connections = args.tuning.max_connections;
     options.allow_fault_injection = args.tuning.allow_fault_injection;
+    options.data_dir = args.tuning.data_dir.clone();
     runtime()?.block_on(async move {
         let cluster = LocalCluster::start(options).await?;
         let overlay = cluster.overlay().await.map_err(anyhow::Error::msg)?;
@@ -456,6 +469,7 @@ fn apply_tuning(options: &mut NodeOptions, tuning: &Tuning) {
     options.cluster_secret = tuning.cluster_secret.clone();
     options.max_connections = tuning.max_connections;
     options.allow_fault_injection = tuning.allow_fault_injection;
+    options.data_dir = tuning.data_dir.clone();
 }
 
 fn bench_runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {

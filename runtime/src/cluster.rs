@@ -33,6 +33,8 @@ pub struct ClusterOptions {
     /// TEST ONLY: every node serves `POST /admin/partition` (see
     /// [`NodeOptions::allow_fault_injection`]).
     pub allow_fault_injection: bool,
+    /// Node i keeps its data in `DIR/node-i` (see [`NodeOptions::data_dir`]).
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl ClusterOptions {
@@ -49,6 +51,7 @@ impl ClusterOptions {
             cluster_secret: None,
             max_connections: crate::MAX_CONNECTIONS_DEFAULT,
             allow_fault_injection: false,
+            data_dir: None,
         }
     }
 
@@ -70,6 +73,10 @@ impl ClusterOptions {
         options.cluster_secret = self.cluster_secret.clone();
         options.max_connections = self.max_connections;
         options.allow_fault_injection = self.allow_fault_injection;
+        options.data_dir = self
+            .data_dir
+            .as_ref()
+            .map(|d| d.join(format!("node-{index}")));
         Ok(options)
     }
 }

@@ -50,6 +50,7 @@ pub mod store;
 
 mod anti_entropy;
 pub mod coordinator;
+mod craq;
 mod failure;
 mod handover;
 mod membership;

@@ -204,10 +204,7 @@ impl Node {
     /// whose lease ran out asks the leader for one.
     fn keep_lease(&mut self) {
         let (sh, out) = (&mut self.shared, &mut self.out);
-        if sh.timing.lease_ns() == 0
-            || sh.config.consistency != Consistency::Chain
-            || !sh.is_member()
-        {
+        if sh.timing.lease_ns() == 0 || !sh.config.consistency.is_chain() || !sh.is_member() {
             return;
         }
         let now = out.now;
@@ -516,7 +513,8 @@ impl Node {
         let failure = &self.failure;
         match routing::decide(sh, |id| failure.is_suspect(id), &routed) {
             Decision::ReadHere => {
-                replication::answer_read(sh, out, routed.origin, &routed.key, routed.hops)
+                let (origin, key, hops) = (routed.origin, routed.key, routed.hops);
+                self.replication.read_here(sh, out, origin, key, hops)
             }
             Decision::Primary => self
                 .replication
@@ -655,7 +653,13 @@ impl Node {
                 Ok(())
             }
             Message::ChainWrite(step) => {
-                self.replication.on_chain_write(sh, ho, out, step);
+                self.replication.on_chain_write(sh, ho, out, &from, step);
+                Ok(())
+            }
+            msg @ (Message::CraqClean { .. }
+            | Message::VersionQuery { .. }
+            | Message::VersionAnswer { .. }) => {
+                self.replication.on_craq(sh, out, &from, msg);
                 Ok(())
             }
             Message::Replicate { entries, ttl, seq } => self

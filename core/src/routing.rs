@@ -11,7 +11,7 @@ use crate::shared::{Phase, Shared};
 /// What a member does with a routed operation.
 #[derive(Debug)]
 pub(crate) enum Decision {
-    /// An eventual read this replica answers itself.
+    /// A read this replica answers (eventual), or answers or asks its tail about (CRAQ).
     ReadHere,
     /// This node is the key's primary.
     Primary,
@@ -24,10 +24,13 @@ pub(crate) enum Decision {
 /// Where `routed` goes from this member. `suspect` tells which peers to route round.
 pub(crate) fn decide(sh: &Shared, suspect: impl Fn(Id) -> bool, routed: &Routed) -> Decision {
     let key = Id::of_key(&routed.key);
-    let eventual_read = sh.config.consistency == Consistency::Eventual
-        && routed.action == Action::Read
-        && sh.responsibility().contains(key);
-    if eventual_read {
+    let any_replica_reads = matches!(
+        sh.config.consistency,
+        Consistency::Eventual | Consistency::Craq
+    );
+    let read_here =
+        any_replica_reads && routed.action == Action::Read && sh.responsibility().contains(key);
+    if read_here {
         return Decision::ReadHere;
     }
     if sh.is_primary(key) {

@@ -133,9 +133,7 @@ impl Shared {
     /// it holds a lease, or leases do not apply (eventual consistency, or no failure
     /// handling, where nothing removes a member).
     pub(crate) fn holds_lease(&self, now: crate::Time) -> bool {
-        self.config.consistency != crate::config::Consistency::Chain
-            || self.timing.lease_ns() == 0
-            || now < self.lease_until
+        !self.config.consistency.is_chain() || self.timing.lease_ns() == 0 || now < self.lease_until
     }
 
     /// The leader answered a heartbeat this node sent at `sent` with a lease.

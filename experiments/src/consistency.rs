@@ -57,7 +57,7 @@ impl Mode {
 pub struct Row {
     /// `real` or `sim`.
     pub backend: String,
-    /// `chain` or `eventual`.
+    /// `chain`, `eventual` or `craq`.
     pub model: String,
     /// Replication factor.
     pub k: usize,

@@ -20,11 +20,12 @@ use crate::{
 /// The two replication models, in the order every table and plot uses.
 pub const MODELS: [Consistency; 2] = [Consistency::Chain, Consistency::Eventual];
 
-/// The model's name in CSVs and legends: `chain` or `eventual`.
+/// The model's name in CSVs and legends: `chain`, `eventual` or `craq`.
 pub fn model_name(model: Consistency) -> &'static str {
     match model {
         Consistency::Chain => "chain",
         Consistency::Eventual => "eventual",
+        Consistency::Craq => "craq",
     }
 }
 

@@ -157,6 +157,7 @@ fn plot(path: &Path, rows: &[Row]) -> Result<()> {
                 let label = match m {
                     Consistency::Chain => "chain replication",
                     Consistency::Eventual => "eventual consistency",
+                    Consistency::Craq => "CRAQ",
                 };
                 Series::new(
                     label,

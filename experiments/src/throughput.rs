@@ -56,7 +56,7 @@ impl Which {
 pub struct Row {
     /// `real` or `sim`.
     pub backend: String,
-    /// `chain` or `eventual`.
+    /// `chain`, `eventual` or `craq`.
     pub model: String,
     /// Replication factor.
     pub k: usize,
@@ -524,6 +524,7 @@ fn plot(path: &Path, options: &Options, which: Which, rows: &[Row]) -> Result<()
         let label = match model {
             Consistency::Chain => "chain replication (strong)",
             Consistency::Eventual => "eventual consistency",
+            Consistency::Craq => "CRAQ (chain, reads at every replica)",
         };
         series.push(Series::new(
             label,

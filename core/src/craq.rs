@@ -48,8 +48,9 @@ const CLEAN_KEYS_MAX: usize = 1 << 20;
 /// A CRAQ replica's clean marks.
 #[derive(Debug, Default)]
 pub(crate) struct Craq {
-    /// Key → the version its tail confirmed committed, under the view of `epoch`.
-    clean: BTreeMap<String, Version>,
+    /// Key → the version its tail confirmed committed (`None`: the tail had no entry),
+    /// under the view of `epoch`.
+    clean: BTreeMap<String, Option<Version>>,
     /// Epoch of the installed view the marks were made under.
     epoch: u64,
 }
@@ -123,10 +124,8 @@ impl Craq {
         from: &NodeRef,
         (origin, key, entry, hops, epoch): (Origin, String, Option<Entry>, u32, u64),
     ) {
-        if let Some(e) = &entry {
-            if epoch == sh.view.epoch {
-                self.confirm(sh, from, &key, e.version);
-            }
+        if epoch == sh.view.epoch {
+            self.confirm(sh, from, &key, entry.as_ref().map(|e| e.version));
         }
         // Named after this replica, which the read reached and which answers it.
         let node = sh.addr();
@@ -144,17 +143,18 @@ impl Craq {
 
     /// The key's tail committed `version`.
     pub(crate) fn on_clean(&mut self, sh: &Shared, from: &NodeRef, key: String, version: Version) {
-        self.confirm(sh, from, &key, version);
+        self.confirm(sh, from, &key, Some(version));
     }
 
-    /// `from` says it has committed `version` of `key`: a clean mark, if `from` is the
-    /// key's tail in this replica's view and the replica stores that version.
-    fn confirm(&mut self, sh: &Shared, from: &NodeRef, key: &str, version: Version) {
+    /// `from` says it has committed `version` of `key` (`None`: no entry): a clean mark,
+    /// if `from` is the key's tail in this replica's view and the replica stores that
+    /// version (or, for `None`, nothing either: a write must pass it before the tail).
+    fn confirm(&mut self, sh: &Shared, from: &NodeRef, key: &str, version: Option<Version>) {
         self.settle(sh);
         let key_id = Id::of_key(key);
         let stored = sh.store.get(key).map(|e| e.version);
         let from_tail = tail_of(sh, key_id).is_some_and(|t| t.id == from.id);
-        if !settled(sh, key_id) || !from_tail || stored != Some(version) {
+        if !settled(sh, key_id) || !from_tail || stored != version {
             return;
         }
         if self.clean.len() < CLEAN_KEYS_MAX || self.clean.contains_key(key) {
@@ -167,7 +167,7 @@ impl Craq {
         self.settle(sh);
         let stored = sh.store.get(key).map(|e| e.version);
         let marked = self.clean.get(key).copied();
-        settled(sh, Id::of_key(key)) && sh.holds_lease(now) && marked.is_some() && marked == stored
+        settled(sh, Id::of_key(key)) && sh.holds_lease(now) && marked == Some(stored)
     }
 
     /// Drop the marks of an earlier view.
@@ -404,6 +404,26 @@ mod tests {
             _ => false,
         });
         assert!(answered, "{sent:?}");
+    }
+
+    #[test]
+    fn an_absent_key_is_clean_until_a_write_reaches_the_replica() {
+        let ring = ring(6);
+        let key = key_at(&ring, 2);
+        let mut sh = member(&ring, 3);
+        let tail = ring[4].clone();
+        let mut craq = Craq::default();
+        let origin = Origin {
+            node: ring[0].clone(),
+            req: 1,
+            incarnation: 1,
+        };
+        let mut o = out(&sh.me);
+        let answer = (origin, key.clone(), None, 1, sh.view.epoch);
+        craq.on_answer(&sh, &mut o, &tail, answer);
+        assert!(craq.is_clean(&sh, o.now, &key), "the tail has none either");
+        sh.store.apply(0, &key, entry(1));
+        assert!(!craq.is_clean(&sh, o.now, &key), "a write makes it dirty");
     }
 
     #[test]

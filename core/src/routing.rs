@@ -39,10 +39,42 @@ pub(crate) fn decide(sh: &Shared, suspect: impl Fn(Id) -> bool, routed: &Routed)
     if routed.hops >= sh.limits.hops_max || routed.laps > LAPS_MAX {
         return Decision::Fail(RequestError::TooManyHops { hops: routed.hops });
     }
+    let craq_read = sh.config.consistency == Consistency::Craq && routed.action == Action::Read;
+    if let Some(replica) = craq_read.then(|| known_replica(sh, &suspect, key, routed)) {
+        if let Some(replica) = replica {
+            return Decision::Forward(replica);
+        }
+    }
     match next_hop(sh, suspect, key) {
         Some(next) => Decision::Forward(next),
         None => Decision::Primary,
     }
+}
+
+/// CRAQ: a replica of `key` among this node's successors, when its successor list
+/// reaches the key (any replica answers a CRAQ read, so the read goes straight to one
+/// instead of hop by hop to the primary). The replica is chosen by the request id, so
+/// reads of one key spread over its replicas; suspected ones are skipped.
+fn known_replica(
+    sh: &Shared,
+    suspect: &impl Fn(Id) -> bool,
+    key: Id,
+    routed: &Routed,
+) -> Option<NodeRef> {
+    let succs = &sh.view.succs;
+    let mut from = sh.me.id;
+    let primary = succs.iter().position(|s| {
+        let here = in_open_closed(key, from, s.id);
+        from = s.id;
+        here
+    })?;
+    let known = succs.len().min(primary + sh.chain_len());
+    let alive: Vec<&NodeRef> = succs[primary..known]
+        .iter()
+        .filter(|n| !suspect(n.id))
+        .collect();
+    let turn = routed.origin.as_ref().map_or(0, |o| o.req as usize);
+    alive.get(turn % alive.len().max(1)).map(|n| (*n).clone())
 }
 
 /// The next node towards the successor of `key`, for a node that is not its primary.

@@ -60,9 +60,9 @@ pub enum Which {
     /// mean over --reps rings (default 20), against the Chord paper's §6.2. Placement
     /// only, no network; a few seconds.
     Balance,
-    /// 6. The read-heavy mix, 95/5 and 70/30 reads/writes: read throughput against k for
-    /// chain, eventual and CRAQ; --backend sim (readmix_sim.*) or real, a ring with 1 ms
-    /// links or --link-latency (readmix_wan.*).
+    /// Experiment 6, the read-heavy mix (95/5 and 70/30 reads/writes): read throughput
+    /// against k for chain, eventual and CRAQ; --backend sim (readmix_sim.*) or real, a
+    /// ring with 1 ms links or --link-latency (readmix_wan.*).
     Readmix,
     /// Experiment 5: kill -9 of k − 1 dht node processes under load, then their restart (or,
     /// with --victim bootstrap, of the bootstrap; with --fault pause|partition, a SIGSTOP

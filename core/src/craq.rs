@@ -26,7 +26,9 @@
 //!   version answer only if the replica's view has not changed since it asked;
 //! - a replica serves from its store only while it holds a lease, is not preparing a view
 //!   and is not unsure of its data (as a chain tail): one cut off from the ring stops
-//!   before the ring replaces it;
+//!   before the ring replaces it; and once its lease has lapsed, not until it installs a
+//!   newer view (the ring may have committed a change without it: its reads take chain
+//!   replication's path meanwhile);
 //! - a chain member drops a chain write that skipped a replica of its own view (sent by a
 //!   node still in an older view, in which a newcomer was not yet between them) and sends
 //!   it to the key's primary instead, which passes it down the whole chain; its client's
@@ -213,7 +215,8 @@ pub(crate) fn skipped_a_replica(sh: &Shared, from: &NodeRef, key: Id) -> bool {
 /// Whether this replica's data for `key` is settled: a member, not preparing a view, not
 /// unsure of its data, holding the key under its installed view.
 fn settled(sh: &Shared, key: Id) -> bool {
-    sh.is_member() && sh.gaining.is_none() && !sh.unsure && sh.responsibility().contains(key)
+    let member = sh.is_member() && sh.view_trusted();
+    member && sh.gaining.is_none() && !sh.unsure && sh.responsibility().contains(key)
 }
 
 /// The tail of `key` in this node's view, for a node that holds the key.
@@ -282,6 +285,7 @@ mod tests {
             gaining: None,
             forward_to: None,
             lease_until: 0,
+            lease_lapsed_in: None,
         }
     }
 

@@ -125,6 +125,7 @@ impl Node {
             gaining: None,
             forward_to: None,
             lease_until: 0,
+            lease_lapsed_in: None,
         };
         let mut node = Node {
             out: Out::new(me, ChaCha8Rng::seed_from_u64(config.seed)),

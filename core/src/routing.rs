@@ -28,8 +28,11 @@ pub(crate) fn decide(sh: &Shared, suspect: impl Fn(Id) -> bool, routed: &Routed)
         sh.config.consistency,
         Consistency::Eventual | Consistency::Craq
     );
-    let read_here =
-        any_replica_reads && routed.action == Action::Read && sh.responsibility().contains(key);
+    let trusted = sh.config.consistency != Consistency::Craq || sh.view_trusted();
+    let read_here = any_replica_reads
+        && trusted
+        && routed.action == Action::Read
+        && sh.responsibility().contains(key);
     if read_here {
         return Decision::ReadHere;
     }
@@ -40,10 +43,8 @@ pub(crate) fn decide(sh: &Shared, suspect: impl Fn(Id) -> bool, routed: &Routed)
         return Decision::Fail(RequestError::TooManyHops { hops: routed.hops });
     }
     let craq_read = sh.config.consistency == Consistency::Craq && routed.action == Action::Read;
-    if let Some(replica) = craq_read.then(|| known_replica(sh, &suspect, key, routed)) {
-        if let Some(replica) = replica {
-            return Decision::Forward(replica);
-        }
+    if let Some(Some(replica)) = craq_read.then(|| known_replica(sh, &suspect, key, routed)) {
+        return Decision::Forward(replica);
     }
     match next_hop(sh, suspect, key) {
         Some(next) => Decision::Forward(next),

@@ -82,8 +82,8 @@ pub enum Experiment {
     Faults,
     /// 4e. Keys per node against virtual nodes per node (placement only, no network).
     Balance,
-    /// 6. The read-heavy mix (95/5 and 70/30): read throughput against k for chain,
-    /// eventual and CRAQ, in the simulator or on a real ring with 1 ms links.
+    /// The read-heavy mix, experiment 6 (95/5 and 70/30): read throughput against k for
+    /// chain, eventual and CRAQ, in the simulator or on a real ring with 1 ms links.
     ReadMix,
     /// Everything above.
     All,

@@ -224,19 +224,29 @@ fn tail_of(sh: &Shared, key: Id) -> Option<NodeRef> {
     if sh.is_tail(key) {
         return Some(sh.me.clone());
     }
-    let m = sh.chain_len();
-    // This node's position in the chain: 0 at the primary, i when `preds[i - 1]` is.
-    let position = if sh.is_primary(key) {
-        0
-    } else {
-        let pred_id = |i: usize| sh.view.preds.get(i).map_or(sh.me.id, |n| n.id);
-        (1..m).find(|&i| {
-            let primary = sh.view.preds.get(i - 1).map_or(sh.me.id, |n| n.id);
-            in_open_closed(key, pred_id(i), primary)
-        })?
-    };
-    let ahead = m.checked_sub(1 + position)?;
+    let ahead = sh.chain_len().checked_sub(1 + position(sh, key)?)?;
     sh.view.succs.get(ahead.checked_sub(1)?).cloned()
+}
+
+/// The primary of `key` in this node's view, for a node that holds the key and is not its
+/// primary: where a read goes from a replica whose view is not trusted (chain
+/// replication's path: the primary hands it to its tail, or, under CRAQ, serves it).
+pub(crate) fn primary_of(sh: &Shared, key: Id) -> Option<NodeRef> {
+    let position = position(sh, key)?;
+    sh.view.preds.get(position.checked_sub(1)?).cloned()
+}
+
+/// This node's position in `key`'s chain in its view: 0 at the primary, i when
+/// `preds[i - 1]` is the primary.
+fn position(sh: &Shared, key: Id) -> Option<usize> {
+    if sh.is_primary(key) {
+        return Some(0);
+    }
+    let pred_id = |i: usize| sh.view.preds.get(i).map_or(sh.me.id, |n| n.id);
+    (1..sh.chain_len()).find(|&i| {
+        let primary = sh.view.preds.get(i - 1).map_or(sh.me.id, |n| n.id);
+        in_open_closed(key, pred_id(i), primary)
+    })
 }
 
 #[cfg(test)]

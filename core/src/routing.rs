@@ -39,10 +39,25 @@ pub(crate) fn decide(sh: &Shared, suspect: impl Fn(Id) -> bool, routed: &Routed)
     if sh.is_primary(key) {
         return Decision::Primary;
     }
+    let untrusted_replica = sh.config.consistency == Consistency::Craq
+        && routed.action == Action::Read
+        && !sh.view_trusted()
+        && sh.responsibility().contains(key);
+    if let Some(primary) = untrusted_replica.then(|| crate::craq::primary_of(sh, key)) {
+        // Straight back to the primary of its view: round the ring, a trusted node's
+        // shortcut could send it here again.
+        return match primary {
+            Some(p) => Decision::Forward(p),
+            None => Decision::Primary,
+        };
+    }
     if routed.hops >= sh.limits.hops_max || routed.laps > LAPS_MAX {
         return Decision::Fail(RequestError::TooManyHops { hops: routed.hops });
     }
-    let craq_read = sh.config.consistency == Consistency::Craq && routed.action == Action::Read;
+    // Not from a node whose view may be stale: its reads take chain replication's path.
+    let craq_read = sh.config.consistency == Consistency::Craq
+        && routed.action == Action::Read
+        && sh.view_trusted();
     if let Some(Some(replica)) = craq_read.then(|| known_replica(sh, &suspect, key, routed)) {
         return Decision::Forward(replica);
     }

@@ -499,10 +499,7 @@ fn plot(path: &Path, options: &Options, rows: &[Row]) -> Result<()> {
                 })
                 .collect();
             Chart {
-                title: format!(
-                    "Reads {percent}%, writes {}%: read throughput vs k ({backend})",
-                    100 - percent
-                ),
+                title: format!("{percent}% reads, {}% writes: read throughput vs k", 100 - percent),
                 x: Axis::linear("replication factor k", 0.5, kmax + 0.5)
                     .with_ticks(options.ks.iter().map(|&k| k as f64).collect()),
                 y: Axis::linear(
@@ -513,7 +510,7 @@ fn plot(path: &Path, options: &Options, rows: &[Row]) -> Result<()> {
                 legend: LegendAt::UpperLeft,
                 series,
                 note: Some(format!(
-                    "{} nodes, {FILES} clients on their own nodes, {KEYS} keys; median of {} runs, bars: middle 50%, whiskers: min–max",
+                    "{backend}; {} nodes, {FILES} clients, {KEYS} keys; median of {} runs, whiskers min–max",
                     options.nodes,
                     reps(options)
                 )),

@@ -96,7 +96,11 @@ fn every_experiment_runs_quick_and_writes_its_files() {
     let options = quick(&dir, Backend::Real);
     let reports = run(Experiment::All, &options).expect("dht experiment all --quick");
     let names: BTreeSet<&str> = reports.iter().map(|r| r.name).collect();
-    for e in Experiment::EACH {
+    // The read-heavy mix reports as "readmix (sim)" and "readmix (wan)" (checked below).
+    for e in Experiment::EACH
+        .iter()
+        .filter(|e| **e != Experiment::ReadMix)
+    {
         assert!(names.contains(e.name()), "no report for {}", e.name());
     }
     for r in &reports {

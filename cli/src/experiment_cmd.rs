@@ -2,7 +2,7 @@
 //! and PNG plots (see `results/README.md`).
 //!
 //! `dht experiment all` starts its own 10-node rings on loopback (no setup), runs every
-//! experiment for both consistency models and k = 1, 3, 5, writes into `results/` (or
+//! experiment for the consistency models (chain, eventual, CRAQ) and k = 1, 3, 5, writes into `results/` (or
 //! `--out DIR`), shows progress bars on a terminal and ends with a summary table, which
 //! it also writes to `summary.txt` in the output directory. Besides the loopback and
 //! simulator runs of insert and query it runs them once more on rings whose node-to-node
@@ -60,6 +60,10 @@ pub enum Which {
     /// mean over --reps rings (default 20), against the Chord paper's §6.2. Placement
     /// only, no network; a few seconds.
     Balance,
+    /// Experiment 6, the read-heavy mix (95/5 and 70/30 reads/writes): read throughput
+    /// against k for chain, eventual and CRAQ; --backend sim (readmix_sim.*) or real, a
+    /// ring with 1 ms links or --link-latency (readmix_wan.*).
+    Readmix,
     /// Experiment 5: kill -9 of k − 1 dht node processes under load, then their restart (or,
     /// with --victim bootstrap, of the bootstrap; with --fault pause|partition, a SIGSTOP
     /// or a network partition instead); no acknowledged write may be lost, the history
@@ -79,6 +83,7 @@ impl Which {
             Which::Scaling => Experiment::Scaling,
             Which::Faults => Experiment::Faults,
             Which::Balance => Experiment::Balance,
+            Which::Readmix => Experiment::ReadMix,
             Which::Crash => Experiment::Crash,
         }
     }
@@ -149,10 +154,11 @@ pub struct ExperimentArgs {
     /// always run in the simulator (balance computes placement only).
     #[arg(long, default_value = "real")]
     pub backend: String,
-    /// Repetitions of each throughput point (default 20; 2 with --quick; with
-    /// --link-latency, and in the wide-area run of all, 10; 1 with --quick), of each
-    /// requests run (default 10; 1 with --quick), and rings (address sets) per balance
-    /// setup (default 20; 2 with --quick).
+    /// Repetitions of each throughput point (default 14; 2 with --quick; with
+    /// --link-latency, and in the wide-area run of all, 7; 1 with --quick), of each
+    /// requests run (default 7; 1 with --quick), of each readmix point (default 3 on the
+    /// real ring, 5 in the simulator; 1 with --quick), and rings (address sets) per
+    /// balance setup (default 20; 2 with --quick).
     #[arg(long)]
     pub reps: Option<usize>,
     /// Replication factors, comma-separated (default 1,3,5: insert, query, requests,
@@ -203,7 +209,7 @@ pub struct ExperimentArgs {
     /// No progress bars (they are hidden anyway when stderr is not a terminal).
     #[arg(long)]
     pub no_progress: bool,
-    /// insert, query and requests on the real backend: delay every node-to-node message of
+    /// insert, query, requests and readmix on the real backend: delay every node-to-node message of
     /// the ring by a draw from DIST, as if the nodes were far apart (the rings' nodes get
     /// `dht cluster --link-latency DIST`; clients' requests to their node are not
     /// delayed). DIST is const:1ms, uniform:0.5ms..2ms, exp:1ms or lognormal:1ms,0.5 (the
@@ -275,9 +281,15 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<ExitCode> {
     if args.link_latency.is_some() {
         if !matches!(
             experiment,
-            Experiment::Insert | Experiment::Query | Experiment::Requests | Experiment::All
+            Experiment::Insert
+                | Experiment::Query
+                | Experiment::Requests
+                | Experiment::ReadMix
+                | Experiment::All
         ) {
-            anyhow::bail!("--link-latency applies to insert, query, requests and all only");
+            anyhow::bail!(
+                "--link-latency applies to insert, query, requests, readmix and all only"
+            );
         }
         if backend != Backend::Real {
             anyhow::bail!(

@@ -123,7 +123,8 @@ pub struct RingArgs {
     /// Replication factor: each key is stored on min(k, N) nodes.
     #[arg(long, default_value_t = 3)]
     pub k: usize,
-    /// Replication model: chain (linearizable) or eventual.
+    /// Replication model: chain (linearizable), eventual, or craq (linearizable, reads at
+    /// every replica).
     #[arg(long, default_value = "chain")]
     pub consistency: Consistency,
     /// Lookup routing: finger (Chord, O(log N) hops) or successor (O(N) hops).

@@ -80,7 +80,7 @@ pub struct SimOptions {
     /// Replication factor.
     #[arg(long, default_value_t = 3)]
     pub k: usize,
-    /// chain or eventual.
+    /// chain, eventual or craq.
     #[arg(long, default_value = "chain")]
     pub consistency: Consistency,
     /// finger or successor.
@@ -450,8 +450,12 @@ fn run_one(args: SimOptions) -> anyhow::Result<ExitCode> {
                 summary.invariant_violations
             ));
         }
-        if summary.consistency == "chain" && summary.linearizable.as_deref() == Some("violation") {
-            found.push("a linearizability violation under chain replication".to_string());
+        if summary.linearizable.as_deref() == Some("violation") {
+            match summary.consistency.as_str() {
+                "chain" => found.push("a linearizability violation under chain replication".into()),
+                "craq" => found.push("a linearizability violation under CRAQ".into()),
+                _ => {}
+            }
         }
         if let Some(lost) = summary.lost_acked_writes.filter(|n| *n > 0) {
             found.push(format!("{lost} lost acknowledged write(s)"));

@@ -51,8 +51,8 @@ fn link_latency_reaches_the_ring_and_the_csv() {
     };
     assert_eq!(
         rows.len(),
-        2,
-        "chain and eventual, k = 1, one run: {rows:?}"
+        3,
+        "chain, eventual and craq, k = 1, one run: {rows:?}"
     );
     for row in &rows {
         assert_eq!(row[at("link_latency")], "const:1ms", "{row:?}");
@@ -94,6 +94,16 @@ fn link_latency_is_checked_and_documented() {
             d,
         ],
         vec!["experiment", "hops", "--link-latency", "1ms", "--out", d],
+        vec![
+            "experiment",
+            "readmix",
+            "--backend",
+            "sim",
+            "--link-latency",
+            "1ms",
+            "--out",
+            d,
+        ],
         vec!["experiment", "crash", "--link-latency", "1ms", "--out", d],
     ] {
         let out = run_bounded(&args, Duration::from_secs(30));
@@ -107,4 +117,62 @@ fn link_latency_is_checked_and_documented() {
         text.contains("a bare duration such as 1ms means const:1ms"),
         "{text}"
     );
+}
+
+/// `dht experiment readmix`: the read-heavy mix writes its CSV (every model, k and read
+/// share) and its two-panel PNG; in the simulator a CRAQ read at k = 5 is faster than
+/// chain's.
+#[test]
+fn readmix_writes_its_csv_and_plot() {
+    let dir = out_dir("readmix");
+    let d = dir.to_str().unwrap();
+    let args = [
+        "experiment",
+        "readmix",
+        "--backend",
+        "sim",
+        "--quick",
+        "--no-progress",
+        "--out",
+        d,
+    ];
+    let out = run_bounded(&args, Duration::from_secs(180));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("Read-heavy mix"), "{stdout}");
+    let (header, rows) = csv(&dir.join("readmix_sim.csv"));
+    let at = |name: &str| {
+        header
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("no column {name} in {header:?}"))
+    };
+    assert_eq!(
+        rows.len(),
+        3 * 3 * 2,
+        "3 models × k 1, 3, 5 × 95/70: {rows:?}"
+    );
+    let mut models: Vec<&str> = rows.iter().map(|r| r[at("model")].as_str()).collect();
+    models.sort_unstable();
+    models.dedup();
+    assert_eq!(models, ["chain", "craq", "eventual"]);
+    for row in &rows {
+        assert_eq!(row[at("backend")], "sim", "{row:?}");
+        assert_eq!(row[at("time_base")], "virtual", "{row:?}");
+        assert_eq!(row[at("errors")], "0", "{row:?}");
+        assert!(["95", "70"].contains(&row[at("read_percent")].as_str()));
+    }
+    let read_rate = |model: &str| -> f64 {
+        let row = rows
+            .iter()
+            .find(|r| r[at("model")] == model && r[at("k")] == "5" && r[at("read_percent")] == "95")
+            .unwrap_or_else(|| panic!("no {model} k=5 row"));
+        row[at("read_throughput_ops_per_s")]
+            .parse()
+            .expect("a number")
+    };
+    assert!(read_rate("craq") > 1.5 * read_rate("chain"), "{rows:?}");
+    let png = std::fs::read(dir.join("readmix_sim.png")).expect("the plot");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
+    let _ = std::fs::remove_dir_all(&dir);
 }

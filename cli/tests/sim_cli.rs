@@ -130,6 +130,54 @@ fn check_adds_verdicts() {
     assert!(eventual["stale_reads"].as_u64().unwrap() > 0, "{eventual}");
 }
 
+/// `--consistency craq` runs CRAQ, names it in the summary and the replay command, and is
+/// checked linearizable like chain; `dht sim sweep --consistency craq` counts its
+/// violations.
+#[test]
+fn craq_is_chosen_by_name_and_checked() {
+    let craq = summary(&dht(&[
+        "--consistency",
+        "craq",
+        "--seed",
+        "3",
+        "--workload",
+        "synthetic",
+        "--ops",
+        "2000",
+        "--keys",
+        "3",
+        "--check",
+        "--json",
+    ]));
+    assert_eq!(craq["consistency"], "craq", "{craq}");
+    assert_eq!(craq["linearizable"], "linearizable", "{craq}");
+    assert_eq!(craq["stale_reads"], 0, "{craq}");
+    assert!(craq["replay"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("--consistency craq"));
+    let out = dht(&[
+        "sweep",
+        "--consistency",
+        "craq",
+        "--seeds",
+        "3",
+        "--faults",
+        "random",
+        "--failure-handling",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.contains("craq linearizability violations"))
+        .unwrap_or_default();
+    assert!(
+        line.trim_end().ends_with("0 runs (0 keys; 0 keys unknown)"),
+        "{text}"
+    );
+}
+
 #[test]
 fn the_table_names_the_figures_and_the_replay_command() {
     let out = dht(&[

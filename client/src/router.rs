@@ -132,14 +132,14 @@ pub fn staleness(route: &Route, outcome: &Outcome) -> Staleness {
 }
 
 /// The route of an operation of kind `kind` on `key` in `map`. `turn` spreads eventual
-/// reads over the replicas, and requests whose replica is unavailable over the members.
+/// and CRAQ reads over the replicas, and requests whose replica is unavailable over the members.
 pub fn choose(map: &RingMap, kind: OpKind, key: &str, turn: usize) -> Route {
     let replicas = map.replicas(key);
     let (Some(&head), Some(&tail)) = (replicas.first(), replicas.last()) else {
         return through_ring(map, turn);
     };
     let (target, expected) = match (kind, map.consistency()) {
-        (OpKind::Read, Consistency::Eventual) => {
+        (OpKind::Read, Consistency::Eventual | Consistency::Craq) => {
             let up: Vec<&str> = replicas
                 .iter()
                 .copied()
@@ -150,7 +150,7 @@ pub fn choose(map: &RingMap, kind: OpKind, key: &str, turn: usize) -> Route {
                 None => return through_ring(map, turn),
             }
         }
-        (_, Consistency::Chain) => (head, tail),
+        (_, Consistency::Chain | Consistency::Craq) => (head, tail),
         (_, Consistency::Eventual) => (head, head),
     };
     if !map.is_available(target) {
@@ -360,6 +360,21 @@ mod tests {
             assert_ne!(route.target, r[1]);
             assert_eq!(route.expected.as_ref(), Some(&route.target));
         }
+    }
+
+    #[test]
+    fn craq_writes_go_to_the_head_and_reads_take_every_replica_in_turn() {
+        let m = map(Consistency::Craq);
+        let r: Vec<String> = m.replicas("song").iter().map(|s| s.to_string()).collect();
+        let write = choose(&m, OpKind::Write, "song", 7);
+        assert_eq!(
+            (write.target.as_str(), write.expected.as_deref()),
+            (r[0].as_str(), Some(r[2].as_str()))
+        );
+        let targets: Vec<String> = (0..3)
+            .map(|t| choose(&m, OpKind::Read, "song", t).target)
+            .collect();
+        assert_eq!(targets, r);
     }
 
     #[test]

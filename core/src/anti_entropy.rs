@@ -40,7 +40,7 @@ pub(crate) fn on_tick(sh: &mut Shared, out: &mut Out) {
                 sh.view.succs.iter().take(replicas).cloned().collect(),
             )
         }
-        Consistency::Chain => {
+        Consistency::Chain | Consistency::Craq => {
             // The keys this node holds but does not tail: (preds[m - 2], me], each of
             // which its successor holds next in the chain.
             let (Some(from), Some(next)) = (sh.view.preds.get(replicas - 1), sh.view.succs.first())

@@ -17,6 +17,26 @@ pub enum Consistency {
     /// Eventual consistency: the primary applies and acknowledges at once and replicates
     /// afterwards; a read is answered by the first replica on its route.
     Eventual,
+    /// CRAQ (chain replication with apportioned queries, Terrace & Freedman 2009): writes
+    /// pass head → tail as in chain replication, and the tail's acknowledgement marks
+    /// them clean at the other replicas; a read is answered by the first replica on its
+    /// route, from its store when its copy is clean, else with the version the tail has
+    /// committed. Linearizable per key, like chain.
+    Craq,
+}
+
+impl Consistency {
+    /// Whether writes travel head → tail and are acknowledged by the tail (chain and
+    /// CRAQ): such models fetch hand-overs from the nearest source only, push
+    /// anti-entropy downstream only, and take leases.
+    pub fn is_chain(self) -> bool {
+        matches!(self, Consistency::Chain | Consistency::Craq)
+    }
+
+    /// Whether the model promises linearizability per key (chain and CRAQ).
+    pub fn is_linearizable(self) -> bool {
+        self.is_chain()
+    }
 }
 
 /// How a lookup travels round the ring.
@@ -298,7 +318,7 @@ pub enum ConfigError {
     #[error("replication factor k must be between 1 and {MAX_K}, got {0}")]
     BadK(usize),
     /// Unknown consistency model name.
-    #[error("unknown consistency model '{0}': use 'chain' or 'eventual'")]
+    #[error("unknown consistency model '{0}': use 'chain', 'eventual' or 'craq'")]
     BadConsistency(String),
     /// Unknown routing name.
     #[error("unknown routing '{0}': use 'finger' or 'successor'")]
@@ -311,6 +331,7 @@ impl FromStr for Consistency {
         match s.to_ascii_lowercase().as_str() {
             "chain" | "strong" | "linearizable" => Ok(Consistency::Chain),
             "eventual" | "fast" => Ok(Consistency::Eventual),
+            "craq" => Ok(Consistency::Craq),
             _ => Err(ConfigError::BadConsistency(s.to_string())),
         }
     }
@@ -332,6 +353,7 @@ impl fmt::Display for Consistency {
         f.write_str(match self {
             Consistency::Chain => "chain",
             Consistency::Eventual => "eventual",
+            Consistency::Craq => "craq",
         })
     }
 }
@@ -342,5 +364,26 @@ impl fmt::Display for Routing {
             Routing::Finger => "finger",
             Routing::Successor => "successor",
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn craq_parses_prints_and_serializes_as_craq() {
+        assert_eq!("craq".parse::<Consistency>(), Ok(Consistency::Craq));
+        assert_eq!("CRAQ".parse::<Consistency>(), Ok(Consistency::Craq));
+        assert_eq!(Consistency::Craq.to_string(), "craq");
+        let json = serde_json::to_string(&Consistency::Craq).unwrap();
+        assert_eq!(json, "\"craq\"");
+        assert_eq!(
+            serde_json::from_str::<Consistency>(&json).unwrap(),
+            Consistency::Craq
+        );
+        assert!(Consistency::Craq.is_chain() && Consistency::Chain.is_chain());
+        assert!(!Consistency::Eventual.is_chain());
+        assert!("bogus".parse::<Consistency>().is_err());
     }
 }

@@ -216,7 +216,7 @@ impl Handover {
         entry: Entry,
         ttl: u8,
     ) {
-        if sh.is_current_epoch(epoch) || sh.config.consistency == Consistency::Eventual {
+        if sh.is_current_epoch(epoch) || !sh.config.consistency.is_chain() {
             self.offer(sh, out, key, entry, ttl);
         }
         out.send(from, Message::ForwardAck { epoch, seq });
@@ -419,7 +419,7 @@ impl Handover {
 /// Under eventual consistency replicas may lag one another, so the newest version wins
 /// (last writer wins, as everywhere else in that model).
 fn merge(f: &mut Fetch, consistency: Consistency) -> BTreeMap<String, Entry> {
-    let newest_wins = consistency == Consistency::Eventual;
+    let newest_wins = !consistency.is_chain();
     let mut merged: BTreeMap<String, Entry> = BTreeMap::new();
     for id in &f.order {
         for (key, entry) in f.received.remove(id).unwrap_or_default() {

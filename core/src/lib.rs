@@ -50,6 +50,7 @@ pub mod store;
 
 mod anti_entropy;
 pub mod coordinator;
+mod craq;
 pub mod disk;
 mod failure;
 mod handover;

@@ -5,7 +5,6 @@
 use rand::Rng;
 
 use crate::api::{Reply, ReqId, RequestError, Response};
-use crate::config::Consistency;
 use crate::handover::Handover;
 use crate::message::{Envelope, Message, NodeRef, Prepare, View};
 use crate::out::Out;
@@ -374,7 +373,7 @@ impl Membership {
         // After a failure, a chain member whose nearest predecessor changed takes again
         // from it every key it does not head: that predecessor precedes it in each of
         // those chains, so holds every acknowledged write.
-        let chain = sh.config.consistency == Consistency::Chain;
+        let chain = sh.config.consistency.is_chain();
         let new_pred = view.preds.first().map(|p| p.id);
         let pred_changed = sh.view.preds.first().map(|p| p.id) != new_pred;
         let fetching = match (new, new_pred) {
@@ -522,7 +521,7 @@ impl Membership {
         (fetching, sources): (Range, &[NodeRef]),
         failed: &[NodeRef],
     ) {
-        let chain = sh.config.consistency == Consistency::Chain;
+        let chain = sh.config.consistency.is_chain();
         if !chain || fetching == Range::Empty || !sources.iter().any(|s| failed.contains(s)) {
             return;
         }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{Pair, Reply, ReqId};
 use crate::config::ClusterConfig;
-use crate::store::{Entry, Range};
+use crate::store::{Entry, Range, Version};
 use crate::Id;
 
 /// A node's id and advertised address. The id is always SHA-1 of the address: a
@@ -427,6 +427,41 @@ pub enum Message {
     },
     /// Chain replication: apply the write and pass it on; the tail answers the client.
     ChainWrite(ChainStep),
+    /// CRAQ, tail → the key's other replicas: the tail has committed `version` of `key`,
+    /// so a replica that stores that version may serve it.
+    CraqClean {
+        /// The key.
+        key: String,
+        /// The version the tail stores.
+        version: Version,
+    },
+    /// CRAQ, a replica whose copy of `key` is not known clean → the key's tail: which
+    /// entry have you committed?
+    VersionQuery {
+        /// Who asked.
+        origin: Origin,
+        /// The key.
+        key: String,
+        /// Lookup hops so far.
+        hops: u32,
+        /// The asking replica's view when it asked: it trusts the answer's version only
+        /// under that same view.
+        epoch: u64,
+    },
+    /// CRAQ, tail → the replica that asked: the entry it has committed (`None`: none),
+    /// which the replica answers its client with.
+    VersionAnswer {
+        /// Who asked.
+        origin: Origin,
+        /// The key.
+        key: String,
+        /// The tail's entry.
+        entry: Option<Entry>,
+        /// Lookup hops so far.
+        hops: u32,
+        /// As in the query.
+        epoch: u64,
+    },
     /// Asynchronous replication, and writes forwarded during a hand-over.
     Replicate {
         /// The entries.
@@ -649,6 +684,9 @@ impl Message {
             Message::Route(_) => "route",
             Message::TailRead { .. } => "tail_read",
             Message::ChainWrite(_) => "chain_write",
+            Message::CraqClean { .. } => "craq_clean",
+            Message::VersionQuery { .. } => "version_query",
+            Message::VersionAnswer { .. } => "version_answer",
             Message::Replicate { .. } => "replicate",
             Message::Forward { .. } => "forward",
             Message::ForwardAck { .. } => "forward_ack",

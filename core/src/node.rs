@@ -156,6 +156,7 @@ impl Node {
             forward_to: None,
             lease_until: 0,
             comeback,
+            lease_lapsed_in: None,
         };
         let mut node = Node {
             out: Out::new(me, ChaCha8Rng::seed_from_u64(config.seed)),
@@ -253,10 +254,7 @@ impl Node {
                 cb.hold_writes = false;
             }
         }
-        if sh.timing.lease_ns() == 0
-            || sh.config.consistency != Consistency::Chain
-            || !sh.is_member()
-        {
+        if sh.timing.lease_ns() == 0 || !sh.config.consistency.is_chain() || !sh.is_member() {
             return;
         }
         let now = out.now;
@@ -565,7 +563,8 @@ impl Node {
         let failure = &self.failure;
         match routing::decide(sh, |id| failure.is_suspect(id), &routed) {
             Decision::ReadHere => {
-                replication::answer_read(sh, out, routed.origin, &routed.key, routed.hops)
+                let (origin, key, hops) = (routed.origin, routed.key, routed.hops);
+                self.replication.read_here(sh, out, origin, key, hops)
             }
             Decision::Primary => self
                 .replication
@@ -706,7 +705,13 @@ impl Node {
                 Ok(())
             }
             Message::ChainWrite(step) => {
-                self.replication.on_chain_write(sh, ho, out, step);
+                self.replication.on_chain_write(sh, ho, out, &from, step);
+                Ok(())
+            }
+            msg @ (Message::CraqClean { .. }
+            | Message::VersionQuery { .. }
+            | Message::VersionAnswer { .. }) => {
+                self.replication.on_craq(sh, out, &from, msg);
                 Ok(())
             }
             Message::Replicate { entries, ttl, seq } => self

@@ -7,6 +7,7 @@ use rand::Rng;
 
 use crate::api::{RequestError, Response};
 use crate::config::Consistency;
+use crate::craq::{self, Craq};
 use crate::handover::{self, Handover, RESEND_INTERVAL_NS};
 use crate::id::Id;
 use crate::message::{Action, ChainStep, Message, NodeRef, Origin, Routed, REPAIR_TTL};
@@ -44,6 +45,8 @@ pub(crate) struct Replication {
     recent: RecentWrites,
     unacked: Unacked,
     acks_due: BTreeMap<NodeRef, Vec<u64>>,
+    /// CRAQ's clean marks (empty under the other models).
+    craq: Craq,
 }
 
 impl Replication {
@@ -160,7 +163,7 @@ impl Replication {
     /// once (eventual) or leave that to the tail (chain).
     fn replicate_from_primary(&mut self, sh: &Shared, out: &mut Out, mut write: ChainStep) {
         let chain_len = sh.chain_len();
-        if sh.config.consistency == Consistency::Chain && chain_len > 1 {
+        if sh.config.consistency.is_chain() && chain_len > 1 {
             // A view without a successor cannot carry a chain: no acknowledgement then
             // (views are checked when they arrive, so this does not happen).
             let Some(next) = sh.view.succs.first() else {
@@ -192,6 +195,7 @@ impl Replication {
         sh: &mut Shared,
         ho: &mut Handover,
         out: &mut Out,
+        from: &NodeRef,
         mut step: ChainStep,
     ) {
         if !sh.is_member() {
@@ -215,6 +219,16 @@ impl Replication {
             // the current replicas, but neither pass it on nor acknowledge it (the client
             // sees a timeout: the write may or may not take effect).
             return ho.offer(sh, out, &step.key, step.entry, step.ttl);
+        }
+        let craq = sh.config.consistency == Consistency::Craq;
+        if craq && craq::skipped_a_replica(sh, from, key_id) {
+            // Sent under an older view, past a replica of this one that may not have it:
+            // it must not be committed (or served) ahead of that replica. The key's
+            // primary passes it down the whole chain; the client's origin re-drives it.
+            if step.ttl > 0 {
+                handover::repair(out, &step.key, step.entry, step.ttl - 1);
+            }
+            return;
         }
         ho.apply(sh, out, &step.key, step.entry.clone());
         if let Some(o) = &step.origin {
@@ -240,6 +254,47 @@ impl Replication {
         if sh.is_tail(key_id) && !superseded {
             let reply = write_reply(sh, &step.key, &step.entry, step.existed, step.hops);
             out.respond(step.origin, Ok(reply));
+            if craq {
+                craq::announce_clean(sh, out, &step.key);
+            }
+        }
+    }
+
+    /// A read reached a replica of its key on its route (eventual consistency and CRAQ).
+    pub(crate) fn read_here(
+        &mut self,
+        sh: &Shared,
+        out: &mut Out,
+        origin: Option<Origin>,
+        key: String,
+        hops: u32,
+    ) {
+        match sh.config.consistency {
+            Consistency::Craq => self.craq.read(sh, out, origin, key, hops),
+            _ => answer_read(sh, out, origin, &key, hops),
+        }
+    }
+
+    /// CRAQ traffic between a key's replicas and its tail.
+    pub(crate) fn on_craq(&mut self, sh: &Shared, out: &mut Out, from: &NodeRef, msg: Message) {
+        match msg {
+            Message::CraqClean { key, version } => self.craq.on_clean(sh, from, key, version),
+            Message::VersionQuery {
+                origin,
+                key,
+                hops,
+                epoch,
+            } => Craq::on_query(sh, out, from, (origin, key, hops, epoch)),
+            Message::VersionAnswer {
+                origin,
+                key,
+                entry,
+                hops,
+                epoch,
+            } => self
+                .craq
+                .on_answer(sh, out, from, (origin, key, entry, hops, epoch)),
+            _ => {}
         }
     }
 
@@ -317,7 +372,7 @@ impl Replication {
 /// A read reached the key's primary: chain reads go on to the tail.
 fn read_at_primary(sh: &Shared, out: &mut Out, origin: Option<Origin>, key: String, hops: u32) {
     let chain_len = sh.chain_len();
-    if sh.config.consistency == Consistency::Chain && chain_len > 1 {
+    if sh.config.consistency.is_chain() && chain_len > 1 {
         let Some(origin) = origin else { return };
         let Some(tail) = sh.view.succs.get(chain_len - 2) else {
             let node = sh.addr();

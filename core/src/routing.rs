@@ -11,7 +11,7 @@ use crate::shared::{Phase, Shared};
 /// What a member does with a routed operation.
 #[derive(Debug)]
 pub(crate) enum Decision {
-    /// An eventual read this replica answers itself.
+    /// A read this replica answers (eventual), or answers or asks its tail about (CRAQ).
     ReadHere,
     /// This node is the key's primary.
     Primary,
@@ -24,22 +24,73 @@ pub(crate) enum Decision {
 /// Where `routed` goes from this member. `suspect` tells which peers to route round.
 pub(crate) fn decide(sh: &Shared, suspect: impl Fn(Id) -> bool, routed: &Routed) -> Decision {
     let key = Id::of_key(&routed.key);
-    let eventual_read = sh.config.consistency == Consistency::Eventual
+    let any_replica_reads = matches!(
+        sh.config.consistency,
+        Consistency::Eventual | Consistency::Craq
+    );
+    let trusted = sh.config.consistency != Consistency::Craq || sh.view_trusted();
+    let read_here = any_replica_reads
+        && trusted
         && routed.action == Action::Read
         && sh.responsibility().contains(key);
-    if eventual_read {
+    if read_here {
         return Decision::ReadHere;
     }
     if sh.is_primary(key) {
         return Decision::Primary;
     }
+    let untrusted_replica = sh.config.consistency == Consistency::Craq
+        && routed.action == Action::Read
+        && !sh.view_trusted()
+        && sh.responsibility().contains(key);
+    if let Some(primary) = untrusted_replica.then(|| crate::craq::primary_of(sh, key)) {
+        // Straight back to the primary of its view: round the ring, a trusted node's
+        // shortcut could send it here again.
+        return match primary {
+            Some(p) => Decision::Forward(p),
+            None => Decision::Primary,
+        };
+    }
     if routed.hops >= sh.limits.hops_max || routed.laps > LAPS_MAX {
         return Decision::Fail(RequestError::TooManyHops { hops: routed.hops });
+    }
+    // Not from a node whose view may be stale: its reads take chain replication's path.
+    let craq_read = sh.config.consistency == Consistency::Craq
+        && routed.action == Action::Read
+        && sh.view_trusted();
+    if let Some(Some(replica)) = craq_read.then(|| known_replica(sh, &suspect, key, routed)) {
+        return Decision::Forward(replica);
     }
     match next_hop(sh, suspect, key) {
         Some(next) => Decision::Forward(next),
         None => Decision::Primary,
     }
+}
+
+/// CRAQ: a replica of `key` among this node's successors, when its successor list
+/// reaches the key (any replica answers a CRAQ read, so the read goes straight to one
+/// instead of hop by hop to the primary). The replica is chosen by the request id, so
+/// reads of one key spread over its replicas; suspected ones are skipped.
+fn known_replica(
+    sh: &Shared,
+    suspect: &impl Fn(Id) -> bool,
+    key: Id,
+    routed: &Routed,
+) -> Option<NodeRef> {
+    let succs = &sh.view.succs;
+    let mut from = sh.me.id;
+    let primary = succs.iter().position(|s| {
+        let here = in_open_closed(key, from, s.id);
+        from = s.id;
+        here
+    })?;
+    let known = succs.len().min(primary + sh.chain_len());
+    let alive: Vec<&NodeRef> = succs[primary..known]
+        .iter()
+        .filter(|n| !suspect(n.id))
+        .collect();
+    let turn = routed.origin.as_ref().map_or(0, |o| o.req as usize);
+    alive.get(turn % alive.len().max(1)).map(|n| (*n).clone())
 }
 
 /// The next node towards the successor of `key`, for a node that is not its primary.

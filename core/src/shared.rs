@@ -123,6 +123,11 @@ pub(crate) struct Shared {
     pub(crate) lease_until: crate::Time,
     /// What a node restarted from its disk still has to sort out.
     pub(crate) comeback: crate::disk::Comeback,
+    /// The installed view's epoch when a lease was renewed after it had run out: cut off
+    /// (partitioned, paused) for that long, this node may have missed a change the ring
+    /// committed without it, so under CRAQ it serves no read from its store until it
+    /// installs a newer view (see [`Shared::view_trusted`]).
+    pub(crate) lease_lapsed_in: Option<u64>,
 }
 
 impl Shared {
@@ -135,17 +140,28 @@ impl Shared {
     /// it holds a lease, or leases do not apply (eventual consistency, or no failure
     /// handling, where nothing removes a member).
     pub(crate) fn holds_lease(&self, now: crate::Time) -> bool {
-        self.config.consistency != crate::config::Consistency::Chain
-            || self.timing.lease_ns() == 0
-            || now < self.lease_until
+        !self.config.consistency.is_chain() || self.timing.lease_ns() == 0 || now < self.lease_until
     }
 
     /// The leader answered a heartbeat this node sent at `sent` with a lease.
     pub(crate) fn renew_lease(&mut self, sent: crate::Time, now: crate::Time) {
+        if sent <= now && self.lease_until > 0 && sent > self.lease_until {
+            self.lease_lapsed_in = Some(self.view.epoch);
+        }
         if sent <= now {
             self.lease_until = self.lease_until.max(sent + self.timing.lease_ns());
             self.comeback.hold_writes = false;
         }
+    }
+
+    /// Whether this node's installed view can be trusted to place it in its keys' chains:
+    /// false from a lapse of its lease until it installs a newer view (a commit stops
+    /// waiting for a member found silent, so one cut off may hold a view the ring has
+    /// left behind). Under CRAQ a node serves reads from its store only with a trusted
+    /// view; otherwise its reads take chain replication's path (to the head, answered by
+    /// the tail of the head's view).
+    pub(crate) fn view_trusted(&self) -> bool {
+        self.lease_lapsed_in != Some(self.view.epoch)
     }
 
     /// Keys this node must hold under its installed view.

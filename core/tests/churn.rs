@@ -118,3 +118,12 @@ fn eventual_writes_survive_concurrent_membership_changes() {
         }
     }
 }
+
+#[test]
+fn craq_writes_survive_concurrent_membership_changes() {
+    for seed in 0..seeds() {
+        for k in [1, 2, 3] {
+            churn_under_load(Consistency::Craq, k, seed);
+        }
+    }
+}

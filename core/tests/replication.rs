@@ -1,6 +1,7 @@
-//! What chain replication (van Renesse & Schneider) and the eventual mode promise:
-//! acknowledged chain writes are read back, eventual replicas converge, versions keep a
-//! late message from undoing a newer write or resurrecting a delete.
+//! What chain replication (van Renesse & Schneider), CRAQ (Terrace & Freedman) and the
+//! eventual mode promise: acknowledged chain and CRAQ writes are read back, CRAQ reads are
+//! answered by any replica yet return only committed values, eventual replicas converge,
+//! versions keep a late message from undoing a newer write or resurrecting a delete.
 
 mod common;
 
@@ -30,9 +31,18 @@ fn found(reply: &Result<Response, RequestError>) -> Option<String> {
 
 #[test]
 fn chain_read_after_acknowledged_write_returns_it_under_reordering() {
+    read_after_acknowledged_write_returns_it(Consistency::Chain);
+}
+
+#[test]
+fn craq_read_after_acknowledged_write_returns_it_under_reordering() {
+    read_after_acknowledged_write_returns_it(Consistency::Craq);
+}
+
+fn read_after_acknowledged_write_returns_it(consistency: Consistency) {
     for k in [1, 3, 5] {
-        let mut pump = Pump::ring(cluster(k, Consistency::Chain, Routing::Finger), 10)
-            .with_reordering(k as u64);
+        let mut pump =
+            Pump::ring(cluster(k, consistency, Routing::Finger), 10).with_reordering(k as u64);
         let mut rng = ChaCha8Rng::seed_from_u64(11);
         for round in 0..200 {
             let key = format!("key-{}", rng.gen_range(0..8));
@@ -58,10 +68,68 @@ fn chain_read_after_acknowledged_write_returns_it_under_reordering() {
                 assert!(pump.step());
                 read = pump.take_reply(&reader, rid);
             }
-            assert_eq!(found(&read.unwrap()), Some(value), "k={k} round {round}");
+            assert_eq!(
+                found(&read.unwrap()),
+                Some(value),
+                "{consistency} k={k} round {round}"
+            );
         }
         pump.drive();
         assert!(pump.check_placement().is_ok());
+    }
+}
+
+/// CRAQ (section 2.3 of the paper): once the tail's acknowledgement has marked a write
+/// clean, every replica answers reads of it itself.
+#[test]
+fn craq_clean_reads_are_answered_by_whichever_replica_they_reach() {
+    let mut pump = Pump::ring(cluster(3, Consistency::Craq, Routing::Finger), 10);
+    pump.call(&addr(2), insert("Imagine", "1971")).unwrap();
+    pump.drive();
+    let ring = pump.bootstrap_node().ring().unwrap().clone();
+    let replicas = ring.replicas(ringkv_core::Id::of_key("Imagine"), 3);
+    for replica in &replicas {
+        let via = replica.addr.to_string();
+        let Ok(Response::Found {
+            node, value, hops, ..
+        }) = pump.call(&via, query("Imagine"))
+        else {
+            panic!("not found via {via}")
+        };
+        assert_eq!((node.as_str(), value.as_str()), (via.as_str(), "1971"));
+        assert_eq!(hops, 0, "answered where it entered");
+    }
+}
+
+/// CRAQ (section 2.3): a replica whose newest version is dirty (not yet acknowledged by
+/// the tail) answers with the version the tail has committed.
+#[test]
+fn craq_dirty_reads_return_the_committed_version() {
+    let mut pump = Pump::ring(cluster(3, Consistency::Craq, Routing::Finger), 10);
+    pump.call(&addr(2), insert("song", "old")).unwrap();
+    pump.drive();
+    let ring = pump.bootstrap_node().ring().unwrap().clone();
+    let replicas = ring.replicas(ringkv_core::Id::of_key("song"), 3);
+    let head = replicas[0].addr.to_string();
+    // The new write reaches the head and the middle, not the tail.
+    let id = pump.submit(&head, insert("song", "new"));
+    pump.drive_holding(|e| matches!(&e.msg, Message::ChainWrite(s) if s.position == 2));
+    assert!(!pump.held.is_empty(), "the write waits before the tail");
+    assert_eq!(pump.take_reply(&head, id), None, "not acknowledged yet");
+    for dirty in &replicas[..2] {
+        let via = dirty.addr.to_string();
+        assert_eq!(pump.nodes[&via].store().value("song"), Some("new"));
+        assert_eq!(found(&pump.call(&via, query("song"))), Some("old".into()));
+    }
+    pump.release_held();
+    pump.drive();
+    assert!(matches!(
+        pump.take_reply(&head, id),
+        Some(Ok(Response::Inserted { .. }))
+    ));
+    for replica in &replicas {
+        let via = replica.addr.to_string();
+        assert_eq!(found(&pump.call(&via, query("song"))), Some("new".into()));
     }
 }
 
@@ -188,7 +256,7 @@ fn reads_at_a_stale_replica_repair_it() {
 
 #[test]
 fn a_late_replica_message_does_not_resurrect_a_delete() {
-    for consistency in [Consistency::Eventual, Consistency::Chain] {
+    for consistency in [Consistency::Eventual, Consistency::Chain, Consistency::Craq] {
         let mut pump = Pump::ring(cluster(3, consistency, Routing::Finger), 10);
         let is_replica_write = |e: &Envelope| {
             matches!(
@@ -204,7 +272,7 @@ fn a_late_replica_message_does_not_resurrect_a_delete() {
         let _ = pump.take_reply(&addr(1), id);
         // ...a delete goes through (re-sending what was held of the insert's chain first
         // in chain mode so the chain can acknowledge), then the stale copies arrive.
-        if consistency == Consistency::Chain {
+        if consistency.is_chain() {
             pump.held = held.clone();
             pump.release_held();
             pump.drive();
@@ -257,7 +325,7 @@ fn insert_of_existing_key_replaces_value_and_delete_reports_absence() {
 
 #[test]
 fn a_duplicated_write_request_takes_effect_once() {
-    for consistency in [Consistency::Chain, Consistency::Eventual] {
+    for consistency in [Consistency::Chain, Consistency::Eventual, Consistency::Craq] {
         let mut pump = Pump::ring(cluster(3, consistency, Routing::Finger), 6);
         // The first write's lookup messages are copied before delivery...
         let first = pump.submit(&addr(1), insert("song", "first"));

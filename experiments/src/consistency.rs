@@ -57,7 +57,7 @@ impl Mode {
 pub struct Row {
     /// `real` or `sim`.
     pub backend: String,
-    /// `chain` or `eventual`.
+    /// `chain`, `eventual` or `craq`.
     pub model: String,
     /// Replication factor.
     pub k: usize,
@@ -130,6 +130,10 @@ pub struct ValueRow {
     pub eventual_value: String,
     /// As `chain_read`.
     pub eventual_read: String,
+    /// The value CRAQ returned.
+    pub craq_value: String,
+    /// As `chain_read`.
+    pub craq_read: String,
 }
 
 /// One checked run.
@@ -409,12 +413,15 @@ fn report(options: &Options, runs: Vec<(Key, Result<Run>)>) -> Result<Report> {
             ) else {
                 continue;
             };
+            let craq = done.get(&(k, mode, Consistency::Craq, 1));
             for (place, (key, cv, cc)) in &chain.reads {
-                let (ev, ec) = eventual
-                    .reads
-                    .get(place)
-                    .map(|(_, v, c)| (v.clone(), c.clone()))
-                    .unwrap_or_default();
+                let read_of = |run: Option<&Run>| {
+                    run.and_then(|r| r.reads.get(place))
+                        .map(|(_, v, c)| (v.clone(), c.clone()))
+                        .unwrap_or_default()
+                };
+                let (ev, ec) = read_of(Some(eventual));
+                let (qv, qc) = read_of(craq);
                 values.push(ValueRow {
                     backend: options.backend.to_string(),
                     mode: mode.name().into(),
@@ -426,6 +433,8 @@ fn report(options: &Options, runs: Vec<(Key, Result<Run>)>) -> Result<Report> {
                     chain_read: cc.clone(),
                     eventual_value: ev,
                     eventual_read: ec,
+                    craq_value: qv,
+                    craq_read: qc,
                 });
             }
         }
@@ -499,9 +508,11 @@ fn report(options: &Options, runs: Vec<(Key, Result<Run>)>) -> Result<Report> {
         }
     }
     for r in &rows {
-        if r.model == "chain" && r.linearizability != "linearizable" {
+        let promised = r.model == "chain" || r.model == "craq";
+        if promised && r.linearizability != "linearizable" {
             warnings.push(format!(
-                "chain k={} {} run {}: {} ({} keys){}",
+                "{} k={} {} run {}: {} ({} keys){}",
+                r.model,
                 r.k,
                 r.mode,
                 r.rep,

@@ -20,7 +20,7 @@ use ringkv_sim::{
 use serde::Serialize;
 
 use crate::runner::{
-    fixed, model_name, par_map, progress_bar, write_csv, Options, Report, Table, MODELS,
+    fixed, model_name, par_map, progress_bar, write_csv, Options, Report, Table, BASE_MODELS,
 };
 use crate::{ExperimentError, Result};
 
@@ -146,7 +146,7 @@ pub fn run(options: &Options) -> Result<Report> {
     let k = 3;
     let mut plan = Vec::new();
     for profile in profiles() {
-        for model in MODELS {
+        for model in BASE_MODELS {
             for s in 0..seeds {
                 plan.push((profile, model, options.seed + s as u64));
             }
@@ -226,7 +226,7 @@ pub fn run(options: &Options) -> Result<Report> {
     );
     let mut warnings = Vec::new();
     for profile in profiles() {
-        for model in MODELS {
+        for model in BASE_MODELS {
             let mine: Vec<&Row> = rows
                 .iter()
                 .filter(|r| r.profile == profile.name && r.model == model_name(model))

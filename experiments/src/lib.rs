@@ -12,12 +12,14 @@
 //! | 4c. throughput, p99 against N | [`scaling`] | sim | `scaling.csv/.png` |
 //! | 4d. violations under faults | [`faults`] | sim | `faults.csv` |
 //! | 4e. keys per node against virtual nodes | [`balance`] | placement only | `balance.csv/.png` |
+//! | 6. read-heavy mix (95/5, 70/30): read throughput against k | [`readmix`] | sim, or real with 1 ms links | `readmix_sim.csv/.png`, `readmix_wan.csv/.png` |
 //! | 5. `kill -9` of k − 1 node processes under load | [`crash`] | separate `dht` processes | `crash_real.csv/.md/.png` |
 //! | 5, `--victim bootstrap`: `kill -9`, restart and loss of the bootstrap | [`crash`] | separate `dht` processes | `crash_bootstrap.csv/.md/.png` |
 //! | 5, `--fault pause`: SIGSTOP of a member for 6 s | [`crash`] | separate `dht` processes | `crash_pause.csv/.md/.png` |
 //! | 5, `--fault partition`: 2 of 5 nodes cut off for 6 s | [`crash`] | separate `dht` processes | `crash_partition.csv/.md/.png` |
 //!
-//! `all` runs 1–4e, and 1 and 2 also with 1 ms node-to-node links
+//! `all` runs 1–4e and 6 (in the simulator, and on the real ring with 1 ms links), and 1
+//! and 2 also with 1 ms node-to-node links
 //! ([`runner::WAN_LATENCY`]); the crash experiment starts `dht` processes and runs on its own
 //! (`dht experiment crash`).
 //!
@@ -37,6 +39,7 @@ pub mod crash;
 pub mod faults;
 pub mod hops;
 pub mod plot;
+pub mod readmix;
 pub mod real;
 pub mod runner;
 pub mod scaling;

@@ -25,6 +25,8 @@ pub const WIDE: (u32, u32) = (1600, 620);
 pub const CHAIN: RGBColor = RGBColor(31, 119, 180);
 /// Eventual consistency's colour in every plot (orange).
 pub const EVENTUAL: RGBColor = RGBColor(230, 110, 0);
+/// CRAQ's colour in every plot (dark red).
+pub const CRAQ: RGBColor = RGBColor(180, 30, 60);
 /// Finger routing (green).
 pub const FINGER: RGBColor = RGBColor(44, 160, 44);
 /// Successor-only routing (purple).
@@ -42,6 +44,7 @@ pub fn model_color(model: Consistency) -> RGBColor {
     match model {
         Consistency::Chain => CHAIN,
         Consistency::Eventual => EVENTUAL,
+        Consistency::Craq => CRAQ,
     }
 }
 
@@ -58,6 +61,7 @@ pub fn model_marker(model: Consistency) -> Marker {
     match model {
         Consistency::Chain => Marker::Circle,
         Consistency::Eventual => Marker::Triangle,
+        Consistency::Craq => Marker::Square,
     }
 }
 

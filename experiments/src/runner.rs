@@ -13,18 +13,24 @@ use ringkv_sim::Latency;
 use serde::Serialize;
 
 use crate::{
-    balance, consistency, crash, faults, hops, scaling, staleness, throughput, ExperimentError,
-    Result,
+    balance, consistency, crash, faults, hops, readmix, scaling, staleness, throughput,
+    ExperimentError, Result,
 };
 
-/// The two replication models, in the order every table and plot uses.
-pub const MODELS: [Consistency; 2] = [Consistency::Chain, Consistency::Eventual];
+/// The replication models of the reference experiments (insert, query, requests) and
+/// the read-heavy mix, in the order every table and plot uses.
+pub const MODELS: [Consistency; 3] = [Consistency::Chain, Consistency::Eventual, Consistency::Craq];
 
-/// The model's name in CSVs and legends: `chain` or `eventual`.
+/// The two models of the simulator studies that predate CRAQ (staleness, scaling,
+/// faults): CRAQ's writes are chain replication's, and its reads are linearizable.
+pub const BASE_MODELS: [Consistency; 2] = [Consistency::Chain, Consistency::Eventual];
+
+/// The model's name in CSVs and legends: `chain`, `eventual` or `craq`.
 pub fn model_name(model: Consistency) -> &'static str {
     match model {
         Consistency::Chain => "chain",
         Consistency::Eventual => "eventual",
+        Consistency::Craq => "craq",
     }
 }
 
@@ -76,6 +82,9 @@ pub enum Experiment {
     Faults,
     /// 4e. Keys per node against virtual nodes per node (placement only, no network).
     Balance,
+    /// The read-heavy mix, experiment 6 (95/5 and 70/30): read throughput against k for
+    /// chain, eventual and CRAQ, in the simulator or on a real ring with 1 ms links.
+    ReadMix,
     /// Everything above.
     All,
     /// Experiment 5: `kill -9` of k − 1 separate node processes under load, then their
@@ -88,7 +97,7 @@ pub enum Experiment {
 impl Experiment {
     /// Every single experiment `all` runs, in its order ([`Experiment::Crash`] runs only on
     /// its own).
-    pub const EACH: [Experiment; 8] = [
+    pub const EACH: [Experiment; 9] = [
         Experiment::Insert,
         Experiment::Query,
         Experiment::Requests,
@@ -97,6 +106,7 @@ impl Experiment {
         Experiment::Scaling,
         Experiment::Faults,
         Experiment::Balance,
+        Experiment::ReadMix,
     ];
 
     /// The subcommand name.
@@ -110,6 +120,7 @@ impl Experiment {
             Experiment::Scaling => "scaling",
             Experiment::Faults => "faults",
             Experiment::Balance => "balance",
+            Experiment::ReadMix => "readmix",
             Experiment::All => "all",
             Experiment::Crash => "crash",
         }
@@ -150,8 +161,10 @@ pub struct Options {
     pub quick: bool,
     /// Backend of the insert, query and requests experiments (the others are simulator-only).
     pub backend: Backend,
-    /// Repetitions of each throughput point (`None`: 20, or 2 with `quick`; with a link
-    /// latency [`WAN_REPS`], or 1), of each requests run (`None`: 10, or 1 with `quick`),
+    /// Repetitions of each throughput point (`None`: [`REPS`], or 2 with `quick`; with a
+    /// link latency [`WAN_REPS`], or 1), of each requests run (`None`: [`REQUEST_REPS`],
+    /// or 1 with `quick`), of each read-heavy point (`None`: 3 on the real ring, 5 in the
+    /// simulator, or 1 with `quick`),
     /// and rings (address sets) per balance setup (as throughput).
     pub reps: Option<usize>,
     /// Replication factors.
@@ -183,11 +196,20 @@ pub struct Options {
 pub const WAN_LATENCY: Latency = Latency::Const { ns: 1_000_000 };
 
 /// Repetitions of each throughput point with a link latency, unless `reps` says otherwise
-/// (1 with `quick`). Fewer than the loopback run's 20 so that `dht experiment all` stays
+/// (1 with `quick`). Fewer than the loopback run's [`REPS`] so that `dht experiment all` stays
 /// within its 10 minutes on a busy 2-core machine: with 1 ms links a fresh 10-node ring
 /// takes about 1.3 s to form (the joins cross the slow links) and its insert and query
-/// phases about 1.2 s, so 20 repetitions of the 6 points added about 5 minutes.
-pub const WAN_REPS: usize = 10;
+/// phases about 1.2 s, so 20 repetitions of the 6 points added about 5 minutes. With
+/// CRAQ, a third model, 7 repetitions of 9 points take about as long as 10 of 6 did.
+pub const WAN_REPS: usize = 7;
+
+/// Repetitions of each loopback throughput point, unless `reps` says otherwise (2 with
+/// `quick`): 14 of the 9 (model, k) points take about as long as 20 of the 6 before CRAQ.
+pub const REPS: usize = 14;
+
+/// Repetitions of each requests run, unless `reps` says otherwise (1 with `quick`): 7 of
+/// three models, about as long as 10 of two.
+pub const REQUEST_REPS: usize = 7;
 
 impl Options {
     /// Defaults: results into `out`, k = 1, 3, 5, 10 nodes, the real backend.
@@ -231,15 +253,15 @@ impl Options {
         self.link_latency().map(|l| l.to_string())
     }
 
-    /// Repetitions of each throughput point: 20 (2 with `quick`); with a link latency
-    /// [`WAN_REPS`] (1 with `quick`).
+    /// Repetitions of each throughput point: [`REPS`] (2 with `quick`); with a link
+    /// latency [`WAN_REPS`] (1 with `quick`).
     pub fn reps(&self) -> usize {
         let wan = self.link_latency().is_some();
         self.reps
             .unwrap_or(match (self.quick, wan) {
                 (true, false) => 2,
                 (true, true) => 1,
-                (false, false) => 20,
+                (false, false) => REPS,
                 (false, true) => WAN_REPS,
             })
             .max(1)
@@ -247,7 +269,14 @@ impl Options {
 
     /// Repetitions of each requests run.
     pub fn request_reps(&self) -> usize {
-        self.reps.unwrap_or(if self.quick { 1 } else { 10 }).max(1)
+        self.reps
+            .unwrap_or(if self.quick { 1 } else { REQUEST_REPS })
+            .max(1)
+    }
+
+    /// Rings (address sets) per balance setup: 20 (2 with `quick`).
+    pub fn balance_reps(&self) -> usize {
+        self.reps.unwrap_or(if self.quick { 2 } else { 20 }).max(1)
     }
 
     /// Pick the quick or the full size.
@@ -474,7 +503,18 @@ pub fn run(experiment: Experiment, options: &Options) -> Result<Vec<Report>> {
                 });
             }
             for e in &Experiment::EACH[2..] {
-                reports.extend(run_one(*e, options)?);
+                if *e != Experiment::ReadMix {
+                    reports.extend(run_one(*e, options)?);
+                }
+            }
+            // The read-heavy mix in the simulator, and (real backend) on the wide-area ring.
+            let sim = Options {
+                backend: Backend::Sim,
+                ..options.clone()
+            };
+            reports.extend(run_one(Experiment::ReadMix, &sim)?);
+            if options.backend == Backend::Real {
+                reports.extend(run_one(Experiment::ReadMix, &wan)?);
             }
             Ok(reports)
         }
@@ -494,6 +534,7 @@ fn run_one(e: Experiment, options: &Options) -> Result<Vec<Report>> {
         Experiment::Scaling => vec![scaling::run(options)?],
         Experiment::Faults => vec![faults::run(options)?],
         Experiment::Balance => vec![balance::run(options)?],
+        Experiment::ReadMix => vec![readmix::run(options)?],
         Experiment::Crash => vec![crash::run(options)?],
         Experiment::All => {
             return Err(ExperimentError(

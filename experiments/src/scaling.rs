@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::plot::{self, Axis, Chart, LegendAt, Point, Series};
 use crate::runner::{
-    fixed, model_name, ops, par_map, progress_bar, write_csv, Options, Report, Table, MODELS,
+    fixed, model_name, ops, par_map, progress_bar, write_csv, Options, Report, Table, BASE_MODELS,
 };
 use crate::{ExperimentError, Result};
 
@@ -61,7 +61,7 @@ pub fn sizes(options: &Options) -> Vec<usize> {
 pub fn run(options: &Options) -> Result<Report> {
     let mut plan = Vec::new();
     for n in sizes(options).into_iter().rev() {
-        for model in MODELS {
+        for model in BASE_MODELS {
             plan.push((n, model));
         }
     }
@@ -150,13 +150,14 @@ fn plot(path: &Path, rows: &[Row]) -> Result<()> {
     let nmax = rows.iter().map(|r| r.nodes).max().unwrap_or(10) as f64;
     let nmin = rows.iter().map(|r| r.nodes).min().unwrap_or(10) as f64;
     let series = |value: &dyn Fn(&Row) -> f64| -> Vec<Series> {
-        MODELS
+        BASE_MODELS
             .into_iter()
             .map(|m| {
                 let name = model_name(m);
                 let label = match m {
                     Consistency::Chain => "chain replication",
                     Consistency::Eventual => "eventual consistency",
+                    Consistency::Craq => "CRAQ",
                 };
                 Series::new(
                     label,

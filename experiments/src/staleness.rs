@@ -18,7 +18,8 @@ use serde::Serialize;
 use crate::analysis::{classify_reads, ReadClass};
 use crate::plot::{self, Axis, Chart, LegendAt, Marker, Point, Series};
 use crate::runner::{
-    fixed, model_name, par_map, progress_bar, simulate, write_csv, Options, Report, Table, MODELS,
+    fixed, model_name, par_map, progress_bar, simulate, write_csv, Options, Report, Table,
+    BASE_MODELS,
 };
 use crate::{ExperimentError, Result};
 
@@ -55,7 +56,7 @@ pub fn run(options: &Options) -> Result<Report> {
     let seeds = options.size(3, 100);
     let mut plan = Vec::new();
     for &k in &options.ks {
-        for model in MODELS {
+        for model in BASE_MODELS {
             for s in 0..seeds {
                 plan.push((k, model, options.seed + s as u64));
             }
@@ -88,7 +89,7 @@ pub fn run(options: &Options) -> Result<Report> {
     );
     let mut warnings = Vec::new();
     for &k in &options.ks {
-        for model in MODELS {
+        for model in BASE_MODELS {
             let mut all: Vec<(u64, bool)> = Vec::new();
             for (i, &(pk, pm, _)) in plan.iter().enumerate() {
                 if pk == k && pm == model {

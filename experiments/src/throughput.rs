@@ -56,7 +56,7 @@ impl Which {
 pub struct Row {
     /// `real` or `sim`.
     pub backend: String,
-    /// `chain` or `eventual`.
+    /// `chain`, `eventual` or `craq`.
     pub model: String,
     /// Replication factor.
     pub k: usize,
@@ -453,7 +453,7 @@ fn report(options: &Options, which: Which, rows: &[Row], suffix: &str) -> Result
 
 /// CPU time per operation against k (real backend): why throughput falls.
 fn plot_cpu(path: &Path, options: &Options, which: Which, rows: &[Row]) -> Result<()> {
-    let dodge = 0.05 * (options.ks.iter().max().copied().unwrap_or(1) as f64).max(1.0) / 5.0;
+    let dodge = 0.08 * (options.ks.iter().max().copied().unwrap_or(1) as f64).max(1.0) / 5.0;
     let mut top: f64 = 0.0;
     let mut busy = Vec::new();
     let series = MODELS
@@ -461,7 +461,7 @@ fn plot_cpu(path: &Path, options: &Options, which: Which, rows: &[Row]) -> Resul
         .enumerate()
         .map(|(i, model)| {
             let m = model_name(model);
-            let offset = if i == 0 { -dodge } else { dodge };
+            let offset = (i as f64 - 1.0) * dodge;
             let points = options
                 .ks
                 .iter()
@@ -506,12 +506,12 @@ fn plot_cpu(path: &Path, options: &Options, which: Which, rows: &[Row]) -> Resul
 }
 
 fn plot(path: &Path, options: &Options, which: Which, rows: &[Row]) -> Result<()> {
-    let dodge = 0.05 * (options.ks.iter().max().copied().unwrap_or(1) as f64).max(1.0) / 5.0;
+    let dodge = 0.08 * (options.ks.iter().max().copied().unwrap_or(1) as f64).max(1.0) / 5.0;
     let mut series = Vec::new();
     let mut top: f64 = 0.0;
     for (i, model) in MODELS.into_iter().enumerate() {
         let m = model_name(model);
-        let offset = if i == 0 { -dodge } else { dodge };
+        let offset = (i as f64 - 1.0) * dodge;
         let points: Vec<Point> = options
             .ks
             .iter()
@@ -524,6 +524,7 @@ fn plot(path: &Path, options: &Options, which: Which, rows: &[Row]) -> Result<()
         let label = match model {
             Consistency::Chain => "chain replication (strong)",
             Consistency::Eventual => "eventual consistency",
+            Consistency::Craq => "CRAQ (chain, reads at every replica)",
         };
         series.push(Series::new(
             label,

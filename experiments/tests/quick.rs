@@ -1,6 +1,6 @@
 //! The `--quick` run of every experiment (small sizes), as `dht experiment all --quick`
 //! runs them: every CSV has its columns and rows, every PNG is a valid image of the
-//! expected size with both models drawn in their colours, and the consistency
+//! expected size with every model drawn in its colour, and the consistency
 //! experiment's verdicts are present.
 
 use std::collections::BTreeSet;
@@ -96,7 +96,11 @@ fn every_experiment_runs_quick_and_writes_its_files() {
     let options = quick(&dir, Backend::Real);
     let reports = run(Experiment::All, &options).expect("dht experiment all --quick");
     let names: BTreeSet<&str> = reports.iter().map(|r| r.name).collect();
-    for e in Experiment::EACH {
+    // The read-heavy mix reports as "readmix (sim)" and "readmix (wan)" (checked below).
+    for e in Experiment::EACH
+        .iter()
+        .filter(|e| **e != Experiment::ReadMix)
+    {
         assert!(names.contains(e.name()), "no report for {}", e.name());
     }
     for r in &reports {
@@ -124,8 +128,8 @@ fn every_experiment_runs_quick_and_writes_its_files() {
         let rows = assert_columns(&path, &throughput_cols);
         assert_eq!(
             rows.len(),
-            2 * 3 * options.reps(),
-            "{name}: 2 models × 3 k × reps"
+            3 * 3 * options.reps(),
+            "{name}: 3 models × 3 k × reps"
         );
         for row in &rows {
             assert_eq!(col(&path, row, "ops"), "500", "{name}: {row:?}");
@@ -143,7 +147,11 @@ fn every_experiment_runs_quick_and_writes_its_files() {
             format!("{name}_cpu.png"),
             format!("{name}_throughput_sim.png"),
         ] {
-            assert_png(&dir.join(png), SIZE, &[plot::CHAIN, plot::EVENTUAL]);
+            assert_png(
+                &dir.join(png),
+                SIZE,
+                &[plot::CHAIN, plot::EVENTUAL, plot::CRAQ],
+            );
         }
     }
 
@@ -158,7 +166,7 @@ fn every_experiment_runs_quick_and_writes_its_files() {
         assert_eq!(header[..header.len() - 1], loopback_header[..], "{name}");
         assert_eq!(header.last().map(String::as_str), Some("link_latency"));
         let rows = assert_columns(&path, &throughput_cols);
-        assert_eq!(rows.len(), 2 * 3, "{name}: 2 models × 3 k × 1 rep");
+        assert_eq!(rows.len(), 3 * 3, "{name}: 3 models × 3 k × 1 rep");
         for row in &rows {
             assert_eq!(col(&path, row, "link_latency"), "const:1ms", "{row:?}");
             assert_eq!(col(&path, row, "errors"), "0", "{name}: {row:?}");
@@ -167,12 +175,12 @@ fn every_experiment_runs_quick_and_writes_its_files() {
         assert_png(
             &dir.join(format!("{name}_throughput_wan.png")),
             SIZE,
-            &[plot::CHAIN, plot::EVENTUAL],
+            &[plot::CHAIN, plot::EVENTUAL, plot::CRAQ],
         );
     }
     assert!(names.contains("insert (wan)") && names.contains("query (wan)"));
 
-    // 3: verdicts for every (model, k, mode); chain replication linearizable.
+    // 3: verdicts for every (model, k, mode); chain replication and CRAQ linearizable.
     let path = dir.join("requests_consistency.csv");
     let rows = assert_columns(
         &path,
@@ -187,7 +195,7 @@ fn every_experiment_runs_quick_and_writes_its_files() {
             "reference_rule_stale",
         ],
     );
-    assert_eq!(rows.len(), 2 * 3 * 2);
+    assert_eq!(rows.len(), 3 * 3 * 2);
     for row in &rows {
         let verdict = col(&path, row, "linearizability");
         assert!(
@@ -195,10 +203,10 @@ fn every_experiment_runs_quick_and_writes_its_files() {
             "{row:?}"
         );
         assert_eq!(col(&path, row, "operations"), "500");
-        if col(&path, row, "model") == "chain" {
+        if ["chain", "craq"].contains(&col(&path, row, "model")) {
             assert_eq!(
                 verdict, "linearizable",
-                "chain replication must be linearizable: {row:?}"
+                "chain replication and CRAQ must be linearizable: {row:?}"
             );
             assert_eq!(col(&path, row, "stale_reads"), "0");
         }
@@ -216,6 +224,8 @@ fn every_experiment_runs_quick_and_writes_its_files() {
             "chain_read",
             "eventual_value",
             "eventual_read",
+            "craq_value",
+            "craq_read",
         ],
     );
     assert_eq!(
@@ -262,8 +272,51 @@ fn every_experiment_runs_quick_and_writes_its_files() {
     assert!(rows
         .iter()
         .all(|r| !col(&path, r, "linearizability").is_empty()));
+
+    // 6: the read-heavy mix, in the simulator and on the 1 ms ring.
+    assert!(names.contains("readmix (sim)") && names.contains("readmix (wan)"));
+    for (stem, latency) in [("readmix_sim", ""), ("readmix_wan", "const:1ms")] {
+        let path = dir.join(format!("{stem}.csv"));
+        let rows = assert_columns(&path, READMIX_COLUMNS);
+        assert_eq!(rows.len(), 3 * 3 * 2, "{stem}: 3 models × 3 k × 2 mixes");
+        for row in &rows {
+            assert_eq!(col(&path, row, "errors"), "0", "{stem}: {row:?}");
+            assert_eq!(col(&path, row, "link_latency"), latency, "{row:?}");
+            let reads: f64 = col(&path, row, "reads").parse().unwrap();
+            let ops: f64 = col(&path, row, "ops").parse().unwrap();
+            let share: f64 = col(&path, row, "read_percent").parse().unwrap();
+            assert!((reads / ops - share / 100.0).abs() < 0.1, "{row:?}");
+            let t: f64 = col(&path, row, "read_throughput_ops_per_s")
+                .parse()
+                .unwrap();
+            assert!(t > 0.0, "{row:?}");
+        }
+        assert_png(
+            &dir.join(format!("{stem}.png")),
+            WIDE,
+            &[plot::CHAIN, plot::EVENTUAL, plot::CRAQ],
+        );
+    }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The columns of `readmix_sim.csv` and `readmix_wan.csv`.
+const READMIX_COLUMNS: &[&str] = &[
+    "backend",
+    "model",
+    "k",
+    "read_percent",
+    "rep",
+    "ops",
+    "reads",
+    "writes",
+    "errors",
+    "seconds",
+    "read_throughput_ops_per_s",
+    "throughput_ops_per_s",
+    "read_latency_p99_ms",
+    "link_latency",
+];
 
 #[test]
 fn reference_experiments_run_in_the_simulator_too() {
@@ -281,11 +334,11 @@ fn reference_experiments_run_in_the_simulator_too() {
     assert_png(
         &dir.join("query_throughput.png"),
         SIZE,
-        &[plot::CHAIN, plot::EVENTUAL],
+        &[plot::CHAIN, plot::EVENTUAL, plot::CRAQ],
     );
     let path = dir.join("requests_consistency.csv");
     for row in assert_columns(&path, &["linearizability"]) {
-        if col(&path, &row, "model") == "chain" {
+        if ["chain", "craq"].contains(&col(&path, &row, "model")) {
             assert_eq!(
                 col(&path, &row, "linearizability"),
                 "linearizable",

@@ -20,7 +20,7 @@ pub struct Summary {
     pub nodes: usize,
     /// Replication factor.
     pub k: usize,
-    /// `chain` or `eventual`.
+    /// `chain`, `eventual` or `craq`.
     pub consistency: String,
     /// `finger` or `successor`.
     pub routing: String,
@@ -197,11 +197,11 @@ impl Summary {
     }
 
     /// Whether the run breached an invariant, (with `--check`) linearizability under
-    /// chain replication, the model that promises it, or (with `--final-reads`) lost an
+    /// chain replication or CRAQ, the models that promise it, or (with `--final-reads`) lost an
     /// acknowledged write.
     pub fn failed(&self) -> bool {
-        let lin_broken =
-            self.consistency == "chain" && self.linearizable.as_deref() == Some("violation");
+        let linearizable_model = self.consistency == "chain" || self.consistency == "craq";
+        let lin_broken = linearizable_model && self.linearizable.as_deref() == Some("violation");
         self.invariant_violations > 0 || lin_broken || self.lost_acked_writes.unwrap_or(0) > 0
     }
 }

@@ -94,7 +94,7 @@ pub const CONVERGENCE_KINDS: &[&str] = &["replica_divergence", "placement_missin
 pub struct RunReport {
     /// Seed.
     pub seed: u64,
-    /// `chain` or `eventual`.
+    /// `chain`, `eventual` or `craq`.
     pub consistency: String,
     /// What failed (see [`kinds`]); empty when the run passed.
     pub failures: Vec<String>,
@@ -156,7 +156,7 @@ pub fn check_run(config: &SimConfig, options: &CheckOptions) -> RunReport {
     let mut config = config.clone();
     config.final_reads = true;
     config.record_history = true;
-    let chain = config.consistency == Consistency::Chain;
+    let chain = config.consistency.is_linearizable();
     let seed = config.seed;
     let consistency = config.consistency.to_string();
     let result = match Simulation::new(config) {
@@ -257,7 +257,7 @@ pub fn check_run(config: &SimConfig, options: &CheckOptions) -> RunReport {
 pub struct Shrunk {
     /// Seed.
     pub seed: u64,
-    /// `chain` or `eventual`.
+    /// `chain`, `eventual` or `craq`.
     pub consistency: String,
     /// What the original run failed on.
     pub failures: Vec<String>,
@@ -685,10 +685,15 @@ impl fmt::Display for SweepReport {
             "failed seeds / runs",
             format!("{} / {}", self.failed_seeds, self.failed_runs),
         )?;
-        if self.models.iter().any(|m| m == "chain") {
+        if self.models.iter().any(|m| m == "chain" || m == "craq") {
+            // Named after the model when one linearizable model runs (as before CRAQ).
+            let label = match self.models.iter().any(|m| m == "craq") {
+                true => "craq linearizability violations",
+                false => "chain linearizability violations",
+            };
             row(
                 f,
-                "chain linearizability violations",
+                label,
                 format!(
                     "{} runs ({} keys; {} keys unknown)",
                     self.linearizability_violations,

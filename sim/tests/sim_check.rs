@@ -1,5 +1,5 @@
 //! The consistency claim, checked by `ringkv_sim::check` on the histories the simulator
-//! writes: under random latency (so messages reorder), chain replication is
+//! writes: under random latency (so messages reorder), chain replication and CRAQ are
 //! linearizable on every seed, while eventual consistency serves stale reads.
 //! Message duplication is covered too: the primary applies a duplicated client write once.
 
@@ -41,37 +41,44 @@ fn checked(config: SimConfig) -> Summary {
     r.summary
 }
 
-/// Seeds whose chain run is not linearizable, with the replay command and the
-/// counterexample.
-fn failing_chain_seeds(dup_probability: f64) -> Vec<String> {
-    (0..SEEDS)
+/// Seeds (of the first `seeds`) whose run of `model` is not linearizable, with the
+/// replay command and the counterexample.
+fn failing_seeds(model: Consistency, dup_probability: f64, seeds: u64) -> Vec<String> {
+    (0..seeds)
         .into_par_iter()
-        .map(|seed| checked(config(seed, Consistency::Chain, dup_probability)))
+        .map(|seed| checked(config(seed, model, dup_probability)))
         .filter(|s| s.linearizable.as_deref() != Some("linearizable") || s.ops_ok != 200)
         .map(|s| format!("{}\n{}", s.replay, s.counterexample.unwrap_or_default()))
         .collect()
 }
 
-#[test]
-fn chain_replication_is_linearizable_under_reordering() {
-    let bad = failing_chain_seeds(0.0);
+fn assert_none_fail(bad: Vec<String>, seeds: u64) {
     assert!(
         bad.is_empty(),
-        "{} of {SEEDS} seeds failed; first:\n{}",
+        "{} of {seeds} seeds failed; first:\n{}",
         bad.len(),
         bad[0]
     );
 }
 
 #[test]
+fn chain_replication_is_linearizable_under_reordering() {
+    assert_none_fail(failing_seeds(Consistency::Chain, 0.0, SEEDS), SEEDS);
+}
+
+#[test]
 fn chain_with_duplicates_is_linearizable() {
-    let bad = failing_chain_seeds(0.05);
-    assert!(
-        bad.is_empty(),
-        "{} of {SEEDS} seeds failed; first:\n{}",
-        bad.len(),
-        bad[0]
-    );
+    assert_none_fail(failing_seeds(Consistency::Chain, 0.05, SEEDS), SEEDS);
+}
+
+#[test]
+fn craq_is_linearizable_under_reordering() {
+    assert_none_fail(failing_seeds(Consistency::Craq, 0.0, SEEDS), SEEDS);
+}
+
+#[test]
+fn craq_with_duplicates_is_linearizable() {
+    assert_none_fail(failing_seeds(Consistency::Craq, 0.05, SEEDS), SEEDS);
 }
 
 #[test]

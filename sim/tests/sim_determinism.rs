@@ -30,7 +30,7 @@ fn run(config: SimConfig) -> SimResult {
 
 #[test]
 fn same_seed_same_bytes() {
-    for consistency in [Consistency::Chain, Consistency::Eventual] {
+    for consistency in [Consistency::Chain, Consistency::Eventual, Consistency::Craq] {
         let a = run(noisy(42, consistency));
         let b = run(noisy(42, consistency));
         assert!(!a.history.is_empty());

@@ -40,7 +40,7 @@ fn total_loss_makes_every_operation_info() {
 
 #[test]
 fn crashing_a_member_does_not_stop_the_simulator() {
-    for consistency in [Consistency::Chain, Consistency::Eventual] {
+    for consistency in [Consistency::Chain, Consistency::Eventual, Consistency::Craq] {
         let config = SimConfig {
             consistency,
             faults: faults(&["crash:3@5ms", "crash:7@20ms"]),
@@ -77,7 +77,7 @@ fn restart_comes_back_empty_and_asks_to_rejoin() {
 
 #[test]
 fn churn_on_a_clean_network_keeps_every_invariant() {
-    for consistency in [Consistency::Chain, Consistency::Eventual] {
+    for consistency in [Consistency::Chain, Consistency::Eventual, Consistency::Craq] {
         let config = SimConfig {
             consistency,
             faults: faults(&[
@@ -149,7 +149,7 @@ fn a_dropping_partition_is_reported_not_fatal() {
 fn random_faults_never_panic() {
     let mut crashes = 0;
     for seed in 0..12 {
-        for consistency in [Consistency::Chain, Consistency::Eventual] {
+        for consistency in [Consistency::Chain, Consistency::Eventual, Consistency::Craq] {
             let config = SimConfig {
                 seed,
                 consistency,

@@ -17,7 +17,7 @@ fn clean_runs_keep_every_invariant() {
         (7, 7),
     ];
     for (nodes, k) in shapes {
-        for consistency in [Consistency::Chain, Consistency::Eventual] {
+        for consistency in [Consistency::Chain, Consistency::Eventual, Consistency::Craq] {
             for routing in [Routing::Finger, Routing::Successor] {
                 let config = SimConfig {
                     seed: nodes as u64 * 31 + k as u64,

@@ -1,8 +1,8 @@
 //! The fault model with leases (`docs/protocol.md`): partitions longer than the failure
 //! timeout, process pauses longer than it, and clock rates that differ by up to the
 //! declared bound, on top of the random crashes, restarts, joins and departures of the
-//! declared model. Chain replication must stay linearizable and lose no acknowledged
-//! write; every run must converge once the faults are over.
+//! declared model. Chain replication and CRAQ must stay linearizable and lose no
+//! acknowledged write; every run must converge once the faults are over.
 //!
 //! One gap is named, not hidden: a bootstrap restarted while it is cut off from every
 //! member cannot tell a restart from a first start, and after its recovery wait founds a
@@ -18,6 +18,8 @@
 //! dht sim sweep --seeds 10000 --consistency chain --faults random --failure-handling \
 //!     --pause-rate 1 --pause-duration 4s
 //! ```
+//!
+//! and the same two with `--consistency craq`.
 
 use ringkv_core::Consistency;
 use ringkv_sim::sweep::{materialize_faults, sweep, SweepOptions, SweepReport};
@@ -32,11 +34,11 @@ const SECOND: u64 = 1_000_000_000;
 /// with the default timing); cut off before that, it founds a new one.
 const RECOVERY_WINDOW_NS: u64 = 2 * SECOND;
 
-fn cut_off_model(partition_rate: f64, pause_rate: f64) -> SimConfig {
+fn cut_off_model(consistency: Consistency, partition_rate: f64, pause_rate: f64) -> SimConfig {
     SimConfig {
         nodes: 10,
         k: 3,
-        consistency: Consistency::Chain,
+        consistency,
         random_faults: Some(RandomFaults {
             partition_rate,
             partition_ns: 4 * SECOND,
@@ -123,18 +125,28 @@ fn sweep_and_check(config: SimConfig) {
 
 #[test]
 fn chain_stays_linearizable_across_partitions_longer_than_the_failure_timeout() {
-    sweep_and_check(cut_off_model(1.0, 0.0));
+    sweep_and_check(cut_off_model(Consistency::Chain, 1.0, 0.0));
 }
 
 #[test]
 fn chain_stays_linearizable_across_long_process_pauses() {
-    sweep_and_check(cut_off_model(0.0, 1.0));
+    sweep_and_check(cut_off_model(Consistency::Chain, 0.0, 1.0));
+}
+
+#[test]
+fn craq_stays_linearizable_across_partitions_longer_than_the_failure_timeout() {
+    sweep_and_check(cut_off_model(Consistency::Craq, 1.0, 0.0));
+}
+
+#[test]
+fn craq_stays_linearizable_across_long_process_pauses() {
+    sweep_and_check(cut_off_model(Consistency::Craq, 0.0, 1.0));
 }
 
 /// The gap's classifier picks out exactly the schedules it describes.
 #[test]
 fn the_gap_is_recognised_from_the_schedule() {
-    let mut config = cut_off_model(0.0, 0.0);
+    let mut config = cut_off_model(Consistency::Chain, 0.0, 0.0);
     config.random_faults = None;
     let with = |specs: &[&str]| SimConfig {
         faults: specs.iter().map(|s| s.parse().unwrap()).collect(),
@@ -156,19 +168,27 @@ fn the_gap_is_recognised_from_the_schedule() {
     assert!(!restarts_the_bootstrap_cut_off(&other_node, 0));
 }
 
-/// The campaigns of `results/sweep.md` (10,000 seeds each), in a release build:
+/// The campaigns of `results/sweep.md` (10,000 seeds each, chain then CRAQ), in a
+/// release build:
 /// `cargo test --release -p ringkv-sim --test sim_leases -- --ignored --nocapture`.
 /// Prints every failing seed with whether it is the named gap; fails on any unsafe run
 /// outside it, or on liveness failures in more than 1% of the runs.
 #[test]
-#[ignore = "two 10,000-seed campaigns: a few minutes in a release build"]
+#[ignore = "four 10,000-seed campaigns: a few minutes in a release build"]
 fn the_campaigns_with_partitions_and_pauses() {
     let options = SweepOptions {
         seeds: 10_000,
         shrink: false,
         ..SweepOptions::default()
     };
-    for config in [cut_off_model(1.0, 0.0), cut_off_model(0.0, 1.0)] {
+    let models = [Consistency::Chain, Consistency::Craq];
+    let configs = models.into_iter().flat_map(|model| {
+        [
+            cut_off_model(model, 1.0, 0.0),
+            cut_off_model(model, 0.0, 1.0),
+        ]
+    });
+    for config in configs {
         let report = sweep(&config, &options);
         let liveness = assert_safe_but_the_gap(&config, &report, options.seeds);
         println!("liveness failures outside the named gap: {liveness:?}");

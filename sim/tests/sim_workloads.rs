@@ -28,7 +28,7 @@ fn every_reference_workload_completes() {
         (Reference::QueryFile, 1000),
         (Reference::RequestsFile, 500),
     ];
-    for consistency in [Consistency::Chain, Consistency::Eventual] {
+    for consistency in [Consistency::Chain, Consistency::Eventual, Consistency::Craq] {
         for (workload, ops) in all {
             let (s, history) = run(workload, consistency);
             assert_eq!(s.ops_ok, ops, "{workload:?} {consistency}: {s}");

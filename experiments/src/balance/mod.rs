@@ -59,7 +59,7 @@ pub fn setups(options: &Options) -> Vec<Setup> {
 
 /// Rings (address sets) per setup: `--reps`, by default 20 as in the paper (2 quick).
 pub fn rings(options: &Options) -> usize {
-    options.reps()
+    options.balance_reps()
 }
 
 /// The name of key `i`.

@@ -83,7 +83,20 @@ impl Storage {
             path: path.clone(),
             source: Box::new(redb::Error::Io(e)),
         })?;
-        let db = Database::create(&path).map_err(|e| classify_open(&path, e.into()))?;
+        // redb asserts on some damaged files (a truncated one) instead of returning an
+        // error: a damaged data directory must be an error naming the file, not a crash.
+        let opened = std::panic::catch_unwind(|| Database::create(&path));
+        let db = match opened {
+            Ok(db) => db.map_err(|e| classify_open(&path, e.into()))?,
+            Err(panic) => {
+                let reason = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "the storage engine could not read it".into());
+                return Err(StorageError::Corrupt { path, reason });
+            }
+        };
         let storage = Storage { db, path };
         let recovered = storage.read_all()?;
         if let Some(meta) = &recovered.meta {

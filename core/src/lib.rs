@@ -20,6 +20,8 @@
 //! node.handle(now, Input::Request { id: 1, request: insert }, &mut out).unwrap();
 //! for output in out.drain(..) {
 //!     match output {
+//!         // With a durable node, write this to disk before carrying out what follows it.
+//!         Output::Persist(_changes) => {}
 //!         Output::Send { to, envelope } => { /* deliver `envelope` to the node at `to` */ }
 //!         Output::Reply { id, reply } => assert!(matches!(reply, Ok(Response::Inserted { .. }))),
 //!     }

@@ -69,6 +69,11 @@ pub enum Which {
     /// or a network partition instead); no acknowledged write may be lost, the history
     /// must be linearizable (not part of all).
     Crash,
+    /// What --data-dir costs: inserts/s of a 5-node chain ring with data directories
+    /// against the same ring in memory, side by side (k from --k, default 1,3; 16, 64 and
+    /// 256 clients), and the restart time of a node holding --restart-keys keys
+    /// (durability_throughput.csv, durability_restart.csv; not part of all).
+    Durability,
 }
 
 impl Which {
@@ -85,6 +90,7 @@ impl Which {
             Which::Balance => Experiment::Balance,
             Which::Readmix => Experiment::ReadMix,
             Which::Crash => Experiment::Crash,
+            Which::Durability => Experiment::Durability,
         }
     }
 }
@@ -218,6 +224,10 @@ pub struct ExperimentArgs {
     /// latency of its wide-area run (default const:1ms); its other runs have none.
     #[arg(long, value_name = "DIST", value_parser = parse_link_latency)]
     pub link_latency: Option<Latency>,
+    /// durability only: keys loaded into the node whose restart is timed (default
+    /// 1000000; 5000 with --quick).
+    #[arg(long, value_name = "N")]
+    pub restart_keys: Option<u64>,
 }
 
 /// Run `dht experiment`.
@@ -237,7 +247,9 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<ExitCode> {
     if args.reps == Some(0) {
         anyhow::bail!("--reps must be at least 1");
     }
-    let mut k = if args.k.is_empty() {
+    let mut k = if args.k.is_empty() && experiment == Experiment::Durability {
+        vec![1, 3]
+    } else if args.k.is_empty() {
         vec![1, 3, 5]
     } else {
         args.k.clone()
@@ -310,7 +322,14 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<ExitCode> {
         histories: args.histories,
         crash,
         link_latency: args.link_latency,
+        restart_keys: args.restart_keys,
     };
+    if args.restart_keys.is_some() && experiment != Experiment::Durability {
+        anyhow::bail!("--restart-keys applies to the durability experiment only");
+    }
+    if args.restart_keys == Some(0) {
+        anyhow::bail!("--restart-keys must be at least 1");
+    }
     let load_before = runner::load_average();
     let started = Instant::now();
     let reports = runner::run(experiment, &options)

@@ -269,6 +269,7 @@ pub fn run_bootstrap(args: BootstrapArgs) -> anyhow::Result<ExitCode> {
     options.recover = !args.new_ring;
     let recovering = options.recover && !args.tuning.no_failure_handling;
     runtime()?.block_on(async move {
+        survive_file_size_limit(options.data_dir.as_deref());
         let server = NodeServer::start(options).await?;
         announce(&format!(
             "bootstrap listening on {} (advertised as {})",
@@ -320,6 +321,7 @@ pub fn run_node(args: NodeArgs) -> anyhow::Result<ExitCode> {
     options.advertise = args.advertise;
     apply_tuning(&mut options, &args.tuning);
     runtime()?.block_on(async move {
+        survive_file_size_limit(options.data_dir.as_deref());
         let server = NodeServer::start(options).await?;
         announce(&format!(
             "node listening on {} (advertised as {})",
@@ -354,6 +356,7 @@ pub fn run_cluster(args: ClusterArgs) -> anyhow::Result<ExitCode> {
     options.allow_fault_injection = args.tuning.allow_fault_injection;
     options.data_dir = args.tuning.data_dir.clone();
     runtime()?.block_on(async move {
+        survive_file_size_limit(options.data_dir.as_deref());
         let cluster = LocalCluster::start(options).await?;
         let overlay = cluster.overlay().await.map_err(anyhow::Error::msg)?;
         announce(&format!(
@@ -531,6 +534,31 @@ async fn join_with_retries(server: &NodeServer) -> Result<(), String> {
 }
 
 /// Resolve on SIGINT or SIGTERM. A second signal exits at once.
+/// A durable node that hits a file-size limit (`ulimit -f`, a quota) must report the
+/// failed write and keep serving reads, not die of SIGXFSZ, whose default action ends the
+/// process (PostgreSQL ignores it for the same reason). Listening for the signal replaces
+/// that default; the write then fails with EFBIG and is answered `storage_failed`.
+fn survive_file_size_limit(data_dir: Option<&std::path::Path>) {
+    #[cfg(unix)]
+    if data_dir.is_some() {
+        use tokio::signal::unix::{signal, SignalKind};
+        // SIGXFSZ is 25 on Linux (x86, ARM, RISC-V) and on the BSDs and macOS.
+        const SIGXFSZ: i32 = 25;
+        match signal(SignalKind::from_raw(SIGXFSZ)) {
+            Ok(mut file_too_large) => {
+                tokio::spawn(async move {
+                    while file_too_large.recv().await.is_some() {
+                        tracing::warn!("the data file reached the file-size limit (SIGXFSZ)");
+                    }
+                });
+            }
+            Err(err) => tracing::warn!(%err, "cannot listen for SIGXFSZ"),
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = data_dir;
+}
+
 async fn shutdown_signal() {
     wait_signal().await;
     tokio::spawn(async {

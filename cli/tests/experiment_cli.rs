@@ -176,3 +176,56 @@ fn readmix_writes_its_csv_and_plot() {
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `dht experiment durability --quick`: the memory and data-directory rings get the same
+/// loads side by side (one row each per k and client count), every insert acknowledged;
+/// the data-directory ring committed transactions and the memory ring none; the restarted
+/// node read back every sampled key.
+#[test]
+fn durability_compares_data_directories_with_memory_and_times_a_restart() {
+    let dir = out_dir("durability");
+    let d = dir.to_str().unwrap();
+    let args = [
+        "experiment",
+        "durability",
+        "--quick",
+        "--no-progress",
+        "--out",
+        d,
+    ];
+    let out = run_bounded(&args, Duration::from_secs(300));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("durability: inserts/s"), "{stdout}");
+    let (header, rows) = csv(&dir.join("durability_throughput.csv"));
+    let at = |name: &str| {
+        header
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("no column {name} in {header:?}"))
+    };
+    assert_eq!(rows.len(), 2 * 2, "k 1, 3 × memory, data-dir: {rows:?}");
+    for row in &rows {
+        assert_eq!(row[at("ok")], "2000", "{row:?}");
+        let rate: f64 = row[at("ops_per_s")].parse().expect("a number");
+        assert!(rate > 0.0, "{row:?}");
+        let commits: u64 = row[at("commits")].parse().expect("a number");
+        let persists: u64 = row[at("persists")].parse().expect("a number");
+        match row[at("mode")].as_str() {
+            "memory" => assert_eq!((commits, persists), (0, 0), "{row:?}"),
+            "data-dir" => {
+                assert!(commits > 0 && persists >= commits, "{row:?}");
+                // Every insert was persisted by each of its k replicas, in some batch.
+                let k: u64 = row[at("k")].parse().expect("a number");
+                assert!(persists >= 2000 * k, "{row:?}");
+            }
+            other => panic!("mode {other}"),
+        }
+    }
+    let (header, rows) = csv(&dir.join("durability_restart.csv"));
+    let col = |name: &str| header.iter().position(|h| h == name).expect(name);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0][col("keys")], "5000");
+    assert_eq!(rows[0][col("found")], rows[0][col("sampled")]);
+    let _ = std::fs::remove_dir_all(&dir);
+}

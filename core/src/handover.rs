@@ -72,6 +72,8 @@ struct Fetch {
     /// Chunks each source had delivered when the prepare last arrived: a source that
     /// has sent more since is making progress and is not asked again.
     marks: BTreeMap<Id, usize>,
+    /// What this node already holds of `range` (see `Message::Fetch::have`).
+    have: Vec<u64>,
 }
 
 /// Both sides of every hand-over this node takes part in.
@@ -158,12 +160,17 @@ impl Handover {
         from: NodeRef,
         epoch: u64,
         range: Range,
+        have: &[u64],
     ) -> Result<(), Rejected> {
         if !sh.is_member() {
             return Err(Rejected::not_member("fetch", &from, sh.phase));
         }
+        let entries = match have.is_empty() {
+            true => sh.store.entries_in(range),
+            false => sh.store.entries_differing(range, have),
+        };
         let chunks = chunk_entries(
-            sh.store.entries_in(range),
+            entries,
             sh.limits.snapshot_chunk_entries,
             sh.limits.snapshot_chunk_bytes,
         );
@@ -328,14 +335,16 @@ impl Handover {
 
     // ----- gainer side -----
 
-    /// Fetch `range` for change `epoch` from `sources` (nearest first). Returns true when
-    /// there is nothing to fetch.
+    /// Fetch `range` for change `epoch` from `sources` (nearest first), telling them by
+    /// `have` (fetch digests; empty: nothing) what this node already holds of it.
+    /// Returns true when there is nothing to fetch.
     pub(crate) fn start_fetch(
         &mut self,
         out: &mut Out,
         epoch: u64,
         range: Range,
         sources: &[NodeRef],
+        have: Vec<u64>,
     ) -> bool {
         self.fetch = None;
         if sources.is_empty() {
@@ -348,9 +357,13 @@ impl Handover {
             order: sources.iter().map(|s| s.id).collect(),
             received: BTreeMap::new(),
             marks: BTreeMap::new(),
+            have,
         });
-        for source in sources {
-            out.send(source, Message::Fetch { epoch, range });
+        if let Some(f) = &self.fetch {
+            for source in sources {
+                let have = f.have.clone();
+                out.send(source, Message::Fetch { epoch, range, have });
+            }
         }
         false
     }
@@ -374,7 +387,8 @@ impl Handover {
             if seen.len() > *mark {
                 *mark = seen.len();
             } else {
-                out.send(source, Message::Fetch { epoch, range });
+                let have = f.have.clone();
+                out.send(source, Message::Fetch { epoch, range, have });
             }
         }
     }

@@ -408,7 +408,12 @@ impl Membership {
             ready: false,
             ready_at: None,
         });
-        if ho.start_fetch(out, epoch, fetching, &sources) {
+        // A node back from its disk says what it holds, and is sent only what it missed.
+        let have = match sh.comeback.leftovers {
+            true => sh.store.fetch_digests(fetching),
+            false => Vec::new(),
+        };
+        if ho.start_fetch(out, epoch, fetching, &sources, have) {
             self.mark_ready(sh, out);
         }
     }
@@ -533,7 +538,7 @@ impl Membership {
             .cloned();
         let Some(source) = source else { return };
         sh.unsure = true;
-        ho.start_fetch(out, epoch, fetching, &[source]);
+        ho.start_fetch(out, epoch, fetching, &[source], Vec::new());
     }
 
     /// Heartbeat tick of a node in doubt (see `repair_if_source_failed`): a repair fetch
@@ -551,7 +556,13 @@ impl Membership {
         match ho.fetching_epoch() {
             Some(epoch) if epoch == sh.view.epoch => ho.refetch(out, &[source]),
             _ => {
-                ho.start_fetch(out, sh.view.epoch, sh.responsibility(), &[source]);
+                ho.start_fetch(
+                    out,
+                    sh.view.epoch,
+                    sh.responsibility(),
+                    &[source],
+                    Vec::new(),
+                );
             }
         }
     }

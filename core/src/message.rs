@@ -354,6 +354,10 @@ pub enum Message {
         epoch: u64,
         /// Keys wanted.
         range: Range,
+        /// A node back from its disk: its [`crate::Store::fetch_digests`] of `range`, so
+        /// that only the buckets where it differs are sent (empty: send everything).
+        #[serde(default)]
+        have: Vec<u64>,
     },
     /// Source → gainer: one chunk of the requested entries.
     Snapshot {
@@ -650,6 +654,11 @@ impl Message {
             Message::ChainWrite(step) => step.check(),
             Message::Snapshot { chunk, chunks, .. } if chunk >= chunks => {
                 Err(format!("snapshot chunk {chunk} of {chunks}"))
+            }
+            Message::Fetch { have, .. }
+                if !have.is_empty() && have.len() != crate::store::FETCH_BUCKETS =>
+            {
+                Err(format!("{} fetch digest buckets", have.len()))
             }
             Message::SyncDigest { digests, .. }
                 if digests.len() != crate::store::DIGEST_BUCKETS =>

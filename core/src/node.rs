@@ -606,7 +606,9 @@ impl Node {
             | Message::Ack { .. } => self.on_coordination(from, msg),
             Message::Refused { reason, term } => m.on_refused(sh, ho, out, &from, reason, term),
             Message::Prepare(prepare) => m.on_prepare(sh, ho, out, &from, prepare),
-            Message::Fetch { epoch, range } => ho.on_fetch(sh, out, from, epoch, range),
+            Message::Fetch { epoch, range, have } => {
+                ho.on_fetch(sh, out, from, epoch, range, &have)
+            }
             Message::Snapshot {
                 epoch,
                 chunk,

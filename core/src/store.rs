@@ -101,6 +101,12 @@ pub enum Applied {
 /// Buckets per anti-entropy digest: a mismatch costs one bucket's entries.
 pub const DIGEST_BUCKETS: usize = 64;
 
+/// Buckets of the digests a node back from its disk sends with a fetch: the source then
+/// sends only the entries of the buckets that differ, so a node that missed a few writes
+/// gets about those back, not its whole range. Finer than [`DIGEST_BUCKETS`] because
+/// they are computed once per fetch, not kept up to date.
+pub const FETCH_BUCKETS: usize = 4096;
+
 /// Ranges whose digests are kept up to date at once (a node compares its own range and
 /// its predecessors' ranges: about k of them).
 const DIGEST_CACHE_MAX: usize = 16;
@@ -277,6 +283,40 @@ impl Store {
             return Vec::new();
         }
         self.slots_in(range)
+            .map(|(k, s)| (k.to_string(), s.entry.clone()))
+            .collect()
+    }
+
+    /// Fetch digests of the entries in `range`: [`FETCH_BUCKETS`] wrapping sums of the
+    /// entries' hashes (key and version), by key id.
+    pub fn fetch_digests(&self, range: Range) -> Vec<u64> {
+        let mut d = vec![0u64; FETCH_BUCKETS];
+        if range == Range::Empty {
+            return d;
+        }
+        for (key, slot) in self.slots_in(range) {
+            let b = fetch_bucket(slot.id_prefix);
+            d[b] = d[b].wrapping_add(entry_hash(key, &slot.entry));
+        }
+        d
+    }
+
+    /// The entries in `range` that a node whose [`Store::fetch_digests`] of it are
+    /// `theirs` may lack or hold in another version: those of every bucket whose digest
+    /// differs from this store's. `theirs` of the wrong length: every entry.
+    pub fn entries_differing(&self, range: Range, theirs: &[u64]) -> Vec<(String, Entry)> {
+        if theirs.len() != FETCH_BUCKETS {
+            return self.entries_in(range);
+        }
+        let mine = self.fetch_digests(range);
+        if range == Range::Empty {
+            return Vec::new();
+        }
+        self.slots_in(range)
+            .filter(|(_, s)| {
+                let b = fetch_bucket(s.id_prefix);
+                mine[b] != theirs[b]
+            })
             .map(|(k, s)| (k.to_string(), s.entry.clone()))
             .collect()
     }
@@ -486,6 +526,11 @@ fn prefix_bucket(prefix: u64) -> usize {
     (prefix % DIGEST_BUCKETS as u64) as usize
 }
 
+/// The fetch bucket of a key whose id starts with `prefix`.
+fn fetch_bucket(prefix: u64) -> usize {
+    (prefix % FETCH_BUCKETS as u64) as usize
+}
+
 /// FNV-1a over the key and its version: stable across processes and Rust releases.
 fn entry_hash(key: &str, entry: &Entry) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -580,6 +625,37 @@ mod tests {
             "incremental = recomputed"
         );
         assert_ne!(before, cached);
+    }
+
+    #[test]
+    fn a_fetch_with_digests_sends_only_the_buckets_that_differ() {
+        let mut source = Store::new();
+        for i in 0..3000 {
+            source.apply(0, &format!("k{i}"), put("a", i + 1));
+        }
+        // The other node has everything but missed 5 writes and one key.
+        let mut behind = Store::new();
+        for i in (0..3000).filter(|i| !(100..105).contains(i)) {
+            behind.apply(0, &format!("k{i}"), put("a", i + 1));
+        }
+        for i in 0..5 {
+            source.apply(0, &format!("k{i}"), put("new", 10_000 + i));
+        }
+        let range = Range::All;
+        let sent = source.entries_differing(range, &behind.fetch_digests(range));
+        let keys: Vec<&str> = sent.iter().map(|(k, _)| k.as_str()).collect();
+        for i in 0..5 {
+            assert!(keys.contains(&format!("k{i}").as_str()), "k{i} missed");
+            assert!(keys.contains(&format!("k{}", 100 + i).as_str()));
+        }
+        // A bucket holds ~3000/4096 keys: the differing ones are little more than the ten.
+        assert!(sent.len() < 40, "{} entries sent", sent.len());
+        // An identical store is sent nothing; an empty one (or no digests) everything.
+        let same = source.entries_differing(range, &source.fetch_digests(range));
+        assert!(same.is_empty());
+        let empty = source.entries_differing(range, &Store::new().fetch_digests(range));
+        assert_eq!(empty.len(), 3000);
+        assert_eq!(source.entries_differing(range, &[]).len(), 3000);
     }
 
     #[test]

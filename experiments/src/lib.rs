@@ -36,6 +36,7 @@ pub mod analysis;
 pub mod balance;
 pub mod consistency;
 pub mod crash;
+pub mod durability;
 pub mod faults;
 pub mod hops;
 pub mod plot;

@@ -13,7 +13,7 @@ use ringkv_sim::Latency;
 use serde::Serialize;
 
 use crate::{
-    balance, consistency, crash, faults, hops, readmix, scaling, staleness, throughput,
+    balance, consistency, crash, durability, faults, hops, readmix, scaling, staleness, throughput,
     ExperimentError, Result,
 };
 
@@ -92,6 +92,10 @@ pub enum Experiment {
     /// survive and the history be linearizable. Not part of [`Experiment::All`]: it starts
     /// `dht` processes (see [`crash`]).
     Crash,
+    /// What a data directory costs: inserts/s with `--data-dir` against memory, side by
+    /// side, and the restart time of a node holding many keys (see [`durability`]). Not
+    /// part of [`Experiment::All`].
+    Durability,
 }
 
 impl Experiment {
@@ -123,6 +127,7 @@ impl Experiment {
             Experiment::ReadMix => "readmix",
             Experiment::All => "all",
             Experiment::Crash => "crash",
+            Experiment::Durability => "durability",
         }
     }
 
@@ -145,7 +150,7 @@ impl FromStr for Experiment {
     fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
         Experiment::EACH
             .iter()
-            .chain([Experiment::All, Experiment::Crash].iter())
+            .chain([Experiment::All, Experiment::Crash, Experiment::Durability].iter())
             .find(|e| e.name() == s)
             .copied()
             .ok_or_else(|| format!("unknown experiment '{s}'"))
@@ -189,6 +194,9 @@ pub struct Options {
     /// latency of the extra wide-area run only (`None` there: [`WAN_LATENCY`]); every other
     /// run of `all` has none.
     pub link_latency: Option<Latency>,
+    /// Durability only: keys loaded into the node whose restart is timed (`None`: 10⁶, or
+    /// 5,000 with `quick`).
+    pub restart_keys: Option<u64>,
 }
 
 /// The link latency of the wide-area run of `dht experiment all`: 1 ms on every
@@ -227,6 +235,7 @@ impl Options {
             histories: false,
             crash: crash::Settings::default(),
             link_latency: None,
+            restart_keys: None,
         }
     }
 
@@ -536,6 +545,7 @@ fn run_one(e: Experiment, options: &Options) -> Result<Vec<Report>> {
         Experiment::Balance => vec![balance::run(options)?],
         Experiment::ReadMix => vec![readmix::run(options)?],
         Experiment::Crash => vec![crash::run(options)?],
+        Experiment::Durability => vec![durability::run(options)?],
         Experiment::All => {
             return Err(ExperimentError(
                 "run_one takes a single experiment, not all".into(),

@@ -174,9 +174,12 @@ pub(crate) fn spawn(
         out: Vec::new(),
         peers: Peers::new(dialer, metrics.clone(), options.peers, filter),
         metrics,
-        storage,
+        storage: storage.map(Arc::new),
         held: Vec::new(),
         unpersisted: Vec::new(),
+        committing: false,
+        failing: false,
+        committed: mpsc::unbounded_channel(),
     };
     let task = tokio::spawn(actor.run(rx, stop_rx, options.drain_grace));
     Running { handle, task, stop }
@@ -191,12 +194,32 @@ struct Actor {
     peers: Peers,
     metrics: Arc<Metrics>,
     /// The data directory, for a durable node.
-    storage: Option<Storage>,
-    /// A durable node's outputs of this turn, carried out once what they depend on is
-    /// on disk (group commit: one transaction per turn).
+    storage: Option<Arc<Storage>>,
+    /// A durable node's outputs not yet handed to the committer: carried out once what
+    /// they depend on is on disk.
     held: Vec<Output>,
-    /// Persists not yet on disk (a write failed; retried first next turn).
+    /// Persists not yet on disk (a write failed; retried first in the next batch).
     unpersisted: Vec<Persist>,
+    /// A batch is being written on a blocking thread. Meanwhile the actor goes on
+    /// handling inputs and holds their outputs, so the next transaction (one `fsync`)
+    /// covers everything that arrived during this one: group commit that grows with load.
+    committing: bool,
+    /// The last write failed (logged once per episode, not per retry).
+    failing: bool,
+    /// Where the committer reports a written batch (sender, receiver).
+    committed: (
+        mpsc::UnboundedSender<Committed>,
+        mpsc::UnboundedReceiver<Committed>,
+    ),
+}
+
+/// A batch the committer has written (or failed to write).
+struct Committed {
+    result: Result<(), crate::storage::StorageError>,
+    /// What was written, kept to retry it if the write failed.
+    batch: Vec<Persist>,
+    /// The outputs that waited on it, in order.
+    rest: Vec<Output>,
 }
 
 impl Actor {
@@ -236,6 +259,9 @@ impl Actor {
                     }
                 }
                 () = &mut sleep, if armed.is_some() => {}
+                Some(done) = self.committed.1.recv(), if self.committing => {
+                    self.on_committed(done);
+                }
             }
         }
         rx.close();
@@ -295,13 +321,13 @@ impl Actor {
         self.out = out;
     }
 
-    /// Write what this turn's inputs persisted in one transaction, then carry out their
-    /// other outputs. If the write fails (disk full), nothing that depends on it goes
-    /// out: sends are dropped (the protocol retries them), and writes are answered
-    /// `storage_failed` instead of acknowledged; reads are still answered.
+    /// Hand what the held outputs persisted to the committer, unless a batch is already
+    /// being written (then they wait for the next one). Outputs of turns that persisted
+    /// nothing go out at once when nothing is in flight; otherwise they too wait, so no
+    /// reply or send overtakes a write it may have observed.
     fn commit(&mut self) {
         let Some(storage) = &self.storage else { return };
-        if self.held.is_empty() && self.unpersisted.is_empty() {
+        if self.committing || (self.held.is_empty() && self.unpersisted.is_empty()) {
             return;
         }
         let held = std::mem::take(&mut self.held);
@@ -312,25 +338,54 @@ impl Actor {
                 other => rest.push(other),
             }
         }
-        let durable = match self.unpersisted.is_empty() {
-            true => Ok(()),
-            false => storage.write(&self.unpersisted),
-        };
-        match durable {
+        if self.unpersisted.is_empty() {
+            for output in rest {
+                self.carry_out_one(output);
+            }
+            return;
+        }
+        let batch = std::mem::take(&mut self.unpersisted);
+        let storage = Arc::clone(storage);
+        let report = self.committed.0.clone();
+        self.committing = true;
+        tokio::task::spawn_blocking(move || {
+            let result = storage.write(&batch);
+            // The actor may have stopped meanwhile; then nothing waits for the outputs.
+            let _ = report.send(Committed {
+                result,
+                batch,
+                rest,
+            });
+        });
+    }
+
+    /// A batch is on disk: carry out the outputs that waited on it. If the write failed
+    /// (disk full), nothing that depends on it goes out: sends are dropped (the protocol
+    /// retries them), and writes are answered `storage_failed` instead of acknowledged;
+    /// reads are still answered. The batch is retried first in the next transaction.
+    fn on_committed(&mut self, done: Committed) {
+        self.committing = false;
+        match done.result {
             Ok(()) => {
-                if !self.unpersisted.is_empty() {
-                    add(&self.metrics.storage.commits, 1);
-                    self.unpersisted.clear();
+                if std::mem::take(&mut self.failing) {
+                    tracing::info!(node = %self.node.me().addr, "the data directory takes writes again");
                 }
-                for output in rest {
+                add(&self.metrics.storage.commits, 1);
+                add(&self.metrics.storage.persists, done.batch.len());
+                for output in done.rest {
                     self.carry_out_one(output);
                 }
             }
             Err(err) => {
                 add(&self.metrics.storage.failures, 1);
-                tracing::error!(node = %self.node.me().addr, %err, "cannot persist; holding back acknowledgements");
+                if !std::mem::replace(&mut self.failing, true) {
+                    tracing::error!(node = %self.node.me().addr, %err, "cannot persist; answering writes storage_failed until the data directory takes writes again");
+                }
+                let mut retry = done.batch;
+                retry.append(&mut self.unpersisted);
+                self.unpersisted = retry;
                 let reason = err.to_string();
-                for output in rest {
+                for output in done.rest {
                     match output {
                         Output::Reply { id, reply } => {
                             let reply = match reply {

@@ -34,8 +34,12 @@ const BUCKET_SLOTS: usize = BUCKETS_US.len() + 1;
 /// Data-directory counters (durable nodes).
 #[derive(Debug, Default)]
 pub struct StorageCounters {
-    /// Transactions committed (one per actor turn that persisted anything).
+    /// Transactions committed (one per batch: everything persisted while the previous
+    /// transaction was being written).
     pub commits: AtomicU64,
+    /// Persist outputs (a turn's store changes and identity) those transactions carried;
+    /// persists / commits is the mean group-commit size.
+    pub persists: AtomicU64,
     /// Transactions that failed (disk full, IO error).
     pub failures: AtomicU64,
     /// Sends held back because what they depended on could not be persisted.
@@ -213,6 +217,11 @@ impl Metrics {
                 "ringkv_storage_commits_total",
                 "Data-directory transactions committed.",
                 &self.storage.commits,
+            ),
+            (
+                "ringkv_storage_persists_total",
+                "Persist outputs written by those transactions (persists / commits: the mean batch).",
+                &self.storage.persists,
             ),
             (
                 "ringkv_storage_failures_total",

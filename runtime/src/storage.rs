@@ -7,6 +7,8 @@
 //! the unit the actor's group commit batches writes into.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use redb::{Database, ReadableTable, TableDefinition};
 use ringkv_core::{DiskMeta, Entry, Persist, Recovered};
@@ -64,9 +66,15 @@ pub enum StorageError {
 
 /// An open data directory.
 pub struct Storage {
-    db: Database,
+    /// `None` after a failed write: redb refuses every later transaction once one hit an
+    /// IO error, so the next write reopens the file (its last commit is intact).
+    db: Mutex<Option<Database>>,
     path: PathBuf,
 }
+
+/// How long a write that fails again waits before reporting, so that a full disk costs
+/// a retry every so often rather than a busy loop of reopen attempts.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 impl std::fmt::Debug for Storage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -83,21 +91,11 @@ impl Storage {
             path: path.clone(),
             source: Box::new(redb::Error::Io(e)),
         })?;
-        // redb asserts on some damaged files (a truncated one) instead of returning an
-        // error: a damaged data directory must be an error naming the file, not a crash.
-        let opened = std::panic::catch_unwind(|| Database::create(&path));
-        let db = match opened {
-            Ok(db) => db.map_err(|e| classify_open(&path, e.into()))?,
-            Err(panic) => {
-                let reason = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "the storage engine could not read it".into());
-                return Err(StorageError::Corrupt { path, reason });
-            }
+        let db = open_db(&path)?;
+        let storage = Storage {
+            db: Mutex::new(Some(db)),
+            path,
         };
-        let storage = Storage { db, path };
         let recovered = storage.read_all()?;
         if let Some(meta) = &recovered.meta {
             if meta.addr != addr {
@@ -121,7 +119,14 @@ impl Storage {
             path: self.path.clone(),
             reason,
         };
-        let txn = self.db.begin_read().map_err(|e| corrupt(e.to_string()))?;
+        let guard = self
+            .db
+            .lock()
+            .map_err(|_| corrupt("poisoned lock".into()))?;
+        let db = guard
+            .as_ref()
+            .ok_or_else(|| corrupt("the database is not open".into()))?;
+        let txn = db.begin_read().map_err(|e| corrupt(e.to_string()))?;
         let mut recovered = Recovered::default();
         match txn.open_table(META) {
             Ok(table) => {
@@ -149,13 +154,47 @@ impl Storage {
         Ok(recovered)
     }
 
-    /// Make `batch` durable in one transaction (one `fsync`), in order.
+    /// Make `batch` durable in one transaction (one `fsync`), in order. After a failure
+    /// the file is reopened by the next call; a call that fails while the previous one
+    /// failed too pauses briefly first.
     pub fn write(&self, batch: &[Persist]) -> Result<(), StorageError> {
-        let fail = |reason: String| StorageError::Write {
+        let mut guard = self.db.lock().map_err(|_| StorageError::Write {
             path: self.path.clone(),
+            reason: "poisoned lock".into(),
+        })?;
+        let retrying = guard.is_none();
+        let db = match guard.take() {
+            Some(db) => db,
+            None => match open_db(&self.path) {
+                Ok(db) => db,
+                Err(err) => {
+                    std::thread::sleep(RETRY_PAUSE);
+                    return Err(StorageError::Write {
+                        path: self.path.clone(),
+                        reason: err.to_string(),
+                    });
+                }
+            },
+        };
+        let written = Self::write_in(&db, &self.path, batch);
+        match written {
+            Ok(()) => *guard = Some(db),
+            Err(_) => {
+                drop(db);
+                if retrying {
+                    std::thread::sleep(RETRY_PAUSE);
+                }
+            }
+        }
+        written
+    }
+
+    fn write_in(db: &Database, path: &Path, batch: &[Persist]) -> Result<(), StorageError> {
+        let fail = |reason: String| StorageError::Write {
+            path: path.to_path_buf(),
             reason,
         };
-        let txn = self.db.begin_write().map_err(|e| fail(e.to_string()))?;
+        let txn = db.begin_write().map_err(|e| fail(e.to_string()))?;
         {
             let mut entries = txn.open_table(ENTRIES).map_err(|e| fail(e.to_string()))?;
             let mut meta_table = txn.open_table(META).map_err(|e| fail(e.to_string()))?;
@@ -190,6 +229,26 @@ impl Storage {
             }
         }
         txn.commit().map_err(|e| fail(e.to_string()))
+    }
+}
+
+/// Open (or create) the database file. redb asserts on some damaged files (a truncated
+/// one) instead of returning an error: a damaged data directory must be an error naming
+/// the file, not a crash.
+fn open_db(path: &Path) -> Result<Database, StorageError> {
+    match std::panic::catch_unwind(|| Database::create(path)) {
+        Ok(db) => db.map_err(|e| classify_open(path, e.into())),
+        Err(panic) => {
+            let reason = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "the storage engine could not read it".into());
+            Err(StorageError::Corrupt {
+                path: path.to_path_buf(),
+                reason,
+            })
+        }
     }
 }
 

@@ -266,10 +266,15 @@ mod tests {
                 resync: true,
                 term: 2,
             }),
-            Message::Fetch { epoch: 3, range },
+            Message::Fetch {
+                epoch: 3,
+                range,
+                have: Vec::new(),
+            },
             Message::Fetch {
                 epoch: 4,
                 range: Range::All,
+                have: vec![7; ringkv_core::store::FETCH_BUCKETS],
             },
             Message::Snapshot {
                 epoch: 3,

@@ -322,6 +322,8 @@ pub struct NetStats {
     pub vanished: u64,
     /// Messages to an address no simulated node has.
     pub unroutable: u64,
+    /// Entries carried by delivered hand-over snapshots (keys moved when the ring changed).
+    pub snapshot_entries: u64,
 }
 
 /// The network: settings, partitions and the random stream behind every draw.

@@ -99,6 +99,9 @@ pub struct Summary {
     pub messages_vanished: u64,
     /// Messages a node refused (stale epoch, not a member, …).
     pub messages_rejected: u64,
+    /// Entries carried by delivered hand-over snapshots: keys moved when the ring changed
+    /// (a node back from its disk is sent only the buckets it differs in).
+    pub snapshot_entries: u64,
 
     /// Crashes applied.
     pub crashes: u64,
@@ -329,6 +332,7 @@ impl fmt::Display for Summary {
             "vanished / rejected",
             format!("{} / {}", self.messages_vanished, self.messages_rejected),
         )?;
+        row(f, "snapshot entries", self.snapshot_entries.to_string())?;
         writeln!(f, "faults")?;
         row(
             f,

@@ -18,13 +18,18 @@ pub struct Proc {
 
 impl Proc {
     pub fn start(args: &[&str]) -> Proc {
-        let mut child = Command::new(DHT)
+        let mut command = Command::new(DHT);
+        command
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dht starts");
+            .stderr(Stdio::null());
+        Proc::spawn(command)
+    }
+
+    /// Run `command` (whose stdout must be piped) as a `dht` process.
+    pub fn spawn(mut command: Command) -> Proc {
+        let mut child = command.spawn().expect("dht starts");
         let stdout: ChildStdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
         thread::spawn(move || {

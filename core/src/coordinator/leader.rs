@@ -300,6 +300,15 @@ impl Leader {
         if dir.ring.contains(node.id) && dir.incarnations.get(&node.id) == Some(&incarnation) {
             return; // a duplicate of a request already carried out
         }
+        let cb = &sh.comeback;
+        if cb.holds(out.now) && !cb.members.contains(&node.id) && node.id != sh.me.id {
+            // The ring is coming back from its disks and the members that restarted with
+            // this leader, which hold the only copies of some keys, are not all back (or
+            // their pushes have not landed). A node new to the ring would take over key
+            // ranges now and fetch nothing for them: it asks again every heartbeat, and
+            // is let in once they are back.
+            return;
+        }
         if self.requested.len() >= sh.limits.incarnations_max
             && !self.requested.contains_key(&node.id)
         {

@@ -172,6 +172,7 @@ impl Simulation {
             messages_held: net.held,
             messages_vanished: net.vanished,
             messages_rejected: c.rejected,
+            snapshot_entries: net.snapshot_entries,
             crashes: c.crashes,
             restarts: c.restarts,
             rejoins_refused: c.rejoins_refused,

@@ -376,6 +376,9 @@ impl Simulation {
         match self.net.on_arrival(self.now, from, to) {
             Ok(()) => {
                 self.net.stats.delivered += 1;
+                if let ringkv_core::Message::Snapshot { entries, .. } = &envelope.msg {
+                    self.net.stats.snapshot_entries += entries.len() as u64;
+                }
                 self.handle(to, Input::Message(*envelope));
             }
             Err(Some(delay_ns)) => self.schedule_delivery(delay_ns, from, to, envelope),

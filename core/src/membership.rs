@@ -38,6 +38,9 @@ struct Preparing {
     /// decided the change with its group, so the commit grants a lease from then (a
     /// node that just joined serves at once rather than after its first heartbeat).
     ready_at: Option<crate::Time>,
+    /// Fetched entries of keys this node already serves, taken only once the change is
+    /// committed (see [`Membership::defer`]).
+    deferred: Vec<(String, crate::Entry)>,
 }
 
 /// The member side of membership changes.
@@ -407,6 +410,7 @@ impl Membership {
             sources: sources.clone(),
             ready: false,
             ready_at: None,
+            deferred: Vec::new(),
         });
         // A node back from its disk says what it holds, and is sent only what it missed.
         let have = match sh.comeback.leftovers {
@@ -415,6 +419,28 @@ impl Membership {
         };
         if ho.start_fetch(out, epoch, fetching, &sources, have) {
             self.mark_ready(sh, out);
+        }
+    }
+
+    /// Keep a fetched entry of a key this node already serves until the change being
+    /// prepared (epoch `epoch`) commits. Under chain replication a member whose
+    /// predecessor changes fetches again from it; that predecessor may hold writes its
+    /// chain never committed, and a tail that took them now would serve them at once,
+    /// before the change is decided, though it may never be (a leader cut off from its
+    /// group prepares changes it cannot decide). Returns the entry if nothing is being
+    /// prepared for `epoch`.
+    pub(crate) fn defer(
+        &mut self,
+        epoch: u64,
+        key: String,
+        entry: crate::Entry,
+    ) -> Option<(String, crate::Entry)> {
+        match &mut self.preparing {
+            Some(p) if p.view.epoch == epoch => {
+                p.deferred.push((key, entry));
+                None
+            }
+            _ => Some((key, entry)),
         }
     }
 
@@ -495,6 +521,11 @@ impl Membership {
         }
         let keep = sh.responsibility();
         sh.store.retain_range(keep);
+        for (key, entry) in p.deferred {
+            if keep.contains(crate::Id::of_key(&key)) {
+                ho.apply(sh, out, &key, entry);
+            }
+        }
         ho.ack_when_handed_over(sh, out, epoch);
         self.repair_if_source_failed(sh, ho, out, epoch, (fetching, &sources), failed);
         if sh.phase == Phase::Joining {

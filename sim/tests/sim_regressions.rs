@@ -214,3 +214,53 @@ fn a_node_restarted_during_its_own_join_gets_in() {
     config.think_ns = 5_000_000;
     assert_passes(config);
 }
+
+/// With a 1.2 s failure timeout and a 4 s partition that cut off the leader's side: a
+/// chain member whose predecessor changed fetched again from it while the cut-off leader
+/// prepared a change it could never decide, and, being the key's tail, served at once the
+/// write its new source held but the chain never committed; the ring went on without
+/// that write. Fetched entries of keys a member already serves now wait for the commit.
+#[test]
+fn a_tail_takes_refetched_entries_only_once_the_change_commits() {
+    let mut config = reproducer(
+        3444,
+        Consistency::Chain,
+        false,
+        false,
+        &[
+            "partition:0,2,5,7@91117864ns..4091117864ns",
+            "crash:6@126283330ns",
+            "restart:6@326283330ns",
+            "crash:9@519156724ns",
+            "depart:2@673531866ns",
+            "restart:9@719156724ns",
+        ],
+    );
+    config.failure_timeout_ns = Some(1_200_000_000);
+    config.clock_drift_per_mille = 20;
+    assert_passes(config);
+}
+
+/// With a 1.2 s failure timeout: a member cut off by a 4 s partition was removed; after
+/// the heal the leader answered its heartbeat with a lease before it told it of the
+/// removal, and the node, still the tail in its old view, answered a read with a value
+/// the ring had overwritten. Leases now go to members of the ring only.
+#[test]
+fn a_removed_member_gets_no_lease() {
+    let mut config = reproducer(
+        8839,
+        Consistency::Chain,
+        false,
+        false,
+        &[
+            "partition:3,8,9@89992651ns..4089992651ns",
+            "join@535337219ns",
+            "depart:1@731676758ns",
+            "join@845506815ns",
+        ],
+    );
+    config.failure_timeout_ns = Some(1_200_000_000);
+    config.clock_drift_per_mille = 20;
+    config.disks = true;
+    assert_passes(config);
+}

@@ -148,8 +148,12 @@ impl Coordination {
         preparing: Option<u64>,
         sent: Time,
     ) {
-        let lease = self.may_grant_leases(sh, out.now).then_some(sent);
         let dir = self.group.dir();
+        // Only a member of the ring gets a lease: a node the ring removed while it was cut
+        // off still holds its old view, in which it may be the tail of keys whose chains
+        // have moved on, and it learns of its removal only after this answer.
+        let lease =
+            (self.may_grant_leases(sh, out.now) && dir.ring.contains(from.id)).then_some(sent);
         match &mut self.leader {
             Some(leader) => {
                 leader.on_heartbeat(dir, out, from, preparing);

@@ -558,7 +558,11 @@ impl Membership {
         failed: &[NodeRef],
     ) {
         let chain = sh.config.consistency.is_chain();
-        if !chain || fetching == Range::Empty || !sources.iter().any(|s| failed.contains(s)) {
+        // A straggler (named failed itself: the change committed without it) may have
+        // missed forwards as surely as a node whose source failed.
+        let straggler = failed.contains(&sh.me);
+        let doubt = straggler || sources.iter().any(|s| failed.contains(s));
+        if !chain || fetching == Range::Empty || !doubt {
             return;
         }
         let source = sh

@@ -264,3 +264,31 @@ fn a_removed_member_gets_no_lease() {
     config.disks = true;
     assert_passes(config);
 }
+
+/// With a 1.2 s failure timeout (CRAQ, a 4 s partition): a node cut off in the middle of
+/// the change that made it a key's new tail missed the old tail's hand-over forward of a
+/// write the old tail had acknowledged; the old tail then crashed, but sat in a run of k
+/// silent members, which is kept. After the heal the leader sent the straggler the
+/// commit with no failed source, and it served tail reads without the write. A
+/// straggler's commit now names the straggler itself failed, and it fetches again from
+/// its nearest predecessor before it serves.
+#[test]
+fn a_straggler_fetches_again_before_it_serves() {
+    let mut config = reproducer(
+        3166,
+        Consistency::Craq,
+        false,
+        false,
+        &[
+            "join@20841435ns",
+            "depart:1@33488817ns",
+            "depart:2@101751058ns",
+            "partition:2,3,7@188739041ns..4188739041ns",
+            "crash:4@869762275ns",
+        ],
+    );
+    config.failure_timeout_ns = Some(1_200_000_000);
+    config.clock_drift_per_mille = 20;
+    config.disks = true;
+    assert_passes(config);
+}

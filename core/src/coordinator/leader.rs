@@ -273,7 +273,10 @@ impl Leader {
             return;
         }
         if epoch == dir.epoch {
-            let failed = Vec::new();
+            // The change went on without it (it was silent): hand-over forwards meant for
+            // it may be lost and its sources gone since, so it is named failed itself and
+            // fetches again from its nearest predecessor before it serves as a tail.
+            let failed = vec![from.clone()];
             out.send(
                 from,
                 Message::Commit {

@@ -43,6 +43,15 @@ fn reproducer(
     }
 }
 
+/// `config` with the 1.2 s failure timeout and the sweeps' 2% clock drift, with or
+/// without disks.
+fn at_fast_timeout(mut config: SimConfig, disks: bool) -> SimConfig {
+    config.failure_timeout_ns = Some(1_200_000_000);
+    config.clock_drift_per_mille = 20;
+    config.disks = disks;
+    config
+}
+
 fn assert_passes(config: SimConfig) {
     let report = check_run(&config, &CheckOptions::default());
     assert!(
@@ -222,7 +231,7 @@ fn a_node_restarted_during_its_own_join_gets_in() {
 /// that write. Fetched entries of keys a member already serves now wait for the commit.
 #[test]
 fn a_tail_takes_refetched_entries_only_once_the_change_commits() {
-    let mut config = reproducer(
+    let config = reproducer(
         3444,
         Consistency::Chain,
         false,
@@ -236,9 +245,7 @@ fn a_tail_takes_refetched_entries_only_once_the_change_commits() {
             "restart:9@719156724ns",
         ],
     );
-    config.failure_timeout_ns = Some(1_200_000_000);
-    config.clock_drift_per_mille = 20;
-    assert_passes(config);
+    assert_passes(at_fast_timeout(config, false));
 }
 
 /// With a 1.2 s failure timeout: a member cut off by a 4 s partition was removed; after
@@ -247,7 +254,7 @@ fn a_tail_takes_refetched_entries_only_once_the_change_commits() {
 /// the ring had overwritten. Leases now go to members of the ring only.
 #[test]
 fn a_removed_member_gets_no_lease() {
-    let mut config = reproducer(
+    let config = reproducer(
         8839,
         Consistency::Chain,
         false,
@@ -259,10 +266,7 @@ fn a_removed_member_gets_no_lease() {
             "join@845506815ns",
         ],
     );
-    config.failure_timeout_ns = Some(1_200_000_000);
-    config.clock_drift_per_mille = 20;
-    config.disks = true;
-    assert_passes(config);
+    assert_passes(at_fast_timeout(config, true));
 }
 
 /// With a 1.2 s failure timeout (CRAQ, a 4 s partition): a node cut off in the middle of
@@ -274,7 +278,7 @@ fn a_removed_member_gets_no_lease() {
 /// its nearest predecessor before it serves.
 #[test]
 fn a_straggler_fetches_again_before_it_serves() {
-    let mut config = reproducer(
+    let config = reproducer(
         3166,
         Consistency::Craq,
         false,
@@ -287,8 +291,5 @@ fn a_straggler_fetches_again_before_it_serves() {
             "crash:4@869762275ns",
         ],
     );
-    config.failure_timeout_ns = Some(1_200_000_000);
-    config.clock_drift_per_mille = 20;
-    config.disks = true;
-    assert_passes(config);
+    assert_passes(at_fast_timeout(config, true));
 }

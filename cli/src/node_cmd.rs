@@ -533,7 +533,6 @@ async fn join_with_retries(server: &NodeServer) -> Result<(), String> {
     Err(last)
 }
 
-/// Resolve on SIGINT or SIGTERM. A second signal exits at once.
 /// A durable node that hits a file-size limit (`ulimit -f`, a quota) must report the
 /// failed write and keep serving reads, not die of SIGXFSZ, whose default action ends the
 /// process (PostgreSQL ignores it for the same reason). Listening for the signal replaces
@@ -559,6 +558,7 @@ fn survive_file_size_limit(data_dir: Option<&std::path::Path>) {
     let _ = data_dir;
 }
 
+/// Resolve on SIGINT or SIGTERM. A second signal exits at once.
 async fn shutdown_signal() {
     wait_signal().await;
     tokio::spawn(async {

@@ -350,6 +350,10 @@ impl Handover {
         if sources.is_empty() {
             return true;
         }
+        for source in sources {
+            let have = have.clone();
+            out.send(source, Message::Fetch { epoch, range, have });
+        }
         self.fetch = Some(Fetch {
             epoch,
             range,
@@ -359,12 +363,6 @@ impl Handover {
             marks: BTreeMap::new(),
             have,
         });
-        if let Some(f) = &self.fetch {
-            for source in sources {
-                let have = f.have.clone();
-                out.send(source, Message::Fetch { epoch, range, have });
-            }
-        }
         false
     }
 

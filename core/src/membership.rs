@@ -39,7 +39,7 @@ struct Preparing {
     /// node that just joined serves at once rather than after its first heartbeat).
     ready_at: Option<crate::Time>,
     /// Fetched entries of keys this node already serves, taken only once the change is
-    /// committed (see [`Membership::defer`]).
+    /// committed (see [`Membership::take_fetched`]).
     deferred: Vec<(String, crate::Entry)>,
 }
 
@@ -422,25 +422,33 @@ impl Membership {
         }
     }
 
-    /// Keep a fetched entry of a key this node already serves until the change being
-    /// prepared (epoch `epoch`) commits. Under chain replication a member whose
-    /// predecessor changes fetches again from it; that predecessor may hold writes its
-    /// chain never committed, and a tail that took them now would serve them at once,
-    /// before the change is decided, though it may never be (a leader cut off from its
-    /// group prepares changes it cannot decide). Returns the entry if nothing is being
-    /// prepared for `epoch`.
-    pub(crate) fn defer(
+    /// Store what a fetch for change `epoch` brought. Under chain replication the
+    /// entries of keys this node already serves wait until that change commits: a member
+    /// whose predecessor changes fetches again from it, and that predecessor may hold
+    /// writes its chain never committed; a tail that took them now would serve them at
+    /// once, before the change is decided, though it may never be (a leader cut off from
+    /// its group prepares changes it cannot decide).
+    pub(crate) fn take_fetched(
         &mut self,
+        sh: &mut Shared,
+        ho: &mut Handover,
+        out: &mut Out,
         epoch: u64,
-        key: String,
-        entry: crate::Entry,
-    ) -> Option<(String, crate::Entry)> {
-        match &mut self.preparing {
-            Some(p) if p.view.epoch == epoch => {
-                p.deferred.push((key, entry));
-                None
+        entries: impl IntoIterator<Item = (String, crate::Entry)>,
+    ) {
+        let chain = sh.config.consistency.is_chain();
+        let serving = sh.responsibility();
+        let mut waiting = match &mut self.preparing {
+            Some(p) if chain && sh.is_member() && p.view.epoch == epoch => Some(&mut p.deferred),
+            _ => None,
+        };
+        for (key, entry) in entries {
+            match &mut waiting {
+                Some(deferred) if serving.contains(crate::Id::of_key(&key)) => {
+                    deferred.push((key, entry));
+                }
+                _ => ho.apply(sh, out, &key, entry),
             }
-            _ => Some((key, entry)),
         }
     }
 

@@ -915,22 +915,8 @@ impl Node {
                 .on_snapshot(consistency, from, epoch, chunk, chunks, entries)?;
         if let Some(entries) = fetched {
             let (sh, out) = (&mut self.shared, &mut self.out);
-            // Keys this chain member already serves take the fetched versions only once
-            // the change commits (see `Membership::defer`).
-            let serving =
-                (sh.config.consistency.is_chain() && sh.is_member() && epoch > sh.view.epoch)
-                    .then(|| sh.responsibility());
-            for (key, entry) in entries {
-                let now = match serving {
-                    Some(r) if r.contains(crate::Id::of_key(&key)) => {
-                        self.membership.defer(epoch, key, entry)
-                    }
-                    _ => Some((key, entry)),
-                };
-                if let Some((key, entry)) = now {
-                    self.handover.apply(sh, out, &key, entry);
-                }
-            }
+            self.membership
+                .take_fetched(sh, &mut self.handover, out, epoch, entries);
             // A repair fetch, for the view installed (see `Membership::on_commit`), ends
             // doubt; a fetch for a view being prepared does not.
             if epoch <= sh.view.epoch {

@@ -290,12 +290,18 @@ impl Store {
     /// Fetch digests of the entries in `range`: [`FETCH_BUCKETS`] wrapping sums of the
     /// entries' hashes (key and version), by key id.
     pub fn fetch_digests(&self, range: Range) -> Vec<u64> {
-        let mut d = vec![0u64; FETCH_BUCKETS];
+        self.bucket_sums(range, FETCH_BUCKETS)
+    }
+
+    /// Wrapping sums of the hashes (key and version) of the entries in `range`, in
+    /// `buckets` buckets by key id: order does not matter.
+    fn bucket_sums(&self, range: Range, buckets: usize) -> Vec<u64> {
+        let mut d = vec![0u64; buckets];
         if range == Range::Empty {
             return d;
         }
         for (key, slot) in self.slots_in(range) {
-            let b = fetch_bucket(slot.id_prefix);
+            let b = bucket(slot.id_prefix, buckets);
             d[b] = d[b].wrapping_add(entry_hash(key, &slot.entry));
         }
         d
@@ -308,13 +314,13 @@ impl Store {
         if theirs.len() != FETCH_BUCKETS {
             return self.entries_in(range);
         }
-        let mine = self.fetch_digests(range);
         if range == Range::Empty {
             return Vec::new();
         }
+        let mine = self.fetch_digests(range);
         self.slots_in(range)
             .filter(|(_, s)| {
-                let b = fetch_bucket(s.id_prefix);
+                let b = bucket(s.id_prefix, FETCH_BUCKETS);
                 mine[b] != theirs[b]
             })
             .map(|(k, s)| (k.to_string(), s.entry.clone()))
@@ -371,11 +377,7 @@ impl Store {
         if let Some(d) = self.digests.get(&(from, to)) {
             return d.clone();
         }
-        let mut d = vec![0u64; DIGEST_BUCKETS];
-        for (key, slot) in self.slots_in(Range::Interval { from, to }) {
-            let b = prefix_bucket(slot.id_prefix);
-            d[b] = d[b].wrapping_add(entry_hash(key, &slot.entry));
-        }
+        let d = self.bucket_sums(Range::Interval { from, to }, DIGEST_BUCKETS);
         if self.digests.len() >= DIGEST_CACHE_MAX {
             self.digests.clear();
         }
@@ -523,12 +525,12 @@ pub fn digest_bucket(id: Id) -> usize {
 
 /// The digest bucket of a key whose id starts with `prefix`.
 fn prefix_bucket(prefix: u64) -> usize {
-    (prefix % DIGEST_BUCKETS as u64) as usize
+    bucket(prefix, DIGEST_BUCKETS)
 }
 
-/// The fetch bucket of a key whose id starts with `prefix`.
-fn fetch_bucket(prefix: u64) -> usize {
-    (prefix % FETCH_BUCKETS as u64) as usize
+/// The bucket, of `buckets`, of a key whose id starts with `prefix`.
+fn bucket(prefix: u64, buckets: usize) -> usize {
+    (prefix % buckets as u64) as usize
 }
 
 /// FNV-1a over the key and its version: stable across processes and Rust releases.

@@ -293,6 +293,7 @@ impl Membership {
             return Err(Rejected::not_member("prepare", from, sh.phase));
         }
         let epoch = prepare.view.epoch;
+        self.commit_if_decided(sh, ho, out, from, &prepare)?;
         // Epochs only grow: a prepare older than the view installed or being prepared is
         // a late duplicate, and taking it would drop the newer change.
         let newest = self
@@ -334,6 +335,41 @@ impl Membership {
         }
         self.start_preparing(sh, ho, out, prepare);
         Ok(())
+    }
+
+    /// A prepare that says the change this node is still prepared for was decided: that
+    /// change went on without this node (its commit was lost or is late, say behind a
+    /// partition), and the coordinator plans the next one on the view it installed. Take
+    /// the commit it missed first, as the straggler's commit it would be sent on its next
+    /// heartbeat (named failed itself, so it fetches again before it serves as a tail).
+    /// Preparing the next change from the older installed view instead would drop what
+    /// this node fetched for the decided one, which the next change's sources count on:
+    /// it may hold the only copy left of those keys.
+    fn commit_if_decided(
+        &mut self,
+        sh: &mut Shared,
+        ho: &mut Handover,
+        out: &mut Out,
+        from: &NodeRef,
+        prepare: &Prepare,
+    ) -> Result<(), Rejected> {
+        let missed = self.preparing.as_ref().is_some_and(|p| {
+            p.ready
+                && p.view.ring_size > 0
+                && p.view.epoch == prepare.decided
+                && p.view.epoch < prepare.view.epoch
+        });
+        if !missed || !sh.is_member() {
+            return Ok(());
+        }
+        let failed = [sh.me.clone()];
+        let commit = CommitOrder {
+            epoch: prepare.decided,
+            failed: &failed,
+            term: prepare.term,
+            hold_leases: true,
+        };
+        self.on_commit(sh, ho, out, from, commit)
     }
 
     /// Take `prepare` (checked, and newer than anything here) as the view to prepare.

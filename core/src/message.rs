@@ -113,6 +113,12 @@ pub struct Prepare {
     /// The coordinator's term (see `Message::Commit`).
     #[serde(default)]
     pub term: u64,
+    /// The epoch of the last change the coordinator's group decided when this was sent.
+    /// A node still prepared for that change missed its commit (the change went on
+    /// without it); it commits it before it prepares this one, so it keeps what it
+    /// fetched for it: the sources of this change count on that.
+    #[serde(default)]
+    pub decided: u64,
 }
 
 impl Prepare {
@@ -147,6 +153,8 @@ struct PrepareWire {
     resync: bool,
     #[serde(default)]
     term: u64,
+    #[serde(default)]
+    decided: u64,
 }
 
 impl TryFrom<PrepareWire> for Prepare {
@@ -159,6 +167,7 @@ impl TryFrom<PrepareWire> for Prepare {
             fingers: w.fingers,
             resync: w.resync,
             term: w.term,
+            decided: w.decided,
         };
         prepare.check()?;
         Ok(prepare)

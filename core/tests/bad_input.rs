@@ -265,6 +265,7 @@ fn a_malformed_prepare_is_refused_and_never_installed() {
         fingers: None,
         resync: false,
         term: 1,
+        decided: 0,
     };
     let from_coordinator = |msg| Envelope {
         from: NodeRef::new(&addr(0)),

@@ -265,6 +265,7 @@ mod tests {
                 fingers: Some(vec![node(9); ringkv_core::id::ID_BITS]),
                 resync: true,
                 term: 2,
+                decided: 2 << 32,
             }),
             Message::Fetch {
                 epoch: 3,

@@ -293,3 +293,29 @@ fn a_straggler_fetches_again_before_it_serves() {
     );
     assert_passes(at_fast_timeout(config, true));
 }
+
+/// With a 1.2 s failure timeout (CRAQ, two overlapping 4 s partitions): a node prepared
+/// for a change that made it a key's second replica (it had fetched the key) missed the
+/// change's commit behind the partition. After the heal the leader removed the key's
+/// other two replicas, and its prepare reached the node before the straggler's commit:
+/// the node prepared the removal from its older installed view, dropped what it had
+/// fetched, and the key's only copy was gone. A prepare now says which change was
+/// decided, and a node still prepared for it commits it first.
+#[test]
+fn a_straggler_commits_the_decided_change_before_it_prepares_the_next() {
+    let config = reproducer(
+        7818,
+        Consistency::Craq,
+        false,
+        false,
+        &[
+            "depart:5@68064323ns",
+            "join@101932733ns",
+            "depart:2@209459710ns",
+            "join@263124050ns",
+            "partition:0,1,9@769858382ns..4769858382ns",
+            "partition:4,6,8,9@883183088ns..4883183088ns",
+        ],
+    );
+    assert_passes(at_fast_timeout(config, true));
+}

@@ -692,12 +692,16 @@ impl Leader {
             }
             _ => Vec::new(),
         };
+        let decided = dir.epoch;
         let plan = Plan::new(&mut dir.ring, &change, &gone, shape(sh, epoch));
         let term = self.term;
         let prepares: Vec<(NodeRef, Message)> = plan
             .prepares
             .into_iter()
-            .map(|(n, p)| (n, Message::Prepare(Prepare { term, ..p })))
+            .map(|(n, p)| {
+                let prepare = Prepare { term, decided, ..p };
+                (n, Message::Prepare(prepare))
+            })
             .collect();
         self.current = Some(InFlight {
             change,

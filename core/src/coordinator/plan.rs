@@ -198,6 +198,7 @@ fn prepare_for(next: &Ring, change: &Change, node: &NodeRef, shape: Shape) -> Pr
         fingers,
         resync: matches!(change, Change::Remove(_)),
         term: 0,
+        decided: 0,
     }
 }
 

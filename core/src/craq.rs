@@ -40,6 +40,7 @@ use crate::api::{RequestError, Response};
 use crate::id::{in_open_closed, Id};
 use crate::message::{Message, NodeRef, Origin};
 use crate::out::Out;
+use crate::replication::answer_read;
 use crate::shared::Shared;
 use crate::store::{Entry, Version};
 
@@ -94,7 +95,9 @@ impl Craq {
         sh: &Shared,
         out: &mut Out,
         from: &NodeRef,
-        (origin, key, hops, epoch): (Origin, String, u32, u64),
+        // The asker's epoch guarded the answer it took its clean mark from; a clean mark
+        // is checked against the asker's view when it arrives instead.
+        (origin, key, hops, _epoch): (Origin, String, u32, u64),
     ) {
         let key_id = Id::of_key(&key);
         let node = sh.addr();
@@ -106,19 +109,22 @@ impl Craq {
         if !sh.holds_lease(out.now) {
             return out.respond(Some(origin), Err(RequestError::LeaseExpired { node }));
         }
-        let entry = sh.store.get(&key).cloned();
-        let answer = Message::VersionAnswer {
-            origin,
-            key,
-            entry,
-            hops,
-            epoch,
+        // The tail answers the client itself, as a chain tail serves a read: one message
+        // delay fewer than handing its entry back to the replica that asked. The
+        // replica still learns which version is committed, so its copy turns clean when
+        // it stores that version.
+        let version = sh.store.get(&key).map(|e| e.version);
+        let clean = Message::CraqClean {
+            key: key.clone(),
+            version,
         };
-        out.send(from, answer);
+        out.send(from, clean);
+        answer_read(sh, out, Some(origin), &key, hops);
     }
 
-    /// The tail answered a version query: answer the client with its entry, and mark
-    /// this replica's copy clean if it is that same version.
+    /// A tail of an earlier release answered a version query through this replica (a
+    /// tail now answers the client itself, see `on_query`): answer the client with its
+    /// entry, and mark this replica's copy clean if it is that same version.
     pub(crate) fn on_answer(
         &mut self,
         sh: &Shared,
@@ -144,8 +150,14 @@ impl Craq {
     }
 
     /// The key's tail committed `version`.
-    pub(crate) fn on_clean(&mut self, sh: &Shared, from: &NodeRef, key: String, version: Version) {
-        self.confirm(sh, from, &key, Some(version));
+    pub(crate) fn on_clean(
+        &mut self,
+        sh: &Shared,
+        from: &NodeRef,
+        key: String,
+        version: Option<Version>,
+    ) {
+        self.confirm(sh, from, &key, version);
     }
 
     /// `from` says it has committed `version` of `key` (`None`: no entry): a clean mark,
@@ -197,7 +209,7 @@ pub(crate) fn announce_clean(sh: &Shared, out: &mut Out, key: &str) {
     for to in sh.view.preds.iter().take(others) {
         let msg = Message::CraqClean {
             key: key.to_string(),
-            version,
+            version: Some(version),
         };
         out.send(to, msg);
     }
@@ -355,19 +367,19 @@ mod tests {
         sh.store.apply(0, &key, entry(1));
         let o = out(&sh.me);
         assert!(!craq.is_clean(&sh, o.now, &key), "nothing confirmed yet");
-        craq.on_clean(&sh, &ring[2], key.clone(), entry(1).version);
+        craq.on_clean(&sh, &ring[2], key.clone(), Some(entry(1).version));
         assert!(
             !craq.is_clean(&sh, o.now, &key),
             "the head does not confirm"
         );
-        craq.on_clean(&sh, &tail, key.clone(), entry(1).version);
+        craq.on_clean(&sh, &tail, key.clone(), Some(entry(1).version));
         assert!(craq.is_clean(&sh, o.now, &key));
         sh.store.apply(0, &key, entry(2));
         assert!(
             !craq.is_clean(&sh, o.now, &key),
             "a newer write makes it dirty"
         );
-        craq.on_clean(&sh, &tail, key.clone(), entry(2).version);
+        craq.on_clean(&sh, &tail, key.clone(), Some(entry(2).version));
         assert!(craq.is_clean(&sh, o.now, &key));
         sh.view.epoch += 1;
         assert!(
@@ -375,7 +387,7 @@ mod tests {
             "a new view drops the marks"
         );
         assert_eq!(craq.marks(), 0);
-        craq.on_clean(&sh, &tail, key.clone(), entry(2).version);
+        craq.on_clean(&sh, &tail, key.clone(), Some(entry(2).version));
         sh.unsure = true;
         assert!(
             !craq.is_clean(&sh, o.now, &key),
@@ -407,7 +419,7 @@ mod tests {
             _ => false,
         });
         assert!(asked, "{sent:?}");
-        craq.on_clean(&sh, &tail, key.clone(), entry(1).version);
+        craq.on_clean(&sh, &tail, key.clone(), Some(entry(1).version));
         craq.read(&sh, &mut o, Some(origin), key.clone(), 1);
         let mut sent = Vec::new();
         o.drain_into(&mut sent);
@@ -437,8 +449,64 @@ mod tests {
         let answer = (origin, key.clone(), None, 1, sh.view.epoch);
         craq.on_answer(&sh, &mut o, &tail, answer);
         assert!(craq.is_clean(&sh, o.now, &key), "the tail has none either");
+        let mut fresh = Craq::default();
+        fresh.on_clean(&sh, &tail, key.clone(), None);
+        assert!(
+            fresh.is_clean(&sh, o.now, &key),
+            "as a clean mark of no entry"
+        );
         sh.store.apply(0, &key, entry(1));
         assert!(!craq.is_clean(&sh, o.now, &key), "a write makes it dirty");
+    }
+
+    #[test]
+    fn the_tail_answers_a_version_query_to_the_client_and_marks_the_asker_clean() {
+        let ring = ring(6);
+        let key = key_at(&ring, 2);
+        let mut tail = member(&ring, 4);
+        tail.lease_until = u64::MAX;
+        let asker = ring[3].clone();
+        let origin = Origin {
+            node: ring[0].clone(),
+            req: 5,
+            incarnation: 1,
+        };
+        let mut o = out(&tail.me);
+        let query = (origin.clone(), key.clone(), 2, tail.view.epoch);
+        Craq::on_query(&tail, &mut o, &asker, query.clone());
+        let mut sent = Vec::new();
+        o.drain_into(&mut sent);
+        let to = |s: &crate::Output| match s {
+            crate::Output::Send { to, envelope } => Some((to.to_string(), envelope.msg.clone())),
+            _ => None,
+        };
+        let sent: Vec<_> = sent.iter().filter_map(to).collect();
+        let none_yet = sent.iter().any(|(to, msg)| {
+            *to == asker.addr.to_string()
+                && matches!(msg, Message::CraqClean { version: None, key: k } if *k == key)
+        });
+        assert!(none_yet, "the asker learns the tail has no entry: {sent:?}");
+        let answered = sent.iter().any(|(to, msg)| {
+            *to == origin.node.addr.to_string()
+                && matches!(
+                    msg,
+                    Message::Done {
+                        reply: Ok(Response::NotFound { .. }),
+                        ..
+                    }
+                )
+        });
+        assert!(answered, "the client hears from the tail itself: {sent:?}");
+        tail.store.apply(0, &key, entry(3));
+        Craq::on_query(&tail, &mut o, &asker, query);
+        let mut sent = Vec::new();
+        o.drain_into(&mut sent);
+        let version = Some(entry(3).version);
+        let marked = sent.iter().filter_map(to).any(|(to, msg)| {
+            *to == asker.addr.to_string()
+                && matches!(msg, Message::CraqClean { version: v, .. } if v == version)
+        });
+        assert!(marked, "{sent:?}");
     }
 
     #[test]

@@ -440,13 +440,14 @@ pub enum Message {
     },
     /// Chain replication: apply the write and pass it on; the tail answers the client.
     ChainWrite(ChainStep),
-    /// CRAQ, tail → the key's other replicas: the tail has committed `version` of `key`,
-    /// so a replica that stores that version may serve it.
+    /// CRAQ, tail → the key's other replicas (after a chain write), or → a replica that
+    /// asked (`VersionQuery`, answered to its client by the tail itself): the tail has
+    /// committed `version` of `key`, so a replica that stores that version may serve it.
     CraqClean {
         /// The key.
         key: String,
-        /// The version the tail stores.
-        version: Version,
+        /// The version the tail stores (`None`: it has no entry of the key).
+        version: Option<Version>,
     },
     /// CRAQ, a replica whose copy of `key` is not known clean → the key's tail: which
     /// entry have you committed?

@@ -184,6 +184,11 @@ pub enum RequestError {
         /// How many other members there are.
         others: usize,
     },
+    /// The node leads a ring coming back from its disks (a whole-ring restart) and
+    /// waits for members that hold the only copies of some keys: it cannot hand its
+    /// place on until they are back.
+    #[error("this node leads the ring while it comes back from its disks and waits for members that restarted with it; depart once they are back")]
+    RingRecovering,
     /// The bootstrap refused a join.
     #[error("join refused: {reason}")]
     JoinRefused {

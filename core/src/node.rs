@@ -537,6 +537,12 @@ impl Node {
         }
         let can_hand_over = self.shared.timing.heartbeat_interval_ns > 0;
         if let Some(c) = self.coordination.as_mut().filter(|c| c.is_leading()) {
+            if self.shared.comeback.holds(self.out.now) {
+                // Only this leader knows which members the ring still waits for (their
+                // disks hold the only copies of some keys): a leader after it would
+                // grant leases at once, and their keys would be served without them.
+                return self.out.reply(id, Err(RequestError::RingRecovering));
+            }
             let others = c.ring().len().saturating_sub(1);
             if others > 0 && !can_hand_over {
                 let err = RequestError::BootstrapCannotDepart { others };

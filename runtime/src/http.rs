@@ -270,6 +270,7 @@ pub fn request_error_status(err: &RequestError) -> StatusCode {
         RequestError::NotJoined
         | RequestError::AlreadyJoined
         | RequestError::BootstrapCannotDepart { .. }
+        | RequestError::RingRecovering
         | RequestError::JoinRefused { .. } => StatusCode::CONFLICT,
         RequestError::Overloaded { .. }
         | RequestError::TooManyHops { .. }

@@ -58,6 +58,8 @@ pub enum ErrorCode {
     AlreadyJoined,
     /// 409: the bootstrap cannot depart while others remain.
     BootstrapCannotDepart,
+    /// 409: the node leads a ring coming back from its disks and cannot depart yet.
+    RingRecovering,
     /// 409: the bootstrap refused a join.
     JoinRefused,
     /// 503: too many requests outstanding at the node; nothing was done.
@@ -87,13 +89,14 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code a node can send, in the order of `docs/http-api.md`.
-    pub const KNOWN: [ErrorCode; 17] = [
+    pub const KNOWN: [ErrorCode; 18] = [
         ErrorCode::EmptyKey,
         ErrorCode::KeyTooLarge,
         ErrorCode::ValueTooLarge,
         ErrorCode::NotJoined,
         ErrorCode::AlreadyJoined,
         ErrorCode::BootstrapCannotDepart,
+        ErrorCode::RingRecovering,
         ErrorCode::JoinRefused,
         ErrorCode::Overloaded,
         ErrorCode::Busy,
@@ -116,6 +119,7 @@ impl ErrorCode {
             ErrorCode::NotJoined => "not_joined",
             ErrorCode::AlreadyJoined => "already_joined",
             ErrorCode::BootstrapCannotDepart => "bootstrap_cannot_depart",
+            ErrorCode::RingRecovering => "ring_recovering",
             ErrorCode::JoinRefused => "join_refused",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::Busy => "busy",
@@ -157,6 +161,7 @@ impl ErrorCode {
             | ErrorCode::NotJoined
             | ErrorCode::AlreadyJoined
             | ErrorCode::BootstrapCannotDepart
+            | ErrorCode::RingRecovering
             | ErrorCode::JoinRefused
             | ErrorCode::Overloaded
             | ErrorCode::Busy
@@ -320,6 +325,7 @@ mod tests {
             RequestError::NotJoined,
             RequestError::AlreadyJoined,
             RequestError::BootstrapCannotDepart { others: 1 },
+            RequestError::RingRecovering,
             RequestError::JoinRefused { reason: "r".into() },
             RequestError::Overloaded { pending: 9 },
             RequestError::Timeout { timeout_ms: 10 },
@@ -344,6 +350,7 @@ mod tests {
                 | RequestError::NotJoined
                 | RequestError::AlreadyJoined
                 | RequestError::BootstrapCannotDepart { .. }
+                | RequestError::RingRecovering
                 | RequestError::JoinRefused { .. }
                 | RequestError::Overloaded { .. }
                 | RequestError::Timeout { .. }
@@ -388,6 +395,7 @@ mod tests {
                     | RequestError::NotJoined
                     | RequestError::AlreadyJoined
                     | RequestError::BootstrapCannotDepart { .. }
+                    | RequestError::RingRecovering
                     | RequestError::JoinRefused { .. }
                     | RequestError::Overloaded { .. }
                     | RequestError::LeaseExpired { .. }

@@ -7,7 +7,7 @@
 //!   client's node crashing while the operation is outstanding → `info`: it may or may
 //!   not have applied;
 //! - refusals before any routing (`EmptyKey`, `KeyTooLarge`, `ValueTooLarge`, `NotJoined`,
-//!   `AlreadyJoined`, `BootstrapCannotDepart`, `JoinRefused`, `Overloaded`) → `fail`;
+//!   `AlreadyJoined`, `BootstrapCannotDepart`, `RingRecovering`, `JoinRefused`, `Overloaded`) → `fail`;
 //! - `TooManyHops` and `RouteBroken`: `fail` for reads (a read changes nothing), `info`
 //!   for writes and deletes (a duplicated or re-routed copy of the request may still
 //!   have reached the primary).
@@ -101,6 +101,7 @@ pub fn classify(op: &Op, reply: &Reply) -> Outcome {
                 | RequestError::NotJoined
                 | RequestError::AlreadyJoined
                 | RequestError::BootstrapCannotDepart { .. }
+                | RequestError::RingRecovering
                 | RequestError::JoinRefused { .. }
                 | RequestError::Overloaded { .. }
                 | RequestError::LeaseExpired { .. } => Outcome::Fail(why),

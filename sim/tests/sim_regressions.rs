@@ -319,3 +319,32 @@ fn a_straggler_commits_the_decided_change_before_it_prepares_the_next() {
     );
     assert_passes(at_fast_timeout(config, true));
 }
+
+/// With a 1.2 s failure timeout and disks (a whole-ring power cut): the bootstrap founded
+/// the ring again from its disk and withheld leases until the members that restarted
+/// with it were back, then departed before they were; the next leader knew nothing of
+/// the wait and granted leases at once, and a member that had just rejoined served a
+/// tail read of a key whose only copies were on members still on their way back. The
+/// leader of a ring coming back from its disks now refuses to depart until they are back.
+#[test]
+fn the_leader_of_a_ring_back_from_its_disks_departs_only_once_its_members_are_back() {
+    let mut config = reproducer(
+        993,
+        Consistency::Chain,
+        false,
+        false,
+        &[
+            "join@51271412ns",
+            "crash-all@62521104ns",
+            "join@252915991ns",
+            "restart-all@262521104ns",
+            "depart:6@268097845ns",
+            "crash:5@769617945ns",
+            "depart:2@839080962ns",
+            "depart:0@869008406ns",
+            "restart:5@969617945ns",
+        ],
+    );
+    config.max_down = Some(2);
+    assert_passes(at_fast_timeout(config, true));
+}

@@ -15,8 +15,6 @@
 //! HTTP API's error bodies keep), and reading those back needs a self-describing format.
 //! Structs go as arrays (no field names) and node ids as 20 raw bytes.
 
-use std::io::Cursor;
-
 use ringkv_core::Envelope;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -157,18 +155,105 @@ fn close_frame(out: &mut [u8], start: usize, end: usize, done: &mut Encoded) {
 
 /// The envelopes of one frame's payload, all of them or an error.
 pub fn decode(payload: &[u8]) -> Result<Vec<Envelope>, FrameError> {
+    let mut envelopes = Vec::new();
+    decode_into(payload, &mut envelopes)?;
+    Ok(envelopes)
+}
+
+/// Append the envelopes of one frame's payload to `out`: all of them, or none and an error.
+///
+/// Each envelope is decoded from a slice that borrows the payload, so strings and ids are
+/// read in place: serde buffers an internally tagged enum (every message) before it knows
+/// its variant, and from a borrowing reader that buffer points into the payload instead of
+/// holding a copy of every string. [`value_len`] finds where each envelope ends, since a
+/// borrowing deserializer does not tell how far it read.
+pub fn decode_into(payload: &[u8], out: &mut Vec<Envelope>) -> Result<(), FrameError> {
     if payload.is_empty() {
         return Err(FrameError::Empty);
     }
-    let mut de = rmp_serde::Deserializer::new(Cursor::new(payload));
-    de.set_max_depth(DEPTH_MAX);
-    let mut envelopes = Vec::new();
-    while (de.position() as usize) < payload.len() {
-        let envelope =
-            Envelope::deserialize(&mut de).map_err(|e| FrameError::Malformed(e.to_string()))?;
-        envelopes.push(envelope);
+    let mark = out.len();
+    let mut rest = payload;
+    while !rest.is_empty() {
+        let decoded = value_len(rest).and_then(|len| {
+            let (one, after) = rest.split_at(len);
+            let mut de = rmp_serde::Deserializer::from_read_ref(one);
+            de.set_max_depth(DEPTH_MAX);
+            let envelope =
+                Envelope::deserialize(&mut de).map_err(|e| FrameError::Malformed(e.to_string()))?;
+            Ok((envelope, after))
+        });
+        match decoded {
+            Ok((envelope, after)) => {
+                out.push(envelope);
+                rest = after;
+            }
+            Err(err) => {
+                out.truncate(mark);
+                return Err(err);
+            }
+        }
     }
-    Ok(envelopes)
+    Ok(())
+}
+
+/// Bytes of the MessagePack value at the start of `bytes`. Iterative (a count of values
+/// still to skip, not recursion), so a deeply nested value cannot exhaust the stack; every
+/// value takes at least one byte, so a count above the bytes left is malformed at once.
+fn value_len(bytes: &[u8]) -> Result<usize, FrameError> {
+    let malformed = |what: &str| FrameError::Malformed(format!("MessagePack: {what}"));
+    let mut at = 0usize;
+    let mut values: usize = 1;
+    // Big-endian unsigned integer of `n` bytes at `at`.
+    let uint = |at: usize, n: usize| -> Result<usize, FrameError> {
+        let field = bytes
+            .get(at..at + n)
+            .ok_or_else(|| malformed("truncated length"))?;
+        Ok(field
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b)))
+    };
+    while values > 0 {
+        values -= 1;
+        let marker = *bytes.get(at).ok_or_else(|| malformed("truncated value"))?;
+        at += 1;
+        // (bytes to skip after the marker, values nested in this one)
+        let (skip, items) = match marker {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
+            0x80..=0x8f => (0, 2 * usize::from(marker & 0x0f)),
+            0x90..=0x9f => (0, usize::from(marker & 0x0f)),
+            0xa0..=0xbf => (usize::from(marker & 0x1f), 0),
+            0xc1 => return Err(malformed("reserved marker 0xc1")),
+            0xc4 | 0xd9 => (uint(at, 1)?.saturating_add(1), 0),
+            0xc5 | 0xda => (uint(at, 2)?.saturating_add(2), 0),
+            0xc6 | 0xdb => (uint(at, 4)?.saturating_add(4), 0),
+            // ext: length, type byte, data
+            0xc7 => (uint(at, 1)?.saturating_add(2), 0),
+            0xc8 => (uint(at, 2)?.saturating_add(3), 0),
+            0xc9 => (uint(at, 4)?.saturating_add(5), 0),
+            0xca | 0xce | 0xd2 => (4, 0),
+            0xcb | 0xcf | 0xd3 => (8, 0),
+            0xcc | 0xd0 => (1, 0),
+            0xcd | 0xd1 => (2, 0),
+            0xd4 => (2, 0),
+            0xd5 => (3, 0),
+            0xd6 => (5, 0),
+            0xd7 => (9, 0),
+            0xd8 => (17, 0),
+            0xdc => (2, uint(at, 2)?),
+            0xdd => (4, uint(at, 4)?),
+            0xde => (2, uint(at, 2)?.saturating_mul(2)),
+            0xdf => (4, uint(at, 4)?.saturating_mul(2)),
+        };
+        at = at
+            .checked_add(skip)
+            .filter(|end| *end <= bytes.len())
+            .ok_or_else(|| malformed("truncated value"))?;
+        values = values
+            .checked_add(items)
+            .filter(|v| *v <= bytes.len() - at)
+            .ok_or_else(|| malformed("more items than bytes"))?;
+    }
+    Ok(at)
 }
 
 /// Read the next frame's payload into `buf` (replacing its contents). `Ok(false)`: the
@@ -200,6 +285,86 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         return Err(FrameError::Truncated);
     }
     Ok(true)
+}
+
+/// Bytes asked of the connection per read, at least: one read usually takes every frame
+/// that has arrived.
+const READ_CHUNK_BYTES: usize = 64 << 10;
+
+/// A buffer grown above this by a large frame is given back once it is consumed.
+const READ_BUFFER_KEPT_BYTES_MAX: usize = 1 << 20;
+
+/// The receiving end of a connection's frames: reads as much as has arrived into one
+/// buffer and decodes every whole frame in it, so a reader that fell behind takes several
+/// frames per system call and hands them on together.
+#[derive(Debug, Default)]
+pub struct FrameReader {
+    buf: Vec<u8>,
+    /// Start of the bytes not yet decoded.
+    start: usize,
+}
+
+impl FrameReader {
+    /// An empty reader.
+    pub fn new() -> FrameReader {
+        FrameReader::default()
+    }
+
+    /// Append the envelopes of every whole frame buffered to `out`, in order, and consume
+    /// those frames. On an error, the envelopes of the frames before the bad one are in
+    /// `out` (none of the bad frame's), and the connection should be closed.
+    pub fn decode_buffered(&mut self, out: &mut Vec<Envelope>) -> Result<(), FrameError> {
+        while let Some(len) = self.whole_frame()? {
+            let payload = &self.buf[self.start + PREFIX_BYTES..self.start + PREFIX_BYTES + len];
+            decode_into(payload, out)?;
+            self.start += PREFIX_BYTES + len;
+        }
+        if self.start == self.buf.len() {
+            self.start = 0;
+            self.buf.clear();
+            if self.buf.capacity() > READ_BUFFER_KEPT_BYTES_MAX {
+                self.buf = Vec::new();
+            }
+        }
+        Ok(())
+    }
+
+    /// Payload length of the frame at the start of the buffer, if all of it is there.
+    fn whole_frame(&self) -> Result<Option<usize>, FrameError> {
+        let Some(prefix) = self.buf.get(self.start..self.start + PREFIX_BYTES) else {
+            return Ok(None);
+        };
+        let mut len = [0u8; PREFIX_BYTES];
+        len.copy_from_slice(prefix);
+        let len = u32::from_be_bytes(len) as usize;
+        if len > FRAME_BYTES_MAX {
+            return Err(FrameError::TooLarge {
+                len,
+                max: FRAME_BYTES_MAX,
+            });
+        }
+        let buffered = self.buf.len() - self.start - PREFIX_BYTES;
+        Ok((buffered >= len).then_some(len))
+    }
+
+    /// Read what has arrived (waiting for at least one byte). `Ok(false)`: the connection
+    /// ended cleanly between two frames.
+    pub async fn read<R: AsyncRead + Unpin>(&mut self, rd: &mut R) -> Result<bool, FrameError> {
+        if self.start > 0 {
+            // Only part of a frame is left: move it to the front.
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        // Grows with what actually arrives, so a lying prefix costs no memory up front.
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK_BYTES {
+            self.buf.reserve(READ_CHUNK_BYTES);
+        }
+        match rd.read_buf(&mut self.buf).await? {
+            0 if self.buf.is_empty() => Ok(false),
+            0 => Err(FrameError::Truncated),
+            _ => Ok(true),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -489,6 +654,139 @@ mod tests {
         assert!(matches!(err, FrameError::Truncated), "{err}");
         let err = read_frame(&mut &cut[..2], &mut buf).await.unwrap_err();
         assert!(matches!(err, FrameError::Truncated), "{err}");
+    }
+
+    #[test]
+    fn value_lengths_match_the_encoding() {
+        #[derive(Serialize)]
+        struct Mixed {
+            small: u8,
+            mid: u16,
+            wide: u32,
+            huge: u64,
+            neg: i64,
+            tiny_neg: i8,
+            float: f32,
+            double: f64,
+            flag: bool,
+            none: Option<u8>,
+            strings: Vec<String>,
+            #[serde(with = "serde_bytes_like")]
+            raw: Vec<u8>,
+            map: std::collections::BTreeMap<String, Vec<u32>>,
+        }
+        /// Bytes as MessagePack bin, not as an array of numbers.
+        mod serde_bytes_like {
+            pub fn serialize<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_bytes(v)
+            }
+        }
+        for n in [0usize, 5, 31, 32, 255, 256, 65_535, 65_536] {
+            let value = Mixed {
+                small: 200,
+                mid: 60_000,
+                wide: 4_000_000_000,
+                huge: u64::MAX,
+                neg: -5_000_000_000,
+                tiny_neg: -3,
+                float: 1.5,
+                double: -2.25,
+                flag: true,
+                none: None,
+                strings: vec!["x".repeat(n), String::new(), "é".repeat(n / 2)],
+                raw: vec![7; n],
+                map: (0..(n % 40) as u32)
+                    .map(|i| (i.to_string(), vec![i; i as usize]))
+                    .collect(),
+            };
+            let bytes = rmp_serde::to_vec(&value).unwrap();
+            assert_eq!(value_len(&bytes).unwrap(), bytes.len(), "n = {n}");
+            let mut two = bytes.clone();
+            two.extend_from_slice(&bytes);
+            assert_eq!(
+                value_len(&two).unwrap(),
+                bytes.len(),
+                "stops at the first value"
+            );
+            assert!(value_len(&bytes[..bytes.len() - 1]).is_err(), "truncated");
+        }
+        // Counts that could never fit in the bytes left are refused before any is read.
+        assert!(value_len(&[0xdd, 0xff, 0xff, 0xff, 0xff]).is_err());
+        assert!(value_len(&[0xdf, 0xff, 0xff, 0xff, 0xff, 0]).is_err());
+        assert!(value_len(&[0xdb, 0xff, 0xff, 0xff, 0xff]).is_err());
+        assert!(value_len(&[0xc1]).is_err());
+        assert!(value_len(&[]).is_err());
+    }
+
+    /// A reader that hands out its bytes a few at a time.
+    struct Trickle {
+        bytes: Vec<u8>,
+        at: usize,
+        step: usize,
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let end = (self.at + self.step).min(self.bytes.len());
+            let n = (end - self.at).min(buf.remaining());
+            buf.put_slice(&self.bytes[self.at..self.at + n]);
+            self.at += n;
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn the_frame_reader_takes_frames_however_they_arrive() {
+        let mut bytes = Vec::new();
+        encode(&envelopes(), 64, &mut bytes);
+        for step in [1, 3, 7, 64, 1000, 1 << 20] {
+            let mut rd = Trickle {
+                bytes: bytes.clone(),
+                at: 0,
+                step,
+            };
+            let mut frames = FrameReader::new();
+            let mut decoded = Vec::new();
+            while frames.read(&mut rd).await.unwrap() {
+                frames.decode_buffered(&mut decoded).unwrap();
+            }
+            assert_eq!(decoded, envelopes(), "step {step}");
+        }
+        // Cut inside a frame.
+        let mut rd = &bytes[..bytes.len() - 1];
+        let mut frames = FrameReader::new();
+        let mut decoded = Vec::new();
+        let err = loop {
+            match frames.read(&mut rd).await {
+                Ok(true) => frames.decode_buffered(&mut decoded).unwrap(),
+                Ok(false) => panic!("a cut frame is not a clean end"),
+                Err(err) => break err,
+            }
+        };
+        assert!(matches!(err, FrameError::Truncated), "{err}");
+        // A good frame, then one that does not decode, then a good one: the first is
+        // delivered, the rest not.
+        let mut first = Vec::new();
+        encode(&envelopes()[..1], 1 << 20, &mut first);
+        let mut bad = first.clone();
+        bad.extend_from_slice(&[0, 0, 0, 2, 0xc1, 0xc1]);
+        bad.extend_from_slice(&first);
+        let mut frames = FrameReader::new();
+        let mut decoded = Vec::new();
+        assert!(frames.read(&mut &bad[..]).await.unwrap());
+        let err = frames.decode_buffered(&mut decoded).unwrap_err();
+        assert!(err.is_malformed(), "{err}");
+        assert_eq!(decoded, envelopes()[..1]);
+        // A length prefix above the limit is refused without waiting for the payload.
+        let huge = (FRAME_BYTES_MAX as u32 + 1).to_be_bytes();
+        let mut frames = FrameReader::new();
+        assert!(frames.read(&mut &huge[..]).await.unwrap());
+        let err = frames.decode_buffered(&mut Vec::new()).unwrap_err();
+        assert!(err.is_malformed(), "{err}");
     }
 
     /// Every message a ring of five nodes sends while it forms (the coordinator group's

@@ -15,6 +15,8 @@
 //! HTTP API's error bodies keep), and reading those back needs a self-describing format.
 //! Structs go as arrays (no field names) and node ids as 20 raw bytes.
 
+use std::borrow::Borrow;
+
 use ringkv_core::Envelope;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -87,20 +89,29 @@ pub struct Encoded {
 /// Append `envelopes` to `out` as frames of at most about `frame_bytes_max` payload bytes
 /// each (a frame ends after the envelope that crosses the bound, and never exceeds
 /// [`FRAME_BYTES_MAX`]), in order.
-pub fn encode(envelopes: &[Envelope], frame_bytes_max: usize, out: &mut Vec<u8>) -> Encoded {
+pub fn encode<I>(envelopes: I, frame_bytes_max: usize, out: &mut Vec<u8>) -> Encoded
+where
+    I: IntoIterator,
+    I::Item: Borrow<Envelope>,
+{
     encode_within(envelopes, frame_bytes_max, FRAME_BYTES_MAX, out)
 }
 
 /// [`encode`] with `limit` in place of [`FRAME_BYTES_MAX`].
-fn encode_within(
-    envelopes: &[Envelope],
+fn encode_within<I>(
+    envelopes: I,
     frame_bytes_max: usize,
     limit: usize,
     out: &mut Vec<u8>,
-) -> Encoded {
+) -> Encoded
+where
+    I: IntoIterator,
+    I::Item: Borrow<Envelope>,
+{
     let mut done = Encoded::default();
     let mut frame_start = None;
     for envelope in envelopes {
+        let envelope = envelope.borrow();
         let mut start = *frame_start.get_or_insert_with(|| {
             out.extend_from_slice(&[0; PREFIX_BYTES]);
             out.len() - PREFIX_BYTES

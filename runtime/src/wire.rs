@@ -617,7 +617,7 @@ mod tests {
                 incarnation: 1,
             },
         };
-        encode(&[sent.clone()], 1 << 20, &mut out);
+        encode(std::slice::from_ref(&sent), 1 << 20, &mut out);
         let raw = joiner.id.to_bytes();
         assert!(out.windows(20).any(|w| w == raw));
         assert!(!out
@@ -734,7 +734,7 @@ mod tests {
     #[tokio::test]
     async fn frames_are_read_whole_and_bounded() {
         let mut out = Vec::new();
-        encode(&envelopes(), 64, &mut out);
+        encode(envelopes(), 64, &mut out);
         let mut rd = &out[..];
         let mut buf = Vec::new();
         let mut decoded = Vec::new();
@@ -838,7 +838,7 @@ mod tests {
     #[tokio::test]
     async fn the_frame_reader_takes_frames_however_they_arrive() {
         let mut bytes = Vec::new();
-        encode(&envelopes(), 64, &mut bytes);
+        encode(envelopes(), 64, &mut bytes);
         for step in [1, 3, 7, 64, 1000, 1 << 20] {
             let mut rd = Trickle {
                 bytes: bytes.clone(),

@@ -152,12 +152,42 @@ impl PeerConn {
 
     /// Wait until the peer closes the connection (or sends anything, which it never
     /// should). Cancel-safe.
-    pub async fn closed(&mut self) {
+    pub async fn closed(&self) {
         loop {
             let _ = self.rd.readable().await;
             if self.peer_closed() {
                 return;
             }
         }
+    }
+
+    /// Write as much of `buf` as the socket takes now, without waiting: the bytes written
+    /// (fewer than `buf.len()` when its send buffer is full).
+    pub fn try_write_now(&self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut written = 0;
+        while written < buf.len() {
+            match self.wr.try_write(&buf[written..]) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => written += n,
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(written)
+    }
+
+    /// Write all of `buf`, waiting for room in the socket's send buffer. Takes `&self`, as
+    /// the connection is shared between its sender task and the actor (who write in turn,
+    /// never at once: see [`crate::peer`]). Cancel-safe in that nothing is written twice;
+    /// a cancelled write may have written part of `buf`.
+    pub async fn write_all(&self, mut buf: &[u8]) -> std::io::Result<()> {
+        while !buf.is_empty() {
+            let n = self.try_write_now(buf)?;
+            buf = &buf[n..];
+            if !buf.is_empty() {
+                self.wr.writable().await?;
+            }
+        }
+        Ok(())
     }
 }

@@ -22,7 +22,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use ringkv_core::Envelope;
 use serde_json::json;
-use tokio::io::{AsyncRead, BufReader};
+use tokio::io::AsyncRead;
 use tokio::sync::watch;
 
 use crate::actor::{NodeHandle, Unavailable};
@@ -32,12 +32,6 @@ use crate::wire::{self, PROTOCOL};
 
 /// Path of the JSON endpoint envelopes may also be posted to (for debugging and tools).
 pub const INTERNAL_PATH: &str = "/internal/message";
-
-/// Read buffer of one peer connection: one read usually takes several frames.
-const READ_BUFFER_BYTES: usize = 64 << 10;
-
-/// A frame buffer grown above this by a large frame is given back afterwards.
-const FRAME_BUFFER_KEPT_BYTES_MAX: usize = 1 << 20;
 
 /// The receiving side of one node's transport.
 #[derive(Debug)]
@@ -142,15 +136,14 @@ impl Inbound {
 
     /// Read frames from one connection until it ends, breaks the protocol, or the node
     /// stops.
-    async fn serve<R: AsyncRead + Unpin>(&self, io: R) {
+    async fn serve<R: AsyncRead + Unpin>(&self, mut io: R) {
         add(&self.metrics.peer.connections_accepted, 1);
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let mut stop = self.stop.subscribe();
-        let mut rd = BufReader::with_capacity(READ_BUFFER_BYTES, io);
-        let mut buf = Vec::new();
+        let mut frames = wire::FrameReader::new();
         let mut sender = None;
         loop {
-            let step = self.next_frame(conn, &mut rd, &mut buf, &mut sender);
+            let step = self.next_frames(conn, &mut io, &mut frames, &mut sender);
             let go_on = tokio::select! {
                 biased;
                 _ = stop.wait_for(|stopped| *stopped) => false,
@@ -158,9 +151,6 @@ impl Inbound {
             };
             if !go_on {
                 break;
-            }
-            if buf.capacity() > FRAME_BUFFER_KEPT_BYTES_MAX {
-                buf = Vec::new();
             }
         }
         if let Some(sender) = sender {
@@ -171,32 +161,46 @@ impl Inbound {
         }
     }
 
-    /// Read, decode and deliver one frame; whether to go on with the connection.
-    async fn next_frame<R: AsyncRead + Unpin>(
+    /// Read what has arrived and deliver the envelopes of every whole frame in it, in one
+    /// command to the actor; whether to go on with the connection. A malformed frame
+    /// closes the connection after the frames before it are delivered.
+    async fn next_frames<R: AsyncRead + Unpin>(
         &self,
         conn: u64,
         rd: &mut R,
-        buf: &mut Vec<u8>,
+        frames: &mut wire::FrameReader,
         sender: &mut Option<Sender>,
     ) -> bool {
-        let peer = &self.metrics.peer;
-        let envelopes = match wire::read_frame(rd, buf).await.and_then(|more| match more {
-            true => wire::decode(buf).map(Some),
-            false => Ok(None),
-        }) {
-            Ok(Some(envelopes)) => envelopes,
-            Ok(None) => return false,
-            Err(err) if err.is_malformed() => {
-                add(&peer.frames_malformed, 1);
-                add(&peer.messages_malformed, 1);
-                tracing::warn!(%err, "closing a peer connection after a malformed frame");
-                return false;
-            }
+        match frames.read(rd).await {
+            Ok(true) => {}
+            Ok(false) => return false,
             Err(err) => {
                 tracing::debug!(%err, "peer connection ended");
                 return false;
             }
-        };
+        }
+        let mut envelopes = Vec::new();
+        let decoded = frames.decode_buffered(&mut envelopes);
+        let go_on = envelopes.is_empty() || self.hand_over(conn, envelopes, sender).await;
+        match decoded {
+            Ok(()) => go_on,
+            Err(err) => {
+                let peer = &self.metrics.peer;
+                add(&peer.frames_malformed, 1);
+                add(&peer.messages_malformed, 1);
+                tracing::warn!(%err, "closing a peer connection after a malformed frame");
+                false
+            }
+        }
+    }
+
+    /// Deliver envelopes that arrived on `conn` (not empty); whether to go on with it.
+    async fn hand_over(
+        &self,
+        conn: u64,
+        envelopes: Vec<Envelope>,
+        sender: &mut Option<Sender>,
+    ) -> bool {
         let Some(first) = envelopes.first() else {
             return true;
         };
@@ -205,7 +209,9 @@ impl Inbound {
         if envelopes.is_empty() {
             return true;
         }
-        peer.count_kinds(envelopes.iter().map(|e| e.msg.kind()), false);
+        self.metrics
+            .peer
+            .count_kinds(envelopes.iter().map(|e| e.msg.kind()), false);
         let _turn = sender.delivery.lock().await;
         if sender.superseded.load(Ordering::Acquire) {
             tracing::debug!(from = %sender.addr, "a newer connection took over; closing this one");

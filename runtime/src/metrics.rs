@@ -89,12 +89,25 @@ pub struct PeerCounters {
 impl PeerCounters {
     /// Count a batch of envelopes of the given kinds as sent (or received).
     pub fn count_kinds(&self, kinds: impl Iterator<Item = &'static str>, sent: bool) {
-        let mut local: BTreeMap<&'static str, u64> = BTreeMap::new();
+        // A batch holds a few kinds at most: tallied in a small array (no allocation per
+        // batch), then added under the lock once.
+        const LOCAL_KINDS: usize = 8;
+        let mut local: [(&'static str, u64); LOCAL_KINDS] = [("", 0); LOCAL_KINDS];
+        let mut used = 0;
+        let mut overflow: Vec<&'static str> = Vec::new();
         for kind in kinds {
-            *local.entry(kind).or_default() += 1;
+            match local[..used].iter_mut().find(|(k, _)| *k == kind) {
+                Some(slot) => slot.1 += 1,
+                None if used < LOCAL_KINDS => {
+                    local[used] = (kind, 1);
+                    used += 1;
+                }
+                None => overflow.push(kind),
+            }
         }
         let mut all = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
-        for (kind, n) in local {
+        let tallied = local[..used].iter().copied();
+        for (kind, n) in tallied.chain(overflow.into_iter().map(|k| (k, 1))) {
             let slot = all.entry(kind).or_default();
             if sent {
                 slot.0 += n;

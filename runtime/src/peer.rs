@@ -2,11 +2,17 @@
 //! destination, each with one long-lived connection (see [`crate::wire`] for the frames and
 //! [`crate::inbound`] for the receiving side).
 //!
-//! The actor pushes envelopes without waiting. Each destination's task takes everything
-//! queued and writes it as frames in one write on its connection, then takes what queued
-//! meanwhile. So a lightly loaded node sends each message at once and a busy one batches
-//! naturally. Messages to one node arrive in the order they were sent: one connection and one
-//! writer per destination, and the receiver hands frames to its actor in order.
+//! The actor pushes envelopes without waiting. At the end of its turn it writes what a turn
+//! queued for a destination itself, as frames in one non-blocking write, when that
+//! destination's connection is open and idle (its sender task waits with nothing in hand)
+//! and the socket takes the bytes at once: the common case, which so costs no task wake-up.
+//! Otherwise (no connection yet, a write in progress, a full socket buffer, a link latency)
+//! the destination's task takes everything queued, writes it as frames in one write, then
+//! takes what queued meanwhile, so a busy node batches naturally; bytes the actor could not
+//! write go to the task, which writes them before anything queued after them. Messages to
+//! one node arrive in the order they were sent: one connection per destination, one writer
+//! at a time (the hand-over happens under the queue's lock), and the receiver hands frames to
+//! its actor in order.
 //!
 //! Loss: beyond `queue_envelopes_max` an envelope is dropped and counted. A batch whose
 //! write fails, or does not finish within the timeout, is dropped too (part of it may have
@@ -32,10 +38,14 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::dial::Dialer;
+use crate::dial::{Dialer, PeerConn};
 use crate::fault::PeerFilter;
 use crate::metrics::{add, Metrics};
 use crate::sender::Sender;
+use crate::wire;
+
+/// A direct-write buffer grown above this by a large batch is given back afterwards.
+const BUFFER_BYTES_KEPT_MAX: usize = 1 << 20;
 
 /// Transport bounds.
 #[derive(Clone, Copy, Debug)]
@@ -81,16 +91,55 @@ pub(crate) struct Queued {
     pub(crate) due: Option<Instant>,
 }
 
+/// What one destination's queue holds, and who may write on its connection next.
 #[derive(Debug, Default)]
-struct Pending {
-    items: VecDeque<Queued>,
+pub(crate) struct Pending {
+    pub(crate) items: VecDeque<Queued>,
     /// Due time of the last envelope queued, which the next may not precede.
     last_due: Option<Instant>,
+    /// The destination's open connection while its sender task waits with nothing in hand
+    /// (set and taken back by the task): the actor may then write on it directly. `None`
+    /// while the task dials or writes, so the two never write at once.
+    pub(crate) idle: Option<Arc<PeerConn>>,
+    /// Frames the actor began to write directly but the socket did not take whole: the
+    /// sender task writes them before anything queued after them.
+    pub(crate) rest: Vec<u8>,
+    /// Envelopes in `rest` (dropped and counted if its write fails).
+    pub(crate) rest_envelopes: usize,
+    /// A direct write failed: the sender task closes the connection.
+    pub(crate) broken: bool,
+    /// Direct writes so far; a sender task that sees it move is not idle.
+    pub(crate) direct_writes: u64,
+}
+
+impl Pending {
+    /// Up to `max` envelopes that are due at `now`, oldest first, and when the next one
+    /// becomes due if it is not yet.
+    pub(crate) fn take_due(
+        &mut self,
+        now: Instant,
+        max: usize,
+    ) -> (Vec<Envelope>, Option<Instant>) {
+        let mut batch = Vec::new();
+        while batch.len() < max {
+            match self.items.front() {
+                Some(q) if q.due.is_some_and(|due| due > now) => return (batch, q.due),
+                Some(_) => {}
+                None => break,
+            }
+            if let Some(q) = self.items.pop_front() {
+                batch.push(q.envelope);
+            }
+        }
+        (batch, None)
+    }
 }
 
 /// One destination's queue, shared by the actor (which pushes) and its sender task.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Queue {
+    /// The destination's `host:port`.
+    to: Arc<str>,
     pending: Mutex<Pending>,
     pub(crate) notify: Notify,
     closed: AtomicBool,
@@ -99,22 +148,21 @@ pub(crate) struct Queue {
 }
 
 impl Queue {
+    fn new(to: Arc<str>) -> Queue {
+        Queue {
+            to,
+            pending: Mutex::default(),
+            notify: Notify::new(),
+            closed: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
+        }
+    }
+
     /// Up to `max` envelopes that are due at `now`, oldest first, and when the next one
     /// becomes due if it is not yet.
+    #[cfg(test)]
     pub(crate) fn take_due(&self, now: Instant, max: usize) -> (Vec<Envelope>, Option<Instant>) {
-        let mut pending = self.lock();
-        let mut batch = Vec::new();
-        while batch.len() < max {
-            match pending.items.front() {
-                Some(q) if q.due.is_some_and(|due| due > now) => return (batch, q.due),
-                Some(_) => {}
-                None => break,
-            }
-            if let Some(q) = pending.items.pop_front() {
-                batch.push(q.envelope);
-            }
-        }
-        (batch, None)
+        self.lock().take_due(now, max)
     }
 
     /// Whether the transport is closing: send what is queued, then end.
@@ -122,17 +170,15 @@ impl Queue {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// End the sender task if nothing is queued; the next envelope for this destination
-    /// then starts a new one.
-    pub(crate) fn retire(&self) -> bool {
-        let pending = self.lock();
-        if pending.items.is_empty() {
-            self.retired.store(true, Ordering::Release);
-        }
-        pending.items.is_empty()
+    /// Mark the queue retired (its sender task ends for idleness; the next envelope for
+    /// this destination starts a new one). Called with the lock held and nothing queued.
+    pub(crate) fn retire(&self, pending: &mut Pending) {
+        debug_assert!(pending.items.is_empty() && pending.rest.is_empty());
+        pending.idle = None;
+        self.retired.store(true, Ordering::Release);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -162,6 +208,8 @@ pub(crate) struct Peers {
     /// Queues that became non-empty during the actor's current turn.
     woken: Vec<Arc<Queue>>,
     tasks: Vec<JoinHandle<()>>,
+    /// Frames of a direct write (kept between turns).
+    buf: Vec<u8>,
 }
 
 impl Peers {
@@ -186,6 +234,7 @@ impl Peers {
             queues: HashMap::new(),
             woken: Vec::new(),
             tasks: Vec::new(),
+            buf: Vec::new(),
         }
     }
 
@@ -231,10 +280,76 @@ impl Peers {
         }
     }
 
-    /// Wake the sender tasks of the queues that received envelopes since the last flush.
+    /// Send what the queues received since the last flush: written directly where the
+    /// destination's connection is idle and takes it at once, else by the sender task,
+    /// which is woken.
     pub(crate) fn flush(&mut self) {
-        for queue in self.woken.drain(..) {
-            queue.notify.notify_one();
+        let mut woken = std::mem::take(&mut self.woken);
+        for queue in woken.drain(..) {
+            if !self.write_direct(&queue) {
+                queue.notify.notify_one();
+            }
+        }
+        self.woken = woken;
+        if self.buf.capacity() > BUFFER_BYTES_KEPT_MAX {
+            self.buf = Vec::new();
+        }
+    }
+
+    /// Write everything `queue` holds on its idle connection without waiting; whether that
+    /// is done (else the sender task must be woken). Bytes the socket did not take go to
+    /// the task, which writes them first.
+    fn write_direct(&mut self, queue: &Queue) -> bool {
+        let mut pending = queue.lock();
+        let Some(conn) = pending.idle.clone() else {
+            return false;
+        };
+        if pending.items.is_empty() {
+            return true;
+        }
+        if self.filter.blocks(&queue.to) || conn.peer_closed() {
+            // The task drops the batch (partition), or opens a new connection for it: a
+            // peer that went away took nothing of it.
+            pending.idle = None;
+            return false;
+        }
+        let peer = &self.metrics.peer;
+        let count = pending.items.len();
+        peer.queued.fetch_sub(count as u64, Ordering::Relaxed);
+        peer.count_kinds(pending.items.iter().map(|q| q.envelope.msg.kind()), true);
+        self.buf.clear();
+        let envelopes = pending.items.drain(..).map(|q| q.envelope);
+        let encoded = wire::encode(envelopes, self.limits.batch_bytes_max, &mut self.buf);
+        add(&peer.messages_dropped_send_error, encoded.skipped);
+        if encoded.envelopes == 0 {
+            return true;
+        }
+        pending.direct_writes += 1;
+        add(&peer.batches_sent, encoded.frames);
+        match conn.try_write_now(&self.buf) {
+            Ok(n) if n == self.buf.len() => {
+                add(&peer.writes, 1);
+                true
+            }
+            Ok(n) => {
+                // The socket's buffer is full: the task waits for room and writes the rest.
+                if n > 0 {
+                    add(&peer.writes, 1);
+                }
+                pending.idle = None;
+                pending.rest.extend_from_slice(&self.buf[n..]);
+                pending.rest_envelopes += encoded.envelopes;
+                false
+            }
+            Err(err) => {
+                // As for a write of the task's: part of the batch may have arrived, so it
+                // is dropped, not sent again; the task closes the connection.
+                tracing::warn!(to = %queue.to, %err, "peer write failed; dropping {} message(s)", encoded.envelopes);
+                add(&peer.messages_dropped_send_error, encoded.envelopes);
+                pending.idle = None;
+                pending.broken = true;
+                false
+            }
         }
     }
 
@@ -249,7 +364,7 @@ impl Peers {
                 return None;
             }
         }
-        let queue = Arc::new(Queue::default());
+        let queue = Arc::new(Queue::new(to.clone()));
         self.queues.insert(to.clone(), queue.clone());
         let sender = Sender::new(
             to,

@@ -1,7 +1,7 @@
 //! The binary frames of the peer transport.
 //!
 //! A peer connection starts as an HTTP/1.1 request on the node's own listener
-//! (`GET /internal/peer`, `Upgrade: ringkv-peer/1`, the cluster secret as a bearer token);
+//! (`GET /internal/peer`, `Upgrade: ringkv-peer/2`, the cluster secret as a bearer token);
 //! after `101 Switching Protocols` it carries only frames, from the dialling node to the
 //! accepting one:
 //!
@@ -13,19 +13,23 @@
 //! MessagePack and not postcard or bincode: the protocol's messages are internally tagged
 //! serde enums (`{"type": "replicate", ...}` in JSON, which the debug endpoint and the
 //! HTTP API's error bodies keep), and reading those back needs a self-describing format.
-//! Structs go as arrays (no field names) and node ids as 20 raw bytes.
+//! Structs go as arrays (no field names) and node ids as 20 raw bytes. The frequent
+//! messages go in a form of the transport's own that decodes in one pass (see
+//! [`form`]); version 2 of the protocol introduced it.
 
-use std::io::Cursor;
+use std::borrow::Borrow;
 
 use ringkv_core::Envelope;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+mod form;
+
 /// Path of the upgrade request that opens a peer connection.
 pub const PEER_PATH: &str = "/internal/peer";
 
 /// Value of the `Upgrade` header, naming the protocol and its version.
-pub const PROTOCOL: &str = "ringkv-peer/1";
+pub const PROTOCOL: &str = "ringkv-peer/2";
 
 /// Largest payload of one frame (a snapshot chunk is about 4 MiB); a longer length prefix
 /// closes the connection.
@@ -89,26 +93,36 @@ pub struct Encoded {
 /// Append `envelopes` to `out` as frames of at most about `frame_bytes_max` payload bytes
 /// each (a frame ends after the envelope that crosses the bound, and never exceeds
 /// [`FRAME_BYTES_MAX`]), in order.
-pub fn encode(envelopes: &[Envelope], frame_bytes_max: usize, out: &mut Vec<u8>) -> Encoded {
+pub fn encode<I>(envelopes: I, frame_bytes_max: usize, out: &mut Vec<u8>) -> Encoded
+where
+    I: IntoIterator,
+    I::Item: Borrow<Envelope>,
+{
     encode_within(envelopes, frame_bytes_max, FRAME_BYTES_MAX, out)
 }
 
 /// [`encode`] with `limit` in place of [`FRAME_BYTES_MAX`].
-fn encode_within(
-    envelopes: &[Envelope],
+fn encode_within<I>(
+    envelopes: I,
     frame_bytes_max: usize,
     limit: usize,
     out: &mut Vec<u8>,
-) -> Encoded {
+) -> Encoded
+where
+    I: IntoIterator,
+    I::Item: Borrow<Envelope>,
+{
     let mut done = Encoded::default();
     let mut frame_start = None;
     for envelope in envelopes {
+        let envelope = envelope.borrow();
         let mut start = *frame_start.get_or_insert_with(|| {
             out.extend_from_slice(&[0; PREFIX_BYTES]);
             out.len() - PREFIX_BYTES
         });
         let before = out.len();
-        let written = envelope.serialize(&mut rmp_serde::Serializer::new(&mut *out));
+        let form = form::EnvelopeRef::from(envelope);
+        let written = form.serialize(&mut rmp_serde::Serializer::new(&mut *out));
         let envelope_bytes = out.len() - before;
         if written.is_err() || envelope_bytes > limit {
             tracing::warn!(
@@ -157,18 +171,107 @@ fn close_frame(out: &mut [u8], start: usize, end: usize, done: &mut Encoded) {
 
 /// The envelopes of one frame's payload, all of them or an error.
 pub fn decode(payload: &[u8]) -> Result<Vec<Envelope>, FrameError> {
+    let mut envelopes = Vec::new();
+    decode_into(payload, &mut envelopes, &mut form::Senders::default())?;
+    Ok(envelopes)
+}
+
+/// Append the envelopes of one frame's payload to `out`: all of them, or none and an error.
+///
+/// Each envelope is decoded from a slice that borrows the payload, so strings and ids are
+/// read in place rather than copied first. [`value_len`] finds where each envelope ends,
+/// since a borrowing deserializer does not tell how far it read.
+fn decode_into(
+    payload: &[u8],
+    out: &mut Vec<Envelope>,
+    senders: &mut form::Senders,
+) -> Result<(), FrameError> {
     if payload.is_empty() {
         return Err(FrameError::Empty);
     }
-    let mut de = rmp_serde::Deserializer::new(Cursor::new(payload));
-    de.set_max_depth(DEPTH_MAX);
-    let mut envelopes = Vec::new();
-    while (de.position() as usize) < payload.len() {
-        let envelope =
-            Envelope::deserialize(&mut de).map_err(|e| FrameError::Malformed(e.to_string()))?;
-        envelopes.push(envelope);
+    let mark = out.len();
+    let mut rest = payload;
+    while !rest.is_empty() {
+        let decoded = value_len(rest).and_then(|len| {
+            let (one, after) = rest.split_at(len);
+            let mut de = rmp_serde::Deserializer::from_read_ref(one);
+            de.set_max_depth(DEPTH_MAX);
+            let envelope = form::EnvelopeForm::deserialize(&mut de)
+                .map_err(|e| FrameError::Malformed(e.to_string()))?;
+            Ok((envelope.into_envelope(senders), after))
+        });
+        match decoded {
+            Ok((envelope, after)) => {
+                out.push(envelope);
+                rest = after;
+            }
+            Err(err) => {
+                out.truncate(mark);
+                return Err(err);
+            }
+        }
     }
-    Ok(envelopes)
+    Ok(())
+}
+
+/// Bytes of the MessagePack value at the start of `bytes`. Iterative (a count of values
+/// still to skip, not recursion), so a deeply nested value cannot exhaust the stack; every
+/// value takes at least one byte, so a count above the bytes left is malformed at once.
+fn value_len(bytes: &[u8]) -> Result<usize, FrameError> {
+    let malformed = |what: &str| FrameError::Malformed(format!("MessagePack: {what}"));
+    let mut at = 0usize;
+    let mut values: usize = 1;
+    // Big-endian unsigned integer of `n` bytes at `at`.
+    let uint = |at: usize, n: usize| -> Result<usize, FrameError> {
+        let field = bytes
+            .get(at..at + n)
+            .ok_or_else(|| malformed("truncated length"))?;
+        Ok(field
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b)))
+    };
+    while values > 0 {
+        values -= 1;
+        let marker = *bytes.get(at).ok_or_else(|| malformed("truncated value"))?;
+        at += 1;
+        // (bytes to skip after the marker, values nested in this one)
+        let (skip, items) = match marker {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
+            0x80..=0x8f => (0, 2 * usize::from(marker & 0x0f)),
+            0x90..=0x9f => (0, usize::from(marker & 0x0f)),
+            0xa0..=0xbf => (usize::from(marker & 0x1f), 0),
+            0xc1 => return Err(malformed("reserved marker 0xc1")),
+            0xc4 | 0xd9 => (uint(at, 1)?.saturating_add(1), 0),
+            0xc5 | 0xda => (uint(at, 2)?.saturating_add(2), 0),
+            0xc6 | 0xdb => (uint(at, 4)?.saturating_add(4), 0),
+            // ext: length, type byte, data
+            0xc7 => (uint(at, 1)?.saturating_add(2), 0),
+            0xc8 => (uint(at, 2)?.saturating_add(3), 0),
+            0xc9 => (uint(at, 4)?.saturating_add(5), 0),
+            0xca | 0xce | 0xd2 => (4, 0),
+            0xcb | 0xcf | 0xd3 => (8, 0),
+            0xcc | 0xd0 => (1, 0),
+            0xcd | 0xd1 => (2, 0),
+            0xd4 => (2, 0),
+            0xd5 => (3, 0),
+            0xd6 => (5, 0),
+            0xd7 => (9, 0),
+            0xd8 => (17, 0),
+            0xdc => (2, uint(at, 2)?),
+            0xdd => (4, uint(at, 4)?),
+            0xde => (2, uint(at, 2)?.saturating_mul(2)),
+            0xdf => (4, uint(at, 4)?.saturating_mul(2)),
+        };
+        at = at
+            .checked_add(skip)
+            .filter(|end| *end <= bytes.len())
+            .ok_or_else(|| malformed("truncated value"))?;
+        values = values
+            .checked_add(items)
+            .filter(|v| *v <= bytes.len() - at)
+            .ok_or_else(|| malformed("more items than bytes"))?;
+    }
+    Ok(at)
 }
 
 /// Read the next frame's payload into `buf` (replacing its contents). `Ok(false)`: the
@@ -200,6 +303,88 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         return Err(FrameError::Truncated);
     }
     Ok(true)
+}
+
+/// Bytes asked of the connection per read, at least: one read usually takes every frame
+/// that has arrived.
+const READ_CHUNK_BYTES: usize = 64 << 10;
+
+/// A buffer grown above this by a large frame is given back once it is consumed.
+const READ_BUFFER_KEPT_BYTES_MAX: usize = 1 << 20;
+
+/// The receiving end of a connection's frames: reads as much as has arrived into one
+/// buffer and decodes every whole frame in it, so a reader that fell behind takes several
+/// frames per system call and hands them on together.
+#[derive(Debug, Default)]
+pub struct FrameReader {
+    buf: Vec<u8>,
+    /// Start of the bytes not yet decoded.
+    start: usize,
+    /// The connection's sender.
+    senders: form::Senders,
+}
+
+impl FrameReader {
+    /// An empty reader.
+    pub fn new() -> FrameReader {
+        FrameReader::default()
+    }
+
+    /// Append the envelopes of every whole frame buffered to `out`, in order, and consume
+    /// those frames. On an error, the envelopes of the frames before the bad one are in
+    /// `out` (none of the bad frame's), and the connection should be closed.
+    pub fn decode_buffered(&mut self, out: &mut Vec<Envelope>) -> Result<(), FrameError> {
+        while let Some(len) = self.whole_frame()? {
+            let payload = &self.buf[self.start + PREFIX_BYTES..self.start + PREFIX_BYTES + len];
+            decode_into(payload, out, &mut self.senders)?;
+            self.start += PREFIX_BYTES + len;
+        }
+        if self.start == self.buf.len() {
+            self.start = 0;
+            self.buf.clear();
+            if self.buf.capacity() > READ_BUFFER_KEPT_BYTES_MAX {
+                self.buf = Vec::new();
+            }
+        }
+        Ok(())
+    }
+
+    /// Payload length of the frame at the start of the buffer, if all of it is there.
+    fn whole_frame(&self) -> Result<Option<usize>, FrameError> {
+        let Some(prefix) = self.buf.get(self.start..self.start + PREFIX_BYTES) else {
+            return Ok(None);
+        };
+        let mut len = [0u8; PREFIX_BYTES];
+        len.copy_from_slice(prefix);
+        let len = u32::from_be_bytes(len) as usize;
+        if len > FRAME_BYTES_MAX {
+            return Err(FrameError::TooLarge {
+                len,
+                max: FRAME_BYTES_MAX,
+            });
+        }
+        let buffered = self.buf.len() - self.start - PREFIX_BYTES;
+        Ok((buffered >= len).then_some(len))
+    }
+
+    /// Read what has arrived (waiting for at least one byte). `Ok(false)`: the connection
+    /// ended cleanly between two frames.
+    pub async fn read<R: AsyncRead + Unpin>(&mut self, rd: &mut R) -> Result<bool, FrameError> {
+        if self.start > 0 {
+            // Only part of a frame is left: move it to the front.
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        // Grows with what actually arrives, so a lying prefix costs no memory up front.
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK_BYTES {
+            self.buf.reserve(READ_CHUNK_BYTES);
+        }
+        match rd.read_buf(&mut self.buf).await? {
+            0 if self.buf.is_empty() => Ok(false),
+            0 => Err(FrameError::Truncated),
+            _ => Ok(true),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -334,6 +519,20 @@ mod tests {
             Message::ReplicateAck {
                 seqs: vec![1, 2, 3],
             },
+            Message::Replicate {
+                entries: vec![("k".into(), entry()), ("l".into(), entry())],
+                ttl: 3,
+                seq: 17,
+            },
+            Message::TailRead {
+                origin: origin(),
+                key: "k".into(),
+                hops: 2,
+            },
+            Message::CraqClean {
+                key: "k".into(),
+                version: entry().version,
+            },
             Message::Fingers {
                 epoch: 1,
                 term: 1,
@@ -382,20 +581,75 @@ mod tests {
     }
 
     #[test]
+    fn frequent_messages_go_in_the_transports_own_form() {
+        let tagged = |msg: Message| {
+            let mut out = Vec::new();
+            encode(&[Envelope { from: node(1), msg }], 1 << 20, &mut out);
+            // The others go under `other`, as the protocol's internally tagged enum.
+            out.windows(5).any(|w| w == b"other")
+        };
+        let mut frequent = 0;
+        for msg in samples() {
+            let kind = msg.kind();
+            let expected = !matches!(
+                kind,
+                "route"
+                    | "chain_write"
+                    | "done"
+                    | "tail_read"
+                    | "replicate"
+                    | "replicate_ack"
+                    | "craq_clean"
+            );
+            frequent += usize::from(!expected);
+            assert_eq!(tagged(msg), expected, "{kind}");
+        }
+        assert_eq!(frequent, 9, "every frequent shape is among the samples");
+    }
+
+    #[test]
     fn ids_travel_as_bytes() {
-        let from = node(1);
+        let (from, joiner) = (node(1), node(6));
         let mut out = Vec::new();
-        encode(
-            &[Envelope {
-                from: from.clone(),
-                msg: Message::Ping,
-            }],
-            1 << 20,
-            &mut out,
-        );
-        let raw = from.id.to_bytes();
+        let sent = Envelope {
+            from: from.clone(),
+            msg: Message::JoinRequest {
+                node: joiner.clone(),
+                incarnation: 1,
+            },
+        };
+        encode(std::slice::from_ref(&sent), 1 << 20, &mut out);
+        let raw = joiner.id.to_bytes();
         assert!(out.windows(20).any(|w| w == raw));
-        assert!(!out.windows(40).any(|w| w == from.id.to_string().as_bytes()));
+        assert!(!out
+            .windows(40)
+            .any(|w| w == joiner.id.to_string().as_bytes()));
+        // The sender goes as its address; the receiver computes its id.
+        assert!(!out.windows(20).any(|w| w == from.id.to_bytes()));
+        let received = decode(frames(&out)[0]).unwrap();
+        assert_eq!(received, [sent]);
+        assert_eq!(received[0].from.id, from.id);
+    }
+
+    #[tokio::test]
+    async fn every_envelope_of_a_connection_names_its_own_sender() {
+        let batch: Vec<Envelope> = [1, 1, 2, 1]
+            .into_iter()
+            .map(|port| Envelope {
+                from: node(port),
+                msg: Message::Ping,
+            })
+            .collect();
+        let mut out = Vec::new();
+        encode(&batch, 1 << 20, &mut out);
+        let mut frames = FrameReader::new();
+        let mut decoded = Vec::new();
+        assert!(frames.read(&mut &out[..]).await.unwrap());
+        frames.decode_buffered(&mut decoded).unwrap();
+        assert_eq!(decoded, batch);
+        assert!(decoded
+            .iter()
+            .all(|e| e.from.id == NodeRef::new(&e.from.addr).id));
     }
 
     #[test]
@@ -460,10 +714,17 @@ mod tests {
         trailing.push(0xc1); // never used in MessagePack
         assert!(decode(&trailing).unwrap_err().is_malformed());
         assert!(decode(&[0xff; 64]).is_err());
-        // A forged sender: the id is not SHA-1 of the address.
+        // A forged node: the id is not SHA-1 of the address.
         let mut forged = Vec::new();
-        encode(&envelopes()[..1], 1 << 20, &mut forged);
-        let at = forged.windows(5).position(|w| w == b"127.0").unwrap();
+        let joiner = envelopes()
+            .into_iter()
+            .find(|e| matches!(e.msg, Message::JoinRequest { .. }))
+            .unwrap();
+        encode(&[joiner], 1 << 20, &mut forged);
+        let at = forged
+            .windows(11)
+            .position(|w| w == b"127.0.0.1:6")
+            .unwrap();
         forged[at] = b'2';
         assert!(decode(frames(&forged)[0]).is_err());
         // Deep nesting is refused, not followed down the stack.
@@ -474,7 +735,7 @@ mod tests {
     #[tokio::test]
     async fn frames_are_read_whole_and_bounded() {
         let mut out = Vec::new();
-        encode(&envelopes(), 64, &mut out);
+        encode(envelopes(), 64, &mut out);
         let mut rd = &out[..];
         let mut buf = Vec::new();
         let mut decoded = Vec::new();
@@ -490,6 +751,139 @@ mod tests {
         assert!(matches!(err, FrameError::Truncated), "{err}");
         let err = read_frame(&mut &cut[..2], &mut buf).await.unwrap_err();
         assert!(matches!(err, FrameError::Truncated), "{err}");
+    }
+
+    #[test]
+    fn value_lengths_match_the_encoding() {
+        #[derive(Serialize)]
+        struct Mixed {
+            small: u8,
+            mid: u16,
+            wide: u32,
+            huge: u64,
+            neg: i64,
+            tiny_neg: i8,
+            float: f32,
+            double: f64,
+            flag: bool,
+            none: Option<u8>,
+            strings: Vec<String>,
+            #[serde(with = "serde_bytes_like")]
+            raw: Vec<u8>,
+            map: std::collections::BTreeMap<String, Vec<u32>>,
+        }
+        /// Bytes as MessagePack bin, not as an array of numbers.
+        mod serde_bytes_like {
+            pub fn serialize<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_bytes(v)
+            }
+        }
+        for n in [0usize, 5, 31, 32, 255, 256, 65_535, 65_536] {
+            let value = Mixed {
+                small: 200,
+                mid: 60_000,
+                wide: 4_000_000_000,
+                huge: u64::MAX,
+                neg: -5_000_000_000,
+                tiny_neg: -3,
+                float: 1.5,
+                double: -2.25,
+                flag: true,
+                none: None,
+                strings: vec!["x".repeat(n), String::new(), "é".repeat(n / 2)],
+                raw: vec![7; n],
+                map: (0..(n % 40) as u32)
+                    .map(|i| (i.to_string(), vec![i; i as usize]))
+                    .collect(),
+            };
+            let bytes = rmp_serde::to_vec(&value).unwrap();
+            assert_eq!(value_len(&bytes).unwrap(), bytes.len(), "n = {n}");
+            let mut two = bytes.clone();
+            two.extend_from_slice(&bytes);
+            assert_eq!(
+                value_len(&two).unwrap(),
+                bytes.len(),
+                "stops at the first value"
+            );
+            assert!(value_len(&bytes[..bytes.len() - 1]).is_err(), "truncated");
+        }
+        // Counts that could never fit in the bytes left are refused before any is read.
+        assert!(value_len(&[0xdd, 0xff, 0xff, 0xff, 0xff]).is_err());
+        assert!(value_len(&[0xdf, 0xff, 0xff, 0xff, 0xff, 0]).is_err());
+        assert!(value_len(&[0xdb, 0xff, 0xff, 0xff, 0xff]).is_err());
+        assert!(value_len(&[0xc1]).is_err());
+        assert!(value_len(&[]).is_err());
+    }
+
+    /// A reader that hands out its bytes a few at a time.
+    struct Trickle {
+        bytes: Vec<u8>,
+        at: usize,
+        step: usize,
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let end = (self.at + self.step).min(self.bytes.len());
+            let n = (end - self.at).min(buf.remaining());
+            buf.put_slice(&self.bytes[self.at..self.at + n]);
+            self.at += n;
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn the_frame_reader_takes_frames_however_they_arrive() {
+        let mut bytes = Vec::new();
+        encode(envelopes(), 64, &mut bytes);
+        for step in [1, 3, 7, 64, 1000, 1 << 20] {
+            let mut rd = Trickle {
+                bytes: bytes.clone(),
+                at: 0,
+                step,
+            };
+            let mut frames = FrameReader::new();
+            let mut decoded = Vec::new();
+            while frames.read(&mut rd).await.unwrap() {
+                frames.decode_buffered(&mut decoded).unwrap();
+            }
+            assert_eq!(decoded, envelopes(), "step {step}");
+        }
+        // Cut inside a frame.
+        let mut rd = &bytes[..bytes.len() - 1];
+        let mut frames = FrameReader::new();
+        let mut decoded = Vec::new();
+        let err = loop {
+            match frames.read(&mut rd).await {
+                Ok(true) => frames.decode_buffered(&mut decoded).unwrap(),
+                Ok(false) => panic!("a cut frame is not a clean end"),
+                Err(err) => break err,
+            }
+        };
+        assert!(matches!(err, FrameError::Truncated), "{err}");
+        // A good frame, then one that does not decode, then a good one: the first is
+        // delivered, the rest not.
+        let mut first = Vec::new();
+        encode(&envelopes()[..1], 1 << 20, &mut first);
+        let mut bad = first.clone();
+        bad.extend_from_slice(&[0, 0, 0, 2, 0xc1, 0xc1]);
+        bad.extend_from_slice(&first);
+        let mut frames = FrameReader::new();
+        let mut decoded = Vec::new();
+        assert!(frames.read(&mut &bad[..]).await.unwrap());
+        let err = frames.decode_buffered(&mut decoded).unwrap_err();
+        assert!(err.is_malformed(), "{err}");
+        assert_eq!(decoded, envelopes()[..1]);
+        // A length prefix above the limit is refused without waiting for the payload.
+        let huge = (FRAME_BYTES_MAX as u32 + 1).to_be_bytes();
+        let mut frames = FrameReader::new();
+        assert!(frames.read(&mut &huge[..]).await.unwrap());
+        let err = frames.decode_buffered(&mut Vec::new()).unwrap_err();
+        assert!(err.is_malformed(), "{err}");
     }
 
     /// Every message a ring of five nodes sends while it forms (the coordinator group's

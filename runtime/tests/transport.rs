@@ -210,7 +210,8 @@ async fn a_malformed_frame_closes_its_connection_and_is_counted() {
         );
         assert_eq!(counter(&node, |p| &p.frames_malformed), i as u64 + 1);
     }
-    // A forged sender (its id is not SHA-1 of its address) breaks the frame too.
+    // A forged node (its id is not SHA-1 of its address: here the lookup's origin, as the
+    // envelope's sender goes as its address alone) breaks the frame too.
     let mut forged = Vec::new();
     wire::encode(
         &[lookup(&NodeRef::new("127.0.0.1:1"), 1, "k")],
@@ -219,7 +220,7 @@ async fn a_malformed_frame_closes_its_connection_and_is_counted() {
     );
     let at = forged
         .windows(11)
-        .position(|w| w == b"127.0.0.1:1")
+        .rposition(|w| w == b"127.0.0.1:1")
         .unwrap();
     forged[at + 10] = b'2';
     let mut conn = dialer(None).dial(node.addr()).await.expect("dial the node");

@@ -98,7 +98,7 @@ enum FormRef<'a> {
     },
     CraqClean {
         key: &'a str,
-        version: &'a Version,
+        version: &'a Option<Version>,
     },
     Other(&'a Message),
 }
@@ -129,7 +129,7 @@ enum Form {
     },
     CraqClean {
         key: String,
-        version: Version,
+        version: Option<Version>,
     },
     Other(Message),
 }

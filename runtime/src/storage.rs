@@ -33,6 +33,10 @@ const META_KEY: &[u8] = b"meta";
 const FORMAT_KEY: &[u8] = b"format";
 const FORMAT: &[u8] = b"ringkv-fjall-1";
 
+/// Size at which the entries' memtable is sealed and flushed to a table. Recovery replays
+/// the journal of what no table holds yet, so this bounds most of a restart's replay.
+const MEMTABLE_BYTES: u64 = 8 << 20;
+
 /// The store inside a data directory (a directory: fjall's journal, tables and version).
 pub const STORE_DIR: &str = "ringkv.fjall";
 
@@ -336,7 +340,9 @@ fn create(path: &Path) -> Result<(), StorageError> {
 fn open_db(path: &Path) -> Result<Open, StorageError> {
     let opened = std::panic::catch_unwind(|| {
         let db = Database::builder(path).open()?;
-        let entries = db.keyspace(ENTRIES, KeyspaceCreateOptions::default)?;
+        let entries = db.keyspace(ENTRIES, || {
+            KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+        })?;
         let meta = db.keyspace(META, KeyspaceCreateOptions::default)?;
         Ok::<_, fjall::Error>(Open { db, entries, meta })
     });

@@ -1,8 +1,14 @@
-//! When a node cannot take more data: a full disk (here a file-size limit, `ulimit -f`,
-//! which fails the data file's growth with EFBIG as a full disk fails it with ENOSPC)
-//! and the configured store limit (`--max-store-bytes`). Writes are refused with a JSON
-//! error, reads go on being served, and nothing is acknowledged that was not persisted:
-//! after `kill -9` and a restart without the limit every acknowledged write is back.
+//! When a node cannot take more data: a full disk (here a file-size limit set on the
+//! running node with `prlimit`, which fails the store's growth with EFBIG as a full disk
+//! fails it with ENOSPC) and the configured store limit (`--max-store-bytes`). Writes are
+//! refused with a JSON error, reads go on being served, and nothing is acknowledged that
+//! was not persisted: after `kill -9` and a restart without the limit every acknowledged
+//! write is back.
+//!
+//! The limit is set once the node runs rather than with `ulimit -f` before it starts:
+//! the store's journal is created at its full size (64 MiB, a sparse file that takes
+//! disk blocks only as it is written), which a file-size limit refuses outright while a
+//! full disk does not.
 
 mod common;
 
@@ -22,9 +28,8 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// A one-node ring (k = 1) on `port` with its data in `dir`; with `file_kib`, under a
-/// file-size limit of that many KiB.
-fn bootstrap(port: u16, dir: &Path, file_kib: Option<u32>, extra: &[&str]) -> Proc {
+/// A one-node ring (k = 1) on `port` with its data in `dir`.
+fn bootstrap(port: u16, dir: &Path, extra: &[&str]) -> Proc {
     let dir = dir.to_str().expect("a UTF-8 temp path");
     let mut args = vec![
         "bootstrap".to_string(),
@@ -36,28 +41,25 @@ fn bootstrap(port: u16, dir: &Path, file_kib: Option<u32>, extra: &[&str]) -> Pr
         dir.into(),
     ];
     args.extend(extra.iter().map(|a| a.to_string()));
-    let mut command = match file_kib {
-        None => {
-            let mut c = Command::new(DHT);
-            c.args(&args);
-            c
-        }
-        Some(kib) => {
-            // `exec` keeps the PID, so the test kills the node itself.
-            // bash: its `ulimit -f` counts KiB (dash counts 512-byte blocks).
-            let mut c = Command::new("bash");
-            c.arg("-c")
-                .arg(format!("ulimit -f {kib} && exec \"$0\" \"$@\""))
-                .arg(DHT)
-                .args(&args);
-            c
-        }
-    };
+    let mut command = Command::new(DHT);
     command
+        .args(&args)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     Proc::spawn(command)
+}
+
+/// Limit the size of the files `proc` writes to `bytes` from now on (`prlimit`,
+/// util-linux): writes past it fail with EFBIG (the node ignores SIGXFSZ).
+fn limit_file_size(proc: &Proc, bytes: u64) {
+    let status = Command::new("prlimit")
+        .arg("--pid")
+        .arg(proc.child.id().to_string())
+        .arg(format!("--fsize={bytes}"))
+        .status()
+        .expect("prlimit (util-linux) runs");
+    assert!(status.success(), "prlimit failed: {status}");
 }
 
 /// Insert `key` through `node`; the status and the JSON body.
@@ -107,9 +109,10 @@ fn a_full_disk_refuses_writes_keeps_reads_and_acknowledges_only_what_is_on_disk(
     let client = HttpClient::new(Duration::from_secs(15));
     let port = free_port();
     let node = format!("127.0.0.1:{port}");
-    let mut full = bootstrap(port, &dir, Some(2048), &[]);
+    let mut full = bootstrap(port, &dir, &[]);
     full.wait_line("advertised as");
     wait_until_serving(&rt, &client, &node);
+    limit_file_size(&full, 2 << 20);
 
     let value = "v".repeat(600);
     let mut acked = vec!["probe".to_string()];
@@ -140,7 +143,7 @@ fn a_full_disk_refuses_writes_keeps_reads_and_acknowledges_only_what_is_on_disk(
     assert!(
         refusal["error"]
             .as_str()
-            .is_some_and(|e| e.contains("ringkv.redb")),
+            .is_some_and(|e| e.contains("ringkv.fjall")),
         "the error names the file: {refusal}"
     );
     // Reads are still served while writes fail.
@@ -156,7 +159,7 @@ fn a_full_disk_refuses_writes_keeps_reads_and_acknowledges_only_what_is_on_disk(
 
     // Power cut, then the node comes back with room: everything it acknowledged is there.
     full.kill9();
-    let back = bootstrap(port, &dir, None, &[]);
+    let back = bootstrap(port, &dir, &[]);
     back.wait_line("advertised as");
     wait_until_serving(&rt, &client, &node);
     for key in &acked {
@@ -178,7 +181,7 @@ fn the_store_limit_refuses_writes_with_507_and_keeps_serving() {
     let client = HttpClient::new(Duration::from_secs(15));
     let port = free_port();
     let node = format!("127.0.0.1:{port}");
-    let p = bootstrap(port, &dir, None, &["--max-store-bytes", "20000"]);
+    let p = bootstrap(port, &dir, &["--max-store-bytes", "20000"]);
     p.wait_line("advertised as");
     wait_until_serving(&rt, &client, &node);
     let value = "v".repeat(500);

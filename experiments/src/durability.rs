@@ -67,7 +67,7 @@ pub struct RestartRow {
     pub load_s: f64,
     /// Acknowledged inserts per second while loading.
     pub load_ops_per_s: f64,
-    /// Size of the database file, bytes.
+    /// Size of the store (the files of its directory), bytes.
     pub file_bytes: u64,
     /// Seconds from the start call to a node that has read its whole store.
     pub open_s: f64,
@@ -204,7 +204,7 @@ pub fn run(options: &Options) -> Result<Report> {
     }
     table.row(vec![
         format!("restart: {} keys", restart.keys),
-        format!("{:.1} MB file", restart.file_bytes as f64 / 1e6),
+        format!("{:.1} MB store", restart.file_bytes as f64 / 1e6),
         format!("open {:.2} s", restart.open_s),
         format!("serving {:.2} s", restart.serving_s),
         format!("{}/{} read", restart.found, restart.sampled),
@@ -349,9 +349,7 @@ fn restart_time(
             loaded.error_count()
         )));
     }
-    let file_bytes = std::fs::metadata(dir.join(ringkv_runtime::storage::DB_FILE))
-        .map(|m| m.len())
-        .unwrap_or(0);
+    let file_bytes = tree_bytes(&dir.join(ringkv_runtime::storage::STORE_DIR));
 
     let t0 = Instant::now();
     let server = nodes_rt
@@ -390,6 +388,21 @@ fn restart_time(
         sampled: sample.len() as u64,
         found,
     })
+}
+
+/// Bytes of the files under `dir` (the store is a directory of journals and tables).
+fn tree_bytes(dir: &Path) -> u64 {
+    let Ok(items) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    items
+        .flatten()
+        .map(|item| match item.metadata() {
+            Ok(m) if m.is_dir() => tree_bytes(&item.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 /// Insert a probe until it is acknowledged (a restarted bootstrap refuses writes while

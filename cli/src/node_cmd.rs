@@ -498,8 +498,11 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn init_tracing(default: &str) {
+    // The storage engine narrates every open and flush at info; an operator needs its
+    // warnings only (RUST_LOG still overrides).
+    let default = format!("{default},fjall=warn,lsm_tree=warn");
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -232,6 +232,12 @@ impl Actor {
         let sleep = tokio::time::sleep_until(self.start.into());
         tokio::pin!(sleep);
         let mut armed: Option<Time> = None;
+        // Arm the node's timers now, not at its first input: a bootstrap's search for
+        // the ring it belonged to (and its founding of a new one) runs from the start,
+        // instead of from the first request, which would be refused meanwhile.
+        let mut out = std::mem::take(&mut self.out);
+        self.node.start(self.now(), &mut out);
+        self.carry_out(out);
         loop {
             self.fire_due_timers();
             self.commit();

@@ -10,11 +10,11 @@
 //!   key's other replicas (`CraqClean`), and it answers version queries.
 //! - **Reads.** A read is answered by the first replica on its route: from its own store
 //!   if it is the tail, or its copy is clean; otherwise it asks the tail
-//!   (`VersionQuery`) and answers with the entry the tail has committed
-//!   (`VersionAnswer`), marking its own copy clean when the versions agree. (In the
-//!   paper a replica keeps every dirty version and the tail answers a version number;
-//!   here the tail sends the entry, so a replica keeps one version per key as under
-//!   chain replication.)
+//!   (`VersionQuery`), which answers the client itself with the entry it has
+//!   committed and sends the replica a clean mark of that version. (In the paper a
+//!   replica keeps every dirty version and the tail answers a version number; here the
+//!   tail serves the entry, so a replica keeps one version per key as under chain
+//!   replication.)
 //!
 //! Why it stays linearizable: within one view a write reaches the tail only through
 //! every other replica of its key, so once the tail has committed a version newer than a
@@ -22,8 +22,8 @@
 //! clean. Across view changes:
 //! - marks belong to the installed view: a new view drops them all, so data a replica
 //!   fetched, was forwarded or was refilled with is uncertain until the tail confirms it;
-//!   a mark is taken only from the node the replica's own view makes the tail, and from a
-//!   version answer only if the replica's view has not changed since it asked;
+//!   a mark is taken only from the node the replica's own view makes the tail (checked
+//!   when the mark arrives);
 //! - a replica serves from its store only while it holds a lease, is not preparing a view
 //!   and is not unsure of its data (as a chain tail): one cut off from the ring stops
 //!   before the ring replaces it; and once its lease has lapsed, not until it installs a
@@ -36,13 +36,13 @@
 
 use std::collections::BTreeMap;
 
-use crate::api::{RequestError, Response};
+use crate::api::RequestError;
 use crate::id::{in_open_closed, Id};
 use crate::message::{Message, NodeRef, Origin};
 use crate::out::Out;
 use crate::replication::answer_read;
 use crate::shared::Shared;
-use crate::store::{Entry, Version};
+use crate::store::Version;
 
 /// Clean marks kept at once; beyond it a replica asks the tail about further keys (still
 /// correct, only slower), so memory stays bounded.
@@ -85,7 +85,6 @@ impl Craq {
             origin,
             key,
             hops: hops + 1,
-            epoch: sh.view.epoch,
         };
         out.send(&tail, query);
     }
@@ -95,9 +94,7 @@ impl Craq {
         sh: &Shared,
         out: &mut Out,
         from: &NodeRef,
-        // The asker's epoch guarded the answer it took its clean mark from; a clean mark
-        // is checked against the asker's view when it arrives instead.
-        (origin, key, hops, _epoch): (Origin, String, u32, u64),
+        (origin, key, hops): (Origin, String, u32),
     ) {
         let key_id = Id::of_key(&key);
         let node = sh.addr();
@@ -120,33 +117,6 @@ impl Craq {
         };
         out.send(from, clean);
         answer_read(sh, out, Some(origin), &key, hops);
-    }
-
-    /// A tail of an earlier release answered a version query through this replica (a
-    /// tail now answers the client itself, see `on_query`): answer the client with its
-    /// entry, and mark this replica's copy clean if it is that same version.
-    pub(crate) fn on_answer(
-        &mut self,
-        sh: &Shared,
-        out: &mut Out,
-        from: &NodeRef,
-        (origin, key, entry, hops, epoch): (Origin, String, Option<Entry>, u32, u64),
-    ) {
-        if epoch == sh.view.epoch {
-            self.confirm(sh, from, &key, entry.as_ref().map(|e| e.version));
-        }
-        // Named after this replica, which the read reached and which answers it.
-        let node = sh.addr();
-        let reply = match entry.and_then(|e| e.value) {
-            Some(value) => Response::Found {
-                key,
-                value,
-                node,
-                hops,
-            },
-            None => Response::NotFound { key, node, hops },
-        };
-        out.respond(Some(origin), Ok(reply));
     }
 
     /// The key's tail committed `version`.
@@ -264,9 +234,11 @@ fn position(sh: &Shared, key: Id) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::Response;
     use crate::config::{ClusterConfig, Consistency, Routing};
     use crate::message::View;
     use crate::shared::{Fingers, Phase};
+    use crate::store::Entry;
     use crate::store::Store;
     use rand::SeedableRng;
 
@@ -440,21 +412,9 @@ mod tests {
         let mut sh = member(&ring, 3);
         let tail = ring[4].clone();
         let mut craq = Craq::default();
-        let origin = Origin {
-            node: ring[0].clone(),
-            req: 1,
-            incarnation: 1,
-        };
-        let mut o = out(&sh.me);
-        let answer = (origin, key.clone(), None, 1, sh.view.epoch);
-        craq.on_answer(&sh, &mut o, &tail, answer);
+        let o = out(&sh.me);
+        craq.on_clean(&sh, &tail, key.clone(), None);
         assert!(craq.is_clean(&sh, o.now, &key), "the tail has none either");
-        let mut fresh = Craq::default();
-        fresh.on_clean(&sh, &tail, key.clone(), None);
-        assert!(
-            fresh.is_clean(&sh, o.now, &key),
-            "as a clean mark of no entry"
-        );
         sh.store.apply(0, &key, entry(1));
         assert!(!craq.is_clean(&sh, o.now, &key), "a write makes it dirty");
     }
@@ -472,7 +432,7 @@ mod tests {
             incarnation: 1,
         };
         let mut o = out(&tail.me);
-        let query = (origin.clone(), key.clone(), 2, tail.view.epoch);
+        let query = (origin.clone(), key.clone(), 2);
         Craq::on_query(&tail, &mut o, &asker, query.clone());
         let mut sent = Vec::new();
         o.drain_into(&mut sent);

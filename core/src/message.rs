@@ -458,23 +458,6 @@ pub enum Message {
         key: String,
         /// Lookup hops so far.
         hops: u32,
-        /// The asking replica's view when it asked: it trusts the answer's version only
-        /// under that same view.
-        epoch: u64,
-    },
-    /// CRAQ, tail → the replica that asked: the entry it has committed (`None`: none),
-    /// which the replica answers its client with.
-    VersionAnswer {
-        /// Who asked.
-        origin: Origin,
-        /// The key.
-        key: String,
-        /// The tail's entry.
-        entry: Option<Entry>,
-        /// Lookup hops so far.
-        hops: u32,
-        /// As in the query.
-        epoch: u64,
     },
     /// Asynchronous replication, and writes forwarded during a hand-over.
     Replicate {
@@ -705,7 +688,6 @@ impl Message {
             Message::ChainWrite(_) => "chain_write",
             Message::CraqClean { .. } => "craq_clean",
             Message::VersionQuery { .. } => "version_query",
-            Message::VersionAnswer { .. } => "version_answer",
             Message::Replicate { .. } => "replicate",
             Message::Forward { .. } => "forward",
             Message::ForwardAck { .. } => "forward_ack",

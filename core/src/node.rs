@@ -716,9 +716,7 @@ impl Node {
                 self.replication.on_chain_write(sh, ho, out, &from, step);
                 Ok(())
             }
-            msg @ (Message::CraqClean { .. }
-            | Message::VersionQuery { .. }
-            | Message::VersionAnswer { .. }) => {
+            msg @ (Message::CraqClean { .. } | Message::VersionQuery { .. }) => {
                 self.replication.on_craq(sh, out, &from, msg);
                 Ok(())
             }

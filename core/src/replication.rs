@@ -279,21 +279,9 @@ impl Replication {
     pub(crate) fn on_craq(&mut self, sh: &Shared, out: &mut Out, from: &NodeRef, msg: Message) {
         match msg {
             Message::CraqClean { key, version } => self.craq.on_clean(sh, from, key, version),
-            Message::VersionQuery {
-                origin,
-                key,
-                hops,
-                epoch,
-            } => Craq::on_query(sh, out, from, (origin, key, hops, epoch)),
-            Message::VersionAnswer {
-                origin,
-                key,
-                entry,
-                hops,
-                epoch,
-            } => self
-                .craq
-                .on_answer(sh, out, from, (origin, key, entry, hops, epoch)),
+            Message::VersionQuery { origin, key, hops } => {
+                Craq::on_query(sh, out, from, (origin, key, hops))
+            }
             _ => {}
         }
     }

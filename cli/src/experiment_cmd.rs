@@ -198,7 +198,7 @@ pub struct ExperimentArgs {
     #[arg(long, value_name = "MS")]
     pub request_timeout_ms: Option<u64>,
     /// crash only: the nodes' --failure-timeout-ms, how long a killed node stays in the
-    /// ring (default 3000, as for `dht node`).
+    /// ring (default 1200, as for `dht node`).
     #[arg(long, value_name = "MS")]
     pub failure_timeout_ms: Option<u64>,
     /// Base seed of the simulator runs (and of the sequential client's node choices).

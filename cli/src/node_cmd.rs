@@ -38,7 +38,7 @@ pub struct Tuning {
     /// Shorter means a shorter outage after a crash, and more false alarms on a loaded
     /// machine (a member removed by mistake rejoins, empty, and is refilled). Give every
     /// node of a ring the same value.
-    #[arg(long, default_value_t = 3_000, value_name = "MS", value_parser = at_least_hundred)]
+    #[arg(long, default_value_t = 1_200, value_name = "MS", value_parser = at_least_hundred)]
     pub failure_timeout_ms: u64,
     /// Shared secret authenticating node-to-node connections (checked once when a peer
     /// connects); every member of a ring must be given the same one. Without it the
@@ -612,11 +612,14 @@ mod tests {
     #[test]
     fn the_failure_timeout_sets_the_heartbeat_and_is_bounded() {
         let default = tuning(&[]).unwrap().timing();
-        assert_eq!(default.failure_timeout_ns, 3_000_000_000);
-        assert_eq!(default.heartbeat_interval_ns, 500_000_000);
-        let fast = tuning(&["--failure-timeout-ms", "1200"]).unwrap().timing();
-        assert_eq!(fast.failure_timeout_ns, 1_200_000_000);
-        assert_eq!(fast.heartbeat_interval_ns, 200_000_000);
+        assert_eq!(default.failure_timeout_ns, 1_200_000_000);
+        assert_eq!(default.heartbeat_interval_ns, 200_000_000);
+        let slow = tuning(&["--failure-timeout-ms", "6000"]).unwrap().timing();
+        assert_eq!(slow.failure_timeout_ns, 6_000_000_000);
+        assert_eq!(
+            slow.heartbeat_interval_ns, 500_000_000,
+            "at most every 500 ms"
+        );
         let off = tuning(&["--failure-timeout-ms", "1200", "--no-failure-handling"])
             .unwrap()
             .timing();

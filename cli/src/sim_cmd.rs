@@ -197,7 +197,7 @@ pub struct SimOptions {
     pub failure_handling: bool,
     /// With --failure-handling: silence after which a member is removed as failed
     /// (heartbeats go every sixth of it, at most every 500 ms), as
-    /// `dht node --failure-timeout-ms` on real nodes [default: 3s].
+    /// `dht node --failure-timeout-ms` on real nodes [default: 1.2s].
     #[arg(long, value_name = "DUR")]
     pub failure_timeout: Option<String>,
     /// Background time after the last operation before the invariants are checked.

@@ -246,7 +246,7 @@ impl Default for Timing {
             gc_interval_ns: 10_000_000_000,
             handover_grace_ns: 10_000_000_000,
             heartbeat_interval_ns: 0,
-            failure_timeout_ns: 3_000_000_000,
+            failure_timeout_ns: 1_200_000_000,
             membership_timeout_ns: 5_000_000_000,
             anti_entropy_interval_ns: 0,
         }
@@ -277,6 +277,12 @@ pub struct NodeConfig {
     pub durable: bool,
     /// What a durable node read back from its disk at start.
     pub recovered: Option<crate::disk::Recovered>,
+    /// Where the driver's clock stands against the UNIX epoch: the wall time, in
+    /// nanoseconds, at which it read 0. Write versions take the wall time as their
+    /// floor (a hybrid logical clock), so that last-writer-wins follows real time
+    /// across nodes up to their clock skew. 0 in the simulator, whose nodes share one
+    /// virtual epoch.
+    pub clock_epoch_ns: u64,
 }
 
 impl NodeConfig {
@@ -292,6 +298,7 @@ impl NodeConfig {
             recover: false,
             durable: false,
             recovered: None,
+            clock_epoch_ns: 0,
         }
     }
 
@@ -307,6 +314,7 @@ impl NodeConfig {
             recover: false,
             durable: false,
             recovered: None,
+            clock_epoch_ns: 0,
         }
     }
 }

@@ -280,6 +280,7 @@ mod tests {
             forward_to: None,
             lease_until: 0,
             lease_lapsed_in: None,
+            clock_epoch_ns: 0,
             comeback: Default::default(),
         }
     }

@@ -74,6 +74,14 @@ pub(crate) struct Comeback {
     /// The ring is coming back from its disks: refuse writes as primary until the
     /// leader grants a lease again (in both models; chain reads wait for the lease too).
     pub(crate) hold_writes: bool,
+    /// A restarted bootstrap: the coordinator term in which a member's greeting showed
+    /// that this node's previous incarnation held its group's only seat.
+    pub(crate) sole_seat_term: Option<u64>,
+    /// A restarted bootstrap's draw for its `Rejoin` messages (0: none sent yet).
+    pub(crate) rejoin_nonce: u64,
+    /// A member: the `Rejoin` it last obeyed, so a late duplicate does not make it leave
+    /// the ring it has joined again.
+    pub(crate) rejoined_for: u64,
 }
 
 impl Comeback {

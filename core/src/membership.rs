@@ -22,6 +22,8 @@ pub(crate) struct CommitOrder<'a> {
     pub(crate) term: u64,
     /// No lease comes with it.
     pub(crate) hold_leases: bool,
+    /// The coordinator group's seats.
+    pub(crate) seats: Vec<NodeRef>,
 }
 
 /// A view change this node has been told to prepare.
@@ -189,12 +191,82 @@ impl Membership {
             return Ok(());
         }
         let departing = sh.phase == Phase::Departing;
+        // Under eventual consistency a primary acknowledges before it replicates: cut off
+        // and removed, it may hold the only copy of writes it acknowledged. It keeps its
+        // entries, as a node back from its disk does, and pushes them to its fellow
+        // replicas once it has joined again (newer versions win). A chain member holds
+        // nothing acknowledged that its chain's tail lacks, and comes back empty.
+        let keep = !departing && !sh.config.consistency.is_chain() && !sh.store.is_empty();
+        if departing {
+            push_own_range(sh, out);
+        }
+        let kept = keep.then(|| std::mem::take(&mut sh.store));
         self.leave(sh, ho);
+        if let Some(store) = kept {
+            sh.store = store;
+            sh.comeback.leftovers = true;
+        }
         if departing {
             let node = sh.addr();
             self.finish(sh, out, Ok(Response::Departed { node }));
             return Ok(());
         }
+        self.start_joining(sh, out);
+        Ok(())
+    }
+
+    /// The bootstrap this node follows restarted, and its coordinator group had no other
+    /// seat (see `Message::Rejoin`): nobody will lead this view again. Leave it keeping
+    /// the entries, as a node back from its disk, and ask the bootstrap to join: it
+    /// founds the ring again and waits for the members that ask.
+    #[allow(clippy::too_many_arguments)] // the fields of `Message::Rejoin`
+    pub(crate) fn on_rejoin(
+        &mut self,
+        sh: &mut Shared,
+        ho: &mut Handover,
+        out: &mut Out,
+        from: &NodeRef,
+        ring_id: u64,
+        nonce: u64,
+    ) -> Result<(), Rejected> {
+        let follows = *sh.coordinator == *from.addr && *sh.bootstrap == *from.addr;
+        // With no seat known yet (no leader announcement since it joined), the
+        // bootstrap's word stands: another member showed it the group was its alone.
+        let sole_seat = sh.seats.iter().all(|s| s.id == from.id);
+        let same_ring = sh.ring_id == ring_id || sh.ring_id == 0;
+        if !(follows && sole_seat && same_ring) || sh.comeback.rejoined_for == nonce {
+            return Err(Rejected::not_coordinator("rejoin", from));
+        }
+        sh.comeback.rejoined_for = nonce;
+        match sh.phase {
+            Phase::Idle => return Ok(()),
+            Phase::Joining => {
+                // A join the dead incarnation prepared: what it fetched is not this node's
+                // yet (the members that hold it rejoin too).
+                if !sh.comeback.leftovers {
+                    sh.store.clear();
+                }
+            }
+            Phase::Active | Phase::Departing => {
+                sh.comeback.leftovers = !sh.store.is_empty();
+                if sh.phase == Phase::Departing {
+                    self.finish(sh, out, Err(RequestError::RingRecovering));
+                }
+            }
+        }
+        sh.forward_to = None;
+        sh.phase = Phase::Idle;
+        sh.view = View::default();
+        sh.fingers.clear();
+        sh.gaining = None;
+        sh.lease_until = 0;
+        ho.leave();
+        self.preparing = None;
+        self.early.clear();
+        // The founded ring starts its terms again.
+        sh.term = 0;
+        sh.seats.clear();
+        sh.coordinator_seen = out.now;
         self.start_joining(sh, out);
         Ok(())
     }
@@ -368,6 +440,7 @@ impl Membership {
             failed: &failed,
             term: prepare.term,
             hold_leases: true,
+            seats: Vec::new(),
         };
         self.on_commit(sh, ho, out, from, commit)
     }
@@ -511,8 +584,12 @@ impl Membership {
             failed,
             term,
             hold_leases,
+            seats,
         } = commit;
         from_coordinator(sh, out, from, term, "commit")?;
+        if !seats.is_empty() && seats.len() <= crate::coordinator::SEATS_MAX {
+            sh.seats = seats;
+        }
         if ho.is_ack_pending(epoch) {
             // Still waiting for hand-over forwards to be acknowledged: send them again,
             // and show the coordinator this node is alive (it may have left the ring, and
@@ -546,6 +623,7 @@ impl Membership {
         sh.gaining = None;
         ho.committed(epoch, out.after(sh.timing.handover_grace_ns));
         if p.view.ring_size == 0 {
+            push_own_range(sh, out);
             self.leave(sh, ho);
             sh.left_epoch = epoch;
             ho.ack_when_handed_over(sh, out, epoch);
@@ -763,6 +841,37 @@ fn send_depart_request(sh: &Shared, out: &mut Out) {
         node: sh.me.clone(),
     };
     out.send_addr(&sh.coordinator, request);
+}
+
+/// A departing (or, while departing, removed) primary under eventual consistency pushes
+/// the keys it was primary of to its successors, which hold them after it: cut off from
+/// them, it may have acknowledged writes they never got (the hand-over fetches from
+/// the nearest other holder, not from it). Chain replication needs none of this: a
+/// chain's tail holds everything acknowledged.
+fn push_own_range(sh: &Shared, out: &mut Out) {
+    if sh.config.consistency.is_chain() {
+        return;
+    }
+    let own = match sh.view.preds.first() {
+        Some(pred) if pred.id != sh.me.id => Range::Interval {
+            from: pred.id,
+            to: sh.me.id,
+        },
+        _ => Range::All,
+    };
+    let entries = sh.store.entries_in(own);
+    if entries.is_empty() {
+        return;
+    }
+    let k = sh.config.k.max(1);
+    for chunk in entries.chunks(sh.limits.snapshot_chunk_entries.max(1)) {
+        for to in sh.view.succs.iter().filter(|n| n.id != sh.me.id).take(k) {
+            let msg = Message::SyncPush {
+                entries: chunk.to_vec(),
+            };
+            out.send(to, msg);
+        }
+    }
 }
 
 /// A member back from its disk has joined: push what it holds to its fellow replicas

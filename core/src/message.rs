@@ -251,6 +251,10 @@ pub struct RingInfo {
     pub term: u64,
     /// The coordinator it follows.
     pub coordinator: NodeRef,
+    /// The coordinator group's seats it knows: when that group was the bootstrap alone,
+    /// a restarted bootstrap knows no other seat can lead the ring.
+    #[serde(default)]
+    pub seats: Vec<NodeRef>,
 }
 
 /// Where a routed operation came from.
@@ -401,6 +405,11 @@ pub enum Message {
         /// members: see `Comeback::awaiting`).
         #[serde(default)]
         hold_leases: bool,
+        /// The coordinator group's seats. A joiner learns them with its first commit,
+        /// before the leader answers any heartbeat of it: should that leader be the
+        /// group's only seat and crash at once, its restart can tell (`Message::Rejoin`).
+        #[serde(default)]
+        seats: Vec<NodeRef>,
     },
     /// Affected node → coordinator: the view is installed and surplus keys dropped.
     Ack {
@@ -554,6 +563,17 @@ pub enum Message {
     /// Member → the address it was started with as bootstrap, when that is not the
     /// coordinator: lets a restarted bootstrap find the ring it belongs to.
     Hello(RingInfo),
+    /// A restarted bootstrap → a member whose `Hello` names the bootstrap's previous
+    /// incarnation as its coordinator, in a group with no other seat: that group died
+    /// with it. The member leaves its view keeping its entries, as a node back from its
+    /// disk does, and joins again; the bootstrap founds the ring again once most members
+    /// have asked, and grants no lease until they are back.
+    Rejoin {
+        /// The ring.
+        ring_id: u64,
+        /// Drawn by the bootstrap's new incarnation: a member obeys each one once.
+        nonce: u64,
+    },
     /// Between coordinator seats: omnipaxos.
     Consensus(Box<crate::coordinator::Consensus>),
     /// A seat of the previous configuration → a new seat: the directory to start from.
@@ -698,6 +718,7 @@ impl Message {
             Message::Heartbeat { .. } => "heartbeat",
             Message::Leader { .. } => "leader",
             Message::Hello(_) => "hello",
+            Message::Rejoin { .. } => "rejoin",
             Message::Consensus(_) => "consensus",
             Message::GroupJoin(_) => "group_join",
             Message::GroupJoinAck { .. } => "group_join_ack",

@@ -157,6 +157,7 @@ impl Node {
             lease_until: 0,
             comeback,
             lease_lapsed_in: None,
+            clock_epoch_ns: config.clock_epoch_ns,
         };
         let mut node = Node {
             out: Out::new(me, ChaCha8Rng::seed_from_u64(config.seed)),
@@ -626,12 +627,14 @@ impl Node {
                 failed,
                 term,
                 hold_leases,
+                seats,
             } => {
                 let commit = crate::membership::CommitOrder {
                     epoch,
                     failed: &failed,
                     term,
                     hold_leases,
+                    seats,
                 };
                 m.on_commit(sh, ho, out, &from, commit)
             }
@@ -671,6 +674,7 @@ impl Node {
                 Ok(())
             }
             Message::Hello(_) => Ok(()),
+            Message::Rejoin { ring_id, nonce } => m.on_rejoin(sh, ho, out, &from, ring_id, nonce),
             Message::Consensus(consensus) => {
                 let outcome = match &mut self.coordination {
                     Some(c) => c.on_consensus(sh, out, &from, *consensus),
@@ -887,12 +891,48 @@ impl Node {
             self.membership.refuse_recovery(sh, &mut self.out, reason);
             return Ok(());
         }
+        // A member that has not heard of the group's seats yet (it joined just before the
+        // crash) proves nothing by itself; one that has proves it for every member that
+        // follows the same term.
+        let cb = &mut sh.comeback;
+        let named_me = info.coordinator.id == sh.me.id;
+        let sole_seat = match info.seats.is_empty() {
+            false => info.seats.iter().all(|s| s.id == sh.me.id),
+            true => cb.sole_seat_term == Some(info.term),
+        };
+        if named_me && sole_seat && !info.seats.is_empty() {
+            cb.sole_seat_term = Some(info.term);
+        }
+        if named_me && sole_seat {
+            // The member follows this node's previous incarnation, which was the group's
+            // only seat: nobody leads its ring now. It rejoins keeping its entries, as a
+            // member back from its disk, and counts among those that restarted; the
+            // ring is founded again (same id) once most have, with no lease until they
+            // are all back.
+            if cb.ring_id != 0 && info.ring_id != 0 && cb.ring_id != info.ring_id {
+                return Err(Rejected::not_member("hello", &from, sh.phase));
+            }
+            if info.ring_id != 0 {
+                cb.ring_id = info.ring_id;
+            }
+            cb.members.insert(from.id);
+            cb.restarted.insert(from.id);
+            if cb.rejoin_nonce == 0 {
+                cb.rejoin_nonce = self.out.rng.gen::<u64>().max(1);
+            }
+            let rejoin = Message::Rejoin {
+                ring_id: info.ring_id,
+                nonce: cb.rejoin_nonce,
+            };
+            self.out.send(&from, rejoin);
+            return Ok(());
+        }
         // A ring exists: never found another one now.
         sh.ring_seen = true;
         self.out.cancel_timer(Timer::Recover);
         if info.coordinator.id == sh.me.id {
             // The member still follows this node's previous incarnation; it will find the
-            // group's new leader and say so in a later hello.
+            // group's new leader among the other seats and say so in a later hello.
             return Ok(());
         }
         sh.recovering = false;
@@ -1141,13 +1181,16 @@ impl Node {
         sh.ring_id = out.rng.gen();
         let cb = &mut sh.comeback;
         if cb.ring_id != 0 {
-            // Back from its disk: the same ring again, and no lease until the members
-            // that restarted with it are back (they hold the other copies).
+            // Back from its disk, or told of its ring by members it led alone: the same
+            // ring again.
             sh.ring_id = std::mem::take(&mut cb.ring_id);
-            cb.awaiting = std::mem::take(&mut cb.restarted);
-            cb.hold_writes = !cb.awaiting.is_empty();
-            cb.awaiting_until = out.after(AWAIT_FAILURE_TIMEOUTS * sh.timing.failure_timeout_ns);
         }
+        // No lease until the members that restarted with it, or that it told to rejoin,
+        // are back: they hold the other copies (for a bootstrap without a disk, the only
+        // ones).
+        cb.awaiting = std::mem::take(&mut cb.restarted);
+        cb.hold_writes = !cb.awaiting.is_empty();
+        cb.awaiting_until = out.after(AWAIT_FAILURE_TIMEOUTS * sh.timing.failure_timeout_ns);
         cb.leftovers = false;
         sh.coordinator = sh.me.addr.clone();
         sh.seats = vec![sh.me.clone()];

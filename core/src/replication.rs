@@ -149,7 +149,7 @@ impl Replication {
         let existed = sh.store.value(&key).is_some();
         let entry = Entry {
             value,
-            version: sh.store.next_version(sh.me.id),
+            version: sh.store.next_version(sh.me.id, sh.wall_us(out.now)),
         };
         if let Some(o) = &origin {
             self.recent.record(o, entry.version, existed, out.now);

@@ -128,9 +128,17 @@ pub(crate) struct Shared {
     /// committed without it, so under CRAQ it serves no read from its store until it
     /// installs a newer view (see [`Shared::view_trusted`]).
     pub(crate) lease_lapsed_in: Option<u64>,
+    /// The driver's clock against the UNIX epoch (see `NodeConfig::clock_epoch_ns`).
+    pub(crate) clock_epoch_ns: u64,
 }
 
 impl Shared {
+    /// The wall time at `now`, in microseconds: the floor of the versions this node
+    /// assigns (see [`crate::store::Store::next_version`]).
+    pub(crate) fn wall_us(&self, now: crate::Time) -> u64 {
+        self.clock_epoch_ns.saturating_add(now) / 1_000
+    }
+
     /// Whether the node is a ring member (active or departing).
     pub(crate) fn is_member(&self) -> bool {
         matches!(self.phase, Phase::Active | Phase::Departing)
@@ -238,6 +246,7 @@ impl Shared {
             settings: self.config,
             term: self.term,
             coordinator: NodeRef::new(&self.coordinator),
+            seats: self.seats.clone(),
         }
     }
 

@@ -205,10 +205,12 @@ impl Store {
         }
     }
 
-    /// The next version this node assigns as primary for `key`: newer than anything the
-    /// node has seen, for any key.
-    pub fn next_version(&mut self, node: Id) -> Version {
-        self.clock += 1;
+    /// The next version this node assigns as primary: newer than anything the node has
+    /// seen, for any key, and no older than the wall time `wall_us` (microseconds since
+    /// the driver's epoch): a hybrid logical clock, so that of two writes to one key on
+    /// two sides of a partition the later one in real time wins, up to clock skew.
+    pub fn next_version(&mut self, node: Id, wall_us: u64) -> Version {
+        self.clock = (self.clock + 1).max(wall_us);
         Version {
             counter: self.clock,
             node,
@@ -587,7 +589,10 @@ mod tests {
     fn clock_moves_past_seen_versions() {
         let mut s = Store::new();
         s.apply(0, "k", put("a", 41));
-        assert_eq!(s.next_version(Id::ZERO).counter, 42);
+        assert_eq!(s.next_version(Id::ZERO, 0).counter, 42);
+        // The wall time is the floor; past it, the clock counts on.
+        assert_eq!(s.next_version(Id::ZERO, 1_000).counter, 1_000);
+        assert_eq!(s.next_version(Id::ZERO, 999).counter, 1_001);
     }
 
     #[test]

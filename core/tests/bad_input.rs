@@ -148,6 +148,7 @@ fn forged_or_misdirected_peer_messages_are_rejected_without_change() {
             term: 1,
             failed: Vec::new(),
             hold_leases: false,
+            seats: vec![ringkv_core::NodeRef::new(&addr(3))],
         },
     };
     let mut out = Vec::new();

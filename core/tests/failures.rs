@@ -8,7 +8,10 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{addr, cluster, Pump};
-use ringkv_core::{ClusterConfig, Consistency, Message, Request, Response, Routing, Timing};
+use ringkv_core::{
+    ClusterConfig, Consistency, Envelope, Input, Message, Node, NodeConfig, NodeRef, Request,
+    Response, Routing, Timing,
+};
 
 const SECOND: u64 = 1_000_000_000;
 
@@ -200,6 +203,115 @@ fn a_falsely_suspected_node_is_removed_and_rejoins() {
     assert!(pump.nodes[&silent].is_member());
     pump.check_ring().unwrap();
     assert_eq!(pump.check_placement(), Ok(80));
+    assert_readable(&mut pump, &want);
+}
+
+/// A ring of two has one coordinator seat, the bootstrap's. Restarted without its state,
+/// the bootstrap hears from its member that it led the group alone: it tells the member
+/// to rejoin keeping its entries, founds the ring again, grants no lease until the member
+/// is back, and every acknowledged write is read again. A late copy of that `Rejoin`
+/// does not make the member leave the ring it has joined again.
+#[test]
+fn a_restarted_bootstrap_that_led_its_group_alone_takes_its_ring_back() {
+    for consistency in [Consistency::Chain, Consistency::Eventual, Consistency::Craq] {
+        let config = cluster(2, consistency, Routing::Finger);
+        let mut pump = ring_with_failure_handling(config, 2);
+        let want = load(&mut pump, 40);
+        pump.run_for(2 * SECOND);
+        let (bootstrap, member) = (addr(0), addr(1));
+        pump.crash(&bootstrap);
+        pump.run_for(SECOND / 2);
+        let mut restarted = NodeConfig::bootstrap(&bootstrap, config, 7);
+        restarted.timing = Timing::with_failure_handling();
+        restarted.recover = true;
+        pump.nodes.insert(bootstrap.clone(), Node::new(restarted));
+        pump.record = true;
+        pump.run_for(10 * SECOND);
+        assert!(pump.bootstrap_node().is_member(), "{consistency:?}");
+        assert_eq!(pump.bootstrap_node().ring().map(|r| r.len()), Some(2));
+        assert!(pump.nodes[&member].is_member());
+        assert_readable(&mut pump, &want);
+
+        let rejoin = pump
+            .log
+            .iter()
+            .find_map(|line| line.split("Rejoin { ").nth(1))
+            .expect("the restarted bootstrap sent a Rejoin")
+            .to_string();
+        let field = |name: &str| -> u64 {
+            let rest = rejoin.split(&format!("{name}: ")).nth(1).unwrap();
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        let late = Envelope {
+            from: NodeRef::new(&bootstrap),
+            msg: Message::Rejoin {
+                ring_id: field("ring_id"),
+                nonce: field("nonce"),
+            },
+        };
+        let now = pump.now + 1_000;
+        let mut out = Vec::new();
+        let node = pump.nodes.get_mut(&member).unwrap();
+        assert!(node.handle(now, Input::Message(late), &mut out).is_err());
+        assert!(
+            node.is_member(),
+            "{consistency:?}: a late Rejoin made the member leave"
+        );
+        assert_readable(&mut pump, &want);
+    }
+}
+
+/// Insert keys whose primary is `victim` through it, and return what it acknowledged.
+fn acknowledged_by(pump: &mut Pump, victim: &str) -> BTreeMap<String, String> {
+    let mut want = BTreeMap::new();
+    for i in 0..600 {
+        let key = format!("cut-{i}");
+        if !pump.nodes[victim].is_primary(ringkv_core::Id::of_key(&key)) {
+            continue;
+        }
+        let value = format!("acknowledged-{i}");
+        let insert = Request::Insert {
+            key: key.clone(),
+            value: value.clone(),
+        };
+        let reply = pump.call(victim, insert);
+        assert!(matches!(reply, Ok(Response::Inserted { .. })), "{reply:?}");
+        want.insert(key, value);
+    }
+    assert!(
+        want.len() >= 10,
+        "the victim is primary of {} keys",
+        want.len()
+    );
+    want
+}
+
+/// Under eventual consistency a primary acknowledges before it replicates. Cut off from
+/// every other node it goes on acknowledging writes, is removed as failed, and on the
+/// heal is told so: it rejoins keeping its entries and pushes them to its fellow
+/// replicas, so every write it acknowledged is read again from every member.
+#[test]
+fn an_eventual_primary_cut_off_and_removed_keeps_what_it_acknowledged() {
+    let mut pump =
+        ring_with_failure_handling(cluster(2, Consistency::Eventual, Routing::Finger), 5);
+    pump.run_for(SECOND);
+    let victim = addr(3);
+    pump.isolated.insert(victim.clone());
+    let want = acknowledged_by(&mut pump, &victim);
+    pump.run_for(8 * SECOND);
+    let ring = pump.bootstrap_node().ring().unwrap();
+    assert!(
+        !ring.contains(ringkv_core::Id::of_addr(&victim)),
+        "the victim was removed"
+    );
+    pump.isolated.clear();
+    pump.run_for(10 * SECOND);
+    assert!(pump.nodes[&victim].is_member(), "the victim joined again");
+    assert_eq!(pump.bootstrap_node().ring().unwrap().len(), 5);
     assert_readable(&mut pump, &want);
 }
 

@@ -179,6 +179,10 @@ impl NodeServer {
         config.limits = options.limits;
         config.timing = options.timing;
         config.recover = options.recover && is_bootstrap;
+        // The actor's clock starts about now: versions take wall time as their floor.
+        config.clock_epoch_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         let storage = match &options.data_dir {
             None => None,
             Some(dir) => {

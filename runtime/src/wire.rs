@@ -547,6 +547,11 @@ mod tests {
                 failed: vec![node(11)],
                 term: 4,
                 hold_leases: true,
+                seats: vec![node(12)],
+            },
+            Message::Rejoin {
+                ring_id: 7,
+                nonce: 9,
             },
         ]
     }

@@ -30,9 +30,12 @@ const CI_SEEDS: u64 = 120;
 
 const SECOND: u64 = 1_000_000_000;
 
-/// A restarted bootstrap decides it has no ring after three heartbeat intervals (1.5 s
-/// with the default timing); cut off before that, it founds a new one.
-const RECOVERY_WINDOW_NS: u64 = 2 * SECOND;
+/// A restarted bootstrap decides it has no ring after three heartbeat intervals (0.6 s
+/// with the default timing); cut off before that, it founds a new one. One interval more,
+/// for clock drift and a timer fired late.
+fn recovery_window_ns() -> u64 {
+    4 * ringkv_core::Timing::with_failure_handling().heartbeat_interval_ns
+}
 
 fn cut_off_model(consistency: Consistency, partition_rate: f64, pause_rate: f64) -> SimConfig {
     SimConfig {
@@ -68,7 +71,9 @@ fn restarts_the_bootstrap_cut_off(config: &SimConfig, seed: u64) -> bool {
     restarts.into_iter().any(|t| {
         schedule.faults.iter().any(|f| match &f.kind {
             FaultKind::Partition { nodes, duration_ns } => {
-                nodes.contains(&0) && f.at_ns < t + RECOVERY_WINDOW_NS && f.at_ns + duration_ns > t
+                nodes.contains(&0)
+                    && f.at_ns < t + recovery_window_ns()
+                    && f.at_ns + duration_ns > t
             }
             _ => false,
         })

@@ -348,3 +348,84 @@ fn the_leader_of_a_ring_back_from_its_disks_departs_only_once_its_members_are_ba
     config.max_down = Some(2);
     assert_passes(at_fast_timeout(config, true));
 }
+
+/// With a 1.2 s failure timeout and disks: the whole ring was cut off and restarted, and
+/// the bootstrap, having founded the ring again from its disk, crashed again (crash:0)
+/// while it still waited for its members, before its coordinator group had another
+/// seat. The members that had rejoined kept following its dead incarnation and the
+/// restarted bootstrap waited for a leader that could not exist: the ring stalled for
+/// good. A restarted bootstrap that hears it led its group alone now tells those members
+/// to rejoin keeping their data, and founds the ring again.
+#[test]
+fn a_bootstrap_that_led_its_group_alone_takes_its_ring_back_after_a_restart() {
+    let mut config = reproducer(
+        436,
+        Consistency::Chain,
+        false,
+        false,
+        &[
+            "crash-all@140376218ns",
+            "join@279243160ns",
+            "restart-all@340376218ns",
+            "join@452064278ns",
+            "depart:8@852254207ns",
+            "join@883186113ns",
+            "crash:0@968582881ns",
+            "restart:0@1168582881ns",
+        ],
+    );
+    config.max_down = Some(2);
+    assert_passes(at_fast_timeout(config, true));
+}
+
+/// A two-member ring has a single coordinator seat, the bootstrap's. Restarted without a
+/// disk, the bootstrap waited for a leader its member kept naming (its own previous
+/// incarnation), and the ring stalled for good with the data on the member only. Now
+/// the member rejoins keeping its entries, the bootstrap founds the ring again and grants
+/// no lease until the member is back, and every acknowledged write is read again.
+#[test]
+fn a_two_member_ring_survives_a_restart_of_its_bootstrap() {
+    for consistency in [Consistency::Chain, Consistency::Eventual, Consistency::Craq] {
+        for seed in 1..=3 {
+            let mut config = reproducer(
+                seed,
+                consistency,
+                false,
+                false,
+                &["crash:0@1s", "restart:0@1200ms"],
+            );
+            config.nodes = 2;
+            config.k = 2;
+            // Spread the workload past the restart, so clients meet the outage.
+            config.think_ns = 5_000_000;
+            assert_passes(config);
+        }
+    }
+}
+
+/// With a 1.2 s failure timeout, eventual consistency: node 9, cut off with 2, 4 and 5
+/// for 4 s, acknowledged writes as their primary that its replicas never got, and was
+/// asked to depart meanwhile; once the cut healed its departure went through, the nodes
+/// taking its keys fetched them from the other holders, and those writes were gone. A
+/// departing primary (or one removed as failed while departing) now pushes the keys it
+/// was primary of to its successors, and a primary removed as failed rejoins keeping its
+/// entries and pushes them to its fellow replicas.
+#[test]
+fn an_eventual_primary_that_departs_after_a_partition_hands_over_what_it_acknowledged() {
+    let config = reproducer(
+        1502,
+        Consistency::Eventual,
+        false,
+        false,
+        &[
+            "partition:2,4,5,9@135019599ns..4135019599ns",
+            "crash:4@408833614ns",
+            "restart:4@608833614ns",
+            "depart:9@862135913ns",
+            "depart:4@963858264ns",
+        ],
+    );
+    let mut config = at_fast_timeout(config, false);
+    config.max_down = Some(2);
+    assert_passes(config);
+}

@@ -142,6 +142,11 @@ impl Directory {
         }
     }
 
+    /// The seats' nodes.
+    pub(crate) fn seat_nodes(&self) -> Vec<NodeRef> {
+        self.seats.iter().map(|s| s.node.clone()).collect()
+    }
+
     /// Fold a decided entry in.
     pub(crate) fn apply(&mut self, decision: &Decision) {
         match decision {

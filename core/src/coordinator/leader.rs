@@ -63,6 +63,8 @@ struct InFlight {
     prepares: Vec<(NodeRef, Message)>,
     /// Nodes whose commit acknowledgement was given up (failed or being removed).
     failed: Vec<NodeRef>,
+    /// The group's seats when the change started, told to the nodes with the commit.
+    seats: Vec<NodeRef>,
 }
 
 impl InFlight {
@@ -72,6 +74,7 @@ impl InFlight {
             failed: self.failed.clone(),
             term,
             hold_leases: sh.comeback.holds(now),
+            seats: self.seats.clone(),
         }
     }
 
@@ -285,6 +288,7 @@ impl Leader {
                     term,
                     // A straggler's commit: its lease comes with its heartbeats.
                     hold_leases: true,
+                    seats: dir.seat_nodes(),
                 },
             );
         } else {
@@ -363,7 +367,22 @@ impl Leader {
 
     fn request_change(&mut self, dir: &mut Directory, sh: &Shared, out: &mut Out, change: Change) {
         if self.is_known(&change) {
-            return; // a duplicate request
+            // A duplicate request. If the node asking is still listed in the ring, its
+            // old incarnation must go first; that removal may have been given up since
+            // (a prepare that waited on the very node it restarted), and nothing else
+            // would take it out: it answers pings, so it never looks silent.
+            let listed =
+                matches!(&change, Change::Join(n) if dir.ring.contains(n.id) && n.id != sh.me.id);
+            let joining_now = self.current.as_ref().is_some_and(|c| c.change == change);
+            let leaving = Change::Remove(change.node().clone());
+            if listed && !joining_now && !self.is_known(&leaving) {
+                let at = self.queue.iter().position(|(q, _)| *q == change);
+                self.queue
+                    .insert(at.unwrap_or(self.queue.len()), (leaving, 0));
+                self.preempt_for_removals(dir, sh, out);
+                self.start_next(dir, sh, out);
+            }
+            return;
         }
         if self.can_hand_over && !dir.ring.contains(sh.me.id) {
             // This leader left the ring and is handing the group over: the node asks
@@ -716,6 +735,7 @@ impl Leader {
             waves: plan.waves,
             prepares: prepares.clone(),
             failed: Vec::new(),
+            seats: dir.seat_nodes(),
         });
         send_and_rearm(sh, out, prepares.iter().map(|(n, m)| (n, m.clone())));
     }
@@ -822,6 +842,7 @@ impl Leader {
             waves: plan.waves,
             prepares: Vec::new(),
             failed: Vec::new(),
+            seats: dir.seat_nodes(),
         });
         self.commit(dir, sh, out);
     }

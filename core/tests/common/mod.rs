@@ -37,6 +37,8 @@ pub struct Pump {
     pub record: bool,
     pub bootstrap: String,
     timing: ringkv_core::Timing,
+    /// Nodes cut off from every other: messages from or to them are lost.
+    pub isolated: BTreeSet<String>,
 }
 
 impl Pump {
@@ -61,6 +63,7 @@ impl Pump {
             record: false,
             bootstrap,
             timing: ringkv_core::Timing::default(),
+            isolated: BTreeSet::new(),
         }
     }
 
@@ -216,7 +219,10 @@ impl Pump {
             return false;
         };
         self.delivered += 1;
-        if self.nodes.contains_key(&*to) {
+        let cut = !self.isolated.is_empty()
+            && (self.isolated.contains(&*to) || self.isolated.contains(&*envelope.from.addr))
+            && *to != *envelope.from.addr;
+        if self.nodes.contains_key(&*to) && !cut {
             self.input(to.as_ref(), Input::Message(envelope));
         }
         true

@@ -20,8 +20,10 @@ pub(super) async fn overlay(
         .map_err(|e| e.to_string())
 }
 
-/// A task polling the overlay a node reports, every 100 ms, until it no longer holds any
-/// of some nodes.
+/// A task polling the view of a live node (`GET /node`, every 25 ms) until its ring has
+/// lost as many members as were killed: when the change that removed them reached it.
+/// (The overlay walk would time out at every dead node still in the ring, which made
+/// the seen removal up to half a second late.)
 pub(super) struct RemovalWatch {
     /// Resolves to when the removal was seen, seconds since the start it was given.
     task: JoinHandle<f64>,
@@ -39,13 +41,18 @@ impl RemovalWatch {
         let (via, gone) = (via.to_string(), gone.to_vec());
         let task = rt.spawn(async move {
             let poll = HttpClient::new(Duration::from_millis(500));
+            let mut before: Option<u64> = None;
             loop {
-                if let Ok(ring) = overlay(&poll, &via).await {
-                    if !ring.iter().any(|a| gone.contains(a)) {
-                        return start.elapsed().as_secs_f64();
+                if let Ok(r) = poll.get(&format!("http://{via}/node")).await {
+                    if let Some(size) = r.value()["ring_size"].as_u64().filter(|_| r.status == 200)
+                    {
+                        let before = *before.get_or_insert(size);
+                        if size + gone.len() as u64 <= before {
+                            return start.elapsed().as_secs_f64();
+                        }
                     }
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(25)).await;
             }
         });
         RemovalWatch { task }

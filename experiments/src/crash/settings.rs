@@ -80,7 +80,7 @@ pub struct Settings {
     /// once the ring has repaired itself; one that cannot complete is answered 504 after
     /// this time.
     pub request_timeout: Duration,
-    /// The nodes' failure timeout (`--failure-timeout-ms`, default 3 s as in `dht node`):
+    /// The nodes' failure timeout (`--failure-timeout-ms`, default 1.2 s as in `dht node`):
     /// how long a killed node stays in the ring.
     pub failure_timeout: Duration,
     /// The `dht` executable to start the nodes from (`None`: this process's executable).
@@ -99,7 +99,7 @@ impl Default for Settings {
             keys: 16,
             write_ratio: 0.5,
             request_timeout: Duration::from_secs(2),
-            failure_timeout: Duration::from_secs(3),
+            failure_timeout: Duration::from_millis(1_200),
             dht: None,
         }
     }

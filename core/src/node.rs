@@ -426,6 +426,16 @@ impl Node {
             }
             _ => {}
         }
+        let data_path = matches!(
+            request,
+            Request::Insert { .. } | Request::Delete { .. } | Request::Query { .. }
+        );
+        if data_path && self.cut_off() {
+            // Whatever it forwarded would wait out its timeout behind the cut; refused
+            // now, before anything is sent, the client may retry through another node.
+            let node = self.shared.addr();
+            return self.out.reply(id, Err(RequestError::LeaseExpired { node }));
+        }
         let deadline = self.out.after(self.shared.timing.request_timeout_ns);
         self.requests.wait_for(id, deadline);
         let origin = self.shared.origin(id);
@@ -455,6 +465,20 @@ impl Node {
             }
             self.route(routed);
         }
+    }
+
+    /// Whether this chain member is cut off from the coordinator group: no lease, and no
+    /// word from the leader for a whole failure timeout (the ring has removed it, or will
+    /// before it could serve). A leader is never cut off from itself.
+    fn cut_off(&self) -> bool {
+        let sh = &self.shared;
+        let now = self.out.now;
+        sh.timing.lease_ns() > 0
+            && sh.config.consistency.is_chain()
+            && *sh.coordinator != *sh.me.addr
+            && self.coordination.as_ref().is_none_or(|c| !c.is_leading())
+            && !sh.holds_lease(now)
+            && now.saturating_sub(sh.coordinator_seen) > sh.timing.failure_timeout_ns
     }
 
     /// Re-drive the reads and writes whose answer has not come within a heartbeat

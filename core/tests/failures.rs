@@ -440,3 +440,42 @@ fn a_member_cut_off_past_its_lease_refuses_then_renews() {
     }
     assert!(pump.nodes[&away].is_member());
 }
+
+/// A chain member cut off from the coordinator group for longer than the failure timeout
+/// (so without a lease) refuses a client's read or write of a key it does not hold at
+/// once, before anything is sent, rather than forwarding it behind the cut where it would
+/// wait out the request timeout: the client may retry through another node. Healed, it
+/// learns it was removed, rejoins and serves again.
+#[test]
+fn a_member_cut_off_past_the_failure_timeout_refuses_at_once() {
+    let timing = Timing::with_failure_handling();
+    let config = cluster(2, Consistency::Chain, Routing::Finger);
+    let mut pump = ring_with_failure_handling(config, 5);
+    let want = load(&mut pump, 40);
+    pump.run_for(SECOND);
+    let away = addr(3);
+    let elsewhere = want
+        .keys()
+        .find(|k| {
+            let id = ringkv_core::Id::of_key(k);
+            !pump.nodes[&away].is_primary(id)
+        })
+        .expect("a key node 3 is not primary of")
+        .clone();
+    pump.isolated.insert(away.clone());
+    pump.run_for(timing.failure_timeout_ns + SECOND);
+    let id = pump.submit(
+        &away,
+        Request::Query {
+            key: elsewhere.clone(),
+        },
+    );
+    match pump.take_reply(&away, id) {
+        Some(Err(ringkv_core::RequestError::LeaseExpired { node })) => assert_eq!(node, away),
+        other => panic!("a request at a cut-off member: {other:?}"),
+    }
+    pump.isolated.clear();
+    pump.run_for(5 * SECOND);
+    assert!(pump.nodes[&away].is_member());
+    assert_readable(&mut pump, &want);
+}

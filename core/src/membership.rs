@@ -145,6 +145,16 @@ impl Membership {
         self.preparing = None;
     }
 
+    /// Leave as `leave` does, but keep the entries, as a node back from its disk does:
+    /// they are merged with what the ring sends when it joins again, and pushed to its
+    /// fellow replicas (`push_leftovers`).
+    fn leave_keeping_entries(&mut self, sh: &mut Shared, ho: &mut Handover) {
+        let store = std::mem::take(&mut sh.store);
+        self.leave(sh, ho);
+        sh.comeback.leftovers |= !store.is_empty();
+        sh.store = store;
+    }
+
     /// The coordinator refused this node's join or depart.
     pub(crate) fn on_refused(
         &mut self,
@@ -196,15 +206,13 @@ impl Membership {
         // entries, as a node back from its disk does, and pushes them to its fellow
         // replicas once it has joined again (newer versions win). A chain member holds
         // nothing acknowledged that its chain's tail lacks, and comes back empty.
-        let keep = !departing && !sh.config.consistency.is_chain() && !sh.store.is_empty();
         if departing {
             push_own_range(sh, out);
-        }
-        let kept = keep.then(|| std::mem::take(&mut sh.store));
-        self.leave(sh, ho);
-        if let Some(store) = kept {
-            sh.store = store;
-            sh.comeback.leftovers = true;
+            self.leave(sh, ho);
+        } else if sh.config.consistency.is_chain() {
+            self.leave(sh, ho);
+        } else {
+            self.leave_keeping_entries(sh, ho);
         }
         if departing {
             let node = sh.addr();
@@ -240,28 +248,18 @@ impl Membership {
         sh.comeback.rejoined_for = nonce;
         match sh.phase {
             Phase::Idle => return Ok(()),
-            Phase::Joining => {
-                // A join the dead incarnation prepared: what it fetched is not this node's
-                // yet (the members that hold it rejoin too).
-                if !sh.comeback.leftovers {
-                    sh.store.clear();
-                }
-            }
+            // A join the dead incarnation prepared: what it fetched is not this node's
+            // yet (the members that hold it rejoin too).
+            Phase::Joining if !sh.comeback.leftovers => self.leave(sh, ho),
+            Phase::Joining => self.leave_keeping_entries(sh, ho),
             Phase::Active | Phase::Departing => {
-                sh.comeback.leftovers = !sh.store.is_empty();
                 if sh.phase == Phase::Departing {
                     self.finish(sh, out, Err(RequestError::RingRecovering));
                 }
+                self.leave_keeping_entries(sh, ho);
             }
         }
-        sh.forward_to = None;
-        sh.phase = Phase::Idle;
-        sh.view = View::default();
-        sh.fingers.clear();
-        sh.gaining = None;
         sh.lease_until = 0;
-        ho.leave();
-        self.preparing = None;
         self.early.clear();
         // The founded ring starts its terms again.
         sh.term = 0;

@@ -920,13 +920,12 @@ impl Node {
         // follows the same term.
         let cb = &mut sh.comeback;
         let named_me = info.coordinator.id == sh.me.id;
-        let sole_seat = match info.seats.is_empty() {
-            false => info.seats.iter().all(|s| s.id == sh.me.id),
-            true => cb.sole_seat_term == Some(info.term),
-        };
-        if named_me && sole_seat && !info.seats.is_empty() {
+        let proves_sole = !info.seats.is_empty() && info.seats.iter().all(|s| s.id == sh.me.id);
+        if named_me && proves_sole {
             cb.sole_seat_term = Some(info.term);
         }
+        let sole_seat =
+            proves_sole || (info.seats.is_empty() && cb.sole_seat_term == Some(info.term));
         if named_me && sole_seat {
             // The member follows this node's previous incarnation, which was the group's
             // only seat: nobody leads its ring now. It rejoins keeping its entries, as a

@@ -356,14 +356,17 @@ impl Membership {
         prepare: Prepare,
     ) -> Result<(), Rejected> {
         from_coordinator(sh, out, from, prepare.term, "prepare")?;
+        if sh.phase == Phase::Idle {
+            return Err(Rejected::not_member("prepare", from, sh.phase));
+        }
+        self.commit_if_decided(sh, ho, out, from, &prepare)?;
         // A joiner accepts only the prepare of its own join (the one that carries its
         // finger table); any other is meant for an earlier incarnation at this address.
-        let foreign = sh.phase == Phase::Joining && prepare.fingers.is_none();
-        if sh.phase == Phase::Idle || foreign {
+        // (A joiner whose join was decided without it took that commit just above.)
+        if sh.phase == Phase::Joining && prepare.fingers.is_none() {
             return Err(Rejected::not_member("prepare", from, sh.phase));
         }
         let epoch = prepare.view.epoch;
-        self.commit_if_decided(sh, ho, out, from, &prepare)?;
         // Epochs only grow: a prepare older than the view installed or being prepared is
         // a late duplicate, and taking it would drop the newer change.
         let newest = self
@@ -429,7 +432,12 @@ impl Membership {
                 && p.view.epoch == prepare.decided
                 && p.view.epoch < prepare.view.epoch
         });
-        if !missed || !sh.is_member() {
+        // A joiner too: its join was decided and the leader, having given up on its lost
+        // commit (a joiner sends no heartbeats to be answered with one), went on to the
+        // next change, which lists it as a member. Refusing that prepare as meant for
+        // another incarnation left the change waiting for this node's `Ready` for good.
+        let joining = sh.phase == Phase::Joining;
+        if !missed || !(sh.is_member() || joining) {
             return Ok(());
         }
         let failed = [sh.me.clone()];
@@ -440,7 +448,12 @@ impl Membership {
             hold_leases: true,
             seats: Vec::new(),
         };
-        self.on_commit(sh, ho, out, from, commit)
+        self.on_commit(sh, ho, out, from, commit)?;
+        if joining && sh.phase == Phase::Active {
+            // Its join is done everywhere (the next change is under way): answer it.
+            self.on_change_done(sh, out, from, prepare.term)?;
+        }
+        Ok(())
     }
 
     /// Take `prepare` (checked, and newer than anything here) as the view to prepare.

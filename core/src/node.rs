@@ -698,6 +698,17 @@ impl Node {
                 Ok(())
             }
             Message::Hello(_) => Ok(()),
+            Message::Rejoin { .. }
+                if self.coordination.as_ref().is_some_and(|c| {
+                    c.seat_nodes()
+                        .iter()
+                        .any(|s| s.id != from.id && s.id != sh.me.id)
+                }) =>
+            {
+                // This node holds a seat of a group with other seats besides the
+                // bootstrap's: the group leads on without it, so nobody rejoins.
+                Err(Rejected::not_coordinator("rejoin", &from))
+            }
             Message::Rejoin { ring_id, nonce } => m.on_rejoin(sh, ho, out, &from, ring_id, nonce),
             Message::Consensus(consensus) => {
                 let outcome = match &mut self.coordination {
@@ -874,6 +885,12 @@ impl Node {
         let config_id = dir.config_id;
         if seated && newer && sh.is_member() {
             sh.ring_id = dir.ring_id;
+            // The seats it names in its hellos: a restarted bootstrap that heard only the
+            // seats of the commit that let this node in (itself alone) would think it
+            // had led alone and tell this seat to rejoin, while the group goes on.
+            if dir.seats.len() <= crate::coordinator::SEATS_MAX {
+                sh.seats = dir.seat_nodes();
+            }
             self.coordination = Some(Coordination::seated(sh, out, dir, false));
         }
         if seated {

@@ -67,27 +67,33 @@ pub(crate) fn decide(sh: &Shared, suspect: impl Fn(Id) -> bool, routed: &Routed)
     }
 }
 
-/// CRAQ: a replica of `key` among this node's successors, when its successor list
-/// reaches the key (any replica answers a CRAQ read, so the read goes straight to one
-/// instead of hop by hop to the primary). The replica is chosen by the request id, so
-/// reads of one key spread over its replicas; suspected ones are skipped.
+/// CRAQ: a replica of `key` among this node's neighbours, when its predecessor and
+/// successor lists reach the key (any replica answers a CRAQ read, so the read goes
+/// straight to one instead of hop by hop to the primary). The replica is chosen by the
+/// request id, so reads of one key spread over its replicas; suspected ones are skipped.
 fn known_replica(
     sh: &Shared,
     suspect: &impl Fn(Id) -> bool,
     key: Id,
     routed: &Routed,
 ) -> Option<NodeRef> {
-    let succs = &sh.view.succs;
-    let mut from = sh.me.id;
-    let primary = succs.iter().position(|s| {
-        let here = in_open_closed(key, from, s.id);
-        from = s.id;
-        here
-    })?;
-    let known = succs.len().min(primary + sh.chain_len());
-    let alive: Vec<&NodeRef> = succs[primary..known]
+    // The neighbourhood in ring order: farthest predecessor first, through this node, to
+    // the farthest successor (on a small ring the two lists overlap; order still holds).
+    let around: Vec<&NodeRef> = sh
+        .view
+        .preds
         .iter()
-        .filter(|n| !suspect(n.id))
+        .rev()
+        .chain(std::iter::once(&sh.me))
+        .chain(&sh.view.succs)
+        .collect();
+    let primary =
+        (1..around.len()).find(|&i| in_open_closed(key, around[i - 1].id, around[i].id))?;
+    let known = around.len().min(primary + sh.chain_len());
+    let alive: Vec<&NodeRef> = around[primary..known]
+        .iter()
+        .copied()
+        .filter(|n| n.id != sh.me.id && !suspect(n.id))
         .collect();
     let turn = routed.origin.as_ref().map_or(0, |o| o.req as usize);
     alive.get(turn % alive.len().max(1)).map(|n| (*n).clone())
@@ -107,6 +113,9 @@ fn next_hop(sh: &Shared, suspect: impl Fn(Id) -> bool, key: Id) -> Option<NodeRe
     if sh.config.routing == Routing::Successor {
         return Some(succ.clone());
     }
+    if let Some(primary) = primary_in_view(sh, &suspect, key) {
+        return Some(primary);
+    }
     // Closest preceding finger: the farthest finger still before the key.
     sh.fingers
         .nodes
@@ -115,6 +124,41 @@ fn next_hop(sh: &Shared, suspect: impl Fn(Id) -> bool, key: Id) -> Option<NodeRe
         .filter(alive)
         .find(|f| in_open(f.id, sh.me.id, key))
         .or(Some(succ))
+        .cloned()
+}
+
+/// The key's primary when this node's neighbour lists reach it (its successor list, as
+/// Chord's lookups use, and its predecessor list), unless that node is suspected: one hop
+/// straight to it instead of several over fingers, each of them a message between nodes.
+/// On a ring of up to `2k + 3` members the lists hold every other member, so every
+/// lookup from a member takes at most one hop. A view that is out of date only costs
+/// hops: the node it names routes on from there.
+fn primary_in_view(sh: &Shared, suspect: &impl Fn(Id) -> bool, key: Id) -> Option<NodeRef> {
+    let mut from = sh.me.id;
+    let after = sh.view.succs.iter().find(|s| {
+        let here = in_open_closed(key, from, s.id);
+        from = s.id;
+        here
+    });
+    let before = || {
+        let preds = &sh.view.preds;
+        let found = preds
+            .iter()
+            .zip(preds.iter().skip(1))
+            .find(|(near, far)| in_open_closed(key, far.id, near.id))
+            .map(|(near, _)| near);
+        // When the two lists hold the whole ring, the farthest predecessor's range starts
+        // at the farthest successor.
+        let whole_ring = sh.view.ring_size == 1 + preds.len() + sh.view.succs.len();
+        let last = (sh.view.succs.last(), preds.last());
+        found.or(match last {
+            (Some(s), Some(p)) if whole_ring && in_open_closed(key, s.id, p.id) => Some(p),
+            _ => None,
+        })
+    };
+    after
+        .or_else(before)
+        .filter(|n| n.id != sh.me.id && !suspect(n.id))
         .cloned()
 }
 

@@ -135,6 +135,43 @@ fn query_all_returns_every_key_once_and_overlay_walks_from_the_bootstrap() {
     assert_eq!(nodes, in_order);
 }
 
+/// On a ring of at most `2k + 3` members each view lists every other member (`k + 1`
+/// predecessors and successors), so a lookup goes straight to the key's primary: one hop
+/// from any other member (a chain read adds the head -> tail step), none from the primary.
+#[test]
+fn a_lookup_goes_straight_to_a_primary_its_view_lists() {
+    let n = 9usize;
+    for consistency in [Consistency::Chain, Consistency::Eventual, Consistency::Craq] {
+        let mut pump = Pump::ring(cluster(3, consistency, Routing::Finger), n);
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        for i in 0..200 {
+            let via = addr(rng.gen_range(0..n));
+            let key = format!("key-{i}");
+            let insert = Request::Insert {
+                key: key.clone(),
+                value: "v".to_string(),
+            };
+            let hops = match pump.call(&via, insert) {
+                Ok(r) => r.hops().unwrap(),
+                Err(e) => panic!("{e}"),
+            };
+            assert!(hops <= 1, "insert of {key} via {via}: {hops} hops");
+            let hops = match pump.call(&via, Request::Query { key: key.clone() }) {
+                Ok(r) => r.hops().unwrap(),
+                Err(e) => panic!("{e}"),
+            };
+            // Chain: to the head, then the head -> tail step; eventual and CRAQ (the
+            // write is clean by now): to any replica.
+            let most = if consistency == Consistency::Chain {
+                2
+            } else {
+                1
+            };
+            assert!(hops <= most, "query of {key} via {via}: {hops} hops");
+        }
+    }
+}
+
 #[test]
 fn finger_routing_takes_logarithmic_hops_successor_routing_linear() {
     let n = 1000usize;

@@ -427,6 +427,14 @@ impl Coordination {
         if sh.timing.heartbeat_interval_ns == 0 {
             return;
         }
+        // A ring coming back from its disks keeps this seat alone until the members it
+        // waits for are back: only this node knows the wait, so a leader elected among
+        // new seats would grant leases at once and serve keys whose only copies are
+        // still on their way back. Alone, a crash of this node stops the ring instead,
+        // and its restart takes the ring back (`Message::Rejoin`).
+        if sh.comeback.holds(out.now) {
+            return;
+        }
         let desired = self.group.dir().desired_seats();
         if desired.is_empty() || desired == self.group.dir().seats {
             return;

@@ -77,18 +77,8 @@ fn known_replica(
     key: Id,
     routed: &Routed,
 ) -> Option<NodeRef> {
-    // The neighbourhood in ring order: farthest predecessor first, through this node, to
-    // the farthest successor (on a small ring the two lists overlap; order still holds).
-    let around: Vec<&NodeRef> = sh
-        .view
-        .preds
-        .iter()
-        .rev()
-        .chain(std::iter::once(&sh.me))
-        .chain(&sh.view.succs)
-        .collect();
-    let primary =
-        (1..around.len()).find(|&i| in_open_closed(key, around[i - 1].id, around[i].id))?;
+    let around = neighbourhood(sh);
+    let primary = primary_index(sh, &around, key)?;
     let known = around.len().min(primary + sh.chain_len());
     let alive: Vec<&NodeRef> = around[primary..known]
         .iter()
@@ -97,6 +87,32 @@ fn known_replica(
         .collect();
     let turn = routed.origin.as_ref().map_or(0, |o| o.req as usize);
     alive.get(turn % alive.len().max(1)).map(|n| (*n).clone())
+}
+
+/// This node's neighbourhood in ring order: its farthest predecessor first, through this
+/// node, to its farthest successor (on a small ring the two lists overlap; the order
+/// still holds).
+fn neighbourhood(sh: &Shared) -> Vec<&NodeRef> {
+    sh.view
+        .preds
+        .iter()
+        .rev()
+        .chain(std::iter::once(&sh.me))
+        .chain(&sh.view.succs)
+        .collect()
+}
+
+/// Where in `around` (see [`neighbourhood`]) the primary of `key` is, when the lists
+/// reach it. When they hold the whole ring, the farthest predecessor's range starts at
+/// the farthest successor.
+fn primary_index(sh: &Shared, around: &[&NodeRef], key: Id) -> Option<usize> {
+    let whole_ring = sh.view.ring_size == around.len();
+    (1..around.len())
+        .find(|&i| in_open_closed(key, around[i - 1].id, around[i].id))
+        .or_else(|| {
+            let (first, last) = (around.first()?, around.last()?);
+            (whole_ring && in_open_closed(key, last.id, first.id)).then_some(0)
+        })
 }
 
 /// The next node towards the successor of `key`, for a node that is not its primary.
@@ -134,32 +150,9 @@ fn next_hop(sh: &Shared, suspect: impl Fn(Id) -> bool, key: Id) -> Option<NodeRe
 /// lookup from a member takes at most one hop. A view that is out of date only costs
 /// hops: the node it names routes on from there.
 fn primary_in_view(sh: &Shared, suspect: &impl Fn(Id) -> bool, key: Id) -> Option<NodeRef> {
-    let mut from = sh.me.id;
-    let after = sh.view.succs.iter().find(|s| {
-        let here = in_open_closed(key, from, s.id);
-        from = s.id;
-        here
-    });
-    let before = || {
-        let preds = &sh.view.preds;
-        let found = preds
-            .iter()
-            .zip(preds.iter().skip(1))
-            .find(|(near, far)| in_open_closed(key, far.id, near.id))
-            .map(|(near, _)| near);
-        // When the two lists hold the whole ring, the farthest predecessor's range starts
-        // at the farthest successor.
-        let whole_ring = sh.view.ring_size == 1 + preds.len() + sh.view.succs.len();
-        let last = (sh.view.succs.last(), preds.last());
-        found.or(match last {
-            (Some(s), Some(p)) if whole_ring && in_open_closed(key, s.id, p.id) => Some(p),
-            _ => None,
-        })
-    };
-    after
-        .or_else(before)
-        .filter(|n| n.id != sh.me.id && !suspect(n.id))
-        .cloned()
+    let around = neighbourhood(sh);
+    let primary = around[primary_index(sh, &around, key)?];
+    (primary.id != sh.me.id && !suspect(primary.id)).then(|| primary.clone())
 }
 
 /// Whether a hop from `from` to this node brought an operation on `key` closer; one that

@@ -159,6 +159,16 @@ pub struct BootstrapArgs {
     /// always founds a new ring.
     #[arg(long)]
     pub new_ring: bool,
+    /// This bootstrap's ring still runs (its other nodes are up): wait for it however
+    /// long it takes, and never found a new ring. Restart a bootstrap that has no
+    /// --data-dir with it: cut off from its members as it starts (a partition, a paused
+    /// host), it cannot otherwise tell a restart from a first start, and after three
+    /// heartbeats it founds a new, empty ring that clients reaching it would see (etcd's
+    /// --initial-cluster-state existing). Meanwhile it refuses requests (409 not_joined,
+    /// as a node outside the ring does). With a
+    /// --data-dir that holds its ring the disk tells it, and this changes nothing.
+    #[arg(long, conflicts_with = "new_ring")]
+    pub rejoin: bool,
     #[command(flatten)]
     pub tuning: Tuning,
 }
@@ -267,7 +277,9 @@ pub fn run_bootstrap(args: BootstrapArgs) -> anyhow::Result<ExitCode> {
     options.advertise = args.advertise;
     apply_tuning(&mut options, &args.tuning);
     options.recover = !args.new_ring;
+    options.ring_runs = args.rejoin;
     let recovering = options.recover && !args.tuning.no_failure_handling;
+    let args_rejoin = args.rejoin;
     runtime()?.block_on(async move {
         survive_file_size_limit(options.data_dir.as_deref());
         let server = NodeServer::start(options).await?;
@@ -276,7 +288,12 @@ pub fn run_bootstrap(args: BootstrapArgs) -> anyhow::Result<ExitCode> {
             server.local_addr(),
             server.addr()
         ));
-        if recovering {
+        if recovering && args_rejoin {
+            announce(
+                "waiting for the ring this bootstrap belongs to (its members greet it every \
+                 heartbeat); it founds no new ring",
+            );
+        } else if recovering {
             announce(
                 "looking for the ring this bootstrap belonged to (three heartbeats); \
                  founding a new one if none answers",

@@ -376,9 +376,9 @@ fn run_sweep(args: SweepArgs) -> anyhow::Result<ExitCode> {
         }
         if cut_off && r.crash_rate > 0.0 && r.restart_after_ns.is_some() && !config.disks {
             notes.push(
-                "a bootstrap restarted while cut off from every member cannot tell a restart \
-                 from a first start: after its recovery wait it founds a new ring, and runs \
-                 where that happens can fail (a known gap without --data-dir, docs/protocol.md)",
+                "a bootstrap restarted while other members are up is restarted as \
+                 `dht bootstrap --rejoin` (its operator knows its ring runs): it waits for \
+                 its ring however long a partition cuts it off (docs/protocol.md)",
             );
         }
         if config.max_down.is_none_or(|m| m >= config.k) && r.crash_rate > 0.0 {

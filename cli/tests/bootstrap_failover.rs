@@ -73,31 +73,41 @@ fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
-/// The reproduction, step for step: `dht bootstrap --port P --k 3`, four
-/// `dht node --bootstrap 127.0.0.1:P --join`, 20 keys inserted, `kill -9` of the
-/// bootstrap, the same command again. The ring lists all five nodes and serves all 20
-/// keys, from the bootstrap too.
-#[test]
-fn a_restarted_bootstrap_keeps_every_key() {
+/// A ring on separate processes: `dht bootstrap --port P --k 3` and `members`
+/// `dht node --bootstrap 127.0.0.1:P --join`, with `keys` keys `key<i>` = `value<i>`
+/// inserted through the bootstrap. Returns the bootstrap's port, its process, the
+/// members' processes and their addresses.
+fn ring_with_keys(members: usize, keys: usize) -> (String, Proc, Vec<Proc>, Vec<String>) {
     let port = free_port().to_string();
     let boot_addr = format!("127.0.0.1:{port}");
-    let boot_cmd = ["bootstrap", "--port", port.as_str(), "--k", "3"];
-    let mut boot = Proc::start(&boot_cmd);
+    let boot = Proc::start(&["bootstrap", "--port", port.as_str(), "--k", "3"]);
     boot.wait_line("advertised as");
     let mut nodes = Vec::new();
     let mut addrs = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..members {
         let p = free_port().to_string();
         let node = Proc::start(&["node", "--port", &p, "--bootstrap", &boot_addr, "--join"]);
         node.wait_line("joined the ring");
         addrs.push(format!("127.0.0.1:{p}"));
         nodes.push(node);
     }
-    for i in 0..20 {
+    for i in 0..keys {
         let (key, value) = (format!("key{i}"), format!("value{i}"));
         let reply = dht_json(&["insert", &key, &value, "--node", &boot_addr]);
         assert!(reply.is_some(), "insert {key}");
     }
+    (port, boot, nodes, addrs)
+}
+
+/// The reproduction, step for step: `dht bootstrap --port P --k 3`, four
+/// `dht node --bootstrap 127.0.0.1:P --join`, 20 keys inserted, `kill -9` of the
+/// bootstrap, the same command again. The ring lists all five nodes and serves all 20
+/// keys, from the bootstrap too.
+#[test]
+fn a_restarted_bootstrap_keeps_every_key() {
+    let (port, mut boot, nodes, addrs) = ring_with_keys(4, 20);
+    let boot_addr = format!("127.0.0.1:{port}");
+    let boot_cmd = ["bootstrap", "--port", port.as_str(), "--k", "3"];
     let all = dht_json(&["query", "*", "--node", &addrs[0]]).expect("query *");
     assert_eq!(all["count"], 20, "{all}");
 
@@ -120,6 +130,68 @@ fn a_restarted_bootstrap_keeps_every_key() {
         assert_eq!(all["count"], 20, "every key, through {via}: {all}");
     }
     for i in 0..20 {
+        let key = format!("key{i}");
+        let found = dht_json(&["query", &key, "--node", &boot_addr]).expect("query");
+        assert_eq!(found["value"], format!("value{i}"), "{key}: {found}");
+    }
+    drop(nodes);
+    drop(boot);
+}
+
+/// The gap a memory-only bootstrap had: restarted while it hears none of its members (here
+/// they are all paused with SIGSTOP, as a partition or a frozen host would), it founded
+/// a new, empty ring after three heartbeats. Restarted with `--rejoin`, it founds
+/// nothing and refuses requests (409 `not_joined`) however long the silence lasts,
+/// then rejoins its ring once its members are heard again, which serves every key
+/// through it.
+#[test]
+fn a_bootstrap_restarted_with_rejoin_waits_for_its_ring_while_cut_off() {
+    let (port, mut boot, nodes, addrs) = ring_with_keys(3, 10);
+    let boot_addr = format!("127.0.0.1:{port}");
+    let boot_cmd = ["bootstrap", "--port", port.as_str(), "--k", "3"];
+
+    // The members stop all at once (none removes another), then the bootstrap dies and
+    // comes back while it can hear none of them.
+    for node in &nodes {
+        node.signal("STOP");
+    }
+    boot.kill9();
+    let mut rejoin_cmd = boot_cmd.to_vec();
+    rejoin_cmd.push("--rejoin");
+    let boot = Proc::start(&rejoin_cmd);
+    boot.wait_line("it founds no new ring");
+    // Well past the three heartbeats after which it used to found a ring.
+    thread::sleep(Duration::from_secs(3));
+    let client = HttpClient::new(Duration::from_secs(5));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let url = format!("http://{boot_addr}/query/key0");
+    let reply = rt
+        .block_on(client.get(&url))
+        .expect("the bootstrap answers");
+    // Not in a ring: refused as any node outside the ring is, so clients go elsewhere.
+    assert_eq!(reply.status, 409, "no ring yet: {:?}", reply.value());
+    assert_eq!(reply.value()["code"], "not_joined");
+    assert!(
+        dht_json(&["query", "key0", "--node", &boot_addr]).is_none(),
+        "a query through the waiting bootstrap is refused"
+    );
+
+    for node in &nodes {
+        node.signal("CONT");
+    }
+    let rejoined = wait_until(Duration::from_secs(30), || {
+        let ring = overlay(&addrs[0]);
+        ring.len() == 4 && ring.contains(&boot_addr)
+    });
+    assert!(rejoined, "back in its ring: {:?}", overlay(&addrs[0]));
+    let all = wait_until(Duration::from_secs(10), || {
+        dht_json(&["query", "*", "--node", &boot_addr]).is_some_and(|v| v["count"] == 10)
+    });
+    assert!(all, "every key through the bootstrap");
+    for i in 0..10 {
         let key = format!("key{i}");
         let found = dht_json(&["query", &key, "--node", &boot_addr]).expect("query");
         assert_eq!(found["value"], format!("value{i}"), "{key}: {found}");

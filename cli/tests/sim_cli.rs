@@ -362,7 +362,7 @@ fn a_failing_sweep_exits_1_with_a_replay_and_a_shrunk_reproducer() {
         "--max-down",
         "1",
         "--consistency",
-        "eventual",
+        "chain",
         "--workload",
         "synthetic",
         "--ops",

@@ -272,6 +272,14 @@ pub struct NodeConfig {
     /// restart). Members tell their bootstrap address of their ring every heartbeat, so
     /// it waits three heartbeat intervals; without failure handling it founds at once.
     pub recover: bool,
+    /// For a bootstrap restarted with `recover` and nothing on a disk: its operator says
+    /// the ring it belonged to still runs (etcd's `--initial-cluster-state existing`).
+    /// It then never founds a ring of its own: it waits until a member names its ring,
+    /// however long a partition keeps them apart, or shows that this bootstrap held the
+    /// group's only seat (then it founds the ring again, same id, as members rejoin).
+    /// Without it, a memory-only bootstrap cut off from its ring when it restarts cannot
+    /// tell a restart from a first start and founds an empty ring after its wait.
+    pub ring_runs: bool,
     /// Persist: emit [`crate::Output::Persist`] for the driver's disk (see
     /// [`crate::disk`]).
     pub durable: bool,
@@ -296,6 +304,7 @@ impl NodeConfig {
             timing: Timing::default(),
             seed,
             recover: false,
+            ring_runs: false,
             durable: false,
             recovered: None,
             clock_epoch_ns: 0,
@@ -312,6 +321,7 @@ impl NodeConfig {
             timing: Timing::default(),
             seed,
             recover: false,
+            ring_runs: false,
             durable: false,
             recovered: None,
             clock_epoch_ns: 0,

@@ -79,6 +79,10 @@ pub(crate) struct Comeback {
     pub(crate) sole_seat_term: Option<u64>,
     /// A restarted bootstrap's draw for its `Rejoin` messages (0: none sent yet).
     pub(crate) rejoin_nonce: u64,
+    /// A restarted bootstrap with nothing on a disk whose operator says its ring still
+    /// runs ([`crate::NodeConfig::ring_runs`]): it founds the ring again only for
+    /// members that showed it held the group's only seat.
+    pub(crate) ring_runs: bool,
     /// A member: the `Rejoin` it last obeyed, so a late duplicate does not make it leave
     /// the ring it has joined again.
     pub(crate) rejoined_for: u64,
@@ -94,6 +98,9 @@ impl Comeback {
     /// it to found the ring again: a majority of them. Fewer may mean it is cut off from
     /// a ring that still runs, which it must join rather than split from.
     pub(crate) fn may_refound(&self) -> bool {
+        if self.ring_runs && self.rejoin_nonce == 0 {
+            return false;
+        }
         self.members.is_empty() || self.restarted.len() * 2 > self.members.len()
     }
 }

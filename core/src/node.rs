@@ -114,6 +114,10 @@ impl Node {
         };
         let mut comeback = crate::disk::Comeback::default();
         let mut settings = config.cluster;
+        // A disk that names the ring says more than the operator can: its own rule holds.
+        comeback.ring_runs = recovering
+            && config.ring_runs
+            && config.recovered.as_ref().is_none_or(|r| r.meta.is_none());
         if let Some(recovered) = config.recovered {
             store.load(0, recovered.entries);
             comeback.leftovers = !store.is_empty();

@@ -61,6 +61,12 @@ pub struct NodeOptions {
     /// heartbeat) before founding a new one, and rejoin that ring if there is one. Off
     /// by default; `dht bootstrap` turns it on.
     pub recover: bool,
+    /// For a bootstrap with `recover`: its ring still runs (its operator sees the other
+    /// nodes up). It then never founds a ring of its own, however long it hears nothing,
+    /// and waits for its members' greetings (see `NodeConfig::ring_runs`): a bootstrap
+    /// without a data directory, cut off from its members when it restarts, cannot tell
+    /// otherwise. Off by default; `dht bootstrap --rejoin` turns it on.
+    pub ring_runs: bool,
     /// TEST ONLY: serve `POST /admin/partition`, which cuts the node off from chosen peers
     /// (every message to and from them is dropped) until healed. With a cluster secret the
     /// request must carry it; without one, this flag alone opens the endpoint. Off by
@@ -86,6 +92,7 @@ impl NodeOptions {
             cluster_secret: None,
             max_connections: MAX_CONNECTIONS_DEFAULT,
             recover: false,
+            ring_runs: false,
             allow_fault_injection: false,
             data_dir: None,
         }
@@ -179,6 +186,7 @@ impl NodeServer {
         config.limits = options.limits;
         config.timing = options.timing;
         config.recover = options.recover && is_bootstrap;
+        config.ring_runs = options.ring_runs && config.recover;
         // The actor's clock starts about now: versions take wall time as their floor.
         config.clock_epoch_ns = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -153,6 +153,75 @@ fn judge<'h>(
     }
 }
 
+/// Why an eventual-consistency key lost an acknowledged write (see [`eventual_loss`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventualLoss {
+    /// Every acknowledged write the final read should have shown was held only by nodes
+    /// that then crashed (memory only): the primary acknowledges once it has a write, and
+    /// a primary that crashes before it replicates, or a write that reached only the
+    /// replicas on its side of a partition before they all crashed, is gone. By design
+    /// without data directories, not a failure.
+    AllCopiesCrashed,
+    /// The value read was written on another primary less than the clock skew before
+    /// the acknowledged writes it overtook: last-writer-wins orders writes by
+    /// hybrid-clock versions, which follow real time only up to the nodes' clock skew.
+    /// By design, not a failure.
+    WithinSkew,
+    /// Neither: a replicated write was lost. A failure.
+    Lost,
+}
+
+/// Classify a key that lost an acknowledged write under eventual consistency.
+/// `lost_in_crash(value, acker, acked_at)` says whether every node that held `value`,
+/// acknowledged by node `acker` at `acked_at`, crashed after it had it; `skew_ns(t)`
+/// bounds the clock skew between two nodes at virtual time `t`.
+pub fn eventual_loss(
+    key: &KeyFinalReads<'_>,
+    history: &History,
+    lost_in_crash: impl Fn(&str, Option<&str>, u64) -> bool,
+    skew_ns: impl Fn(u64) -> u64,
+) -> EventualLoss {
+    let Some(read) = key.contradicting else {
+        return EventualLoss::Lost;
+    };
+    let acked: Vec<&Operation> = key
+        .current
+        .iter()
+        .copied()
+        .filter(|o| o.status == OpStatus::Ok)
+        .collect();
+    let all_copies_crashed = !acked.is_empty()
+        && acked
+            .iter()
+            .all(|o| match (o.f, o.value.as_deref(), o.complete) {
+                (OpKind::Write, Some(v), Some(c)) => lost_in_crash(v, o.node.as_deref(), c.time),
+                _ => false,
+            });
+    if all_copies_crashed {
+        return EventualLoss::AllCopiesCrashed;
+    }
+    let Some(value) = read.value.as_deref() else {
+        return EventualLoss::Lost;
+    };
+    let written = history
+        .ops
+        .iter()
+        .filter(|o| o.key == key.key && o.f == OpKind::Write)
+        .find(|o| o.value.as_deref() == Some(value));
+    let within = written.is_some_and(|x| {
+        !acked.is_empty()
+            && acked.iter().all(|w| {
+                w.complete.is_some_and(|c| {
+                    x.node != w.node && c.time < x.invoke.time.saturating_add(skew_ns(c.time))
+                })
+            })
+    });
+    match within {
+        true => EventualLoss::WithinSkew,
+        false => EventualLoss::Lost,
+    }
+}
+
 /// Count the keys whose final read — a read invoked at or after history event
 /// `from_event` — contradicts an acknowledged write (see the module docs).
 pub fn lost_acked_writes(history: &History, from_event: usize) -> LostWrites {
@@ -265,5 +334,46 @@ mod tests {
 {"process":1,"type":"fail","f":"write","key":"a","value":"1","time":2}
 "#;
         assert_eq!(lost(&with_read(failed, "null"), 2).keys, 0);
+    }
+
+    /// Node A writes `1` at 1,000 ns; node B writes `2` at 1,010 ns and acknowledges it
+    /// at 1,020 ns; the final read returns `1`.
+    const OVERTAKEN: &str = r#"
+{"process":1,"type":"invoke","f":"write","key":"a","value":"1","time":1000}
+{"process":1,"type":"ok","f":"write","key":"a","value":"1","time":1001,"node":"A"}
+{"process":2,"type":"invoke","f":"write","key":"a","value":"2","time":1010}
+{"process":2,"type":"ok","f":"write","key":"a","value":"2","time":1020,"node":"B"}
+"#;
+
+    /// `OVERTAKEN` with a final read of `value` after it.
+    fn overtaken_then_read(value: &str) -> String {
+        format!(
+            "{OVERTAKEN}{{\"process\":9,\"type\":\"invoke\",\"f\":\"read\",\"key\":\"a\",\"value\":null,\"time\":2000}}\n\
+             {{\"process\":9,\"type\":\"ok\",\"f\":\"read\",\"key\":\"a\",\"value\":{value},\"time\":2001}}\n"
+        )
+    }
+
+    fn classify(text: &str, crashed: bool, skew: u64) -> EventualLoss {
+        let history = History::parse_str(text).unwrap();
+        let keys = final_reads_by_key(&history, 4);
+        assert!(keys[0].lost());
+        eventual_loss(&keys[0], &history, |_, _, _| crashed, |_| skew)
+    }
+
+    #[test]
+    fn an_eventual_loss_is_by_design_only_when_every_copy_crashed_or_within_the_skew() {
+        let read_1 = overtaken_then_read("\"1\"");
+        assert_eq!(classify(&read_1, true, 0), EventualLoss::AllCopiesCrashed);
+        // `2` was acknowledged 20 ns after `1` began: within a 30 ns skew, not a 10 ns one.
+        assert_eq!(classify(&read_1, false, 30), EventualLoss::WithinSkew);
+        assert_eq!(classify(&read_1, false, 10), EventualLoss::Lost);
+        // One primary orders its own writes: no skew between them.
+        let same_node = read_1.replace(r#""node":"B""#, r#""node":"A""#);
+        assert_eq!(classify(&same_node, false, 30), EventualLoss::Lost);
+        // A final read of nothing is no write's value.
+        assert_eq!(
+            classify(&overtaken_then_read("null"), false, 30),
+            EventualLoss::Lost
+        );
     }
 }

@@ -181,6 +181,17 @@ pub struct Summary {
     /// The first lost writes, described.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub lost_writes: Vec<String>,
+    /// Eventual consistency: keys whose acknowledged write was lost by design, and not
+    /// counted in `lost_acked_writes`: every node that held it crashed, memory only (the
+    /// primary acknowledges before every replica has it; see
+    /// `ringkv_sim::final_reads::EventualLoss`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lost_in_crashes: Option<u64>,
+    /// Eventual consistency: keys whose acknowledged write was overtaken by a write on
+    /// another primary less than the clock skew before it (last writer wins by
+    /// hybrid-clock versions), not counted in `lost_acked_writes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lost_within_skew: Option<u64>,
 
     /// The command that replays this run.
     pub replay: String,
@@ -417,6 +428,16 @@ impl fmt::Display for Summary {
             )?;
             for lost in &self.lost_writes {
                 writeln!(f, "    - {lost}")?;
+            }
+            if let (Some(crash), Some(skew)) = (self.lost_in_crashes, self.lost_within_skew) {
+                row(
+                    f,
+                    "lost by design (not counted)",
+                    format!(
+                        "{crash} with every copy on nodes that crashed, {skew} overtaken \
+                         within the clock skew"
+                    ),
+                )?;
             }
         }
         for note in &self.notes {

@@ -107,6 +107,10 @@ pub struct RunReport {
     pub linearizability_unknown_keys: u64,
     /// Keys whose final read contradicts an acknowledged write.
     pub lost_acked_writes: u64,
+    /// Eventual consistency: keys that lost a write by design, not counted above (every
+    /// copy was on nodes that crashed, or a write within the clock skew overtook it; see
+    /// `Summary::lost_in_crashes`).
+    pub lost_by_design: u64,
     /// Final reads issued.
     pub final_reads: u64,
     /// Final reads not answered `ok`.
@@ -176,6 +180,7 @@ pub fn check_run(config: &SimConfig, options: &CheckOptions) -> RunReport {
         seed,
         consistency,
         lost_acked_writes: s.lost_acked_writes.unwrap_or(0),
+        lost_by_design: s.lost_in_crashes.unwrap_or(0) + s.lost_within_skew.unwrap_or(0),
         final_reads: s.final_reads.unwrap_or(0),
         final_reads_unanswered: s.final_reads_unanswered.unwrap_or(0),
         truncated: s.truncated,
@@ -311,6 +316,11 @@ pub struct SweepReport {
     pub lost_acked_writes: u64,
     /// Runs that lost an acknowledged write.
     pub lost_write_runs: u64,
+    /// Eventual consistency: keys that lost a write by design, over all runs (not
+    /// failures; see [`RunReport::lost_by_design`]).
+    pub lost_by_design: u64,
+    /// Runs with such a key.
+    pub lost_by_design_runs: u64,
     /// `replica_divergence` and `placement_missing` breaches, over all runs.
     pub convergence_failures: u64,
     /// Runs whose replicas all converged.
@@ -364,6 +374,8 @@ impl SweepReport {
         self.linearizability_unknown_keys += run.linearizability_unknown_keys;
         self.lost_acked_writes += run.lost_acked_writes;
         self.lost_write_runs += u64::from(run.lost_acked_writes > 0);
+        self.lost_by_design += run.lost_by_design;
+        self.lost_by_design_runs += u64::from(run.lost_by_design > 0);
         self.convergence_failures += run.convergence_failures;
         self.converged_runs += u64::from(run.convergence_failures == 0);
         self.invariant_breaches += run.invariant_breaches;
@@ -713,6 +725,17 @@ impl fmt::Display for SweepReport {
                 self.final_reads_unanswered
             ),
         )?;
+        if self.lost_by_design > 0 {
+            row(
+                f,
+                "  lost by design (not failures)",
+                format!(
+                    "{} keys ({} runs): every copy on nodes that crashed (memory only), or \
+                     overtaken within the clock skew",
+                    self.lost_by_design, self.lost_by_design_runs
+                ),
+            )?;
+        }
         let converged = if self.runs > 0 {
             100.0 * self.converged_runs as f64 / self.runs as f64
         } else {

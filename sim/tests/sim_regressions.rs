@@ -494,3 +494,145 @@ fn a_ring_back_from_its_disks_grows_its_group_only_once_its_members_are_back() {
     config.max_down = Some(2);
     assert_passes(at_fast_timeout(config, true));
 }
+
+/// With a 1.2 s failure timeout (chain, 4 s partitions): the bootstrap crashed and was
+/// restarted while a partition cut it off from every member. Without a disk it could not
+/// tell a restart from a first start: after its wait it founded a new, empty ring, and
+/// clients that reached it read nothing for acknowledged writes (the README's named gap
+/// until now). Its operator, who sees the ring's other nodes running, now restarts it
+/// with `dht bootstrap --rejoin`, as the simulator does: it founds nothing and waits for
+/// its ring, however long the partition lasts.
+#[test]
+fn a_bootstrap_restarted_while_cut_off_waits_for_its_ring() {
+    let config = reproducer(
+        988,
+        Consistency::Chain,
+        false,
+        false,
+        &[
+            "partition:4@3903653ns..4003903653ns",
+            "join@54912763ns",
+            "crash:2@412073188ns",
+            "partition:4,5@461363948ns..4461363948ns",
+            "partition:0,3,7@524286446ns..4524286446ns",
+            "restart:2@612073188ns",
+            "join@649255755ns",
+            "partition:0@732863043ns..4732863043ns",
+            "partition:2,8,9@757128364ns..4757128364ns",
+            "depart:3@884379686ns",
+            "crash:0@933198598ns",
+            "restart:0@1133198598ns",
+        ],
+    );
+    assert_passes(at_fast_timeout(config, false));
+}
+
+/// With a 1.2 s failure timeout (chain, 4 s partitions): the coordinator group gave a seat
+/// to a node cut off by a partition, and sent it the directory for two seconds only; two
+/// other seats then restarted without disks (which voids their seats). After the heal the
+/// group had two live seats of five that knew their configuration, the cut-off one
+/// ignored the leader's messages for a configuration it had never been told of, and no
+/// membership change was decided again. The elected seat now sends the directory once a
+/// round to every seat that has not acknowledged it.
+#[test]
+fn a_seat_cut_off_past_its_welcome_is_told_of_its_seat_after_the_heal() {
+    let config = reproducer(
+        1245,
+        Consistency::Chain,
+        false,
+        false,
+        &[
+            "join@141313752ns",
+            "partition:9@196474537ns..4196474537ns",
+            "depart:4@478767011ns",
+            "crash:3@619956946ns",
+            "join@676338281ns",
+            "join@717562012ns",
+            "crash:2@730744839ns",
+            "join@752957896ns",
+            "partition:0,2,4,5,6@774397319ns..4774397319ns",
+            "restart:3@819956946ns",
+            "depart:3@845035483ns",
+            "restart:2@930744839ns",
+            "partition:1,2@983061094ns..4983061094ns",
+        ],
+    );
+    assert_passes(at_fast_timeout(config, false));
+}
+
+/// With a 1.2 s failure timeout (chain, 4 s partitions): a new seat cut off when its
+/// configuration began got the directory late, as the group stood then, with the
+/// configuration's first decided entry (the leader's term) already folded in, and it
+/// folded that entry in again from the log: it counted one term more than the group
+/// and announced the leader under that term. The leader, hearing of its own "newer"
+/// term, refused its own prepares as stale, and no change was decided again. A new seat
+/// is now sent the directory as its configuration began.
+#[test]
+fn a_late_seat_applies_its_configurations_log_once() {
+    let config = reproducer(
+        6037,
+        Consistency::Chain,
+        false,
+        false,
+        &[
+            "depart:0@280155645ns",
+            "crash:6@281473638ns",
+            "restart:6@481473638ns",
+            "partition:3@655290624ns..4655290624ns",
+        ],
+    );
+    assert_passes(at_fast_timeout(config, false));
+}
+
+/// With a 1.2 s failure timeout (chain, 4 s partitions): three seats of a new
+/// configuration were cut off when it began and stayed in the previous one. The elected
+/// seat, still gathering promises, could not reach a majority without them, and only a
+/// leader that had one sent them the directory: nobody led the group again. The elected
+/// seat now sends it in either phase.
+#[test]
+fn an_elected_seat_without_a_majority_tells_the_missing_seats_of_their_seats() {
+    let config = reproducer(
+        3390,
+        Consistency::Chain,
+        false,
+        false,
+        &[
+            "depart:2@30211201ns",
+            "partition:1,3,9@45952133ns..4045952133ns",
+            "crash:8@284713289ns",
+            "depart:7@448393035ns",
+            "restart:8@484713289ns",
+            "partition:4,8@601402815ns..4601402815ns",
+            "depart:2@714583603ns",
+            "join@716214839ns",
+            "partition:6@765641052ns..4765641052ns",
+            "join@831049540ns",
+        ],
+    );
+    assert_passes(at_fast_timeout(config, false));
+}
+
+/// With a 1.2 s failure timeout (chain, two overlapping 4 s partitions): a member was
+/// preparing a change (it had fetched two keys for it) when the leader that started the
+/// change lost the lead, and it became the new leader itself. A new leader tells a
+/// member preparing a change it never decided to abort it when the member's heartbeat
+/// says so, but a leader sends itself no heartbeat: it kept the two keys it was no
+/// replica of for good. The leader now settles its own prepared view at each failure
+/// check, as a member's heartbeat would.
+#[test]
+fn a_new_leader_aborts_the_change_it_was_preparing_for_the_old_one() {
+    let config = reproducer(
+        5012,
+        Consistency::Chain,
+        false,
+        false,
+        &[
+            "depart:0@140628545ns",
+            "join@272862433ns",
+            "depart:3@560267503ns",
+            "partition:0,1,6@740074778ns..4740074778ns",
+            "partition:1,6,7@980040059ns..4980040059ns",
+        ],
+    );
+    assert_passes(at_fast_timeout(config, false));
+}

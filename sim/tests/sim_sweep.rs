@@ -191,13 +191,15 @@ fn materialized_faults_replay_the_same_run() {
 }
 
 /// With k = 1 a crash loses the keys of the crashed node: the sweep must say so, and
-/// shrink the failure to a reproducer with explicit faults.
+/// shrink the failure to a reproducer with explicit faults. (Chain replication: under
+/// eventual consistency a write whose every copy crashed is counted apart, as the
+/// model's own loss.)
 #[test]
 fn a_sweep_outside_the_model_fails_and_shrinks() {
     let base = SimConfig {
         k: 1,
         max_down: Some(1),
-        consistency: Consistency::Eventual,
+        consistency: Consistency::Chain,
         workload: WorkloadSpec::Synthetic(Synthetic {
             ops: 200,
             keys: 20,

@@ -75,6 +75,16 @@ impl Proc {
 }
 
 impl Proc {
+    /// Send `signal` (`STOP`, `CONT`, ...) with `kill`.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), pid.as_str()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -{signal} {pid}");
+    }
+
     /// `kill -9`: no depart, no goodbye.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();

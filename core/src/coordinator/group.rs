@@ -65,6 +65,10 @@ pub(crate) enum Event {
 /// One seat's part in the group.
 pub(crate) struct Group {
     dir: Directory,
+    /// The directory as this configuration began: what a new seat is sent, since it
+    /// folds the configuration's whole log into it (the current directory has some of
+    /// the log folded in already, and a new seat would apply those entries twice).
+    start: Directory,
     me: NodeRef,
     incarnation: u64,
     /// The consensus instance of the current configuration; `None` when solo.
@@ -106,6 +110,7 @@ impl Group {
     /// prefers this seat as the next leader (it led the configuration before).
     pub(crate) fn new(dir: Directory, me: NodeRef, incarnation: u64, lead: bool) -> Group {
         let mut group = Group {
+            start: dir.clone(),
             dir,
             me,
             incarnation,
@@ -125,6 +130,7 @@ impl Group {
     }
 
     fn start_instance(&mut self, lead: bool) {
+        self.start = self.dir.clone();
         self.applied = 0;
         self.stopping = false;
         self.behind = 0;
@@ -164,6 +170,11 @@ impl Group {
         &self.dir
     }
 
+    /// The directory as this configuration began, for its new seats (see `start`).
+    pub(crate) fn dir_at_start(&self) -> &Directory {
+        &self.start
+    }
+
     /// The directory, for the leader's changes to the ring it plans on (they are
     /// undone before they return; decided entries alone change it for good).
     pub(crate) fn dir_mut(&mut self) -> &mut Directory {
@@ -181,6 +192,15 @@ impl Group {
         match &self.instance {
             None => self.is_seated(),
             Some(op) => op.get_current_leader() == Some((self.my_pid(), true)),
+        }
+    }
+
+    /// Whether omnipaxos elected this seat, in either phase: a leader still gathering
+    /// promises may be waiting for seats that never got the directory.
+    pub(crate) fn is_elected(&self) -> bool {
+        match &self.instance {
+            None => self.is_seated(),
+            Some(op) => op.get_current_leader().map(|(pid, _)| pid) == Some(self.my_pid()),
         }
     }
 
@@ -324,6 +344,11 @@ impl Group {
         self.poll(out)
     }
 
+    /// Whether the last tick began a round of [`TICKS_PER_ROUND`] ticks.
+    pub(crate) fn at_round(&self) -> bool {
+        self.ticks.is_multiple_of(TICKS_PER_ROUND)
+    }
+
     /// Whether this seat has led for a tick at least (alone: always). A new leader
     /// proposes its term only then, so the entry does not overtake the log it sends the
     /// seats when it takes over (the network may reorder them).
@@ -429,6 +454,8 @@ impl Group {
     }
 
     fn after_stop(&mut self, before: Vec<Seat>, led: bool) -> Vec<Event> {
+        // A seat that lost its seat still sends the new seats the directory.
+        self.start = self.dir.clone();
         if self.is_seated() {
             self.start_instance(led);
         } else {

@@ -270,7 +270,15 @@ impl Leader {
             );
             return;
         }
-        let Some(epoch) = preparing else { return };
+        if let Some(epoch) = preparing {
+            self.settle_preparing(dir, out, from, epoch);
+        }
+    }
+
+    /// `from` is preparing the view of `epoch`: if no change of this leader's is about
+    /// it, tell it to abort it (never decided) or to commit it (the last decided one).
+    fn settle_preparing(&self, dir: &Directory, out: &mut Out, from: &NodeRef, epoch: u64) {
+        let term = self.term;
         let current = self.current.as_ref().map(|op| op.epoch);
         if current == Some(epoch) {
             return;
@@ -443,6 +451,12 @@ impl Leader {
         }
         self.preempt_for_removals(dir, sh, out);
         self.start_next(dir, sh, out);
+        // This node sends itself no heartbeat, so a view it was preparing for an earlier
+        // leader's change, which that leader never decided, is settled here: otherwise
+        // it waits for good with what that change had it fetch.
+        if let Some(gaining) = sh.gaining {
+            self.settle_preparing(dir, out, &sh.me, gaining.epoch);
+        }
     }
 
     /// The change in progress missed its deadline. Abandon an unfinished prepare and

@@ -11,6 +11,9 @@ mod group;
 mod leader;
 mod plan;
 
+use std::collections::BTreeSet;
+
+use crate::id::Id;
 use crate::message::{Message, NodeRef};
 use crate::out::Out;
 use crate::rejected::Rejected;
@@ -42,6 +45,8 @@ pub(crate) struct Coordination {
     term_proposed: bool,
     /// New seats that still need the directory, with the sends left.
     welcoming: Vec<(NodeRef, u32)>,
+    /// Seats that acknowledged this configuration's directory.
+    answered: BTreeSet<Id>,
 }
 
 /// What the node should do after the coordination handled an input.
@@ -68,6 +73,7 @@ impl Coordination {
             parked: None,
             term_proposed: false,
             welcoming: Vec::new(),
+            answered: BTreeSet::new(),
         };
         c.after(sh, out, Vec::new());
         c
@@ -234,6 +240,7 @@ impl Coordination {
     pub(crate) fn on_group_join_ack(&mut self, from: &NodeRef, config_id: u32) -> Outcome {
         if config_id == self.group.dir().config_id {
             self.welcoming.retain(|(n, _)| n.id != from.id);
+            self.answered.insert(from.id);
         }
         self.retire_if_done()
     }
@@ -254,12 +261,25 @@ impl Coordination {
     /// The group timer: drive omnipaxos, and send the directory to new seats again.
     pub(crate) fn on_tick(&mut self, sh: &Shared, out: &mut Out) -> Outcome {
         let events = self.group.tick(out);
-        let dir = self.group.dir().clone();
+        let dir = self.group.dir_at_start().clone();
         for (node, left) in &mut self.welcoming {
             *left = left.saturating_sub(1);
             out.send(node, Message::GroupJoin(Box::new(dir.clone())));
         }
         self.welcoming.retain(|(_, left)| *left > 0);
+        // A new seat cut off for longer than its welcome lasted (a partition) never
+        // learns it has a seat, and with other seats down the group may lack a majority
+        // without it for good: the elected seat sends it the directory once a round
+        // until it answers. (A seat that restarted since refuses it: seats name an
+        // incarnation.)
+        if self.group.is_elected() && self.group.at_round() {
+            for node in self.group.other_seats() {
+                let welcomed = self.welcoming.iter().any(|(n, _)| n.id == node.id);
+                if !welcomed && !self.answered.contains(&node.id) {
+                    out.send(&node, Message::GroupJoin(Box::new(dir.clone())));
+                }
+            }
+        }
         match self.after(sh, out, events) {
             Outcome::Stay => self.retire_if_done(),
             retire => retire,
@@ -345,6 +365,7 @@ impl Coordination {
                     self.parked = Some(old);
                 }
                 self.term_proposed = false;
+                self.answered.clear();
                 // Every other seat gets the directory until it acknowledges: a seat of
                 // the previous configuration may not have learned that its stop sign
                 // was decided.
@@ -354,7 +375,7 @@ impl Coordination {
                         self.welcoming.push((node, GROUP_JOIN_SENDS_MAX));
                     }
                 }
-                let dir = self.group.dir().clone();
+                let dir = self.group.dir_at_start().clone();
                 for (node, _) in &self.welcoming {
                     out.send(node, Message::GroupJoin(Box::new(dir.clone())));
                 }

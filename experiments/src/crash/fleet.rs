@@ -196,11 +196,13 @@ impl Fleet {
     }
 
     /// Start the bootstrap again, killed, with the command it was started with on the port
-    /// it had; returns once it listens (it then looks for its ring and rejoins it).
+    /// it had, plus `--rejoin` (its ring runs: the operator's restart command); returns
+    /// once it listens (it then waits for its ring and rejoins it).
     pub(super) fn restart_bootstrap(&mut self) -> Result<()> {
         let port = port_of(&self.addrs[0])?;
-        self.start(self.bootstrap_args(port), false, Some(0))
-            .map(|_| ())
+        let mut args = self.bootstrap_args(port);
+        args.push("--rejoin".to_string());
+        self.start(args, false, Some(0)).map(|_| ())
     }
 
     /// Start a new member on a free port that joins through node `entry`; returns its

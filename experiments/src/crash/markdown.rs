@@ -121,7 +121,7 @@ fn bootstrap_schedule(run: &Run) -> String {
         .map_or("a member", |f| &run.addrs[f.entry]);
     format!(
         "At {}% of the load, `kill -9` (SIGKILL) of the bootstrap; at {}% it is started \
-         again with its command (`dht bootstrap` on its port, without `--new-ring`), finds \
+         again with its command and `--rejoin` (`dht bootstrap` on its port; its ring runs), finds \
          its ring through the members' greetings and rejoins it as a fresh, empty incarnation \
          that is refilled. At {}%, once it is back, it is killed for good; while it stays \
          down a new `dht node --join` is started with `--bootstrap {entry}` (a member), and \

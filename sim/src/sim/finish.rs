@@ -7,7 +7,7 @@ use super::{SimResult, Simulation, Stage};
 use crate::check;
 use crate::client::{Client, ClientState};
 use crate::faults::Fault;
-use crate::final_reads::lost_acked_writes;
+use crate::final_reads::{eventual_loss, final_reads_by_key, lost_acked_writes, EventualLoss};
 use crate::observe::{observe, NodeView};
 use crate::summary::{percentile, Summary};
 use crate::workload::{ClientOps, Op, OpKind};
@@ -203,6 +203,9 @@ impl Simulation {
                     let lost = lost_acked_writes(&history, from as usize);
                     summary.lost_acked_writes = Some(lost.keys);
                     summary.lost_writes = lost.examples;
+                    if lost.keys > 0 {
+                        self.classify_eventual_losses(&history, from as usize, &mut summary);
+                    }
                 }
                 Err(e) => summary.notes.push(format!(
                     "the history does not parse ({e}): lost writes unknown"
@@ -221,5 +224,45 @@ impl Simulation {
             summary,
             history: std::mem::take(&mut self.tally.history),
         }
+    }
+}
+
+impl Simulation {
+    /// Under eventual consistency, set apart the lost writes the model allows (see
+    /// [`EventualLoss`]): those whose every copy was on nodes that crashed, and those
+    /// overtaken by a write less than the clock skew earlier. What is
+    /// left stays in `lost_acked_writes`, a failure.
+    fn classify_eventual_losses(&self, history: &check::History, from: usize, s: &mut Summary) {
+        let Some(reach) = &self.tally.reach else {
+            return;
+        };
+        // Clock rates are drawn within ± the drift bound: two nodes drift apart at up to
+        // twice it.
+        let drift = 2 * self.config.clock_drift_per_mille;
+        let skew_ns = |t: u64| (u128::from(t) * u128::from(drift) / 1_000) as u64;
+        let lost_in_crash = |key: &str, value: &str, acker: Option<&str>, at: u64| {
+            let acker = acker.and_then(|a| self.hosts.index.get(a).copied());
+            acker.is_some_and(|n| reach.lost_in_crash(key, value, n, at))
+        };
+        let (mut in_crashes, mut within_skew) = (0, 0);
+        let mut kept = Vec::new();
+        for key in final_reads_by_key(history, from) {
+            if !key.lost() {
+                continue;
+            }
+            let name = key.key;
+            let by_design =
+                |v: &str, acker: Option<&str>, at: u64| lost_in_crash(name, v, acker, at);
+            match eventual_loss(&key, history, by_design, skew_ns) {
+                EventualLoss::AllCopiesCrashed => in_crashes += 1,
+                EventualLoss::WithinSkew => within_skew += 1,
+                EventualLoss::Lost => kept.extend(key.describe()),
+            }
+        }
+        s.lost_acked_writes = Some(kept.len() as u64);
+        kept.truncate(crate::final_reads::EXAMPLES_MAX);
+        s.lost_writes = kept;
+        s.lost_in_crashes = Some(in_crashes);
+        s.lost_within_skew = Some(within_skew);
     }
 }

@@ -145,8 +145,13 @@ impl Simulation {
         let restart = i < self.hosts.nodes.len();
         let mut config = if i == 0 {
             let mut config = NodeConfig::bootstrap(addr, self.cluster, seed);
-            // A restarted bootstrap looks for the ring it belonged to.
+            // A restarted bootstrap looks for the ring it belonged to; its operator, who
+            // sees other members still running, says so (`dht bootstrap --rejoin`).
             config.recover = restart;
+            config.ring_runs = restart
+                && self.hosts.nodes[1..]
+                    .iter()
+                    .any(|n| n.up && n.node.is_member());
             config
         } else {
             NodeConfig::member(addr, self.entry_addr(i).to_string(), seed)
@@ -379,7 +384,15 @@ impl Simulation {
                 if let ringkv_core::Message::Snapshot { entries, .. } = &envelope.msg {
                     self.net.stats.snapshot_entries += entries.len() as u64;
                 }
+                let carried = match self.tally.reach.is_some() {
+                    true => super::reach::Reach::carried(&envelope.msg),
+                    false => Vec::new(),
+                };
                 self.handle(to, Input::Message(*envelope));
+                if let Some(reach) = &mut self.tally.reach {
+                    let store = self.hosts.nodes[to as usize].node.store();
+                    reach.note_stored(to, self.now, carried, store);
+                }
             }
             Err(Some(delay_ns)) => self.schedule_delivery(delay_ns, from, to, envelope),
             Err(None) => {}
@@ -524,6 +537,12 @@ impl Simulation {
     }
 
     pub(super) fn crash(&mut self, n: u32) {
+        if let Some(reach) = &mut self.tally.reach {
+            // A node with a disk keeps what it acknowledged: not a loss by design.
+            if !self.config.disks {
+                reach.crashed(n, self.now);
+            }
+        }
         self.tally.crashed = true;
         self.tally.counters.crashes += 1;
         let node = &mut self.hosts.nodes[n as usize];

@@ -17,11 +17,12 @@
 mod clients;
 mod finish;
 mod hosts;
+mod reach;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use ringkv_core::{ClusterConfig, Envelope};
+use ringkv_core::{ClusterConfig, Consistency, Envelope};
 
 use crate::check;
 use crate::client::Client;
@@ -147,6 +148,8 @@ struct Tally {
     history: Vec<u8>,
     /// History events recorded before the final phase began.
     final_from_event: Option<u64>,
+    /// Under eventual consistency with final reads: where each written value went.
+    reach: Option<reach::Reach>,
 }
 
 /// The outcome of a run.
@@ -272,7 +275,11 @@ impl Simulation {
             in_flight: 0,
             settle_until: None,
             queued_other: 0,
-            tally: Tally::default(),
+            tally: Tally {
+                reach: (config.final_reads && cluster.consistency == Consistency::Eventual)
+                    .then(reach::Reach::default),
+                ..Tally::default()
+            },
             config,
         };
         for i in 0..sim.config.nodes {

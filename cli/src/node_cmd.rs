@@ -280,6 +280,13 @@ pub fn run_bootstrap(args: BootstrapArgs) -> anyhow::Result<ExitCode> {
     options.ring_runs = args.rejoin;
     let recovering = options.recover && !args.tuning.no_failure_handling;
     let args_rejoin = args.rejoin;
+    if args_rejoin && args.tuning.no_failure_handling {
+        // Without heartbeats no member greets its bootstrap: it could never find its ring.
+        anyhow::bail!(
+            "--rejoin waits for the members' greetings, which come with their heartbeats: \
+             it cannot be used with --no-failure-handling"
+        );
+    }
     runtime()?.block_on(async move {
         survive_file_size_limit(options.data_dir.as_deref());
         let server = NodeServer::start(options).await?;

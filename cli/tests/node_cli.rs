@@ -162,3 +162,26 @@ fn bootstrap_and_node_processes_join_and_depart_on_sigterm() {
     );
     assert!(boot.terminate().success());
 }
+
+/// `--rejoin` cannot be combined with a flag that defeats it: each is refused before the
+/// node starts, with a message that says why.
+#[test]
+fn bootstrap_rejoin_refuses_flags_that_defeat_it() {
+    let run = |extra: &str| {
+        let out = Command::new(DHT)
+            .args(["bootstrap", "--port", "0", "--rejoin", extra])
+            .output()
+            .expect("dht runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, err) = run("--new-ring");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("cannot be used with '--new-ring'"), "{err}");
+    let (code, err) = run("--no-failure-handling");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--no-failure-handling"), "{err}");
+    assert!(err.contains("greetings"), "{err}");
+}

@@ -270,6 +270,13 @@ pub struct BenchArgs {
 /// `dht bootstrap`: serve the bootstrap node until SIGINT/SIGTERM.
 pub fn run_bootstrap(args: BootstrapArgs) -> anyhow::Result<ExitCode> {
     init_tracing("info");
+    if args.rejoin && args.tuning.no_failure_handling {
+        // Without heartbeats no member greets its bootstrap: it could never find its ring.
+        anyhow::bail!(
+            "--rejoin waits for the members' greetings, which come with their heartbeats: \
+             it cannot be used with --no-failure-handling"
+        );
+    }
     let mut options = NodeOptions::new(
         SocketAddr::new(args.host, args.port),
         Role::Bootstrap(args.ring.config()?),
@@ -279,14 +286,7 @@ pub fn run_bootstrap(args: BootstrapArgs) -> anyhow::Result<ExitCode> {
     options.recover = !args.new_ring;
     options.ring_runs = args.rejoin;
     let recovering = options.recover && !args.tuning.no_failure_handling;
-    let args_rejoin = args.rejoin;
-    if args_rejoin && args.tuning.no_failure_handling {
-        // Without heartbeats no member greets its bootstrap: it could never find its ring.
-        anyhow::bail!(
-            "--rejoin waits for the members' greetings, which come with their heartbeats: \
-             it cannot be used with --no-failure-handling"
-        );
-    }
+    let waits_for_good = recovering && args.rejoin;
     runtime()?.block_on(async move {
         survive_file_size_limit(options.data_dir.as_deref());
         let server = NodeServer::start(options).await?;
@@ -295,7 +295,7 @@ pub fn run_bootstrap(args: BootstrapArgs) -> anyhow::Result<ExitCode> {
             server.local_addr(),
             server.addr()
         ));
-        if recovering && args_rejoin {
+        if waits_for_good {
             announce(
                 "waiting for the ring this bootstrap belongs to (its members greet it every \
                  heartbeat); it founds no new ring",

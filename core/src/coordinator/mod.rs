@@ -261,10 +261,10 @@ impl Coordination {
     /// The group timer: drive omnipaxos, and send the directory to new seats again.
     pub(crate) fn on_tick(&mut self, sh: &Shared, out: &mut Out) -> Outcome {
         let events = self.group.tick(out);
-        let dir = self.group.dir_at_start().clone();
+        let mut to: Vec<NodeRef> = Vec::new();
         for (node, left) in &mut self.welcoming {
             *left = left.saturating_sub(1);
-            out.send(node, Message::GroupJoin(Box::new(dir.clone())));
+            to.push(node.clone());
         }
         self.welcoming.retain(|(_, left)| *left > 0);
         // A new seat cut off for longer than its welcome lasted (a partition) never
@@ -274,10 +274,15 @@ impl Coordination {
         // incarnation.)
         if self.group.is_elected() && self.group.at_round() {
             for node in self.group.other_seats() {
-                let welcomed = self.welcoming.iter().any(|(n, _)| n.id == node.id);
-                if !welcomed && !self.answered.contains(&node.id) {
-                    out.send(&node, Message::GroupJoin(Box::new(dir.clone())));
+                if !to.iter().any(|n| n.id == node.id) && !self.answered.contains(&node.id) {
+                    to.push(node);
                 }
+            }
+        }
+        if !to.is_empty() {
+            let dir = self.group.dir_at_start();
+            for node in &to {
+                out.send(node, Message::GroupJoin(Box::new(dir.clone())));
             }
         }
         match self.after(sh, out, events) {

@@ -125,6 +125,11 @@ impl FailureDetector {
         }
     }
 
+    /// The peers routing avoids, in id order.
+    pub(crate) fn suspects(&self) -> impl Iterator<Item = Id> + '_ {
+        self.suspects.iter().copied()
+    }
+
     /// Whether routing should avoid `id`.
     pub(crate) fn is_suspect(&self, id: Id) -> bool {
         self.suspects.contains(&id)

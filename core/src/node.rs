@@ -44,7 +44,8 @@ pub struct NodeStatus {
     pub halted: Option<String>,
     /// Configuration epoch of the installed view.
     pub epoch: u64,
-    /// Number of ring members, as of the installed view.
+    /// Number of ring members, as of the installed view (a node whose neighbours did not
+    /// change is not sent the ring's newer views: its count can be older than the ring's).
     pub ring_size: usize,
     /// Predecessor.
     pub predecessor: Option<NodeRef>,
@@ -52,6 +53,8 @@ pub struct NodeStatus {
     pub successor: Option<NodeRef>,
     /// Distinct finger targets, in finger order.
     pub fingers: Vec<NodeRef>,
+    /// Peers this node routes round because they were silent past the failure timeout.
+    pub suspects: Vec<Id>,
     /// Replication factor.
     pub k: usize,
     /// Replication model.
@@ -396,6 +399,7 @@ impl Node {
             predecessor: sh.view.preds.first().cloned(),
             successor: sh.view.succs.first().cloned(),
             fingers,
+            suspects: self.failure.suspects().collect(),
             k: sh.config.k,
             consistency: sh.config.consistency,
             routing: sh.config.routing,

@@ -55,13 +55,17 @@ pub(crate) fn decide(sh: &Shared, suspect: impl Fn(Id) -> bool, routed: &Routed)
         return Decision::Fail(RequestError::TooManyHops { hops: routed.hops });
     }
     // Not from a node whose view may be stale: its reads take chain replication's path.
+    // A lookup that already went round once takes plain Chord steps from here: each
+    // one ends nearer the key, whatever views disagree, so it cannot circle again.
+    let shortcuts = routed.laps == 0;
     let craq_read = sh.config.consistency == Consistency::Craq
         && routed.action == Action::Read
+        && shortcuts
         && sh.view_trusted();
     if let Some(Some(replica)) = craq_read.then(|| known_replica(sh, &suspect, key, routed)) {
         return Decision::Forward(replica);
     }
-    match next_hop(sh, suspect, key) {
+    match next_hop(sh, suspect, key, shortcuts) {
         Some(next) => Decision::Forward(next),
         None => Decision::Primary,
     }
@@ -78,7 +82,7 @@ fn known_replica(
     routed: &Routed,
 ) -> Option<NodeRef> {
     let around = neighbourhood(sh);
-    let primary = primary_index(sh, &around, key)?;
+    let primary = primary_index(&around, key)?;
     let known = around.len().min(primary + sh.chain_len());
     let alive: Vec<&NodeRef> = around[primary..known]
         .iter()
@@ -103,22 +107,27 @@ fn neighbourhood(sh: &Shared) -> Vec<&NodeRef> {
 }
 
 /// Where in `around` (see [`neighbourhood`]) the primary of `key` is, when the lists
-/// reach it. When they hold the whole ring, the farthest predecessor's range starts at
-/// the farthest successor.
-fn primary_index(sh: &Shared, around: &[&NodeRef], key: Id) -> Option<usize> {
-    let whole_ring = sh.view.ring_size == around.len();
-    (1..around.len())
-        .find(|&i| in_open_closed(key, around[i - 1].id, around[i].id))
-        .or_else(|| {
-            let (first, last) = (around.first()?, around.last()?);
-            (whole_ring && in_open_closed(key, last.id, first.id)).then_some(0)
-        })
+/// reach it: the ranges between neighbours. On a ring of up to `2k + 2` members the lists
+/// overlap and these ranges cover the whole ring. The range from the farthest successor
+/// round to the farthest predecessor is never taken as known, even when the view counts
+/// exactly as many members as the lists hold: a node far from the ring's later joins keeps
+/// the count of the last view it installed, and members that joined since sit in that
+/// range (sending their keys to the farthest predecessor sent them round the ring, and
+/// back, until the hop limit).
+fn primary_index(around: &[&NodeRef], key: Id) -> Option<usize> {
+    (1..around.len()).find(|&i| in_open_closed(key, around[i - 1].id, around[i].id))
 }
 
 /// The next node towards the successor of `key`, for a node that is not its primary.
 /// Suspected peers (silent past the failure timeout) are skipped while another choice
-/// exists, so routing survives a crash before the coordinator repairs the ring.
-fn next_hop(sh: &Shared, suspect: impl Fn(Id) -> bool, key: Id) -> Option<NodeRef> {
+/// exists, so routing survives a crash before the coordinator repairs the ring. Without
+/// `shortcuts`, only Chord's own steps: the successor or the closest preceding finger.
+fn next_hop(
+    sh: &Shared,
+    suspect: impl Fn(Id) -> bool,
+    key: Id,
+    shortcuts: bool,
+) -> Option<NodeRef> {
     let first = sh.view.succs.first()?;
     let alive = |n: &&NodeRef| !suspect(n.id);
     let succ = sh.view.succs.iter().find(alive).unwrap_or(first);
@@ -129,7 +138,10 @@ fn next_hop(sh: &Shared, suspect: impl Fn(Id) -> bool, key: Id) -> Option<NodeRe
     if sh.config.routing == Routing::Successor {
         return Some(succ.clone());
     }
-    if let Some(primary) = primary_in_view(sh, &suspect, key) {
+    if let Some(primary) = shortcuts
+        .then(|| primary_in_view(sh, &suspect, key))
+        .flatten()
+    {
         return Some(primary);
     }
     // Closest preceding finger: the farthest finger still before the key.
@@ -146,12 +158,12 @@ fn next_hop(sh: &Shared, suspect: impl Fn(Id) -> bool, key: Id) -> Option<NodeRe
 /// The key's primary when this node's neighbour lists reach it (its successor list, as
 /// Chord's lookups use, and its predecessor list), unless that node is suspected: one hop
 /// straight to it instead of several over fingers, each of them a message between nodes.
-/// On a ring of up to `2k + 3` members the lists hold every other member, so every
+/// On a ring of up to `2k + 2` members the lists show every member's range, so every
 /// lookup from a member takes at most one hop. A view that is out of date only costs
 /// hops: the node it names routes on from there.
 fn primary_in_view(sh: &Shared, suspect: &impl Fn(Id) -> bool, key: Id) -> Option<NodeRef> {
     let around = neighbourhood(sh);
-    let primary = around[primary_index(sh, &around, key)?];
+    let primary = around[primary_index(&around, key)?];
     (primary.id != sh.me.id && !suspect(primary.id)).then(|| primary.clone())
 }
 

@@ -135,12 +135,13 @@ fn query_all_returns_every_key_once_and_overlay_walks_from_the_bootstrap() {
     assert_eq!(nodes, in_order);
 }
 
-/// On a ring of at most `2k + 3` members each view lists every other member (`k + 1`
-/// predecessors and successors), so a lookup goes straight to the key's primary: one hop
-/// from any other member (a chain read adds the head -> tail step), none from the primary.
+/// On a ring of at most `2k + 2` members the views (`k + 1` predecessors and successors)
+/// overlap and show every member's range, so a lookup goes straight to the key's primary:
+/// one hop from any other member (a chain read adds the head -> tail step), none from the
+/// primary.
 #[test]
 fn a_lookup_goes_straight_to_a_primary_its_view_lists() {
-    let n = 9usize;
+    let n = 8usize;
     for consistency in [Consistency::Chain, Consistency::Eventual, Consistency::Craq] {
         let mut pump = Pump::ring(cluster(3, consistency, Routing::Finger), n);
         let mut rng = ChaCha8Rng::seed_from_u64(5);
@@ -274,6 +275,48 @@ proptest! {
             let got = pump.call(&via, Request::Query { key: key.clone() });
             let ok = matches!(&got, Ok(Response::Found { value: v, .. }) if v == value);
             prop_assert!(ok, "{key}: {got:?}");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Every key is found from every member of a ring grown by joins in any order, the
+    /// sizes just past what a node's neighbour lists hold included. A node far from the
+    /// later joins keeps the ring size of the last view it installed: a lookup shortcut
+    /// that took that size for the ring's sent keys of the newest node's range round and
+    /// round the ring (503 `too_many_hops` from real k = 1 rings).
+    #[test]
+    fn every_member_finds_every_key_of_a_ring_grown_in_any_order(
+        k in 1usize..4,
+        extra in 0usize..5,
+        order in Just((1..40).collect::<Vec<usize>>()).prop_shuffle(),
+        consistency in prop_oneof![
+            Just(Consistency::Chain),
+            Just(Consistency::Eventual),
+            Just(Consistency::Craq),
+        ],
+    ) {
+        let n = 2 * k + 4 + extra;
+        let mut pump = Pump::new(cluster(k, consistency, Routing::Finger));
+        for &i in order.iter().take(n - 1) {
+            pump.join(&addr(i));
+        }
+        let mut want = BTreeMap::new();
+        for i in 0..40 {
+            let (key, value) = (format!("k{i}"), format!("v{i}"));
+            let via = pump.members()[i % n].clone();
+            let reply = pump.call(&via, Request::Insert { key: key.clone(), value: value.clone() });
+            prop_assert!(reply.is_ok(), "insert {} via {}: {:?}", key, via, reply);
+            want.insert(key, value);
+        }
+        for via in pump.members() {
+            for (key, value) in &want {
+                let got = pump.call(&via, Request::Query { key: key.clone() });
+                let ok = matches!(&got, Ok(Response::Found { value: v, .. }) if v == value);
+                prop_assert!(ok, "{} via {}: {:?}", key, via, got);
+            }
         }
     }
 }

@@ -192,6 +192,7 @@ async fn node(State(s): State<Listener>) -> JsonReply {
         "predecessor": neighbour(ring.predecessor_before(me)),
         "successor": neighbour(ring.successor_after(me)),
         "fingers": [],
+        "suspects": [],
         "k": 1,
         "consistency": "chain",
         "routing": "finger",

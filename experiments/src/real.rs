@@ -10,6 +10,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rand::SeedableRng;
+
 use ringkv_client::{perform, ProcessIds, Recorder};
 use ringkv_core::{ClusterConfig, Consistency, Routing, Timing};
 use ringkv_runtime::{ClusterOptions, HttpClient, LocalCluster, Outcome};
@@ -80,6 +82,18 @@ impl Ring {
     /// Run one phase: client `c` sends `scripts[c]` in order, each operation to the node
     /// it names, all clients concurrently. Returns when every client is done.
     pub async fn run_phase(&self, scripts: Vec<Vec<(usize, Planned)>>) -> Phase {
+        self.run_phase_from_afar(scripts, None).await
+    }
+
+    /// [`Ring::run_phase`] with clients `client_link` away from every node: each request
+    /// waits one draw from it before it is sent, and its answer another before the client
+    /// sees it (counted in the operation's latency), as for clients on machines of their
+    /// own. Client `c` draws from a generator seeded with `c`.
+    pub async fn run_phase_from_afar(
+        &self,
+        scripts: Vec<Vec<(usize, Planned)>>,
+        client_link: Option<Latency>,
+    ) -> Phase {
         let recorder = Arc::new(Recorder::in_memory());
         let processes = Arc::new(ProcessIds::new(scripts.len()));
         let cpu_before = process_cpu_ns();
@@ -93,10 +107,23 @@ impl Ring {
             tasks.push(tokio::spawn(async move {
                 let mut process = client as u64;
                 let mut done = Vec::with_capacity(script.len());
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(client as u64);
+                let mut link = || {
+                    let ns = client_link.map_or(0, |l| l.sample(&mut rng));
+                    Duration::from_nanos(ns)
+                };
                 for (node, planned) in script {
                     let addr = &addrs[node % addrs.len()];
                     let op = &planned.op;
-                    let performed = perform(&http, &recorder, process, addr, op).await;
+                    let (there, back) = (link(), link());
+                    if !there.is_zero() {
+                        tokio::time::sleep(there).await;
+                    }
+                    let mut performed = perform(&http, &recorder, process, addr, op).await;
+                    if !back.is_zero() {
+                        tokio::time::sleep(back).await;
+                    }
+                    performed.latency += there + back;
                     if matches!(performed.outcome, Outcome::Info(_)) {
                         process = processes.fresh();
                     }

@@ -208,8 +208,9 @@ pub const WAN_LATENCY: Latency = Latency::Const { ns: 1_000_000 };
 /// within its 10 minutes on a busy 2-core machine: with 1 ms links a fresh 10-node ring
 /// takes about 1.3 s to form (the joins cross the slow links) and its insert and query
 /// phases about 1.2 s, so 20 repetitions of the 6 points added about 5 minutes. With
-/// CRAQ, a third model, 7 repetitions of 9 points take about as long as 10 of 6 did.
-pub const WAN_REPS: usize = 7;
+/// CRAQ, a third model, 7 repetitions of 9 points took about as long as 10 of 6 did; with
+/// a token-aware phase after each of the reference's (about 0.5 s more per ring), 5.
+pub const WAN_REPS: usize = 5;
 
 /// Repetitions of each loopback throughput point, unless `reps` says otherwise (2 with
 /// `quick`): 14 of the 9 (model, k) points take about as long as 20 of the 6 before CRAQ.

@@ -16,6 +16,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use ringkv_client::{router, RingMap};
 use ringkv_core::Consistency;
 use ringkv_runtime::Outcome;
 use ringkv_sim::check::OpKind;
@@ -97,7 +98,19 @@ pub struct Row {
     /// `--link-latency` only: the `_wan` files; the column is absent from the others).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub link_latency: Option<String>,
+    /// How the clients reached the ring (the `_wan` files only): `random`, client N to
+    /// node N as in the reference, the node routing each request on; or `token`, each
+    /// request straight to the node that serves its key (`ringkv_client::router::choose`,
+    /// as `dht bench --routing token`), so no lookup hop is left to depend on k.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entry: Option<String>,
 }
+
+/// The `entry` of rows whose clients send each request straight to its key's node.
+pub const TOKEN: &str = "token";
+
+/// The `entry` of rows whose client N sends to node N (the reference's clients).
+pub const RANDOM: &str = "random";
 
 /// Run experiment 1 or 2 alone.
 pub fn run(options: &Options, which: Which) -> Result<Report> {
@@ -170,11 +183,28 @@ fn measure_real(
         let rt = real::runtime()?;
         rt.block_on(async {
             let ring = Ring::start(options.nodes, k, model, options.link_latency()).await?;
+            let entry = options.link_latency().map(|_| RANDOM);
             let phase = ring.run_phase(scripts(&inserts, options.nodes)).await;
-            insert_rows.push(real_row(options, model, k, rep, &phase));
+            insert_rows.push(real_row(options, model, k, rep, &phase, entry));
             if query {
                 let phase = ring.run_phase(scripts(&queries, options.nodes)).await;
-                query_rows.push(real_row(options, model, k, rep, &phase));
+                query_rows.push(real_row(options, model, k, rep, &phase, entry));
+            }
+            if let Some(link) = options.link_latency() {
+                // The same files again on the same ring (the inserts now overwrite, at the
+                // same cost), each request sent where a token-aware client sends it. Such
+                // a client talks to every node, so it is as far from each as the nodes are
+                // from each other (client N of the reference sits by node N).
+                let map = RingMap::new(ring.addrs().to_vec(), k, model);
+                let entry = Some(TOKEN);
+                let script = token_scripts(&inserts, &map);
+                let phase = ring.run_phase_from_afar(script, Some(link)).await;
+                insert_rows.push(real_row(options, model, k, rep, &phase, entry));
+                if query {
+                    let script = token_scripts(&queries, &map);
+                    let phase = ring.run_phase_from_afar(script, Some(link)).await;
+                    query_rows.push(real_row(options, model, k, rep, &phase, entry));
+                }
             }
             ring.stop().await;
             Ok::<(), ExperimentError>(())
@@ -193,7 +223,32 @@ pub fn scripts(files: &[Vec<Planned>], nodes: usize) -> Vec<Vec<(usize, Planned)
         .collect()
 }
 
-fn real_row(options: &Options, model: Consistency, k: usize, rep: usize, phase: &Phase) -> Row {
+/// Client N sends file N, each operation to the node a token-aware client picks for its
+/// key in `map` (whose members are the ring's nodes in start order).
+fn token_scripts(files: &[Vec<Planned>], map: &RingMap) -> Vec<Vec<(usize, Planned)>> {
+    let index = |addr: &str| map.members().iter().position(|m| m == addr).unwrap_or(0);
+    files
+        .iter()
+        .map(|file| {
+            file.iter()
+                .enumerate()
+                .map(|(turn, p)| {
+                    let route = router::choose(map, p.op.f, &p.op.key, turn);
+                    (index(&route.target), p.clone())
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn real_row(
+    options: &Options,
+    model: Consistency,
+    k: usize,
+    rep: usize,
+    phase: &Phase,
+    entry: Option<&str>,
+) -> Row {
     let mut causes: BTreeMap<String, usize> = BTreeMap::new();
     let mut latencies = Vec::new();
     let mut not_found = 0;
@@ -236,6 +291,7 @@ fn real_row(options: &Options, model: Consistency, k: usize, rep: usize, phase: 
             .collect::<Vec<_>>()
             .join("; "),
         link_latency: options.link_latency_cell(),
+        entry: entry.map(str::to_string),
     }
 }
 
@@ -317,20 +373,26 @@ fn sim_row(
         cpu_us_per_op: None,
         error_causes: String::new(),
         link_latency: None,
+        entry: None,
     }
 }
 
 /// Throughput samples of (model, k).
-fn samples(rows: &[Row], model: &str, k: usize) -> Vec<f64> {
+/// Throughputs of (model, k) with the reference's clients (`token`: with token-aware ones).
+fn samples(rows: &[Row], model: &str, k: usize, token: bool) -> Vec<f64> {
     rows.iter()
-        .filter(|r| r.model == model && r.k == k)
+        .filter(|r| r.model == model && r.k == k && is_token(r) == token)
         .map(|r| r.throughput_ops_per_s)
         .collect()
 }
 
-/// Median and min–max throughput per (model, k).
+fn is_token(row: &Row) -> bool {
+    row.entry.as_deref() == Some(TOKEN)
+}
+
+/// Median and min–max throughput per (model, k), with the reference's clients.
 pub fn spread(rows: &[Row], model: &str, k: usize) -> (f64, f64, f64) {
-    min_median_max(&samples(rows, model, k))
+    min_median_max(&samples(rows, model, k, false))
 }
 
 fn report(options: &Options, which: Which, rows: &[Row], suffix: &str) -> Result<Report> {
@@ -388,11 +450,25 @@ fn report(options: &Options, which: Which, rows: &[Row], suffix: &str) -> Result
             .retain(|h| !h.starts_with("CPU") && !h.starts_with("cores"));
     }
     let mut warnings = Vec::new();
-    for model in MODELS {
+    let entries: &[bool] = match rows.iter().any(is_token) {
+        true => &[false, true],
+        false => &[false],
+    };
+    for (model, &token) in MODELS
+        .into_iter()
+        .flat_map(|m| entries.iter().map(move |t| (m, t)))
+    {
         let m = model_name(model);
+        let label = match token {
+            true => format!("{m}, token"),
+            false => m.to_string(),
+        };
         for &k in &options.ks {
-            let (lo, med, hi) = spread(rows, m, k);
-            let mine: Vec<&Row> = rows.iter().filter(|r| r.model == m && r.k == k).collect();
+            let (lo, med, hi) = min_median_max(&samples(rows, m, k, token));
+            let mine: Vec<&Row> = rows
+                .iter()
+                .filter(|r| r.model == m && r.k == k && is_token(r) == token)
+                .collect();
             let p99: Vec<f64> = mine.iter().map(|r| r.latency_p99_ms).collect();
             let median_of = |f: &dyn Fn(&Row) -> Option<f64>| {
                 let v: Vec<f64> = mine.iter().filter_map(|r| f(r)).collect();
@@ -405,7 +481,7 @@ fn report(options: &Options, which: Which, rows: &[Row], suffix: &str) -> Result
             let errors: usize = mine.iter().map(|r| r.errors).sum();
             let total: usize = mine.iter().map(|r| r.ops).sum();
             let mut cells = vec![
-                m.into(),
+                label.clone(),
                 k.to_string(),
                 ops(med),
                 ops(lo),
@@ -425,13 +501,13 @@ fn report(options: &Options, which: Which, rows: &[Row], suffix: &str) -> Result
                     .filter(|c| !c.is_empty())
                     .collect();
                 warnings.push(format!(
-                    "{m} k={k}: {errors} of {total} {name}s failed ({})",
+                    "{label} k={k}: {errors} of {total} {name}s failed ({})",
                     causes.join("; ")
                 ));
             }
             let not_found: usize = mine.iter().map(|r| r.not_found).sum();
             if not_found > 0 {
-                warnings.push(format!("{m} k={k}: {not_found} queries found no value"));
+                warnings.push(format!("{label} k={k}: {not_found} queries found no value"));
             }
         }
     }
@@ -509,29 +585,45 @@ fn plot(path: &Path, options: &Options, which: Which, rows: &[Row]) -> Result<()
     let dodge = 0.08 * (options.ks.iter().max().copied().unwrap_or(1) as f64).max(1.0) / 5.0;
     let mut series = Vec::new();
     let mut top: f64 = 0.0;
-    for (i, model) in MODELS.into_iter().enumerate() {
-        let m = model_name(model);
-        let offset = (i as f64 - 1.0) * dodge;
-        let points: Vec<Point> = options
-            .ks
-            .iter()
-            .map(|&k| {
-                let five = five_numbers(&samples(rows, m, k));
-                top = top.max(five[4]);
-                Point::boxed(k as f64 + offset, five)
-            })
-            .collect();
-        let label = match model {
-            Consistency::Chain => "chain replication (strong)",
-            Consistency::Eventual => "eventual consistency",
-            Consistency::Craq => "CRAQ (chain, reads at every replica)",
-        };
-        series.push(Series::new(
-            label,
-            plot::model_color(model),
-            plot::model_marker(model),
-            points,
-        ));
+    let token_rows = rows.iter().any(is_token);
+    let entries: &[bool] = if token_rows { &[false, true] } else { &[false] };
+    for &token in entries {
+        for (i, model) in MODELS.into_iter().enumerate() {
+            let m = model_name(model);
+            // Token-aware points sit to the right of each k, the reference's to the left.
+            let offset = match (token_rows, token) {
+                (false, _) => (i as f64 - 1.0) * dodge,
+                (true, false) => (i as f64 - 3.0) * dodge * 0.6,
+                (true, true) => (i as f64 + 1.0) * dodge * 0.6,
+            };
+            let points: Vec<Point> = options
+                .ks
+                .iter()
+                .map(|&k| {
+                    let five = five_numbers(&samples(rows, m, k, token));
+                    top = top.max(five[4]);
+                    Point::boxed(k as f64 + offset, five)
+                })
+                .collect();
+            let label = match model {
+                Consistency::Chain => "chain replication (strong)",
+                Consistency::Eventual => "eventual consistency",
+                Consistency::Craq => "CRAQ (chain, reads at every replica)",
+            };
+            let (label, color, marker) = match token {
+                false => (
+                    label.to_string(),
+                    plot::model_color(model),
+                    plot::model_marker(model),
+                ),
+                true => (
+                    format!("{}, token-aware", label.split(" (").next().unwrap_or(label)),
+                    plot::shade(plot::model_color(model), 0.45),
+                    plot::Marker::Diamond,
+                ),
+            };
+            series.push(Series::new(label, color, marker, points));
+        }
     }
     let kmax = options.ks.iter().max().copied().unwrap_or(1) as f64;
     let (what, time) = match (which, options.backend) {
@@ -560,12 +652,21 @@ fn plot(path: &Path, options: &Options, which: Which, rows: &[Row]) -> Result<()
         title: format!("{what} throughput vs replication factor ({} nodes, {backend})", options.nodes),
         x: Axis::linear("replication factor k", 0.5, kmax + 0.5).with_ticks(options.ks.iter().map(|&k| k as f64).collect()),
         y: Axis::linear(format!("throughput (operations/s, {time})"), 0.0, (top * 1.2).max(1.0)),
-        legend: LegendAt::UpperRight,
+        // Token-aware clients' points start high at k = 1: the lower left is free.
+        legend: match token_rows {
+            true => LegendAt::LowerLeft,
+            false => LegendAt::UpperRight,
+        },
         series,
         note: Some(format!(
-            "{} clients, {per_client} {} each; points: median of {} runs, thick bars: middle 50%, whiskers: min–max{busy}",
+            "{} clients, {per_client} {} each{}; median of {} runs, bars: middle 50%, whiskers: min–max{busy}",
             workloads::FILES,
             if which == Which::Insert { "inserts" } else { "queries" },
+            if token_rows {
+                " (diamonds: token-aware, 1 ms from each node)"
+            } else {
+                ""
+            },
             options.reps()
         )),
     };

@@ -155,20 +155,33 @@ fn every_experiment_runs_quick_and_writes_its_files() {
         }
     }
 
-    // 1, 2 again on a ring with 1 ms links: the same columns plus link_latency, which the
-    // loopback files do not have.
+    // 1, 2 again on a ring with 1 ms links: the same columns plus link_latency and entry,
+    // which the loopback files do not have; each ring measured with the reference's
+    // clients (entry random) and with token-aware ones (entry token).
     for name in ["insert", "query"] {
         let loopback = dir.join(format!("{name}_throughput.csv"));
         let path = dir.join(format!("{name}_throughput_wan.csv"));
         let (loopback_header, _) = csv(&loopback);
-        assert!(!loopback_header.iter().any(|h| h == "link_latency"));
+        assert!(!loopback_header
+            .iter()
+            .any(|h| h == "link_latency" || h == "entry"));
         let (header, _) = csv(&path);
-        assert_eq!(header[..header.len() - 1], loopback_header[..], "{name}");
-        assert_eq!(header.last().map(String::as_str), Some("link_latency"));
+        assert_eq!(header[..header.len() - 2], loopback_header[..], "{name}");
+        assert_eq!(header[header.len() - 2..], ["link_latency", "entry"]);
         let rows = assert_columns(&path, &throughput_cols);
-        assert_eq!(rows.len(), 3 * 3, "{name}: 3 models × 3 k × 1 rep");
+        assert_eq!(
+            rows.len(),
+            3 * 3 * 2,
+            "{name}: 3 models × 3 k × 2 kinds of client × 1 rep"
+        );
+        let token = rows
+            .iter()
+            .filter(|r| col(&path, r, "entry") == "token")
+            .count();
+        assert_eq!(token, 3 * 3, "{name}: one token-aware run per ring");
         for row in &rows {
             assert_eq!(col(&path, row, "link_latency"), "const:1ms", "{row:?}");
+            assert!(["random", "token"].contains(&col(&path, row, "entry")));
             assert_eq!(col(&path, row, "errors"), "0", "{name}: {row:?}");
             assert_eq!(col(&path, row, "not_found"), "0", "{name}: {row:?}");
         }

@@ -1,6 +1,6 @@
 //! `dht experiment insert|query|requests --link-latency DIST`: the option reaches the ring
-//! the real backend starts, its files get the `_wan` suffix and a `link_latency` column,
-//! and it is refused where it does not apply.
+//! the real backend starts, its files get the `_wan` suffix and `link_latency` and `entry`
+//! columns, and it is refused where it does not apply.
 
 use std::time::Duration;
 
@@ -51,15 +51,23 @@ fn link_latency_reaches_the_ring_and_the_csv() {
     };
     assert_eq!(
         rows.len(),
-        3,
-        "chain, eventual and craq, k = 1, one run: {rows:?}"
+        6,
+        "chain, eventual and craq, k = 1, one run, each with the reference's clients and \
+         token-aware ones: {rows:?}"
+    );
+    let entries: Vec<&str> = rows.iter().map(|r| r[at("entry")].as_str()).collect();
+    assert_eq!(
+        entries,
+        ["random", "token", "random", "token", "random", "token"],
+        "{rows:?}"
     );
     for row in &rows {
         assert_eq!(row[at("link_latency")], "const:1ms", "{row:?}");
         assert_eq!(row[at("errors")], "0", "{row:?}");
         assert_eq!(row[at("k")], "1", "{row:?}");
         // An insert whose key another node owns crosses at least two delayed links (there
-        // and back), so with 1 ms links the median cannot be below 2 ms.
+        // and back), and a token-aware client is a delayed link from every node (one
+        // each way), so with 1 ms links the median cannot be below 2 ms.
         let p50: f64 = row[at("latency_p50_ms")].parse().expect("a number");
         assert!(
             p50 >= 2.0,

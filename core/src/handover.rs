@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::Consistency;
 use crate::id::Id;
-use crate::message::{Action, Message, NodeRef, Routed, REPAIR_TTL};
+use crate::message::{Action, Message, NodeRef, Origin, Routed, REPAIR_TTL};
 use crate::out::Out;
 use crate::rejected::Rejected;
 use crate::shared::Shared;
@@ -83,7 +83,19 @@ pub(crate) struct Handover {
     fetch: Option<Fetch>,
     /// A commit whose acknowledgement waits for forwards to be acknowledged.
     ack_pending: Option<u64>,
+    /// Eventual consistency: keys forwarded to this node for changes it prepared and has
+    /// not committed, by epoch. Their primary answered the client before it replicated,
+    /// and may have counted this copy among the few it made.
+    forwarded: BTreeMap<u64, BTreeSet<String>>,
+    /// Entries of `forwarded` keys the store dropped (the change was abandoned, or the
+    /// view that committed does not hold them): sent to their primaries as repairs every
+    /// heartbeat until one acknowledges (`HintAck`), so a write whose other copies crashed
+    /// is not lost with the change (hinted hand-off).
+    hints: BTreeMap<String, Entry>,
 }
+
+/// Hints sent per heartbeat (the rest wait for the next ones).
+const HINTS_PER_TICK: usize = 256;
 
 impl Handover {
     // ----- every write -----
@@ -224,9 +236,102 @@ impl Handover {
         ttl: u8,
     ) {
         if sh.is_current_epoch(epoch) || !sh.config.consistency.is_chain() {
+            if !sh.config.consistency.is_chain() && epoch > sh.view.epoch {
+                let held: usize = self.forwarded.values().map(BTreeSet::len).sum();
+                if held < sh.limits.handover_unacked_max {
+                    self.forwarded
+                        .entry(epoch)
+                        .or_default()
+                        .insert(key.to_string());
+                }
+            }
             self.offer(sh, out, key, entry, ttl);
         }
         out.send(from, Message::ForwardAck { epoch, seq });
+    }
+
+    /// The store is about to keep only `keep` (`None`: nothing): entries forwarded for
+    /// changes not committed here whose keys fall outside it become hints.
+    pub(crate) fn hint_dropped(&mut self, sh: &Shared, keep: Option<Range>) {
+        if self.forwarded.is_empty() {
+            return;
+        }
+        for keys in self.forwarded.values_mut() {
+            keys.retain(|k| {
+                let kept = keep.is_some_and(|r| r.contains(Id::of_key(k)));
+                if !kept {
+                    if let Some(e) = sh.store.get(k) {
+                        let newer = self.hints.get(k).is_none_or(|h| h.version < e.version);
+                        if newer && self.hints.len() < sh.limits.handover_unacked_max {
+                            self.hints.insert(k.clone(), e.clone());
+                        }
+                    }
+                }
+                kept
+            });
+        }
+        self.forwarded.retain(|_, keys| !keys.is_empty());
+    }
+
+    /// Every entry of the store becomes a hint (up to the bound): for a node about to
+    /// drop them all while some may be the last copies of acknowledged writes.
+    pub(crate) fn hint_all(&mut self, sh: &Shared) {
+        for (key, entry) in sh.store.entries_in(Range::All) {
+            if self.hints.len() >= sh.limits.handover_unacked_max {
+                break;
+            }
+            let newer = self
+                .hints
+                .get(&key)
+                .is_none_or(|h| h.version < entry.version);
+            if newer {
+                self.hints.insert(key, entry);
+            }
+        }
+    }
+
+    /// Change `epoch` committed here and the store was trimmed to its view: what was
+    /// forwarded for it, or for older changes, and is still held is held for good.
+    pub(crate) fn forget_forwarded(&mut self, epoch: u64) {
+        self.forwarded.retain(|e, _| *e > epoch);
+    }
+
+    /// Send the hints to their keys' primaries: routed from here by a member, through
+    /// the coordinator by a node that is not one (it cannot route).
+    pub(crate) fn send_hints(&self, sh: &Shared, out: &mut Out) {
+        if self.hints.is_empty() {
+            return;
+        }
+        let origin = Origin {
+            node: sh.me.clone(),
+            req: 0,
+            incarnation: sh.incarnation,
+        };
+        let via = match sh.is_member() {
+            true => sh.me.addr.clone(),
+            false => sh.coordinator.clone(),
+        };
+        for (key, entry) in self.hints.iter().take(HINTS_PER_TICK) {
+            let routed = Routed {
+                origin: Some(origin.clone()),
+                key: key.clone(),
+                action: Action::Repair {
+                    entry: entry.clone(),
+                    ttl: REPAIR_TTL,
+                },
+                hops: 0,
+                laps: 0,
+                redriven: false,
+            };
+            out.send_addr(&via, Message::Route(routed));
+        }
+    }
+
+    /// A primary applied the hint of `key` at `version`.
+    pub(crate) fn on_hint_ack(&mut self, key: &str, version: crate::store::Version) {
+        if self.hints.get(key).is_some_and(|h| h.version <= version) {
+            self.hints.remove(key);
+        }
     }
 
     /// The gainer got forward `seq` of change `epoch`.
@@ -331,6 +436,9 @@ impl Handover {
     pub(crate) fn leave(&mut self) {
         self.migrations.retain(|m| !m.unacked.is_empty());
         self.fetch = None;
+        // A departing node hands its whole range over (`push_own_range`); hints it holds
+        // stay, sent while it still runs.
+        self.forwarded.clear();
     }
 
     // ----- gainer side -----
@@ -523,5 +631,26 @@ mod tests {
             1,
             "an oversized entry still goes"
         );
+    }
+
+    #[test]
+    fn a_hint_goes_only_once_a_primary_acknowledged_its_version_or_a_newer_one() {
+        let mut ho = Handover::default();
+        let at = |counter| Version {
+            counter,
+            node: Id::ZERO,
+        };
+        let mut hinted = entry(1);
+        hinted.version = at(5);
+        ho.hints.insert("k".into(), hinted);
+        ho.on_hint_ack("k", at(4));
+        assert!(
+            ho.hints.contains_key("k"),
+            "an older version is not this hint"
+        );
+        ho.on_hint_ack("other", at(9));
+        assert!(ho.hints.contains_key("k"));
+        ho.on_hint_ack("k", at(5));
+        assert!(ho.hints.is_empty());
     }
 }

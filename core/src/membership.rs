@@ -208,7 +208,14 @@ impl Membership {
         // nothing acknowledged that its chain's tail lacks, and comes back empty.
         if departing {
             push_own_range(sh, out);
+            // Removed while it departed: it was cut off, and the ring took its ranges
+            // from other holders, which may lack writes it holds as a replica whose
+            // primary has crashed since. Every entry goes to its primary as a hint.
+            if !sh.config.consistency.is_chain() {
+                ho.hint_all(sh);
+            }
             self.leave(sh, ho);
+            ho.send_hints(sh, out);
         } else if sh.config.consistency.is_chain() {
             self.leave(sh, ho);
         } else {
@@ -488,10 +495,8 @@ impl Membership {
             Range::Empty if sh.comeback.leftovers => {
                 sh.store.retain_range(new);
             }
-            Range::Empty => sh.store.clear(),
-            keep => {
-                sh.store.retain_range(keep);
-            }
+            Range::Empty => trim_store(sh, ho, out, None),
+            keep => trim_store(sh, ho, out, Some(keep)),
         }
         // After a failure, a chain member whose nearest predecessor changed takes again
         // from it every key it does not head: that predecessor precedes it in each of
@@ -653,7 +658,8 @@ impl Membership {
             sh.fingers.install(fingers, epoch);
         }
         let keep = sh.responsibility();
-        sh.store.retain_range(keep);
+        trim_store(sh, ho, out, Some(keep));
+        ho.forget_forwarded(epoch);
         for (key, entry) in p.deferred {
             if keep.contains(crate::Id::of_key(&key)) {
                 ho.apply(sh, out, &key, entry);
@@ -788,10 +794,10 @@ impl Membership {
             match sh.is_member() {
                 true => {
                     let keep = sh.responsibility();
-                    sh.store.retain_range(keep);
+                    trim_store(sh, ho, out, Some(keep));
                 }
                 false if sh.comeback.leftovers => {}
-                false => sh.store.clear(),
+                false => trim_store(sh, ho, out, None),
             }
         }
         ho.abort(epoch);
@@ -817,6 +823,20 @@ impl Membership {
         }
         Ok(())
     }
+}
+
+/// Keep only `keep` of the store (`None`: nothing). Under eventual consistency, writes
+/// forwarded to this node for a change that did not commit here become hints, sent to
+/// their primaries until one acknowledges, rather than vanish with the rest.
+fn trim_store(sh: &mut Shared, ho: &mut Handover, out: &mut Out, keep: Option<Range>) {
+    ho.hint_dropped(sh, keep);
+    match keep {
+        Some(range) => {
+            sh.store.retain_range(range);
+        }
+        None => sh.store.clear(),
+    }
+    ho.send_hints(sh, out);
 }
 
 /// Take a coordinator message only from the newest term this node has seen (a newer

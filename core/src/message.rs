@@ -626,6 +626,14 @@ pub enum Message {
         #[serde(default)]
         term: u64,
     },
+    /// Primary → the node that sent it a hinted repair (a `Repair` with an origin): the
+    /// key's entry of `version` is applied at its primary, the hint can go.
+    HintAck {
+        /// The key.
+        key: String,
+        /// The version the repair carried.
+        version: crate::store::Version,
+    },
     /// Anti-entropy, primary → replica: digests of the primary's keys in `range`.
     SyncDigest {
         /// The primary's own range.
@@ -728,6 +736,7 @@ impl Message {
             Message::Pong => "pong",
             Message::Removed { .. } => "removed",
             Message::Abort { .. } => "abort",
+            Message::HintAck { .. } => "hint_ack",
             Message::SyncDigest { .. } => "sync_digest",
             Message::SyncDiff { .. } => "sync_diff",
             Message::SyncPush { .. } => "sync_push",

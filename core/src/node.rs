@@ -824,6 +824,10 @@ impl Node {
                 Ok(())
             }
             Message::Pong => Ok(()),
+            Message::HintAck { key, version } => {
+                self.handover.on_hint_ack(&key, version);
+                Ok(())
+            }
             Message::SyncDigest { range, digests } => {
                 anti_entropy::on_digest(sh, out, from, range, digests);
                 Ok(())
@@ -1034,6 +1038,7 @@ impl Node {
                 if sh.is_member() {
                     self.failure.on_tick(sh, out);
                 }
+                self.handover.send_hints(sh, out);
                 self.redrive();
             }
             Timer::FailureCheck => {

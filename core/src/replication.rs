@@ -79,6 +79,11 @@ impl Replication {
             }
             Action::Read => read_at_primary(sh, out, origin, key, hops),
             Action::Repair { entry, ttl } => {
+                // A repair with an origin is a hint: tell its holder it can let it go.
+                if let Some(o) = &origin {
+                    let (key, version) = (key.clone(), entry.version);
+                    out.send(&o.node, Message::HintAck { key, version });
+                }
                 // Re-replicate even if the primary had it: the copy may have been sent to
                 // the replicas of an older view.
                 ho.apply(sh, out, &key, entry.clone());

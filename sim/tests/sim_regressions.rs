@@ -636,3 +636,57 @@ fn a_new_leader_aborts_the_change_it_was_preparing_for_the_old_one() {
     );
     assert_passes(at_fast_timeout(config, false));
 }
+
+/// Eventual consistency, 4 s partitions: a primary acknowledged a write and forwarded it
+/// to a member preparing to take the key's range; that change was replaced by another
+/// and abandoned, and the member dropped what it had taken for it. The primary and the
+/// write's other replica then crashed without a disk: the write had reached three nodes
+/// and none kept it. The member now keeps such writes as hints and sends each to its
+/// primary until one acknowledges.
+#[test]
+fn a_write_forwarded_for_an_abandoned_change_reaches_its_primary_as_a_hint() {
+    let config = reproducer(
+        19942,
+        Consistency::Eventual,
+        false,
+        false,
+        &[
+            "partition:3,4@95770865ns..4095770865ns",
+            "depart:6@108723961ns",
+            "join@113877873ns",
+            "crash:6@210014233ns",
+            "restart:6@410014233ns",
+            "crash:2@440503827ns",
+            "depart:6@467686733ns",
+            "join@550964105ns",
+            "restart:2@640503827ns",
+        ],
+    );
+    assert_passes(at_fast_timeout(config, false));
+}
+
+/// Eventual consistency, 4 s partitions: a replica on the cut-off side got a write its
+/// primary acknowledged there, was asked to depart, and was removed as failed (its
+/// depart could not reach the leader). It pushed only the keys it was primary of, and
+/// the primary crashed without a disk: the write was lost. A departing node that is
+/// removed now sends every entry it holds to its primary as a hint.
+#[test]
+fn a_replica_removed_while_departing_hands_its_writes_to_their_primaries() {
+    let config = reproducer(
+        3405,
+        Consistency::Eventual,
+        false,
+        false,
+        &[
+            "partition:2,3,7,9@63118937ns..4063118937ns",
+            "crash:2@249318878ns",
+            "depart:7@310026483ns",
+            "crash:3@374060682ns",
+            "restart:2@449318878ns",
+            "restart:3@574060682ns",
+            "join@663539485ns",
+            "join@940587567ns",
+        ],
+    );
+    assert_passes(at_fast_timeout(config, false));
+}

@@ -327,6 +327,11 @@ impl Handover {
         }
     }
 
+    /// Hints not yet acknowledged.
+    pub(crate) fn hints_len(&self) -> usize {
+        self.hints.len()
+    }
+
     /// A primary applied the hint of `key` at `version`.
     pub(crate) fn on_hint_ack(&mut self, key: &str, version: crate::store::Version) {
         if self.hints.get(key).is_some_and(|h| h.version <= version) {

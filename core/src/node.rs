@@ -55,6 +55,9 @@ pub struct NodeStatus {
     pub fingers: Vec<NodeRef>,
     /// Peers this node routes round because they were silent past the failure timeout.
     pub suspects: Vec<Id>,
+    /// Writes this node holds as hints for their primaries, not yet acknowledged
+    /// (eventual consistency: see `docs/protocol.md`).
+    pub hints: usize,
     /// Replication factor.
     pub k: usize,
     /// Replication model.
@@ -400,6 +403,7 @@ impl Node {
             successor: sh.view.succs.first().cloned(),
             fingers,
             suspects: self.failure.suspects().collect(),
+            hints: self.handover.hints_len(),
             k: sh.config.k,
             consistency: sh.config.consistency,
             routing: sh.config.routing,

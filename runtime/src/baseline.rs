@@ -193,6 +193,7 @@ async fn node(State(s): State<Listener>) -> JsonReply {
         "successor": neighbour(ring.successor_after(me)),
         "fingers": [],
         "suspects": [],
+        "hints": 0,
         "k": 1,
         "consistency": "chain",
         "routing": "finger",

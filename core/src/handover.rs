@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::Consistency;
 use crate::id::Id;
-use crate::message::{Action, Message, NodeRef, Origin, Routed, REPAIR_TTL};
+use crate::message::{Action, Message, NodeRef, Routed, REPAIR_TTL};
 use crate::out::Out;
 use crate::rejected::Rejected;
 use crate::shared::Shared;
@@ -96,6 +96,15 @@ pub(crate) struct Handover {
 
 /// Hints sent per heartbeat (the rest wait for the next ones).
 const HINTS_PER_TICK: usize = 256;
+
+/// Keep `entry` of `key` as a hint, unless a hint of a newer version is held or the
+/// hints are at their bound.
+fn hint(hints: &mut BTreeMap<String, Entry>, sh: &Shared, key: &str, entry: &Entry) {
+    let newer = hints.get(key).is_none_or(|h| h.version < entry.version);
+    if newer && (hints.contains_key(key) || hints.len() < sh.limits.handover_unacked_max) {
+        hints.insert(key.to_string(), entry.clone());
+    }
+}
 
 impl Handover {
     // ----- every write -----
@@ -261,10 +270,7 @@ impl Handover {
                 let kept = keep.is_some_and(|r| r.contains(Id::of_key(k)));
                 if !kept {
                     if let Some(e) = sh.store.get(k) {
-                        let newer = self.hints.get(k).is_none_or(|h| h.version < e.version);
-                        if newer && self.hints.len() < sh.limits.handover_unacked_max {
-                            self.hints.insert(k.clone(), e.clone());
-                        }
+                        hint(&mut self.hints, sh, k, e);
                     }
                 }
                 kept
@@ -277,16 +283,7 @@ impl Handover {
     /// drop them all while some may be the last copies of acknowledged writes.
     pub(crate) fn hint_all(&mut self, sh: &Shared) {
         for (key, entry) in sh.store.entries_in(Range::All) {
-            if self.hints.len() >= sh.limits.handover_unacked_max {
-                break;
-            }
-            let newer = self
-                .hints
-                .get(&key)
-                .is_none_or(|h| h.version < entry.version);
-            if newer {
-                self.hints.insert(key, entry);
-            }
+            hint(&mut self.hints, sh, &key, &entry);
         }
     }
 
@@ -302,11 +299,8 @@ impl Handover {
         if self.hints.is_empty() {
             return;
         }
-        let origin = Origin {
-            node: sh.me.clone(),
-            req: 0,
-            incarnation: sh.incarnation,
-        };
+        // No request waits on a hint: its origin only says where the `HintAck` goes.
+        let origin = sh.origin(0);
         let via = match sh.is_member() {
             true => sh.me.addr.clone(),
             false => sh.coordinator.clone(),

@@ -377,7 +377,6 @@ fn sim_row(
     }
 }
 
-/// Throughput samples of (model, k).
 /// Throughputs of (model, k) with the reference's clients (`token`: with token-aware ones).
 fn samples(rows: &[Row], model: &str, k: usize, token: bool) -> Vec<f64> {
     rows.iter()
@@ -464,11 +463,12 @@ fn report(options: &Options, which: Which, rows: &[Row], suffix: &str) -> Result
             false => m.to_string(),
         };
         for &k in &options.ks {
-            let (lo, med, hi) = min_median_max(&samples(rows, m, k, token));
             let mine: Vec<&Row> = rows
                 .iter()
                 .filter(|r| r.model == m && r.k == k && is_token(r) == token)
                 .collect();
+            let throughputs: Vec<f64> = mine.iter().map(|r| r.throughput_ops_per_s).collect();
+            let (lo, med, hi) = min_median_max(&throughputs);
             let p99: Vec<f64> = mine.iter().map(|r| r.latency_p99_ms).collect();
             let median_of = |f: &dyn Fn(&Row) -> Option<f64>| {
                 let v: Vec<f64> = mine.iter().filter_map(|r| f(r)).collect();

@@ -217,6 +217,23 @@ impl Timing {
         self.failure_timeout_ns / 3
     }
 
+    /// How long a new leader waits, from taking over, before it may remove a member it
+    /// has not heard from: until every lease its predecessor may have granted has run
+    /// out, in any node's clock. The predecessor lost its majority before the new leader
+    /// was elected, so it granted nothing later than the grant window after that, and a
+    /// lease lasts [`Timing::lease_ns`]; both are stretched by the drift bound (the
+    /// grantor's and the holder's clocks may run fast, the new leader's slow). About 87%
+    /// of the failure timeout: a crashed leader is removed that much sooner than if the
+    /// new leader counted every member as heard from when it took over.
+    pub fn takeover_wait_ns(&self) -> Time {
+        let d = CLOCK_DRIFT_PER_MILLE;
+        let bound = u128::from(self.lease_ns() + self.lease_grant_window_ns());
+        let wait = (bound * u128::from(1000 + d)).div_ceil(u128::from(1000 - d));
+        Time::try_from(wait)
+            .unwrap_or(Time::MAX)
+            .min(self.failure_timeout_ns)
+    }
+
     /// Defaults plus heartbeats, failure detection and anti-entropy, with the default
     /// failure timeout.
     pub fn with_failure_handling() -> Timing {
@@ -388,6 +405,22 @@ impl fmt::Display for Routing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_leader_waits_out_every_lease_at_the_drift_bound_and_no_longer() {
+        for timeout_ms in [100, 1_200, 3_000, 60_000] {
+            let t = Timing::with_failure_timeout(timeout_ms * 1_000_000);
+            let wait = t.takeover_wait_ns();
+            // The predecessor's last grant (grant window) and the lease it gave, on
+            // clocks 2% fast, against the new leader's clock 2% slow.
+            let d = CLOCK_DRIFT_PER_MILLE;
+            let bound = (t.lease_ns() + t.lease_grant_window_ns()) * (1000 + d);
+            assert!(wait * (1000 - d) >= bound, "{timeout_ms} ms: {wait}");
+            assert!(wait < t.failure_timeout_ns, "{timeout_ms} ms: {wait}");
+        }
+        let t = Timing::with_failure_timeout(1_200_000_000);
+        assert_eq!(t.takeover_wait_ns(), 1_040_816_327);
+    }
 
     #[test]
     fn craq_parses_prints_and_serializes_as_craq() {

@@ -863,6 +863,7 @@ fn send_join_request(sh: &Shared, out: &mut Out) {
     let request = Message::JoinRequest {
         node: sh.me.clone(),
         incarnation: sh.incarnation,
+        hops: 0,
     };
     out.send_addr(&sh.coordinator, request);
 }

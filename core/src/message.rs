@@ -321,6 +321,11 @@ pub const LAPS_MAX: u32 = 4;
 /// primary while views change under it.
 pub const REPAIR_TTL: u8 = 8;
 
+/// Times a join request may be passed on. The longest honest path is a member whose
+/// coordinator is a seat that no longer leads, then that seat, then the leader; two more
+/// cover beliefs a step staler.
+pub const JOIN_FORWARDS_MAX: u8 = 4;
+
 /// A message from one node to another.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -342,6 +347,13 @@ pub enum Message {
         /// member with a new incarnation means it restarted and lost its state; one with
         /// the same incarnation is a duplicate.
         incarnation: u64,
+        /// How many nodes have passed it on. Each passes it to the coordinator it
+        /// believes in, and beliefs go stale: without a bound, nodes that each believe
+        /// the next one coordinates pass a request round for ever (and every retry of
+        /// the joiner adds another). Past [`JOIN_FORWARDS_MAX`] it is dropped; the
+        /// joiner retries.
+        #[serde(default)]
+        hops: u8,
     },
     /// A node asks to leave; sent to the coordinator.
     DepartRequest {
@@ -665,6 +677,23 @@ pub enum Message {
 }
 
 impl Message {
+    /// A join request to pass on, one hop further; `None` for one that has been passed
+    /// on [`JOIN_FORWARDS_MAX`] times, or for any other message.
+    pub(crate) fn join_forwarded(self) -> Option<Message> {
+        match self {
+            Message::JoinRequest {
+                node,
+                incarnation,
+                hops,
+            } if hops < JOIN_FORWARDS_MAX => Some(Message::JoinRequest {
+                node,
+                incarnation,
+                hops: hops + 1,
+            }),
+            _ => None,
+        }
+    }
+
     /// Whether the message is well formed: the checks decoding applies (see
     /// [`Prepare::check`], [`ChainStep::check`]) and the bounds on the other variants. The
     /// core checks every message it is handed, so one built in memory (the simulator)

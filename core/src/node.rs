@@ -871,7 +871,9 @@ impl Node {
             None if matches!(msg, Message::JoinRequest { .. }) => {
                 let to = self.shared.coordinator.clone();
                 if *to != *self.shared.me.addr {
-                    self.out.send_addr(&to, msg);
+                    if let Some(msg) = msg.join_forwarded() {
+                        self.out.send_addr(&to, msg);
+                    }
                 }
                 Ok(())
             }
@@ -1195,7 +1197,9 @@ impl Node {
         }
         let leading = self.coordination.as_ref().is_some_and(|c| c.is_leading());
         if heartbeat > 0 && leading && member {
-            out.arm(Timer::FailureCheck, out.after(heartbeat));
+            // Four times a heartbeat interval: a member found silent waits at most a
+            // quarter of an interval for its removal to start, not a whole one.
+            out.arm(Timer::FailureCheck, out.after((heartbeat / 4).max(1)));
         }
         if sh.recovering && !sh.ring_seen {
             // Members tell their bootstrap address of their ring every heartbeat.

@@ -127,3 +127,52 @@ fn craq_writes_survive_concurrent_membership_changes() {
         }
     }
 }
+
+/// A member passes a join request on to the coordinator it believes in, one hop further
+/// each time, and drops one passed on `JOIN_FORWARDS_MAX` times: nodes whose beliefs
+/// point at each other (stale after a partition) cannot pass a request round for ever.
+#[test]
+fn a_join_request_is_passed_on_a_bounded_number_of_times() {
+    use ringkv_core::message::JOIN_FORWARDS_MAX;
+    use ringkv_core::{Envelope, Input, Message, NodeRef, Output};
+
+    let mut pump = Pump::ring(cluster(1, Consistency::Chain, Routing::Finger), 3);
+    let now = pump.now;
+    let mut member = pump.nodes.remove(&addr(2)).expect("a member");
+    let joiner = NodeRef::new(&addr(9));
+    let passed_on = |member: &mut Node, hops: u8| -> Vec<(String, Message)> {
+        let mut out = Vec::new();
+        let msg = Message::JoinRequest {
+            node: joiner.clone(),
+            incarnation: 7,
+            hops,
+        };
+        let input = Input::Message(Envelope {
+            from: joiner.clone(),
+            msg,
+        });
+        member
+            .handle(now + 1_000, input, &mut out)
+            .expect("a join request is not refused");
+        out.into_iter()
+            .filter_map(|o| match o {
+                Output::Send { to, envelope } => Some((to.to_string(), envelope.msg)),
+                _ => None,
+            })
+            .collect()
+    };
+    for hops in 0..JOIN_FORWARDS_MAX {
+        let sent = passed_on(&mut member, hops);
+        let expected = Message::JoinRequest {
+            node: joiner.clone(),
+            incarnation: 7,
+            hops: hops + 1,
+        };
+        assert_eq!(
+            sent,
+            vec![(addr(0), expected)],
+            "passed on after {hops} hops"
+        );
+    }
+    assert_eq!(passed_on(&mut member, JOIN_FORWARDS_MAX), Vec::new());
+}

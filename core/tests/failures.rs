@@ -479,3 +479,39 @@ fn a_member_cut_off_past_the_failure_timeout_refuses_at_once() {
     assert!(pump.nodes[&away].is_member());
     assert_readable(&mut pump, &want);
 }
+
+/// A crashed leader of the coordinator group is removed soon after the failure timeout:
+/// the seats elect another within about two election rounds, and the new leader waits
+/// only until its predecessor's leases have certainly run out (`takeover_wait_ns`), not
+/// a whole failure timeout from taking over (which made it 1.9 s). Never before the
+/// failure timeout, which leases rely on.
+#[test]
+fn a_crashed_leader_is_removed_within_six_tenths_of_a_second_of_the_failure_timeout() {
+    let timing = Timing::with_failure_handling();
+    let mut pump = Pump::with_timing(cluster(3, Consistency::Chain, Routing::Finger), timing);
+    for i in 1..6 {
+        pump.join(&addr(i));
+    }
+    pump.run_for(2 * SECOND);
+    let leader = addr(0);
+    pump.crash(&leader);
+    let step = SECOND / 100;
+    let removed_after = (1..=400).find_map(|i| {
+        pump.run_for(step);
+        let gone = pump.nodes.values().all(|n| {
+            let v = n.view();
+            v.succs.iter().chain(&v.preds).all(|m| *m.addr != *leader)
+        });
+        gone.then_some(i * step)
+    });
+    let removed_after = removed_after.expect("the crashed leader is removed");
+    assert!(
+        removed_after >= timing.failure_timeout_ns,
+        "removed {removed_after} ns after the crash, sooner than the failure timeout"
+    );
+    assert!(
+        removed_after <= timing.failure_timeout_ns + 6 * SECOND / 10,
+        "removed {removed_after} ns after the crash"
+    );
+    assert!(pump.nodes.values().all(|n| n.is_member()));
+}

@@ -437,6 +437,7 @@ mod tests {
             Message::JoinRequest {
                 node: node(6),
                 incarnation: u64::MAX,
+                hops: 2,
             },
             Message::Prepare(Prepare {
                 view: View {
@@ -625,6 +626,7 @@ mod tests {
             msg: Message::JoinRequest {
                 node: joiner.clone(),
                 incarnation: 1,
+                hops: 0,
             },
         };
         encode(std::slice::from_ref(&sent), 1 << 20, &mut out);

@@ -690,3 +690,67 @@ fn a_replica_removed_while_departing_hands_its_writes_to_their_primaries() {
     );
     assert_passes(at_fast_timeout(config, false));
 }
+
+/// With a 1.2 s failure timeout (chain and CRAQ, 4 s partitions): the bootstrap departed,
+/// and the new configuration of the coordinator group gave its seat to a node that then
+/// crashed and restarted without a disk, while two seats were cut off and never got the
+/// directory. The two seats that had it still took the restarted node for their leader
+/// (omnipaxos elects no other without a majority) and, not being elected, never sent the
+/// directory on after the heal: nobody led the group again. Meanwhile the joiners' join
+/// requests went round three nodes that each believed the next one coordinated, every
+/// retry adding another, until the run hit its event bound. Every seat that hears from
+/// no majority now sends the directory on, and a join request is passed on at most
+/// `JOIN_FORWARDS_MAX` times.
+#[test]
+fn seats_without_a_majority_tell_the_missing_seats_and_join_requests_stop_going_round() {
+    for consistency in [Consistency::Chain, Consistency::Craq] {
+        let config = reproducer(
+            16194,
+            consistency,
+            false,
+            false,
+            &[
+                "depart:0@23377178ns",
+                "partition:1,2@37967253ns..4037967253ns",
+                "crash:5@211468860ns",
+                "depart:0@405237129ns",
+                "restart:5@411468860ns",
+                "crash:6@841865901ns",
+                "join@873822288ns",
+                "join@988588401ns",
+                "restart:6@1041865901ns",
+            ],
+        );
+        assert_passes(at_fast_timeout(config, false));
+    }
+}
+
+/// With a 1.2 s failure timeout (chain, 4 s partitions) and the leader checking for
+/// failures four times a heartbeat interval: a change waited for a member queued for
+/// removal that was kept (the rest of its run of k was silent too, behind the cut), so
+/// at every check the leader aborted the change, dropped the kept removal and prepared
+/// the change again at once, waiting for the same member: prepares, fetches and
+/// snapshots without end, until the run's event bound. A change is now aborted for a
+/// removal only if that removal will start.
+#[test]
+fn a_change_is_not_aborted_for_a_removal_that_is_kept() {
+    let config = reproducer(
+        8333,
+        Consistency::Chain,
+        false,
+        false,
+        &[
+            "partition:0,4,7,9@74473358ns..4074473358ns",
+            "depart:1@162539258ns",
+            "depart:2@283545662ns",
+            "depart:7@439303168ns",
+            "join@499118624ns",
+            "depart:6@599793297ns",
+            "join@760804663ns",
+            "depart:3@843567891ns",
+            "crash:9@919848836ns",
+            "restart:9@1119848836ns",
+        ],
+    );
+    assert_passes(at_fast_timeout(config, false));
+}

@@ -46,7 +46,11 @@ impl PartialEq for Consensus {
 
 impl Eq for Consensus {}
 
-/// Ticks per omnipaxos election round (a heartbeat round of its leader election).
+/// Ticks per omnipaxos election round (a heartbeat round of its leader election), and
+/// per round of the group's own periodic work (the leader's log length, the directory
+/// for seats that lack it): one heartbeat interval. A seat replaces its leader only
+/// after a round in which the leader did not answer and then one in which no seat was
+/// content with it, so a dead leader is replaced after about two rounds.
 pub(crate) const TICKS_PER_ROUND: u64 = 5;
 
 /// What happened in the group during one input.

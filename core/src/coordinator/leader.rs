@@ -122,11 +122,24 @@ pub(crate) struct Leader {
 }
 
 impl Leader {
-    /// The leader of `term`, taking over with every member just heard from.
-    pub(crate) fn new(term: u64, dir: &Directory, now: Time, can_hand_over: bool) -> Leader {
+    /// The leader of `term`, taking over with every member counted as heard from so
+    /// that it is found silent [`crate::Timing::takeover_wait_ns`] from now at the
+    /// earliest (the leases of the previous leader have run out by then).
+    pub(crate) fn new(
+        term: u64,
+        dir: &Directory,
+        sh: &Shared,
+        now: Time,
+        can_hand_over: bool,
+    ) -> Leader {
+        let credit = sh
+            .timing
+            .failure_timeout_ns
+            .saturating_sub(sh.timing.takeover_wait_ns());
+        let seen = now.saturating_sub(credit);
         Leader {
             term,
-            last_seen: dir.ring.iter().map(|n| (n.id, now)).collect(),
+            last_seen: dir.ring.iter().map(|n| (n.id, seen)).collect(),
             can_hand_over,
             ..Leader::default()
         }
@@ -217,9 +230,9 @@ impl Leader {
         msg: Message,
     ) -> Result<(), Rejected> {
         match msg {
-            Message::JoinRequest { node, incarnation } => {
-                self.on_join_request(dir, sh, out, node, incarnation)
-            }
+            Message::JoinRequest {
+                node, incarnation, ..
+            } => self.on_join_request(dir, sh, out, node, incarnation),
             Message::DepartRequest { node } if node == from => {
                 self.request_change(dir, sh, out, Change::Depart(node))
             }
@@ -613,6 +626,13 @@ impl Leader {
         let (epoch, stage, term) = (op.epoch, op.stage, self.term);
         match stage {
             Stage::Preparing => {
+                // A removal that will be kept (see `kept_silent`) does not start, and the
+                // change would be prepared again at once, waiting for the same node:
+                // aborting it at every failure check only repeats its prepare and fetches.
+                let kept = self.kept_silent(dir, out.now, sh, sh.me.id);
+                if blocked.iter().all(|id| kept.contains(id)) {
+                    return;
+                }
                 let Some(op) = self.current.take() else {
                     return;
                 };

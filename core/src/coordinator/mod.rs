@@ -127,15 +127,16 @@ impl Coordination {
         msg: Message,
     ) -> Result<Outcome, Rejected> {
         let Some(leader) = &mut self.leader else {
-            return match (&msg, self.group.leader()) {
-                (Message::JoinRequest { .. } | Message::DepartRequest { .. }, Some(to))
-                    if to.id != sh.me.id =>
-                {
-                    let to = to.clone();
+            // A depart request is taken only from the departing node itself, so one
+            // passed on would be refused: the node retries with the leader it learns.
+            let to = self.group.leader().filter(|to| to.id != sh.me.id).cloned();
+            let kind = msg.kind();
+            return match (to, msg.join_forwarded()) {
+                (Some(to), Some(msg)) => {
                     out.send(&to, msg);
                     Ok(Outcome::Stay)
                 }
-                _ => Err(Rejected::not_coordinator(msg.kind(), &from)),
+                _ => Err(Rejected::not_coordinator(kind, &from)),
             };
         };
         let dir = self.group.dir_mut();
@@ -270,9 +271,17 @@ impl Coordination {
         // A new seat cut off for longer than its welcome lasted (a partition) never
         // learns it has a seat, and with other seats down the group may lack a majority
         // without it for good: the elected seat sends it the directory once a round
-        // until it answers. (A seat that restarted since refuses it: seats name an
-        // incarnation.)
-        if self.group.is_elected() && self.group.at_round() {
+        // until it answers. So does every seat that hears from no majority of its group:
+        // the seats that got the directory may be too few to elect anyone without the
+        // ones that missed it (the old leader left, and the seat omnipaxos still takes
+        // for leader restarted without a disk). (A seat that restarted since refuses
+        // it: seats name an incarnation.)
+        let window = sh.timing.lease_grant_window_ns();
+        let cut_off = self
+            .group
+            .majority_heard_since(out.now)
+            .is_none_or(|t| out.now.saturating_sub(t) >= window);
+        if (self.group.is_elected() || cut_off) && self.group.at_round() {
             for node in self.group.other_seats() {
                 if !to.iter().any(|n| n.id == node.id) && !self.answered.contains(&node.id) {
                     to.push(node);
@@ -429,7 +438,7 @@ impl Coordination {
     fn establish(&mut self, sh: &Shared, out: &mut Out) {
         let dir = self.group.dir();
         let can_hand_over = sh.timing.heartbeat_interval_ns > 0;
-        let mut leader = Leader::new(dir.term, dir, out.now, can_hand_over);
+        let mut leader = Leader::new(dir.term, dir, sh, out.now, can_hand_over);
         if let Some(earlier) = self.parked.take() {
             leader.inherit(earlier);
         }

@@ -870,10 +870,9 @@ impl Node {
             }
             None if matches!(msg, Message::JoinRequest { .. }) => {
                 let to = self.shared.coordinator.clone();
-                if *to != *self.shared.me.addr {
-                    if let Some(msg) = msg.join_forwarded() {
-                        self.out.send_addr(&to, msg);
-                    }
+                match msg.join_forwarded() {
+                    Some(msg) if *to != *self.shared.me.addr => self.out.send_addr(&to, msg),
+                    _ => {}
                 }
                 Ok(())
             }

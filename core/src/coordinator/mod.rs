@@ -181,13 +181,16 @@ impl Coordination {
     /// grant leases (see [`crate::Timing::lease_ns`]): a leader cut off from its group
     /// stops granting before any other seat can be elected and remove a member.
     pub(crate) fn may_grant_leases(&self, sh: &Shared, now: Time) -> bool {
+        self.leader.is_some() && !sh.comeback.holds(now) && self.hears_majority(sh, now)
+    }
+
+    /// Whether this seat heard from a majority of its group within the lease grant
+    /// window ([`crate::Timing::lease_grant_window_ns`]).
+    fn hears_majority(&self, sh: &Shared, now: Time) -> bool {
         let window = sh.timing.lease_grant_window_ns();
-        self.leader.is_some()
-            && !sh.comeback.holds(now)
-            && self
-                .group
-                .majority_heard_since(now)
-                .is_some_and(|t| now.saturating_sub(t) < window)
+        self.group
+            .majority_heard_since(now)
+            .is_some_and(|t| now.saturating_sub(t) < window)
     }
 
     fn announcement(&self, term: u64, leader: NodeRef, lease_from: Option<Time>) -> Message {
@@ -276,12 +279,8 @@ impl Coordination {
         // ones that missed it (the old leader left, and the seat omnipaxos still takes
         // for leader restarted without a disk). (A seat that restarted since refuses
         // it: seats name an incarnation.)
-        let window = sh.timing.lease_grant_window_ns();
-        let cut_off = self
-            .group
-            .majority_heard_since(out.now)
-            .is_none_or(|t| out.now.saturating_sub(t) >= window);
-        if (self.group.is_elected() || cut_off) && self.group.at_round() {
+        let sends = self.group.is_elected() || !self.hears_majority(sh, out.now);
+        if sends && self.group.at_round() {
             for node in self.group.other_seats() {
                 if !to.iter().any(|n| n.id == node.id) && !self.answered.contains(&node.id) {
                     to.push(node);

@@ -30,9 +30,10 @@ pub(crate) struct FailureDetector {
 impl FailureDetector {
     /// Heartbeat tick of a member: tell the coordinator we live (and where we stand),
     /// tell the address we were started with as bootstrap which ring we form, and probe
-    /// the peers routing depends on.
-    pub(crate) fn on_tick(&mut self, sh: &Shared, out: &mut Out) {
-        self.heartbeat(sh, out);
+    /// the peers routing depends on. `cut_off`: this node leads the coordinator group
+    /// but has not heard from a majority of it for a failure timeout.
+    pub(crate) fn on_tick(&mut self, sh: &Shared, out: &mut Out, cut_off: bool) {
+        self.heartbeat(sh, out, cut_off);
         if *sh.bootstrap != *sh.me.addr {
             out.send_addr(&sh.bootstrap, Message::Hello(sh.ring_info()));
         }
@@ -63,7 +64,7 @@ impl FailureDetector {
     /// The heartbeat goes to the coordinator; when it has been silent for half the
     /// failure timeout, to every seat of the coordinator group, whose leader answers
     /// (and the others point at it).
-    pub(crate) fn heartbeat(&self, sh: &Shared, out: &mut Out) {
+    pub(crate) fn heartbeat(&self, sh: &Shared, out: &mut Out, cut_off: bool) {
         let heartbeat = Message::Heartbeat {
             term: sh.term,
             epoch: sh.view.epoch,
@@ -71,9 +72,10 @@ impl FailureDetector {
             sent: out.now,
         };
         let silence = out.now.saturating_sub(sh.coordinator_seen);
-        if silence > sh.timing.failure_timeout_ns {
+        if silence > sh.timing.failure_timeout_ns || cut_off {
             // Silent for the whole failure timeout: the lead may have moved, while this
-            // node was cut off, to a seat it does not know. Its neighbours know.
+            // node was cut off, to a seat it does not know. Its neighbours know. (So for
+            // a leader cut off from its group: the others may have elected another.)
             // Every node of its view and finger table: its nearest neighbours may have
             // left or be cut off as well.
             let mut asked: Vec<&NodeRef> = Vec::new();
@@ -111,7 +113,7 @@ impl FailureDetector {
         let lease = sh.timing.lease_ns();
         if out.now.saturating_sub(self.lease_asked) >= lease / 10 || self.lease_asked == 0 {
             self.lease_asked = out.now;
-            self.heartbeat(sh, out);
+            self.heartbeat(sh, out, false);
         }
     }
 

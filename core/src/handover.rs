@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::Consistency;
 use crate::id::Id;
-use crate::message::{Action, Message, NodeRef, Routed, REPAIR_TTL};
+use crate::message::{Action, Message, NodeRef, Routed, Writer, REPAIR_TTL};
 use crate::out::Out;
 use crate::rejected::Rejected;
 use crate::shared::Shared;
@@ -38,20 +38,21 @@ struct Migration {
     until: Option<Time>,
     next_seq: u64,
     /// Forwards sent before the commit and not yet acknowledged.
-    unacked: BTreeMap<u64, (String, Entry)>,
+    unacked: BTreeMap<u64, (String, Entry, Option<Writer>)>,
     /// Times the unacknowledged forwards were sent again before the commit.
     resends: u32,
 }
 
 impl Migration {
     fn unacked_forwards(&self) -> impl Iterator<Item = (NodeRef, Message)> + '_ {
-        self.unacked.iter().map(|(seq, (key, entry))| {
+        self.unacked.iter().map(|(seq, (key, entry, writer))| {
             let msg = Message::Forward {
                 epoch: self.epoch,
                 seq: *seq,
                 key: key.clone(),
                 entry: entry.clone(),
                 ttl: REPAIR_TTL,
+                writer: writer.clone(),
             };
             (self.to.clone(), msg)
         })
@@ -112,9 +113,22 @@ impl Handover {
     /// Apply `entry` to the store; a newer entry is also forwarded to any node fetching a
     /// range that holds the key.
     pub(crate) fn apply(&mut self, sh: &mut Shared, out: &mut Out, key: &str, entry: Entry) {
+        self.apply_write(sh, out, key, entry, None);
+    }
+
+    /// As [`Handover::apply`], for a client write (`writer`: its origin, and whether the
+    /// key existed before it): its forwards name it.
+    pub(crate) fn apply_write(
+        &mut self,
+        sh: &mut Shared,
+        out: &mut Out,
+        key: &str,
+        entry: Entry,
+        writer: Option<Writer>,
+    ) {
         let applied = sh.store.apply(out.now, key, entry.clone());
         if applied == Applied::Changed {
-            self.forward(sh, out, key, &entry, REPAIR_TTL);
+            self.forward(sh, out, key, &entry, REPAIR_TTL, writer);
         }
     }
 
@@ -133,13 +147,21 @@ impl Handover {
             return self.apply(sh, out, key, entry);
         }
         if ttl > 0 {
-            self.forward(sh, out, key, &entry, ttl - 1);
+            self.forward(sh, out, key, &entry, ttl - 1, None);
             repair(out, key, entry, ttl - 1);
         }
     }
 
     /// Send a write to every node fetching a range that holds its key.
-    fn forward(&mut self, sh: &Shared, out: &mut Out, key: &str, entry: &Entry, ttl: u8) {
+    fn forward(
+        &mut self,
+        sh: &Shared,
+        out: &mut Out,
+        key: &str,
+        entry: &Entry,
+        ttl: u8,
+        writer: Option<Writer>,
+    ) {
         if self.migrations.is_empty() {
             return;
         }
@@ -154,7 +176,8 @@ impl Handover {
             // Only forwards sent before the commit gate the commit's acknowledgement;
             // those sent during the grace period afterwards are best effort.
             if m.until.is_none() && m.unacked.len() < cap {
-                m.unacked.insert(seq, (key.to_string(), entry.clone()));
+                m.unacked
+                    .insert(seq, (key.to_string(), entry.clone(), writer.clone()));
                 tracked = true;
             }
             let msg = Message::Forward {
@@ -163,6 +186,7 @@ impl Handover {
                 key: key.to_string(),
                 entry: entry.clone(),
                 ttl,
+                writer: writer.clone(),
             };
             out.send(&m.to, msg);
         }

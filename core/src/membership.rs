@@ -43,6 +43,8 @@ struct Preparing {
     /// Fetched entries of keys this node already serves, taken only once the change is
     /// committed (see [`Membership::take_fetched`]).
     deferred: Vec<(String, crate::Entry)>,
+    /// When the prepare arrived.
+    prepared_at: crate::Time,
 }
 
 /// The member side of membership changes.
@@ -120,7 +122,18 @@ impl Membership {
     /// asked for again (the request, or the answer, may have been lost).
     pub(crate) fn on_tick(&mut self, sh: &Shared, ho: &mut Handover, out: &mut Out) {
         self.continue_repair(sh, ho, out);
-        if self.preparing.is_some() {
+        if let Some(p) = &self.preparing {
+            // A join prepared by a leader that lost its lead before deciding it neither
+            // commits nor aborts, and the next leader knows nothing of it: past a
+            // failure timeout the joiner asks again (a leader still driving the change
+            // takes it for a duplicate; a new one prepares it afresh, and the newer
+            // prepare replaces this one). A removed eventual primary holding the only
+            // copy of writes it acknowledged waited for good: seed 7644 of the eventual
+            // partition campaign.
+            let waited = out.now.saturating_sub(p.prepared_at);
+            if sh.phase == Phase::Joining && waited > sh.timing.failure_timeout_ns {
+                send_join_request(sh, out);
+            }
             return;
         }
         match sh.phase {
@@ -536,6 +549,7 @@ impl Membership {
             ready: false,
             ready_at: None,
             deferred: Vec::new(),
+            prepared_at: out.now,
         });
         // A node back from its disk says what it holds, and is sent only what it missed.
         let have = match sh.comeback.leftovers {

@@ -269,6 +269,10 @@ pub struct Origin {
     pub incarnation: u64,
 }
 
+/// A client write a hand-over forward carries: its origin, and whether the key existed
+/// before it.
+pub type Writer = (Origin, bool);
+
 /// What a routed operation does once it reaches the right node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
@@ -513,6 +517,12 @@ pub enum Message {
         entry: Entry,
         /// Repair budget, as in `Replicate`.
         ttl: u8,
+        /// The client write it is, when the source applied one (and whether the key
+        /// existed before it): the fetcher, perhaps the key's next head, remembers it,
+        /// so a copy of that write the network delivers to it later is not applied
+        /// again, over a later write.
+        #[serde(default)]
+        writer: Option<Writer>,
     },
     /// Acknowledges a `Forward`.
     ForwardAck {
@@ -610,6 +620,18 @@ pub enum Message {
         log_len: u64,
         /// The leader's decided entries.
         decided: u64,
+    },
+    /// A seat → the other seats, every group tick while it has not heard from
+    /// omnipaxos' leader for a while: a seat stands for election early only when a
+    /// majority says so (see `Group::tick`), so a leader that only one seat cannot
+    /// reach (one broken link) keeps its place.
+    GroupQuiet {
+        /// The configuration.
+        config_id: u32,
+        /// The sender's seat in it (its omnipaxos pid).
+        pid: u64,
+        /// Group ticks since the sender last heard from the leader.
+        quiet: u64,
     },
     /// A new seat has its directory.
     GroupJoinAck {
@@ -759,6 +781,7 @@ impl Message {
             Message::Consensus(_) => "consensus",
             Message::GroupJoin(_) => "group_join",
             Message::GroupJoinAck { .. } => "group_join_ack",
+            Message::GroupQuiet { .. } => "group_quiet",
             Message::GroupLog { .. } => "group_log",
             Message::Unreachable { .. } => "unreachable",
             Message::Ping => "ping",

@@ -698,12 +698,16 @@ impl Node {
                 lease_from,
             } => {
                 let unseated = !seats.iter().any(|s| s.id == sh.me.id);
-                let stale = self
-                    .coordination
-                    .as_ref()
-                    .is_some_and(|c| c.config_id() < config_id && unseated);
+                // A seat of an older configuration that never learned it was replaced;
+                // or a leader cut off from its group, told of a later term by a member
+                // (whose pointer names no configuration): its group elected another
+                // and went on without it.
+                let newer = term > sh.term && !seats.is_empty();
+                let stale = self.coordination.as_ref().is_some_and(|c| {
+                    unseated
+                        && (c.config_id() < config_id || (newer && !c.hears_majority(sh, out.now)))
+                });
                 if stale {
-                    // A seat of an older configuration that never learned it was replaced.
                     self.coordination = None;
                 }
                 m.on_leader(sh, out, &from, term, leader, seats, ring_id, lease_from);
@@ -746,6 +750,16 @@ impl Node {
                 self.after_coordination(outcome);
                 Ok(())
             }
+            Message::GroupQuiet {
+                config_id,
+                pid,
+                quiet,
+            } => {
+                if let Some(c) = &mut self.coordination {
+                    c.on_quiet(&from, config_id, pid, quiet, out.now);
+                }
+                Ok(())
+            }
             Message::GroupJoinAck { config_id } => {
                 let outcome = match &mut self.coordination {
                     Some(c) => c.on_group_join_ack(&from, config_id),
@@ -784,7 +798,12 @@ impl Node {
                 key,
                 entry,
                 ttl,
+                writer,
             } => {
+                if let Some(w) = &writer {
+                    self.replication
+                        .note_forwarded(sh, out.now, entry.version, w);
+                }
                 ho.on_forward(sh, out, &from, epoch, seq, &key, entry, ttl);
                 Ok(())
             }
@@ -1041,7 +1060,11 @@ impl Node {
             Timer::Heartbeat => {
                 self.membership.on_tick(sh, &mut self.handover, out);
                 if sh.is_member() {
-                    self.failure.on_tick(sh, out);
+                    let cut_off = self
+                        .coordination
+                        .as_ref()
+                        .is_some_and(|c| c.leads_cut_off(sh, out.now));
+                    self.failure.on_tick(sh, out, cut_off);
                 }
                 self.handover.send_hints(sh, out);
                 self.redrive();

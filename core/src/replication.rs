@@ -159,7 +159,8 @@ impl Replication {
         if let Some(o) = &origin {
             self.recent.record(o, entry.version, existed, out.now);
         }
-        ho.apply(sh, out, &key, entry.clone());
+        let writer = origin.clone().map(|o| (o, existed));
+        ho.apply_write(sh, out, &key, entry.clone(), writer);
         let write = ChainStep::first(origin, key, entry, existed, hops, REPAIR_TTL);
         self.replicate_from_primary(sh, out, write);
     }
@@ -235,7 +236,8 @@ impl Replication {
             }
             return;
         }
-        ho.apply(sh, out, &step.key, step.entry.clone());
+        let writer = step.origin.clone().map(|o| (o, step.existed));
+        ho.apply_write(sh, out, &step.key, step.entry.clone(), writer);
         if let Some(o) = &step.origin {
             self.recent.expire(out.now, dedup_horizon(sh));
             self.recent
@@ -496,6 +498,26 @@ struct ClientWrite {
     value: Option<String>,
     hops: u32,
     redriven: bool,
+}
+
+impl Replication {
+    /// A hand-over source forwarded a client write it applied (`writer`): this node,
+    /// perhaps the key's next head, remembers it as applied, so that a copy of the
+    /// write the network delivers here later is taken for the duplicate it is. Applied
+    /// afresh, it would get a new version and overwrite any write acknowledged since
+    /// (seed 3951 of the loss and duplication campaign).
+    pub(crate) fn note_forwarded(
+        &mut self,
+        sh: &Shared,
+        now: Time,
+        version: crate::store::Version,
+        writer: &crate::message::Writer,
+    ) {
+        self.recent.expire(now, dedup_horizon(sh));
+        if self.recent.get(&writer.0).is_none() {
+            self.recent.record(&writer.0, version, writer.1, now);
+        }
+    }
 }
 
 /// Client writes this node applied recently (as a head, or down a chain), with the

@@ -480,13 +480,14 @@ fn a_member_cut_off_past_the_failure_timeout_refuses_at_once() {
     assert_readable(&mut pump, &want);
 }
 
-/// A crashed leader of the coordinator group is removed soon after the failure timeout:
-/// the seats elect another within about two election rounds, and the new leader waits
-/// only until its predecessor's leases have certainly run out (`takeover_wait_ns`), not
-/// a whole failure timeout from taking over (which made it 1.9 s). Never before the
-/// failure timeout, which leases rely on.
+/// A crashed leader of the coordinator group is removed soon after the failure timeout
+/// (1.3 s here, in an instant network): a seat stands for election as soon as the leader
+/// has been quiet for more than a round (omnipaxos alone waits two to three rounds: 1.7
+/// s), and the new leader waits only until its predecessor's leases have certainly run
+/// out (`takeover_wait_ns`), not a whole failure timeout from taking over (1.9 s). Never
+/// before the failure timeout, which leases rely on.
 #[test]
-fn a_crashed_leader_is_removed_within_six_tenths_of_a_second_of_the_failure_timeout() {
+fn a_crashed_leader_is_removed_within_two_tenths_of_a_second_of_the_failure_timeout() {
     let timing = Timing::with_failure_handling();
     let mut pump = Pump::with_timing(cluster(3, Consistency::Chain, Routing::Finger), timing);
     for i in 1..6 {
@@ -510,8 +511,71 @@ fn a_crashed_leader_is_removed_within_six_tenths_of_a_second_of_the_failure_time
         "removed {removed_after} ns after the crash, sooner than the failure timeout"
     );
     assert!(
-        removed_after <= timing.failure_timeout_ns + 6 * SECOND / 10,
+        removed_after <= timing.failure_timeout_ns + 2 * SECOND / 10,
         "removed {removed_after} ns after the crash"
     );
     assert!(pump.nodes.values().all(|n| n.is_member()));
+}
+
+/// A seat stands for election when the leader has been quiet for more than a round; a
+/// leader that is heard (here over a network that reorders messages) is never deposed,
+/// so its term does not change while the ring runs.
+#[test]
+fn a_leader_that_is_heard_keeps_its_term() {
+    let timing = Timing::with_failure_handling();
+    let config = cluster(3, Consistency::Chain, Routing::Finger);
+    let mut pump = Pump::with_timing(config, timing).with_reordering(7);
+    for i in 1..6 {
+        pump.join(&addr(i));
+    }
+    pump.run_for(2 * SECOND);
+    let leader = addr(0);
+    let term = pump.nodes[&leader].leader_term();
+    assert!(term.is_some(), "the bootstrap leads the group");
+    for _ in 0..20 {
+        pump.run_for(SECOND);
+        assert_eq!(pump.nodes[&leader].leader_term(), term);
+        let mut others = pump.nodes.iter().filter(|(a, _)| **a != leader);
+        assert!(others.all(|(_, n)| n.leader_term().is_none()));
+    }
+}
+
+/// A seat stands for election early only when a majority of the group has not heard
+/// from the leader: one broken link between the leader and a seat (which the seats
+/// around it do not share) does not depose a leader that the rest of its group hears,
+/// and that may still be granting leases to members on its side.
+#[test]
+fn a_link_broken_between_the_leader_and_one_seat_does_not_depose_it() {
+    let timing = Timing::with_failure_handling();
+    let mut pump = Pump::with_timing(cluster(3, Consistency::Chain, Routing::Finger), timing);
+    for i in 1..7 {
+        pump.join(&addr(i));
+    }
+    pump.run_for(2 * SECOND);
+    let leader = addr(0);
+    let term = pump.nodes[&leader].leader_term();
+    assert!(term.is_some(), "the bootstrap leads the group");
+    let dir = pump.nodes[&leader]
+        .directory()
+        .expect("the leader holds a seat");
+    let seats: Vec<String> = dir.seats.iter().map(|s| s.node.addr.to_string()).collect();
+    assert_eq!(seats.len(), 5, "five seats on seven members");
+    // Each link is broken for less than the failure timeout, after which the leader
+    // would remove the seat it cannot hear (a false removal, but not a deposition).
+    for seat in seats.iter().filter(|s| **s != leader) {
+        pump.cut_links.insert((leader.clone(), seat.clone()));
+        for _ in 0..10 {
+            pump.run_for(SECOND / 10);
+            let leading: Vec<&String> = pump
+                .nodes
+                .iter()
+                .filter(|(_, n)| n.leader_term().is_some())
+                .map(|(a, _)| a)
+                .collect();
+            assert_eq!(leading, [&leader], "the link to {seat} broken");
+        }
+        pump.cut_links.clear();
+        pump.run_for(2 * SECOND);
+    }
+    assert_eq!(pump.nodes[&leader].leader_term(), term);
 }

@@ -754,3 +754,86 @@ fn a_change_is_not_aborted_for_a_removal_that_is_kept() {
     );
     assert_passes(at_fast_timeout(config, false));
 }
+
+/// With the early election (a seat stands once a majority of the group has not heard
+/// from the leader): the seat elected after the bootstrap crashed was cut off 55 ms
+/// later, and while it was away every other seat of its configuration departed or
+/// restarted without a disk. Back, it still led its old configuration alone, with
+/// nobody left of it to tell it otherwise, for good (a member of its own view that no
+/// ring had; the run hit its event bound). A leader that hears no majority of its group
+/// for a failure timeout now asks every node it knows where the lead is, and gives its
+/// seat up when a member names a later term whose seats leave it out.
+#[test]
+fn a_leader_whose_group_moved_on_while_it_was_cut_off_gives_its_seat_up() {
+    let config = reproducer(
+        8964,
+        Consistency::Craq,
+        false,
+        false,
+        &[
+            "crash:0@92674462ns",
+            "depart:2@151559936ns",
+            "join@163643618ns",
+            "join@225564724ns",
+            "restart:0@292674462ns",
+            "join@299906950ns",
+            "join@316541040ns",
+            "depart:1@417552141ns",
+            "partition:4@470067371ns..4470067371ns",
+            "crash:6@633911680ns",
+            "restart:6@833911680ns",
+            "join@840543980ns",
+            "depart:3@841337765ns",
+        ],
+    );
+    assert_passes(at_fast_timeout(config, false));
+}
+
+/// A removed eventual primary, holding the only copy of a write it acknowledged while
+/// cut off, rejoined keeping its entries; the leader that prepared its join lost the
+/// lead before deciding it, and the next leader knew nothing of it. The joiner waited
+/// for a commit or an abort that never came, and its copy never reached the ring (two
+/// acknowledged writes lost). A joiner whose prepared join has waited a failure
+/// timeout now asks again.
+#[test]
+fn a_joiner_whose_prepared_join_was_lost_with_its_leader_asks_again() {
+    let config = reproducer(
+        7644,
+        Consistency::Eventual,
+        false,
+        false,
+        &[
+            "partition:2,4,7@97041602ns..4097041602ns",
+            "partition:0,2,4@308757960ns..4308757960ns",
+            "crash:7@354734699ns",
+            "join@443363653ns",
+            "restart:7@554734699ns",
+            "join@618815198ns",
+            "join@951323199ns",
+        ],
+    );
+    assert_passes(at_fast_timeout(config, false));
+}
+
+/// 1% loss and duplication: the network delivered a client write twice. The first copy
+/// reached the key's head, which applied it and, as a joiner was taking the key over,
+/// forwarded it to that joiner; the second copy reached the joiner once it was the
+/// head. It had no record of the write (its head had), applied it afresh with a new
+/// version, over a write acknowledged since: a read returned the older value, and that
+/// later write was lost. A hand-over forward now names the client write it carries, and
+/// the fetcher remembers it as applied.
+#[test]
+fn a_duplicate_write_reaching_the_next_head_is_not_applied_again() {
+    let config = reproducer(
+        3951,
+        Consistency::Chain,
+        true,
+        true,
+        &[
+            "join@258459983ns",
+            "crash:6@556975050ns",
+            "restart:6@756975050ns",
+        ],
+    );
+    assert_passes(at_fast_timeout(config, false));
+}

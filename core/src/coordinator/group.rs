@@ -53,6 +53,18 @@ impl Eq for Consensus {}
 /// content with it, so a dead leader is replaced after about two rounds.
 pub(crate) const TICKS_PER_ROUND: u64 = 5;
 
+/// Ticks without a message from omnipaxos' leader after which a seat counts it as
+/// quiet (see [`Group::tick`]): more than a round, in which a live leader is heard at
+/// least three times (its heartbeat request, its reply to this seat's, its log
+/// length), so one late message does not make it quiet.
+pub(crate) const QUIET_LEADER_TICKS: u64 = TICKS_PER_ROUND + 1;
+
+/// Ticks without a message from the leader after which a seat tells the other seats
+/// how long it has been (`Message::GroupQuiet`), every tick. A live leader's consensus
+/// messages reach a seat at two points of each round, so gaps of a few ticks are
+/// common and a healthy group sends a few of these a second.
+const QUIET_REPORT_TICKS: u64 = 3;
+
 /// What happened in the group during one input.
 #[derive(Debug)]
 pub(crate) enum Event {
@@ -94,6 +106,14 @@ pub(crate) struct Group {
     /// When each other seat of this configuration was last heard from (by pid): a
     /// leader grants leases only while a majority of the group hears it.
     heard: BTreeMap<u64, Time>,
+    /// Ticks since omnipaxos' leader (as this seat knows it) was last heard from.
+    leader_quiet: u64,
+    /// Ticks given to the current consensus instance (its election clock counts them
+    /// from 0).
+    op_ticks: u64,
+    /// The last `GroupQuiet` report of each seat (by pid): when it arrived, and how
+    /// many ticks the seat had gone without hearing from the leader.
+    quiet_reports: BTreeMap<u64, (Time, u64)>,
     outgoing: Vec<PaxosMessage<Decision>>,
 }
 
@@ -127,6 +147,9 @@ impl Group {
             sent_seq: BTreeMap::new(),
             recv_seq: BTreeMap::new(),
             heard: BTreeMap::new(),
+            leader_quiet: 0,
+            op_ticks: 0,
+            quiet_reports: BTreeMap::new(),
             outgoing: Vec::new(),
         };
         group.start_instance(lead);
@@ -142,6 +165,9 @@ impl Group {
         self.sent_seq.clear();
         self.recv_seq.clear();
         self.heard.clear();
+        self.leader_quiet = 0;
+        self.op_ticks = 0;
+        self.quiet_reports.clear();
         self.instance = None;
         if self.dir.is_solo() {
             return;
@@ -298,6 +324,9 @@ impl Group {
         let Some(op) = &mut self.instance else {
             return Vec::new();
         };
+        if op.get_current_leader().is_some_and(|(pid, _)| pid == from) {
+            self.leader_quiet = 0;
+        }
         op.handle_incoming(consensus.msg);
         self.poll(out)
     }
@@ -321,11 +350,52 @@ impl Group {
     }
 
     /// The group timer: advance omnipaxos' clocks, and re-prepare seats that lag.
-    pub(crate) fn tick(&mut self, out: &mut Out) -> Vec<Event> {
+    ///
+    /// When a majority of the seats (this one counted) has not heard from the leader
+    /// for [`QUIET_LEADER_TICKS`], one of them stands for election at once: the one
+    /// with the highest pid (the one omnipaxos' own election would
+    /// prefer among them, so the two do not duel). Omnipaxos waits for a round in which
+    /// the leader did not answer and then for one in which no seat was content with it,
+    /// up to three rounds with a crash in mid-round; a crashed leader is removed the
+    /// takeover wait after the election, so this removes it about a round sooner.
+    /// It asks what omnipaxos asks (that no majority hears the leader), and the seat
+    /// still needs a majority's promises: a leader that a majority hears keeps its
+    /// place (as a leader must that may still be granting leases), and a seat cut off
+    /// with a minority cannot stand.
+    pub(crate) fn tick(&mut self, out: &mut Out, tick_ns: Time) -> Vec<Event> {
         let me = self.my_pid();
+        let now = out.now;
+        let candidate = self.eager_candidate(now, tick_ns);
         let Some(op) = &mut self.instance else {
             return Vec::new();
         };
+        self.leader_quiet = self.leader_quiet.saturating_add(1);
+        self.op_ticks += 1;
+        let led_by_other = op.get_current_leader().is_some_and(|(pid, _)| pid != me);
+        if led_by_other && candidate == Some(me) {
+            op.try_become_leader();
+            // End omnipaxos' election round now (its clock counts ticks): the round's
+            // end adopts the new ballot as this seat's own, so its heartbeat replies
+            // carry it from the next round on. Left to the round's natural end, the
+            // replies would carry the old ballot for up to a round, no seat would be
+            // content with the new leader, and one would stand against it.
+            while !self.op_ticks.is_multiple_of(TICKS_PER_ROUND) {
+                op.tick();
+                self.op_ticks += 1;
+            }
+            self.leader_quiet = 0;
+            self.quiet_reports.clear();
+        }
+        if led_by_other && self.leader_quiet >= QUIET_REPORT_TICKS {
+            let msg = Message::GroupQuiet {
+                config_id: self.dir.config_id,
+                pid: me,
+                quiet: self.leader_quiet,
+            };
+            for seat in self.dir.seats.iter().filter(|s| s.node.id != self.me.id) {
+                out.send(&seat.node, msg.clone());
+            }
+        }
         op.tick();
         self.ticks += 1;
         if op.get_current_leader() == Some((me, true)) {
@@ -346,6 +416,50 @@ impl Group {
             self.led_ticks = 0;
         }
         self.poll(out)
+    }
+
+    /// The seat that stands for election when the leader falls quiet: if this seat and
+    /// the seats that said so within the last two ticks (`GroupQuiet`) have not heard
+    /// from the leader for [`QUIET_LEADER_TICKS`] (a tick less for a report, which is
+    /// up to a tick old), and they are a majority of the group, the highest pid among
+    /// them.
+    fn eager_candidate(&self, now: Time, tick_ns: Time) -> Option<u64> {
+        let op = self.instance.as_ref()?;
+        let (leader, _) = op.get_current_leader()?;
+        let me = self.my_pid();
+        if leader == me || self.leader_quiet < QUIET_LEADER_TICKS {
+            return None;
+        }
+        let quiet: Vec<u64> = self
+            .quiet_reports
+            .iter()
+            .filter(|(pid, (at, q))| {
+                **pid != leader
+                    && **pid != me
+                    && now.saturating_sub(*at) <= 2 * tick_ns
+                    && *q + 1 >= QUIET_LEADER_TICKS
+            })
+            .map(|(pid, _)| *pid)
+            .chain([me])
+            .collect();
+        (quiet.len() > self.dir.seats.len() / 2)
+            .then(|| quiet.iter().copied().max())
+            .flatten()
+    }
+
+    /// A seat says how long it has not heard from omnipaxos' leader.
+    pub(crate) fn on_quiet(
+        &mut self,
+        from: &NodeRef,
+        config_id: u32,
+        pid: u64,
+        quiet: u64,
+        now: Time,
+    ) {
+        let seated = self.dir.seat(pid).is_some_and(|s| s.node.id == from.id);
+        if config_id == self.dir.config_id && seated {
+            self.quiet_reports.insert(pid, (now, quiet));
+        }
     }
 
     /// Whether the last tick began a round of [`TICKS_PER_ROUND`] ticks.

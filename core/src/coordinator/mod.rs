@@ -184,9 +184,22 @@ impl Coordination {
         self.leader.is_some() && !sh.comeback.holds(now) && self.hears_majority(sh, now)
     }
 
+    /// Whether this seat leads but has heard from no majority of its group for a
+    /// failure timeout: the group may have gone on without it (elected another leader,
+    /// moved to seats it does not know) while it was cut off or paused. It then asks the
+    /// ring where the lead is, as a member silent from its leader does.
+    pub(crate) fn leads_cut_off(&self, sh: &Shared, now: Time) -> bool {
+        let timeout = sh.timing.failure_timeout_ns;
+        self.leader.is_some()
+            && self
+                .group
+                .majority_heard_since(now)
+                .is_none_or(|t| now.saturating_sub(t) > timeout)
+    }
+
     /// Whether this seat heard from a majority of its group within the lease grant
     /// window ([`crate::Timing::lease_grant_window_ns`]).
-    fn hears_majority(&self, sh: &Shared, now: Time) -> bool {
+    pub(crate) fn hears_majority(&self, sh: &Shared, now: Time) -> bool {
         let window = sh.timing.lease_grant_window_ns();
         self.group
             .majority_heard_since(now)
@@ -218,6 +231,18 @@ impl Coordination {
             .group
             .on_leader_log(leader, config_id, log_len, decided, out);
         self.after(sh, out, events)
+    }
+
+    /// A seat says how long it has not heard from omnipaxos' leader.
+    pub(crate) fn on_quiet(
+        &mut self,
+        from: &NodeRef,
+        config_id: u32,
+        pid: u64,
+        quiet: u64,
+        now: Time,
+    ) {
+        self.group.on_quiet(from, config_id, pid, quiet, now);
     }
 
     /// A consensus message from another seat.
@@ -264,7 +289,7 @@ impl Coordination {
 
     /// The group timer: drive omnipaxos, and send the directory to new seats again.
     pub(crate) fn on_tick(&mut self, sh: &Shared, out: &mut Out) -> Outcome {
-        let events = self.group.tick(out);
+        let events = self.group.tick(out, group_tick_ns(sh));
         let mut to: Vec<NodeRef> = Vec::new();
         for (node, left) in &mut self.welcoming {
             *left = left.saturating_sub(1);

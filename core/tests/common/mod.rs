@@ -39,6 +39,8 @@ pub struct Pump {
     timing: ringkv_core::Timing,
     /// Nodes cut off from every other: messages from or to them are lost.
     pub isolated: BTreeSet<String>,
+    /// Broken links: messages between the two nodes of a pair, either way, are lost.
+    pub cut_links: BTreeSet<(String, String)>,
 }
 
 impl Pump {
@@ -64,6 +66,7 @@ impl Pump {
             bootstrap,
             timing: ringkv_core::Timing::default(),
             isolated: BTreeSet::new(),
+            cut_links: BTreeSet::new(),
         }
     }
 
@@ -222,7 +225,10 @@ impl Pump {
         let cut = !self.isolated.is_empty()
             && (self.isolated.contains(&*to) || self.isolated.contains(&*envelope.from.addr))
             && *to != *envelope.from.addr;
-        if self.nodes.contains_key(&*to) && !cut {
+        let (a, b) = (to.to_string(), envelope.from.addr.to_string());
+        let broken =
+            self.cut_links.contains(&(a.clone(), b.clone())) || self.cut_links.contains(&(b, a));
+        if self.nodes.contains_key(&*to) && !cut && !broken {
             self.input(to.as_ref(), Input::Message(envelope));
         }
         true

@@ -837,3 +837,25 @@ fn a_duplicate_write_reaching_the_next_head_is_not_applied_again() {
     );
     assert_passes(at_fast_timeout(config, false));
 }
+
+/// CRAQ, 1% loss: two heartbeats of a replica in a row were lost just before the
+/// final reads, so its lease lapsed for 2 ms, and the version query of a final read
+/// reached it then: 503 `lease_expired` ("nothing was done, retry"), which the final
+/// phase counted as an unanswered read. A final read that fails is now sent again a
+/// heartbeat interval later (up to three times), as a client would.
+#[test]
+fn a_final_read_refused_by_a_replica_whose_lease_lapsed_is_sent_again() {
+    let config = reproducer(
+        7582,
+        Consistency::Craq,
+        true,
+        true,
+        &[
+            "depart:9@369860104ns",
+            "depart:6@484183487ns",
+            "crash:2@967277788ns",
+            "restart:2@1167277788ns",
+        ],
+    );
+    assert_passes(at_fast_timeout(config, false));
+}

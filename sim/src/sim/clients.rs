@@ -2,14 +2,14 @@
 //! barrier, parked while their node is out of the ring; every invocation and
 //! completion is recorded in the history.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use ringkv_core::{Input, Reply, Request};
 
 use super::{Event, Simulation, Stage, NOTES_MAX};
 use crate::check::{write_event, EventType, HistoryEvent};
 use crate::client::{classify, Client, ClientState, Outcome, Outstanding};
-use crate::workload::{Op, OpKind};
+use crate::workload::{ClientOps, Op, OpKind};
 
 /// The clients, and what the final phase needs of them.
 #[derive(Debug)]
@@ -25,7 +25,15 @@ pub(super) struct Clients {
     pub(super) first_final: usize,
     /// Keys the workload wrote or deleted (kept only with `final_reads`).
     pub(super) written_keys: BTreeSet<String>,
+    /// Final reads retried so far, by reader.
+    pub(super) final_retries: BTreeMap<usize, u32>,
 }
+
+/// Times a final read that failed (nothing was done: a replica whose lease lapsed for a
+/// moment, say) is sent again, a heartbeat interval apart, as a client would on a 503
+/// that says "retry", before it counts as unanswered.
+const FINAL_READ_RETRIES: u32 = 3;
+const FINAL_READ_RETRY_NS: u64 = 200_000_000;
 
 impl Simulation {
     // ----- clients -----
@@ -168,6 +176,19 @@ impl Simulation {
         self.record(&event);
         if c >= self.clients.first_final {
             // A final read: not part of the client phase's figures.
+            if matches!(outcome, Outcome::Fail(_)) {
+                let tries = self.clients.final_retries.entry(c).or_insert(0);
+                let client = &mut self.clients.all[c];
+                let phase = client.phase;
+                if let (true, Some(ClientOps::List(ops))) =
+                    (*tries < FINAL_READ_RETRIES, client.phases.get_mut(phase))
+                {
+                    *tries += 1;
+                    ops.push_front(pending.op.clone());
+                    let at = self.now + FINAL_READ_RETRY_NS;
+                    return self.schedule_wake(c, at);
+                }
+            }
             match &outcome {
                 Outcome::Ok { .. } => self.tally.counters.final_reads_ok += 1,
                 Outcome::Fail(why) | Outcome::Info(why) => {

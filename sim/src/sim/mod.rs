@@ -268,6 +268,7 @@ impl Simulation {
                 at_rest: 0,
                 next_process: clients_n as u64,
                 first_final: clients_n,
+                final_retries: BTreeMap::new(),
                 written_keys: BTreeSet::new(),
             },
             faults,

@@ -94,6 +94,24 @@ impl Replication {
         }
     }
 
+    /// A hand-over source forwarded a client write it applied (`writer`): this node,
+    /// perhaps the key's next head, remembers it as applied, so that a copy of the
+    /// write the network delivers here later is taken for the duplicate it is. Applied
+    /// afresh, it would get a new version and overwrite any write acknowledged since
+    /// (seed 3951 of the loss and duplication campaign).
+    pub(crate) fn note_forwarded(
+        &mut self,
+        sh: &Shared,
+        now: Time,
+        version: crate::store::Version,
+        writer: &crate::message::Writer,
+    ) {
+        self.recent.expire(now, dedup_horizon(sh));
+        if self.recent.get(&writer.0).is_none() {
+            self.recent.record(&writer.0, version, writer.1, now);
+        }
+    }
+
     fn write_at_primary(
         &mut self,
         sh: &mut Shared,
@@ -498,26 +516,6 @@ struct ClientWrite {
     value: Option<String>,
     hops: u32,
     redriven: bool,
-}
-
-impl Replication {
-    /// A hand-over source forwarded a client write it applied (`writer`): this node,
-    /// perhaps the key's next head, remembers it as applied, so that a copy of the
-    /// write the network delivers here later is taken for the duplicate it is. Applied
-    /// afresh, it would get a new version and overwrite any write acknowledged since
-    /// (seed 3951 of the loss and duplication campaign).
-    pub(crate) fn note_forwarded(
-        &mut self,
-        sh: &Shared,
-        now: Time,
-        version: crate::store::Version,
-        writer: &crate::message::Writer,
-    ) {
-        self.recent.expire(now, dedup_horizon(sh));
-        if self.recent.get(&writer.0).is_none() {
-            self.recent.record(&writer.0, version, writer.1, now);
-        }
-    }
 }
 
 /// Client writes this node applied recently (as a head, or down a chain), with the

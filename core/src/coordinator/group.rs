@@ -371,8 +371,7 @@ impl Group {
         };
         self.leader_quiet = self.leader_quiet.saturating_add(1);
         self.op_ticks += 1;
-        let led_by_other = op.get_current_leader().is_some_and(|(pid, _)| pid != me);
-        if led_by_other && candidate == Some(me) {
+        if candidate == Some(me) {
             op.try_become_leader();
             // End omnipaxos' election round now (its clock counts ticks): the round's
             // end adopts the new ballot as this seat's own, so its heartbeat replies
@@ -386,6 +385,7 @@ impl Group {
             self.leader_quiet = 0;
             self.quiet_reports.clear();
         }
+        let led_by_other = op.get_current_leader().is_some_and(|(pid, _)| pid != me);
         if led_by_other && self.leader_quiet >= QUIET_REPORT_TICKS {
             let msg = Message::GroupQuiet {
                 config_id: self.dir.config_id,

@@ -25,13 +25,14 @@ pub(super) struct Clients {
     pub(super) first_final: usize,
     /// Keys the workload wrote or deleted (kept only with `final_reads`).
     pub(super) written_keys: BTreeSet<String>,
-    /// Final reads retried so far, by reader.
+    /// Failed final reads sent again so far, by reader (at most
+    /// [`FINAL_READ_RETRIES`] for all of a reader's keys together).
     pub(super) final_retries: BTreeMap<usize, u32>,
 }
 
-/// Times a final read that failed (nothing was done: a replica whose lease lapsed for a
-/// moment, say) is sent again, a heartbeat interval apart, as a client would on a 503
-/// that says "retry", before it counts as unanswered.
+/// Times a final reader sends a read that failed (nothing was done: a replica whose
+/// lease lapsed for a moment, say) again, a heartbeat interval later, as a client would
+/// on a 503 that says "retry", before a failed read counts as unanswered.
 const FINAL_READ_RETRIES: u32 = 3;
 const FINAL_READ_RETRY_NS: u64 = 200_000_000;
 
@@ -152,6 +153,22 @@ impl Simulation {
         self.complete(c, pending, outcome);
     }
 
+    /// Put final reader `c`'s failed `op` back first in its list, unless the reader has
+    /// used its retries.
+    fn requeue_final_read(&mut self, c: usize, op: &Op) -> bool {
+        let tries = self.clients.final_retries.entry(c).or_insert(0);
+        if *tries >= FINAL_READ_RETRIES {
+            return false;
+        }
+        let client = &mut self.clients.all[c];
+        let Some(ClientOps::List(ops)) = client.phases.get_mut(client.phase) else {
+            return false;
+        };
+        *tries += 1;
+        ops.push_front(op.clone());
+        true
+    }
+
     pub(super) fn complete(&mut self, c: usize, pending: Outstanding, outcome: Outcome) {
         let process = self.clients.all[c].process;
         let op = &pending.op;
@@ -176,18 +193,9 @@ impl Simulation {
         self.record(&event);
         if c >= self.clients.first_final {
             // A final read: not part of the client phase's figures.
-            if matches!(outcome, Outcome::Fail(_)) {
-                let tries = self.clients.final_retries.entry(c).or_insert(0);
-                let client = &mut self.clients.all[c];
-                let phase = client.phase;
-                if let (true, Some(ClientOps::List(ops))) =
-                    (*tries < FINAL_READ_RETRIES, client.phases.get_mut(phase))
-                {
-                    *tries += 1;
-                    ops.push_front(pending.op.clone());
-                    let at = self.now + FINAL_READ_RETRY_NS;
-                    return self.schedule_wake(c, at);
-                }
+            if matches!(outcome, Outcome::Fail(_)) && self.requeue_final_read(c, &pending.op) {
+                let at = self.now + FINAL_READ_RETRY_NS;
+                return self.schedule_wake(c, at);
             }
             match &outcome {
                 Outcome::Ok { .. } => self.tally.counters.final_reads_ok += 1,

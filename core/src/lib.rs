@@ -70,7 +70,7 @@ mod timers;
 pub use api::{Pair, Reply, ReqId, Request, RequestError, Response};
 pub use config::{ClusterConfig, Consistency, Limits, NodeConfig, Routing, Timing};
 pub use coordinator::{Change, ChangeRecord, Consensus, Decision, Directory, Seat};
-pub use disk::{DiskMeta, Persist, Recovered};
+pub use disk::{DiskMeta, Persist, Recovered, RingRecord};
 pub use id::Id;
 pub use message::{ChainStep, Envelope, Message, NodeRef, Prepare, RingInfo, View};
 pub use node::{Node, NodeStatus};

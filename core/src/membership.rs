@@ -878,6 +878,7 @@ fn send_join_request(sh: &Shared, out: &mut Out) {
         node: sh.me.clone(),
         incarnation: sh.incarnation,
         hops: 0,
+        ring: sh.comeback.record.clone(),
     };
     out.send_addr(&sh.coordinator, request);
 }

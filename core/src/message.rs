@@ -330,6 +330,10 @@ pub const REPAIR_TTL: u8 = 8;
 /// cover beliefs a step staler.
 pub const JOIN_FORWARDS_MAX: u8 = 4;
 
+/// Most members a join request's ring record may name (a bound on what a peer can make
+/// a restarted bootstrap hold).
+pub const RING_RECORD_MAX: usize = 1 << 16;
+
 /// A message from one node to another.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -358,6 +362,11 @@ pub enum Message {
         /// joiner retries.
         #[serde(default)]
         hops: u8,
+        /// From a member back from its disk that held a coordinator seat: the whole
+        /// ring its record names (see [`crate::RingRecord`]). Last, so that encodings
+        /// without it still decode.
+        #[serde(default)]
+        ring: Option<crate::disk::RingRecord>,
     },
     /// A node asks to leave; sent to the coordinator.
     DepartRequest {
@@ -707,10 +716,12 @@ impl Message {
                 node,
                 incarnation,
                 hops,
+                ring,
             } if hops < JOIN_FORWARDS_MAX => Some(Message::JoinRequest {
                 node,
                 incarnation,
                 hops: hops + 1,
+                ring,
             }),
             _ => None,
         }
@@ -736,6 +747,11 @@ impl Message {
                 if digests.len() != crate::store::DIGEST_BUCKETS =>
             {
                 Err(format!("{} digest buckets", digests.len()))
+            }
+            Message::JoinRequest {
+                ring: Some(record), ..
+            } if record.members.len() > RING_RECORD_MAX => {
+                Err(format!("{} members in a ring record", record.members.len()))
             }
             Message::Fingers { updates, .. }
                 if updates

@@ -101,7 +101,7 @@ pub struct Node {
     /// that the process was stopped (a pause) or starved.
     timer_late: Time,
     /// Durable: what the identity record was last persisted for (ring, epoch, phase).
-    persisted: Option<(u64, u64, Phase)>,
+    persisted: Option<(u64, u64, Phase, Option<u64>, usize)>,
     durable: bool,
 }
 
@@ -133,8 +133,16 @@ impl Node {
                     .members
                     .iter()
                     .map(|a| Id::of_addr(a))
+                    .chain(meta.awaited.iter().copied())
                     .filter(|id| *id != me.id)
                     .collect();
+                comeback.members_epoch = meta.epoch;
+                comeback.newest_epoch = meta.epoch;
+                comeback.partial = is_bootstrap && !meta.whole && !comeback.members.is_empty();
+                comeback.record = (meta.whole && !is_bootstrap).then(|| crate::disk::RingRecord {
+                    epoch: meta.epoch,
+                    members: comeback.members.iter().copied().collect(),
+                });
                 if is_bootstrap {
                     // The ring's settings are the disk's, whatever the command line says.
                     settings = meta.settings;
@@ -939,12 +947,11 @@ impl Node {
     fn while_recovering(&mut self, envelope: Envelope) -> Result<(), Rejected> {
         let Envelope { from, msg } = envelope;
         let Message::Hello(info) = msg else {
-            if matches!(msg, Message::JoinRequest { .. }) {
+            if let Message::JoinRequest { ring, .. } = &msg {
                 // A member it knew asks to join: that member restarted too.
+                let me = self.shared.me.id;
                 let cb = &mut self.shared.comeback;
-                if cb.members.contains(&from.id) {
-                    cb.restarted.insert(from.id);
-                }
+                cb.asked_to_join(me, from.id, ring.as_ref());
             }
             return Err(Rejected::not_member(msg.kind(), &from, self.shared.phase));
         };
@@ -1148,17 +1155,27 @@ impl Node {
     /// Hand the driver what changed on disk, ahead of the outputs that depend on it.
     fn persist(&mut self, out: &mut Vec<Output>) {
         let sh = &mut self.shared;
-        let key = (sh.ring_id, sh.view.epoch, sh.phase);
+        let seat_epoch = self.coordination.as_ref().map(|c| c.dir().epoch);
+        let awaited = &sh.comeback.awaiting;
+        let key = (
+            sh.ring_id,
+            sh.view.epoch,
+            sh.phase,
+            seat_epoch,
+            awaited.len(),
+        );
         // A node back from its disk keeps the record it came back with until it is a
-        // member again (and, for a bootstrap that founded the ring again, until the
-        // members it waits for are back): a crash meanwhile must find it still.
+        // member again: a crash meanwhile must find it still. A bootstrap that founded
+        // the ring again writes the members it still waits for into its record (and not
+        // the members that left since: a restart would wait for them in vain).
         let settled = sh.ring_id != 0
             && !sh.comeback.leftovers
-            && sh.comeback.awaiting.is_empty()
             && (sh.comeback.ring_id == 0 || sh.is_member());
         let meta = (settled && self.persisted != Some(key)).then(|| {
             self.persisted = Some(key);
-            let members: Vec<String> = match self.coordination.as_ref().filter(|c| c.is_leading()) {
+            // A seat knows the whole ring: a restarted bootstrap that knew only its
+            // neighbours learns from it which members to wait for.
+            let members: Vec<String> = match self.coordination.as_ref() {
                 Some(c) => c
                     .ring()
                     .iter()
@@ -1179,6 +1196,8 @@ impl Node {
                 settings: sh.config,
                 members,
                 epoch: sh.view.epoch,
+                whole: self.coordination.is_some(),
+                awaited: awaited.iter().copied().collect(),
             }
         });
         let store = sh.store.take_journal();
@@ -1268,16 +1287,23 @@ impl Node {
             // ring again.
             sh.ring_id = std::mem::take(&mut cb.ring_id);
         }
-        // No lease until the members that restarted with it, or that it told to rejoin,
-        // are back: they hold the other copies (for a bootstrap without a disk, the only
-        // ones).
-        cb.awaiting = std::mem::take(&mut cb.restarted);
+        // No lease until the members it knew (back from its disk: the whole ring of the
+        // newest record it has seen), and those that restarted with it or that it told
+        // to rejoin, are back: they hold the other copies (for a bootstrap without a
+        // disk, the only ones). Awaiting only those that asked before it founded the ring
+        // would let a member answer for a key whose every holder came back later.
+        let restarted = std::mem::take(&mut cb.restarted);
+        cb.awaiting = restarted
+            .into_iter()
+            .chain(cb.members.iter().copied())
+            .collect();
         cb.hold_writes = !cb.awaiting.is_empty();
         cb.awaiting_until = out.after(AWAIT_FAILURE_TIMEOUTS * sh.timing.failure_timeout_ns);
         cb.leftovers = false;
         sh.coordinator = sh.me.addr.clone();
         sh.seats = vec![sh.me.clone()];
-        let coordination = Coordination::found(sh, out, sh.ring_id);
+        let after = sh.comeback.newest_epoch >> 32;
+        let coordination = Coordination::found(sh, out, sh.ring_id, after);
         sh.term = coordination.dir().term;
         sh.view = View {
             epoch: 0,

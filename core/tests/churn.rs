@@ -146,6 +146,7 @@ fn a_join_request_is_passed_on_a_bounded_number_of_times() {
             node: joiner.clone(),
             incarnation: 7,
             hops,
+            ring: None,
         };
         let input = Input::Message(Envelope {
             from: joiner.clone(),
@@ -167,6 +168,7 @@ fn a_join_request_is_passed_on_a_bounded_number_of_times() {
             node: joiner.clone(),
             incarnation: 7,
             hops: hops + 1,
+            ring: None,
         };
         assert_eq!(
             sent,

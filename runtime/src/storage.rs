@@ -411,6 +411,8 @@ mod tests {
             settings: ClusterConfig::default(),
             members: vec!["127.0.0.1:2".into()],
             epoch: 3,
+            whole: true,
+            awaited: Vec::new(),
         }
     }
 

@@ -438,6 +438,10 @@ mod tests {
                 node: node(6),
                 incarnation: u64::MAX,
                 hops: 2,
+                ring: Some(ringkv_core::RingRecord {
+                    epoch: 5,
+                    members: vec![node(7).id, node(8).id],
+                }),
             },
             Message::Prepare(Prepare {
                 view: View {
@@ -627,6 +631,7 @@ mod tests {
                 node: joiner.clone(),
                 incarnation: 1,
                 hops: 0,
+                ring: None,
             },
         };
         encode(std::slice::from_ref(&sent), 1 << 20, &mut out);

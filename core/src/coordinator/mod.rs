@@ -59,9 +59,12 @@ pub(crate) enum Outcome {
 }
 
 impl Coordination {
-    /// The coordination of a new ring founded by this node.
-    pub(crate) fn found(sh: &Shared, out: &mut Out, ring_id: u64) -> Coordination {
-        let dir = Directory::founded(&sh.me, sh.incarnation, sh.config, ring_id);
+    /// The coordination of a new ring founded by this node, its terms starting above
+    /// `after` (a ring founded again: every epoch of its previous life lies below its
+    /// new ones, so a record written before the power cut never looks newer).
+    pub(crate) fn found(sh: &Shared, out: &mut Out, ring_id: u64, after: u64) -> Coordination {
+        let mut dir = Directory::founded(&sh.me, sh.incarnation, sh.config, ring_id);
+        dir.term = dir.term.max(after + 1);
         Coordination::seated(sh, out, dir, true)
     }
 

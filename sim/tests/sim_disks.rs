@@ -218,6 +218,40 @@ fn a_bootstrap_restarted_while_its_ring_comes_back_waits_only_for_members_still_
     assert_eq!(s.final_reads_unanswered, Some(0), "{s}");
 }
 
+/// Seed 8889 of the chain campaign with 4 s partitions and disks: the bootstrap departs,
+/// crashes, and restarts from its disk while a partition cuts it off from the ring, which
+/// runs on. Its record must still name the members of its last membership, so that it
+/// waits for that ring; a record rewritten after the departure named no member, and the
+/// bootstrap founded the ring again alone (a second ring: a lost write and a stale read).
+#[test]
+fn a_departed_bootstrap_restarted_while_cut_off_does_not_found_its_ring_again() {
+    let faults = [
+        "depart:3@22331905ns",
+        "depart:0@114463337ns",
+        "join@177365694ns",
+        "depart:1@288247828ns",
+        "partition:3,9@291485821ns..4291485821ns",
+        "join@776226420ns",
+        "crash:7@849788306ns",
+        "crash:0@850846767ns",
+        "depart:3@919037875ns",
+        "partition:0@943857301ns..4943857301ns",
+        "restart:7@1049788306ns",
+        "restart:0@1050846767ns",
+    ];
+    let config = SimConfig {
+        seed: 8889,
+        random_faults: None,
+        faults: faults
+            .iter()
+            .map(|f| f.parse::<Fault>().expect("a fault"))
+            .collect(),
+        ..with_disks(0.0, true)
+    };
+    let s = run_clean(config);
+    assert_eq!(s.invariant_violations, 0, "{s}");
+}
+
 /// Run `config` with its history checked: no acknowledged write lost, linearizable.
 fn run_clean(config: SimConfig) -> ringkv_sim::Summary {
     let mut result = Simulation::new(config).expect("a valid config").run();

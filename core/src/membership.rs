@@ -132,7 +132,7 @@ impl Membership {
             // partition campaign.
             let waited = out.now.saturating_sub(p.prepared_at);
             if sh.phase == Phase::Joining && waited > sh.timing.failure_timeout_ns {
-                send_join_request(sh, out);
+                send_join_request_prepared(sh, out, Some(p.view.epoch));
             }
             return;
         }
@@ -874,11 +874,16 @@ fn send_ready(sh: &Shared, out: &mut Out, epoch: u64) {
 }
 
 fn send_join_request(sh: &Shared, out: &mut Out) {
+    send_join_request_prepared(sh, out, None);
+}
+
+fn send_join_request_prepared(sh: &Shared, out: &mut Out, prepared: Option<u64>) {
     let request = Message::JoinRequest {
         node: sh.me.clone(),
         incarnation: sh.incarnation,
         hops: 0,
         ring: sh.comeback.record.clone(),
+        prepared,
     };
     out.send_addr(&sh.coordinator, request);
 }

@@ -367,6 +367,11 @@ pub enum Message {
         /// without it still decode.
         #[serde(default)]
         ring: Option<crate::disk::RingRecord>,
+        /// From a joiner asking again while it waits on a prepared join: the epoch of the
+        /// view it prepared. A leader that lists it already sees that it never learned
+        /// its join committed (see `Leader::on_join_request`). Last, as `ring`.
+        #[serde(default)]
+        prepared: Option<u64>,
     },
     /// A node asks to leave; sent to the coordinator.
     DepartRequest {
@@ -717,11 +722,13 @@ impl Message {
                 incarnation,
                 hops,
                 ring,
+                prepared,
             } if hops < JOIN_FORWARDS_MAX => Some(Message::JoinRequest {
                 node,
                 incarnation,
                 hops: hops + 1,
                 ring,
+                prepared,
             }),
             _ => None,
         }

@@ -617,6 +617,11 @@ impl Node {
                 let (origin, key, hops) = (routed.origin, routed.key, routed.hops);
                 self.replication.read_here(sh, out, origin, key, hops)
             }
+            Decision::TailHere => {
+                if let Some(origin) = routed.origin {
+                    replication::tail_read(sh, out, origin, &routed.key, routed.hops);
+                }
+            }
             Decision::Primary => self
                 .replication
                 .at_primary(sh, &mut self.handover, out, routed),
@@ -737,7 +742,19 @@ impl Node {
             Message::Consensus(consensus) => {
                 let outcome = match &mut self.coordination {
                     Some(c) => c.on_consensus(sh, out, &from, *consensus),
-                    None => return Err(Rejected::not_coordinator("consensus", &from)),
+                    None => {
+                        // A seat of a configuration that ended without it learning so, and
+                        // whose other seats departed or restarted, hears from no seat of a
+                        // newer one (seed 11251 of chain partitions: it kept its seat for
+                        // good). A member tells it whom it follows; a later term whose
+                        // seats leave it out, with no majority of its own group heard,
+                        // makes it give its seat up (the `Leader` arm above).
+                        let follows = sh.is_member() && sh.term > 0 && !sh.seats.is_empty();
+                        if follows && sh.coordinator != from.addr {
+                            Membership::point_at_leader(sh, out, &from);
+                        }
+                        return Err(Rejected::not_coordinator("consensus", &from));
+                    }
                 };
                 self.after_coordination(outcome);
                 Ok(())

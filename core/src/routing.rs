@@ -13,6 +13,8 @@ use crate::shared::{Phase, Shared};
 pub(crate) enum Decision {
     /// A read this replica answers (eventual), or answers or asks its tail about (CRAQ).
     ReadHere,
+    /// A chain replication read that reached the key's tail: answered here.
+    TailHere,
     /// This node is the key's primary.
     Primary,
     /// Pass it on.
@@ -35,6 +37,15 @@ pub(crate) fn decide(sh: &Shared, suspect: impl Fn(Id) -> bool, routed: &Routed)
         && sh.responsibility().contains(key);
     if read_here {
         return Decision::ReadHere;
+    }
+    // Chain replication: the key's tail answers a read that reaches it, instead of
+    // routing it on to the head, which would hand it straight back. The head adds no
+    // safety: the tail answers only if it is the key's tail in its own view and holds a
+    // lease, wherever the read came from (`replication::tail_read`).
+    let chain_read = sh.config.consistency == Consistency::Chain && routed.action == Action::Read;
+    let tail = sh.chain_len() > 1 && !sh.unsure && sh.is_tail(key);
+    if chain_read && tail && sh.responsibility().contains(key) {
+        return Decision::TailHere;
     }
     if sh.is_primary(key) {
         return Decision::Primary;
@@ -65,6 +76,9 @@ pub(crate) fn decide(sh: &Shared, suspect: impl Fn(Id) -> bool, routed: &Routed)
     if let Some(Some(replica)) = craq_read.then(|| known_replica(sh, &suspect, key, routed)) {
         return Decision::Forward(replica);
     }
+    if let Some(Some(tail)) = (chain_read && shortcuts).then(|| known_tail(sh, &suspect, key)) {
+        return Decision::Forward(tail);
+    }
     match next_hop(sh, suspect, key, shortcuts) {
         Some(next) => Decision::Forward(next),
         None => Decision::Primary,
@@ -91,6 +105,15 @@ fn known_replica(
         .collect();
     let turn = routed.origin.as_ref().map_or(0, |o| o.req as usize);
     alive.get(turn % alive.len().max(1)).map(|n| (*n).clone())
+}
+
+/// Chain replication: the tail of `key` among this node's neighbours, when its
+/// predecessor and successor lists reach it and it is not suspected (a read goes
+/// straight to the node that answers it; a tail whose view differs routes it on).
+fn known_tail(sh: &Shared, suspect: &impl Fn(Id) -> bool, key: Id) -> Option<NodeRef> {
+    let around = neighbourhood(sh);
+    let tail = around.get(primary_index(&around, key)? + sh.chain_len() - 1)?;
+    (tail.id != sh.me.id && !suspect(tail.id)).then(|| (*tail).clone())
 }
 
 /// This node's neighbourhood in ring order: its farthest predecessor first, through this

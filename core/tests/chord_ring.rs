@@ -161,8 +161,9 @@ fn a_lookup_goes_straight_to_a_primary_its_view_lists() {
                 Ok(r) => r.hops().unwrap(),
                 Err(e) => panic!("{e}"),
             };
-            // Chain: to the head, then the head -> tail step; eventual and CRAQ (the
-            // write is clean by now): to any replica.
+            // Chain: straight to the tail when the lists show it, else to the head and
+            // on to the tail; eventual and CRAQ (the write is clean by now): to any
+            // replica.
             let most = if consistency == Consistency::Chain {
                 2
             } else {

@@ -147,6 +147,7 @@ fn a_join_request_is_passed_on_a_bounded_number_of_times() {
             incarnation: 7,
             hops,
             ring: None,
+            prepared: None,
         };
         let input = Input::Message(Envelope {
             from: joiner.clone(),
@@ -169,6 +170,7 @@ fn a_join_request_is_passed_on_a_bounded_number_of_times() {
             incarnation: 7,
             hops: hops + 1,
             ring: None,
+            prepared: None,
         };
         assert_eq!(
             sent,

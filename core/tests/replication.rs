@@ -145,6 +145,48 @@ fn chain_reads_are_served_by_the_tail() {
     assert_eq!(node, replicas[2].addr.to_string(), "the tail answers");
 }
 
+/// A chain read sent to the key's tail is answered there (no hop to the head and back),
+/// one sent to a node whose neighbour lists show the tail goes straight to it, and the
+/// head hands it on in one hop. No other replica answers one: a read reaching the head or
+/// the middle of the chain is answered by the tail.
+#[test]
+fn chain_reads_go_straight_to_the_tail() {
+    let mut pump = Pump::ring(cluster(3, Consistency::Chain, Routing::Finger), 10);
+    pump.call(&addr(2), insert("Imagine", "1971")).unwrap();
+    pump.drive();
+    let ring = pump.bootstrap_node().ring().unwrap().clone();
+    let replicas = ring.replicas(ringkv_core::Id::of_key("Imagine"), 3);
+    let tail = replicas[2].addr.to_string();
+    let read = |pump: &mut Pump, via: &str| match pump.call(via, query("Imagine")) {
+        Ok(Response::Found {
+            node, value, hops, ..
+        }) => (node, value, hops),
+        other => panic!("via {via}: {other:?}"),
+    };
+    assert_eq!(read(&mut pump, &tail), (tail.clone(), "1971".into(), 0));
+    for replica in &replicas[..2] {
+        let (node, value, hops) = read(&mut pump, replica.addr.as_ref());
+        assert_eq!(
+            (node.as_str(), value.as_str(), hops),
+            (tail.as_str(), "1971", 1)
+        );
+    }
+    // On 10 nodes with k = 3 every member's lists (4 each way) reach every key's tail
+    // except from the far side; the members just after the tail see it among their
+    // predecessors.
+    let after = ring
+        .successor_after(replicas[2].id)
+        .unwrap()
+        .addr
+        .to_string();
+    let (node, _, hops) = read(&mut pump, &after);
+    assert_eq!(
+        (node.as_str(), hops),
+        (tail.as_str(), 1),
+        "straight to the tail"
+    );
+}
+
 #[test]
 fn eventual_replicas_converge_after_concurrent_writes_and_deletes() {
     for k in [2, 3, 5] {

@@ -4,7 +4,8 @@
 //!
 //! Ten closed-loop clients, client N on node N of a fresh 10-node ring, draw keys
 //! uniformly from 50 (`mix-0` … `mix-49`); every write carries a value of its own.
-//! Under chain replication every read goes to the key's head and is answered by its tail;
+//! Under chain replication every read is answered by its key's tail (sent straight
+//! there when the entry node's neighbour lists show it, else by way of the head);
 //! under CRAQ and eventual consistency by the first replica on its route, which is often
 //! the client's own node once k is large (k of the 10 nodes hold each key). CRAQ answers a
 //! read there only when its copy is clean (the tail acknowledged it), else it asks the

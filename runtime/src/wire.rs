@@ -442,6 +442,7 @@ mod tests {
                     epoch: 5,
                     members: vec![node(7).id, node(8).id],
                 }),
+                prepared: Some(1 << 33),
             },
             Message::Prepare(Prepare {
                 view: View {
@@ -632,6 +633,7 @@ mod tests {
                 incarnation: 1,
                 hops: 0,
                 ring: None,
+                prepared: None,
             },
         };
         encode(std::slice::from_ref(&sent), 1 << 20, &mut out);

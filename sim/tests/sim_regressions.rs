@@ -859,3 +859,60 @@ fn a_final_read_refused_by_a_replica_whose_lease_lapsed_is_sent_again() {
     );
     assert_passes(at_fast_timeout(config, false));
 }
+
+/// Chain partitions, seed 10656: a member restarted and asked to join again; the leader
+/// prepared and decided its join, then a partition cut the leader off before the commit
+/// reached it, and later changes went on without it. Its repeated join request (same
+/// incarnation) was ignored by the next leader as a duplicate of a request carried out,
+/// and it stayed `joining` while the ring listed it. A joiner asking again now names the
+/// view it prepared, and a leader that lists it takes it out, so that it joins afresh.
+#[test]
+fn a_joiner_that_missed_the_commit_of_its_join_is_let_in_afresh() {
+    let config = reproducer(
+        10656,
+        Consistency::Chain,
+        false,
+        false,
+        &[
+            "join@5841853ns",
+            "depart:9@236012135ns",
+            "crash:4@369280295ns",
+            "depart:5@389490270ns",
+            "restart:4@569280295ns",
+            "crash:9@664994834ns",
+            "restart:9@864994834ns",
+            "partition:7@870647777ns..4870647777ns",
+            "partition:0,1,2,3,6@945585152ns..4945585152ns",
+        ],
+    );
+    assert_passes(at_fast_timeout(config, false));
+}
+
+/// Chain partitions, seed 11251: a seat of a group configuration that ended without it
+/// learning so (the stop sign was decided while it did not hear), and whose other seats
+/// then departed or restarted, heard from no seat of a newer configuration and kept its
+/// seat for good; the run never settled. A member that receives its consensus messages
+/// now tells it whom it follows, and it gives its seat up.
+#[test]
+fn a_seat_of_an_ended_configuration_that_nobody_answers_gives_its_seat_up() {
+    let config = reproducer(
+        11251,
+        Consistency::Chain,
+        false,
+        false,
+        &[
+            "depart:3@51283943ns",
+            "depart:8@106048032ns",
+            "join@219251363ns",
+            "depart:2@305299246ns",
+            "join@404989634ns",
+            "crash:7@524791530ns",
+            "depart:9@562423083ns",
+            "partition:0,1@649470417ns..4649470417ns",
+            "depart:0@721184665ns",
+            "restart:7@724791530ns",
+            "depart:4@993884893ns",
+        ],
+    );
+    assert_passes(at_fast_timeout(config, false));
+}

@@ -231,8 +231,11 @@ impl Leader {
     ) -> Result<(), Rejected> {
         match msg {
             Message::JoinRequest {
-                node, incarnation, ..
-            } => self.on_join_request(dir, sh, out, node, incarnation),
+                node,
+                incarnation,
+                prepared,
+                ..
+            } => self.on_join_request(dir, sh, out, node, incarnation, prepared),
             Message::DepartRequest { node } if node == from => {
                 self.request_change(dir, sh, out, Change::Depart(node))
             }
@@ -324,9 +327,22 @@ impl Leader {
         out: &mut Out,
         node: NodeRef,
         incarnation: u64,
+        prepared: Option<u64>,
     ) {
         if dir.ring.contains(node.id) && dir.incarnations.get(&node.id) == Some(&incarnation) {
-            return; // a duplicate of a request already carried out
+            // A duplicate of a request already carried out, unless the joiner still waits
+            // on the view it prepared and no change of this leader's is about it: then its
+            // join was decided, but the commit was lost with the leader that decided it,
+            // and the changes after it went on without it (seed 10656 of chain partitions:
+            // it stayed `joining` while the ring listed it). The view it prepared is out of
+            // date: it is taken out, and its next request lets it in afresh.
+            let about_it = |c: &Change| c.node().id == node.id;
+            let driving = self.current.as_ref().is_some_and(|op| about_it(&op.change))
+                || self.queue.iter().any(|(c, _)| about_it(c));
+            if prepared.is_some_and(|e| e <= dir.epoch) && !driving && node.id != sh.me.id {
+                self.request_change(dir, sh, out, Change::Remove(node));
+            }
+            return;
         }
         let cb = &sh.comeback;
         if cb.holds(out.now) && !cb.members.contains(&node.id) && node.id != sh.me.id {

@@ -715,23 +715,12 @@ pub enum Message {
 impl Message {
     /// A join request to pass on, one hop further; `None` for one that has been passed
     /// on [`JOIN_FORWARDS_MAX`] times, or for any other message.
-    pub(crate) fn join_forwarded(self) -> Option<Message> {
-        match self {
-            Message::JoinRequest {
-                node,
-                incarnation,
-                hops,
-                ring,
-                prepared,
-            } if hops < JOIN_FORWARDS_MAX => Some(Message::JoinRequest {
-                node,
-                incarnation,
-                hops: hops + 1,
-                ring,
-                prepared,
-            }),
-            _ => None,
+    pub(crate) fn join_forwarded(mut self) -> Option<Message> {
+        match &mut self {
+            Message::JoinRequest { hops, .. } if *hops < JOIN_FORWARDS_MAX => *hops += 1,
+            _ => return None,
         }
+        Some(self)
     }
 
     /// Whether the message is well formed: the checks decoding applies (see

@@ -100,7 +100,8 @@ pub struct Node {
     /// How late the timer being handled fired: a timer far behind its deadline shows
     /// that the process was stopped (a pause) or starved.
     timer_late: Time,
-    /// Durable: what the identity record was last persisted for (ring, epoch, phase).
+    /// Durable: what the identity record was last persisted for (ring, view epoch,
+    /// phase, the seat's directory epoch, how many members a refounded ring awaits).
     persisted: Option<(u64, u64, Phase, Option<u64>, usize)>,
     durable: bool,
 }

@@ -170,7 +170,16 @@ impl Handover {
         let id = Id::of_key(key);
         let cap = sh.limits.handover_unacked_max;
         let mut tracked = false;
+        let chain = sh.config.consistency.is_chain();
         for m in self.migrations.iter_mut().filter(|m| m.range.contains(id)) {
+            if chain && sh.precedes_past_another(id, m.to.id) {
+                // A chain write reaches a replica only through the replicas before it. A
+                // migration can outlive the view in which its target came next (a member
+                // joined between them); forwarded past that member, the write would let
+                // the target (perhaps the tail) serve what the member never had, and a
+                // chain later rebuilt from the member would lose a value clients read.
+                continue;
+            }
             let seq = m.next_seq;
             m.next_seq += 1;
             // Only forwards sent before the commit gate the commit's acknowledgement;

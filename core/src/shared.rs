@@ -204,6 +204,40 @@ impl Shared {
         in_open_closed(key, from, first.id)
     }
 
+    /// This node's place in `key`'s chain under its installed view (0: the head), if it
+    /// holds the key.
+    pub(crate) fn chain_position(&self, key: Id) -> Option<usize> {
+        if !self.is_member() || !self.responsibility().contains(key) {
+            return None;
+        }
+        if self.is_primary(key) {
+            return Some(0);
+        }
+        for p in 1..self.chain_len() {
+            let upper = self.view.preds.get(p - 1)?.id;
+            let lower = self.view.preds.get(p).map_or(self.me.id, |n| n.id);
+            if in_open_closed(key, lower, upper) {
+                return Some(p);
+            }
+        }
+        None
+    }
+
+    /// Whether `node` comes after this node in `key`'s chain, under the installed view,
+    /// with another of the key's replicas between them.
+    pub(crate) fn precedes_past_another(&self, key: Id, node: Id) -> bool {
+        let Some(p) = self.chain_position(key) else {
+            return false;
+        };
+        let after = self.chain_len().saturating_sub(1 + p);
+        self.view
+            .succs
+            .iter()
+            .take(after)
+            .skip(1)
+            .any(|n| n.id == node)
+    }
+
     /// Whether this node should store `key` now: under its installed view, or under the
     /// view it is preparing.
     pub(crate) fn accepts(&self, key: Id) -> bool {

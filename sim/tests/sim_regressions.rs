@@ -916,3 +916,28 @@ fn a_seat_of_an_ended_configuration_that_nobody_answers_gives_its_seat_up() {
     );
     assert_passes(at_fast_timeout(config, false));
 }
+
+/// CRAQ partitions, seed 27627: after the heal a key's head still forwarded its writes,
+/// under a hand-over that had made the key's tail fetch from it, once a member that had
+/// rejoined stood between the two in its view. The chain write went to that member, which
+/// did not take it; the tail took the forward and served it, and the chain later rebuilt
+/// from the member never had it (a value read, then gone). A write is no longer forwarded
+/// past another replica of its chain.
+#[test]
+fn a_write_is_not_forwarded_past_a_replica_of_its_chain() {
+    let config = reproducer(
+        27627,
+        Consistency::Craq,
+        false,
+        false,
+        &[
+            "partition:1,2,4,5@41495362ns..4041495362ns",
+            "depart:5@104513432ns",
+            "join@194014275ns",
+            "depart:3@735724115ns",
+            "crash:2@925394190ns",
+            "restart:2@1125394190ns",
+        ],
+    );
+    assert_passes(at_fast_timeout(config, false));
+}

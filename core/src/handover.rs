@@ -219,10 +219,24 @@ impl Handover {
         if !sh.is_member() {
             return Err(Rejected::not_member("fetch", &from, sh.phase));
         }
-        let entries = match have.is_empty() {
+        let mut entries = match have.is_empty() {
             true => sh.store.entries_in(range),
             false => sh.store.entries_differing(range, have),
         };
+        if sh.config.consistency.is_chain() {
+            // Only what this node holds for the ring: its installed range, and what it
+            // gains in the same change. Anything else is left over from a change that was
+            // never decided (a cut-off leader prepares changes it cannot decide), not yet
+            // trimmed because this node has not heard of the next change; a fetch that
+            // took it could make the fetcher, as a new tail, serve a write no chain ever
+            // committed (CRAQ partitions, seed 8930).
+            let held = sh.responsibility();
+            let gaining = sh.gaining.filter(|g| g.epoch == epoch).map(|g| g.range);
+            entries.retain(|(key, _)| {
+                let id = Id::of_key(key);
+                held.contains(id) || gaining.is_some_and(|r| r.contains(id))
+            });
+        }
         let chunks = chunk_entries(
             entries,
             sh.limits.snapshot_chunk_entries,

@@ -941,3 +941,113 @@ fn a_write_is_not_forwarded_past_a_replica_of_its_chain() {
     );
     assert_passes(at_fast_timeout(config, false));
 }
+
+/// Chain replication on 5 nodes, seed 1387: departures and removals had shrunk the ring to
+/// k members when a node joined it. On a ring of at most k members every chain runs round
+/// the whole ring, so the joiner's successor (its fetch source) headed the keys of which
+/// the joiner became the tail, and it held a write those chains never committed; the new
+/// tail served it, and the ring later went on without it. Such a joiner now fetches from
+/// its predecessor, those keys' old tail.
+#[test]
+fn a_joiner_of_a_ring_of_k_members_fetches_from_the_old_tail() {
+    let config = SimConfig {
+        nodes: 5,
+        ..reproducer(
+            1387,
+            Consistency::Chain,
+            false,
+            false,
+            &[
+                "crash:1@14148188ns",
+                "partition:3@48174972ns..4048174972ns",
+                "crash:4@59662894ns",
+                "restart:1@214148188ns",
+                "restart:4@259662894ns",
+                "depart:0@662039526ns",
+            ],
+        )
+    };
+    assert_passes(at_fast_timeout(config, false));
+}
+
+/// The same under CRAQ with k = 5 on 10 nodes, seed 850: the ring down to five members
+/// (two departures, a crash, three nodes cut off) when one joined.
+#[test]
+fn a_craq_joiner_of_a_ring_of_k_members_fetches_from_the_old_tail() {
+    let config = SimConfig {
+        k: 5,
+        ..reproducer(
+            850,
+            Consistency::Craq,
+            false,
+            false,
+            &[
+                "crash:4@95896789ns",
+                "depart:7@109314347ns",
+                "restart:4@295896789ns",
+                "depart:0@419578661ns",
+                "partition:3,5,9@484901257ns..4484901257ns",
+                "crash:6@492283592ns",
+                "join@684627663ns",
+                "restart:6@692283592ns",
+            ],
+        )
+    };
+    assert_passes(at_fast_timeout(config, false));
+}
+
+/// CRAQ partitions, seed 8930: a leader cut off from its group prepared a change it could
+/// never decide, and a member fetched for it, from the key's head, a write its chain never
+/// committed. After the heal a node that became the key's tail fetched from that member
+/// before the member had heard of the new change and dropped what the undecided one had
+/// brought: the new tail served the write, which the ring then went on without. A source
+/// now sends only what it holds for the ring: its installed range and what it gains in
+/// the same change.
+#[test]
+fn a_source_sends_nothing_left_over_from_an_undecided_change() {
+    let config = reproducer(
+        8930,
+        Consistency::Craq,
+        false,
+        false,
+        &[
+            "partition:1,2,3,4@4306252ns..4004306252ns",
+            "join@390363377ns",
+            "crash:4@851135944ns",
+            "restart:4@1051135944ns",
+        ],
+    );
+    assert_passes(at_fast_timeout(config, false));
+}
+
+/// CRAQ with k = 5, seed 1578: departures and three overlapping partitions left a ring of
+/// two when one of them departed. On a ring of at most k members every member holds
+/// every key, so the other, becoming the keys' only replica and tail, gained nothing and
+/// committed in the first wave with the departing node, which, still the tail in its own
+/// view, answered a read with a value the other had already overwritten. Under chain
+/// replication a node departing such a ring now commits first, alone.
+#[test]
+fn a_node_departing_a_ring_of_k_members_commits_before_the_others() {
+    let config = SimConfig {
+        k: 5,
+        ..reproducer(
+            1578,
+            Consistency::Craq,
+            false,
+            false,
+            &[
+                "depart:5@32007640ns",
+                "partition:0,2,6@143882868ns..4143882868ns",
+                "join@273374731ns",
+                "depart:3@420205687ns",
+                "join@426192495ns",
+                "partition:0,2,7@659804877ns..4659804877ns",
+                "depart:0@660966943ns",
+                "partition:0,1,9@704733398ns..4704733398ns",
+                "depart:8@763606760ns",
+                "join@817942949ns",
+            ],
+        )
+    };
+    assert_passes(at_fast_timeout(config, false));
+}

@@ -114,8 +114,18 @@ impl Plan {
             .iter()
             .map(|node| (node.clone(), prepare_for(ring, change, node, shape)))
             .collect();
+        // On a ring left with at most k members every member already holds every key, so
+        // a node that becomes a key's tail when another departs gains nothing and would
+        // commit in the first wave, with the departing old tail still serving: under chain
+        // replication the departing node commits first, alone.
+        let first = match change {
+            Change::Depart(n) if ring.len() <= shape.k && shape.config.consistency.is_chain() => {
+                Some(n.id)
+            }
+            _ => None,
+        };
         undo(ring, change, &removed);
-        let waves = commit_waves(&affected, &gaining, &prepares);
+        let waves = commit_waves(&affected, &gaining, &prepares, first);
         Plan {
             removed,
             affected,
@@ -131,6 +141,7 @@ fn commit_waves(
     affected: &[NodeRef],
     gaining: &[bool],
     prepares: &[(NodeRef, Prepare)],
+    first: Option<crate::Id>,
 ) -> Vec<Vec<NodeRef>> {
     let source_of = |i: usize| -> Option<usize> {
         let (_, prepare) = prepares.get(i)?;
@@ -139,6 +150,13 @@ fn commit_waves(
     };
     let sources: Vec<Option<usize>> = (0..affected.len()).map(source_of).collect();
     let mut level: Vec<usize> = gaining.iter().map(|g| usize::from(*g)).collect();
+    if let Some(first) = first {
+        for (l, node) in level.iter_mut().zip(affected) {
+            if node.id != first {
+                *l = (*l).max(1);
+            }
+        }
+    }
     // Longest path along "fetches from" edges; they never form a cycle (sources are
     // predecessors after a departure or removal and the successor of a joiner), but the
     // loop is bounded regardless.
@@ -180,6 +198,15 @@ fn prepare_for(next: &Ring, change: &Change, node: &NodeRef, shape: Shape) -> Pr
     // predecessors: a surviving old replica of any key it gains lies among them (it
     // precedes the newcomer in the key's new replica set).
     let sources = match change {
+        // A joiner fetches from its successor, which follows it in every chain it joins,
+        // so holds nothing those chains have not passed through the joiner's place. Not
+        // on a ring of at most k members under chain replication: there every chain runs
+        // round the whole ring, the successor heads the keys of which the joiner becomes
+        // the tail and may hold writes they never committed; the predecessor, their old
+        // tail, holds only committed ones and precedes the joiner in every other chain.
+        Change::Join(n) if next.len() <= shape.k && shape.config.consistency.is_chain() => {
+            next.predecessor_before(n.id).cloned().into_iter().collect()
+        }
         Change::Join(n) => next.successor_after(n.id).cloned().into_iter().collect(),
         // The departing node holds everything but may, as a head, hold writes its chain
         // never committed: nearer holders come first, the departing node last (it alone
@@ -286,6 +313,44 @@ mod tests {
             .expect("every affected node commits in some wave")
     }
 
+    /// A joiner fetches from its successor, except under chain replication on a ring of
+    /// at most k members, where the successor heads the keys the joiner becomes the tail
+    /// of: then from its predecessor, their old tail.
+    #[test]
+    fn a_joiner_of_a_ring_of_at_most_k_members_fetches_from_its_predecessor() {
+        for (n, k, consistency, from_pred) in [
+            // (members before the join, k, model, from the predecessor)
+            (2, 3, Consistency::Chain, true),
+            (2, 3, Consistency::Craq, true),
+            (4, 5, Consistency::Chain, true),
+            (3, 3, Consistency::Chain, false),
+            (6, 3, Consistency::Craq, false),
+            (2, 3, Consistency::Eventual, false),
+        ] {
+            let (mut next, _) = ring(n);
+            let joiner = NodeRef::new("10.0.0.99:5000");
+            next.insert(joiner.clone());
+            let shape = Shape {
+                config: ClusterConfig {
+                    consistency,
+                    ..shape(k).config
+                },
+                ..shape(k)
+            };
+            let prepare = prepare_for(&next, &Change::Join(joiner.clone()), &joiner, shape);
+            let expected = match from_pred {
+                true => next.predecessor_before(joiner.id),
+                false => next.successor_after(joiner.id),
+            };
+            let sources: Vec<_> = prepare.sources.iter().map(|s| s.id).collect();
+            assert_eq!(
+                sources,
+                vec![expected.unwrap().id],
+                "{n} + 1 nodes, k={k}, {consistency}"
+            );
+        }
+    }
+
     /// Every affected node commits exactly once, and each node that fetches commits in a
     /// later wave than its nearest source, for departures, removals and joins.
     #[test]
@@ -334,5 +399,34 @@ mod tests {
         assert_eq!(wave_of(&plan, nodes[4].id), 0);
         assert!(plan.waves.len() >= 3, "{:?}", plan.waves);
         assert!(plan.waves.len() <= 3 + 1, "{:?}", plan.waves);
+    }
+
+    /// A node departing a ring that is left with at most k members commits alone, before
+    /// every other (chain modes): the others gain nothing, and one of them becomes a tail.
+    #[test]
+    fn a_node_departing_a_small_ring_commits_alone_first() {
+        for (n, consistency, alone) in [
+            (3, Consistency::Chain, true),
+            (4, Consistency::Craq, true),
+            (5, Consistency::Chain, false),
+            (3, Consistency::Eventual, false),
+        ] {
+            let (mut ring, nodes) = ring(n);
+            let shape = Shape {
+                config: ClusterConfig {
+                    consistency,
+                    ..shape(3).config
+                },
+                ..shape(3)
+            };
+            let plan = Plan::new(&mut ring, &Change::Depart(nodes[1].clone()), &[], shape);
+            assert_eq!(wave_of(&plan, nodes[1].id), 0);
+            let first_alone = plan.waves[0].len() == 1;
+            assert_eq!(
+                first_alone, alone,
+                "{n} nodes, {consistency}: {:?}",
+                plan.waves
+            );
+        }
     }
 }

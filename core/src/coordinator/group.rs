@@ -106,6 +106,10 @@ pub(crate) struct Group {
     /// When each other seat of this configuration was last heard from (by pid): a
     /// leader grants leases only while a majority of the group hears it.
     heard: BTreeMap<u64, Time>,
+    /// When each other seat last showed it follows this seat's own ballot (by pid): the
+    /// majority a leader needs to grant leases. A seat that follows a newer leader still
+    /// sends this one messages (of the newer ballot), which count as heard, not here.
+    following: BTreeMap<u64, Time>,
     /// Ticks since omnipaxos' leader (as this seat knows it) was last heard from.
     leader_quiet: u64,
     /// Ticks given to the current consensus instance (its election clock counts them
@@ -147,6 +151,7 @@ impl Group {
             sent_seq: BTreeMap::new(),
             recv_seq: BTreeMap::new(),
             heard: BTreeMap::new(),
+            following: BTreeMap::new(),
             leader_quiet: 0,
             op_ticks: 0,
             quiet_reports: BTreeMap::new(),
@@ -165,6 +170,7 @@ impl Group {
         self.sent_seq.clear();
         self.recv_seq.clear();
         self.heard.clear();
+        self.following.clear();
         self.leader_quiet = 0;
         self.op_ticks = 0;
         self.quiet_reports.clear();
@@ -324,6 +330,10 @@ impl Group {
         let Some(op) = &mut self.instance else {
             return Vec::new();
         };
+        let mine = op.get_promise();
+        if mine.pid == op.get_pid() && follows(&consensus.msg, mine) {
+            self.following.insert(from, out.now);
+        }
         if op.get_current_leader().is_some_and(|(pid, _)| pid == from) {
             self.leader_quiet = 0;
         }
@@ -334,13 +344,22 @@ impl Group {
     /// The latest time by which a majority of the seats (this one counted, as of `now`)
     /// had been heard from; `None` if a majority never was.
     pub(crate) fn majority_heard_since(&self, now: Time) -> Option<Time> {
+        self.majority_since(&self.heard, now)
+    }
+
+    /// As [`Group::majority_heard_since`], counting only seats that showed they follow
+    /// this seat's ballot (see `following`): what a leader needs to grant leases.
+    pub(crate) fn majority_following_since(&self, now: Time) -> Option<Time> {
+        self.majority_since(&self.following, now)
+    }
+
+    fn majority_since(&self, seen: &BTreeMap<u64, Time>, now: Time) -> Option<Time> {
         let others_needed = self.dir.seats.len() / 2;
         if others_needed == 0 || self.instance.is_none() {
             return Some(now);
         }
         let me = self.my_pid();
-        let mut times: Vec<Time> = self
-            .heard
+        let mut times: Vec<Time> = seen
             .iter()
             .filter(|(pid, _)| **pid != me)
             .map(|(_, t)| *t)
@@ -719,5 +738,22 @@ impl Storage<Decision> for LogStore {
 
     fn get_snapshot(&self) -> StorageResult<Option<NoSnapshot>> {
         Ok(None)
+    }
+}
+
+/// Whether `msg` shows that its sender follows the leader of ballot `mine`: a heartbeat
+/// reply naming it as the leader, or a promise or an acceptance in its round.
+fn follows(msg: &PaxosMessage<Decision>, mine: Ballot) -> bool {
+    use omnipaxos::messages::ballot_leader_election::HeartbeatMsg;
+    use omnipaxos::messages::sequence_paxos::PaxosMsg;
+    match msg {
+        PaxosMessage::BLE(ble) => matches!(&ble.msg, HeartbeatMsg::Reply(r) if r.leader == mine),
+        PaxosMessage::SequencePaxos(p) => match &p.msg {
+            PaxosMsg::Promise(promise) => promise.n == mine,
+            PaxosMsg::Accepted(accepted) => accepted.n == mine,
+            _ => false,
+        },
+        #[allow(unreachable_patterns)]
+        _ => false,
     }
 }

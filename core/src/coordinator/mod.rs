@@ -184,7 +184,20 @@ impl Coordination {
     /// grant leases (see [`crate::Timing::lease_ns`]): a leader cut off from its group
     /// stops granting before any other seat can be elected and remove a member.
     pub(crate) fn may_grant_leases(&self, sh: &Shared, now: Time) -> bool {
-        self.leader.is_some() && !sh.comeback.holds(now) && self.hears_majority(sh, now)
+        self.leader.is_some() && !sh.comeback.holds(now) && self.followed_by_majority(sh, now)
+    }
+
+    /// Whether a majority of the group showed, within the lease grant window, that it
+    /// follows this seat's own ballot. Hearing them is not enough: right after a partition
+    /// heals, the seats that elected another leader meanwhile still send this one messages
+    /// (of the newer ballot) before it learns it is deposed (chain partitions, seed 28441:
+    /// a deposed leader granted a lease, and a member of its old view served a value the
+    /// ring had overwritten).
+    fn followed_by_majority(&self, sh: &Shared, now: Time) -> bool {
+        let window = sh.timing.lease_grant_window_ns();
+        self.group
+            .majority_following_since(now)
+            .is_some_and(|t| now.saturating_sub(t) < window)
     }
 
     /// Whether this seat leads but has heard from no majority of its group for a

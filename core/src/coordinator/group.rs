@@ -753,6 +753,7 @@ fn follows(msg: &PaxosMessage<Decision>, mine: Ballot) -> bool {
             PaxosMsg::Accepted(accepted) => accepted.n == mine,
             _ => false,
         },
+        // omnipaxos adds a variant with its `async_runtime` feature (off here).
         #[allow(unreachable_patterns)]
         _ => false,
     }

@@ -100,7 +100,7 @@ impl Craq {
         let node = sh.addr();
         // As a chain tail serves reads: in its own view it holds the key and is its tail.
         let serving = sh.is_member() && !sh.unsure && sh.responsibility().contains(key_id);
-        if !serving || !sh.is_tail(key_id) {
+        if !serving || !sh.serves_tail(key_id) {
             return out.respond(Some(origin), Err(RequestError::RouteBroken { node }));
         }
         if !sh.holds_lease(out.now) {

@@ -59,11 +59,36 @@ impl Migration {
     }
 }
 
+impl Fetch {
+    /// Ask `source` again unless it has sent something since the last time (a large
+    /// snapshot may simply still be arriving). False if it is not a source still to
+    /// answer.
+    fn ask_again(&mut self, out: &mut Out, source: &NodeRef) -> bool {
+        let Some(seen) = self.pending.get(&source.id) else {
+            return false;
+        };
+        let mark = self.marks.entry(source.id).or_insert(0);
+        if seen.len() > *mark {
+            *mark = seen.len();
+        } else {
+            let range = self.parts.get(&source.id).copied().unwrap_or(self.range);
+            let (epoch, have) = (self.epoch, self.have.clone());
+            out.send(source, Message::Fetch { epoch, range, have });
+        }
+        true
+    }
+}
+
+/// A completed fetch: the entries, merged, and whether it was a repair's.
+type Fetched = (BTreeMap<String, Entry>, bool);
+
 /// What a gainer is fetching.
 #[derive(Clone, Debug)]
 struct Fetch {
     epoch: u64,
     range: Range,
+    /// Sources asked for only part of `range` (see `Prepare::pieces`), with that part.
+    parts: BTreeMap<Id, Range>,
     /// Sources still to answer, with the snapshot chunks received from each.
     pending: BTreeMap<Id, BTreeSet<u32>>,
     /// Sources nearest first: with several, each key is taken from the nearest that has
@@ -82,6 +107,12 @@ struct Fetch {
 pub(crate) struct Handover {
     migrations: Vec<Migration>,
     fetch: Option<Fetch>,
+    /// The repair fetch of a node in doubt (`Shared::unsure`), apart from the fetch of a
+    /// change it prepares meanwhile, which must not replace it.
+    repair: Option<Fetch>,
+    /// Fetches asked of this node while it was in doubt: answered once its repair is
+    /// done (from, epoch, range, digests).
+    deferred: Vec<(NodeRef, u64, Range, Vec<u64>)>,
     /// A commit whose acknowledgement waits for forwards to be acknowledged.
     ack_pending: Option<u64>,
     /// Eventual consistency: keys forwarded to this node for changes it prepared and has
@@ -218,6 +249,18 @@ impl Handover {
     ) -> Result<(), Rejected> {
         if !sh.is_member() {
             return Err(Rejected::not_member("fetch", &from, sh.phase));
+        }
+        if sh.unsure && sh.config.consistency.is_chain() {
+            // In doubt, this node may lack writes its chains acknowledged: a fetcher that
+            // took its store could serve as a new tail without them (k = 5, seed 4344: a
+            // new leader in doubt prepared its next change, and a member fetched from
+            // it). It answers once its repair is done.
+            self.deferred
+                .retain(|(f, e, ..)| !(*f == from && *e == epoch));
+            if self.deferred.len() < sh.limits.migrations_max {
+                self.deferred.push((from, epoch, range, have.to_vec()));
+            }
+            return Ok(());
         }
         let mut entries = match have.is_empty() {
             true => sh.store.entries_in(range),
@@ -500,17 +543,45 @@ impl Handover {
         sources: &[NodeRef],
         have: Vec<u64>,
     ) -> bool {
+        self.start_fetch_parts(out, epoch, range, sources, BTreeMap::new(), have)
+    }
+
+    /// As [`Handover::start_fetch`], each source asked for its own part of `range` only
+    /// (see `Prepare::pieces`).
+    pub(crate) fn start_fetch_pieces(
+        &mut self,
+        out: &mut Out,
+        epoch: u64,
+        range: Range,
+        pieces: &[crate::message::Piece],
+    ) -> bool {
+        let sources: Vec<NodeRef> = pieces.iter().map(|p| p.source.clone()).collect();
+        let parts = pieces.iter().map(|p| (p.source.id, p.range)).collect();
+        self.start_fetch_parts(out, epoch, range, &sources, parts, Vec::new())
+    }
+
+    fn start_fetch_parts(
+        &mut self,
+        out: &mut Out,
+        epoch: u64,
+        range: Range,
+        sources: &[NodeRef],
+        parts: BTreeMap<Id, Range>,
+        have: Vec<u64>,
+    ) -> bool {
         self.fetch = None;
         if sources.is_empty() {
             return true;
         }
         for source in sources {
             let have = have.clone();
+            let range = parts.get(&source.id).copied().unwrap_or(range);
             out.send(source, Message::Fetch { epoch, range, have });
         }
         self.fetch = Some(Fetch {
             epoch,
             range,
+            parts,
             pending: sources.iter().map(|s| (s.id, BTreeSet::new())).collect(),
             order: sources.iter().map(|s| s.id).collect(),
             received: BTreeMap::new(),
@@ -520,9 +591,56 @@ impl Handover {
         false
     }
 
-    /// Epoch of the fetch in progress, if one is.
-    pub(crate) fn fetching_epoch(&self) -> Option<u64> {
-        self.fetch.as_ref().map(|f| f.epoch)
+    /// A node in doubt asks `source` again for `range` as of its installed view `epoch`
+    /// (see `Membership::repair_if_source_failed`).
+    pub(crate) fn start_repair(
+        &mut self,
+        out: &mut Out,
+        epoch: u64,
+        range: Range,
+        source: &NodeRef,
+    ) {
+        out.send(
+            source,
+            Message::Fetch {
+                epoch,
+                range,
+                have: Vec::new(),
+            },
+        );
+        self.repair = Some(Fetch {
+            epoch,
+            range,
+            parts: BTreeMap::new(),
+            pending: BTreeMap::from([(source.id, BTreeSet::new())]),
+            order: vec![source.id],
+            received: BTreeMap::new(),
+            marks: BTreeMap::new(),
+            have: Vec::new(),
+        });
+    }
+
+    /// Epoch of the repair fetch in progress, if one is.
+    pub(crate) fn repair_epoch(&self) -> Option<u64> {
+        self.repair.as_ref().map(|f| f.epoch)
+    }
+
+    /// Ask for the repair again: of `source` afresh if it is another node than before,
+    /// else only if nothing has arrived since the last time.
+    pub(crate) fn refetch_repair(&mut self, out: &mut Out, source: &NodeRef) {
+        let Some(f) = &mut self.repair else { return };
+        if !f.ask_again(out, source) {
+            let (epoch, range) = (f.epoch, f.range);
+            self.start_repair(out, epoch, range, source);
+        }
+    }
+
+    /// The repair is done: answer the fetches deferred meanwhile.
+    pub(crate) fn answer_deferred(&mut self, sh: &Shared, out: &mut Out) {
+        for (from, epoch, range, have) in std::mem::take(&mut self.deferred) {
+            // A fetcher that is no longer a member's is refused as on arrival.
+            let _ = self.on_fetch(sh, out, from, epoch, range, &have);
+        }
     }
 
     /// The prepare came again (something was lost): ask again the sources that have not
@@ -530,23 +648,13 @@ impl Handover {
     /// still be arriving).
     pub(crate) fn refetch(&mut self, out: &mut Out, sources: &[NodeRef]) {
         let Some(f) = &mut self.fetch else { return };
-        let (epoch, range) = (f.epoch, f.range);
         for source in sources {
-            let Some(seen) = f.pending.get(&source.id) else {
-                continue;
-            };
-            let mark = f.marks.entry(source.id).or_insert(0);
-            if seen.len() > *mark {
-                *mark = seen.len();
-            } else {
-                let have = f.have.clone();
-                out.send(source, Message::Fetch { epoch, range, have });
-            }
+            f.ask_again(out, source);
         }
     }
 
     /// A snapshot chunk arrived. When every source has sent everything, the fetched
-    /// entries, merged (see [`merge`]).
+    /// entries, merged (see [`merge`]), and whether they are a repair's.
     pub(crate) fn on_snapshot(
         &mut self,
         consistency: Consistency,
@@ -555,8 +663,17 @@ impl Handover {
         chunk: u32,
         chunks: u32,
         entries: Vec<(String, Entry)>,
-    ) -> Result<Option<BTreeMap<String, Entry>>, Rejected> {
-        let Some(f) = self.fetch.as_mut().filter(|f| f.epoch == epoch) else {
+    ) -> Result<Option<Fetched>, Rejected> {
+        let asked = |f: &Option<Fetch>| {
+            f.as_ref()
+                .is_some_and(|f| f.epoch == epoch && f.pending.contains_key(&from.id))
+        };
+        let repair = !asked(&self.fetch) && asked(&self.repair);
+        let slot = match repair {
+            true => &mut self.repair,
+            false => &mut self.fetch,
+        };
+        let Some(f) = slot.as_mut().filter(|f| f.epoch == epoch) else {
             return Err(Rejected::wrong_epoch("snapshot", from, epoch));
         };
         if let Some(seen) = f.pending.get_mut(&from.id) {
@@ -570,10 +687,10 @@ impl Handover {
         if !f.pending.is_empty() {
             return Ok(None);
         }
-        let Some(mut f) = self.fetch.take() else {
+        let Some(mut f) = slot.take() else {
             return Ok(None);
         };
-        Ok(Some(merge(&mut f, consistency)))
+        Ok(Some((merge(&mut f, consistency), repair)))
     }
 }
 

@@ -9,7 +9,7 @@ use crate::handover::Handover;
 use crate::message::{Envelope, Message, NodeRef, Prepare, View};
 use crate::out::Out;
 use crate::rejected::Rejected;
-use crate::shared::{responsibility_of, Gaining, Phase, Shared};
+use crate::shared::{responsibility_of, tails_of, Gaining, Phase, Shared};
 use crate::store::Range;
 
 /// A `Commit` from the coordinator, as `Membership::on_commit` takes it.
@@ -489,6 +489,7 @@ impl Membership {
             sources,
             fingers,
             resync,
+            pieces,
             ..
         } = prepare;
         let epoch = view.epoch;
@@ -529,7 +530,16 @@ impl Membership {
             Range::Empty => Vec::new(),
             _ => sources.into_iter().filter(|s| s.id != sh.me.id).collect(),
         };
-        if chain {
+        // After a removal that leaves at most k members, each part of the gain comes
+        // from the last of its old replicas still in the ring (`Prepare::pieces`): the
+        // nearest source may be gaining the same keys, and hold none of them yet.
+        let pieces = match chain && fetching == gained && covers(&pieces, gained) {
+            true => pieces,
+            false => Vec::new(),
+        };
+        if !pieces.is_empty() {
+            sources = pieces.iter().map(|p| p.source.clone()).collect();
+        } else if chain {
             // The nearest source is this node's predecessor in every chain it joins, so it
             // holds every acknowledged write; a farther one (upstream, nearer the head)
             // may also hold writes its chain never committed, which a new tail must not
@@ -540,6 +550,7 @@ impl Membership {
         sh.gaining = Some(Gaining {
             epoch,
             range: gained,
+            tails: tails_of(&view, &sh.me, sh.config.k),
         });
         self.preparing = Some(Preparing {
             view,
@@ -556,7 +567,11 @@ impl Membership {
             true => sh.store.fetch_digests(fetching),
             false => Vec::new(),
         };
-        if ho.start_fetch(out, epoch, fetching, &sources, have) {
+        let done = match pieces.is_empty() {
+            true => ho.start_fetch(out, epoch, fetching, &sources, have),
+            false => ho.start_fetch_pieces(out, epoch, fetching, &pieces),
+        };
+        if done {
             self.mark_ready(sh, out);
         }
     }
@@ -726,32 +741,28 @@ impl Membership {
             .cloned();
         let Some(source) = source else { return };
         sh.unsure = true;
-        ho.start_fetch(out, epoch, fetching, &[source], Vec::new());
+        ho.start_repair(out, epoch, fetching, &source);
     }
 
     /// Heartbeat tick of a node in doubt (see `repair_if_source_failed`): a repair fetch
-    /// lost, or replaced by a later change's, is asked again from the nearest live
-    /// predecessor, until one completes. It asks for every key this node holds: the
-    /// predecessor precedes it in the chain of each key they share, and sends nothing
-    /// of the keys this node heads.
+    /// lost is asked again from the nearest predecessor, until one completes, also while
+    /// a change is prepared (this node answers no fetch meanwhile, and the change may need
+    /// it as a source). It asks for every key this node holds: the predecessor precedes it
+    /// in the chain of each key they share, and sends nothing of the keys this node
+    /// heads. A predecessor the prepared change takes out of the ring is passed over: it
+    /// may be gone.
     fn continue_repair(&self, sh: &Shared, ho: &mut Handover, out: &mut Out) {
-        if !sh.unsure || self.preparing.is_some() || !sh.is_member() {
-            return; // the change being prepared fetches first; then this goes on
+        if !sh.unsure || !sh.is_member() {
+            return;
         }
-        let Some(source) = sh.view.preds.first().cloned() else {
+        let next = self.preparing.as_ref().map(|p| &p.view);
+        let stays = |n: &&NodeRef| next.is_none_or(|v| v.preds.contains(n) || v.succs.contains(n));
+        let Some(source) = sh.view.preds.iter().find(stays).cloned() else {
             return;
         };
-        match ho.fetching_epoch() {
-            Some(epoch) if epoch == sh.view.epoch => ho.refetch(out, &[source]),
-            _ => {
-                ho.start_fetch(
-                    out,
-                    sh.view.epoch,
-                    sh.responsibility(),
-                    &[source],
-                    Vec::new(),
-                );
-            }
+        match ho.repair_epoch() {
+            Some(epoch) if epoch == sh.view.epoch => ho.refetch_repair(out, &source),
+            _ => ho.start_repair(out, sh.view.epoch, sh.responsibility(), &source),
         }
     }
 
@@ -867,6 +878,23 @@ fn from_coordinator(
         true => Ok(()),
         false => Err(Rejected::not_coordinator(kind, from)),
     }
+}
+
+/// Whether `pieces` cut `range` into consecutive parts, in order (see
+/// `Prepare::pieces`); a node that computed another gain than its leader ignores them.
+fn covers(pieces: &[crate::message::Piece], range: Range) -> bool {
+    let Range::Interval { from, to } = range else {
+        return false;
+    };
+    let mut at = from;
+    for piece in pieces {
+        match piece.range {
+            // `(a, a]` would be the whole circle.
+            Range::Interval { from: f, to: t } if f == at && f != t => at = t,
+            _ => return false,
+        }
+    }
+    !pieces.is_empty() && at == to
 }
 
 fn send_ready(sh: &Shared, out: &mut Out, epoch: u64) {

@@ -119,6 +119,22 @@ pub struct Prepare {
     /// fetched for it: the sources of this change count on that.
     #[serde(default)]
     pub decided: u64,
+    /// Under chain replication, after a removal that leaves at most k members: where
+    /// each part of what the receiver gains comes from, the last of that part's old
+    /// replicas still in the ring. There every member gains, and its nearest
+    /// predecessor may gain the same keys in the same change, so holds nothing of them
+    /// yet. Empty otherwise: everything comes from `sources`.
+    #[serde(default)]
+    pub pieces: Vec<Piece>,
+}
+
+/// Part of a prepared node's gain and the node that holds it (see [`Prepare::pieces`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Piece {
+    /// The keys.
+    pub range: Range,
+    /// Where to fetch them.
+    pub source: NodeRef,
 }
 
 impl Prepare {
@@ -133,6 +149,10 @@ impl Prepare {
         self.view.check(self.config.k)?;
         if self.sources.len() > crate::config::MAX_K + 1 {
             return Err(format!("{} fetch sources", self.sources.len()));
+        }
+        // A removal leaving at most k members: one piece per old primary at most.
+        if self.pieces.len() > crate::config::MAX_K {
+            return Err(format!("{} fetch pieces", self.pieces.len()));
         }
         match &self.fingers {
             Some(f) if f.len() != crate::id::ID_BITS => {
@@ -155,6 +175,8 @@ struct PrepareWire {
     term: u64,
     #[serde(default)]
     decided: u64,
+    #[serde(default)]
+    pieces: Vec<Piece>,
 }
 
 impl TryFrom<PrepareWire> for Prepare {
@@ -168,6 +190,7 @@ impl TryFrom<PrepareWire> for Prepare {
             resync: w.resync,
             term: w.term,
             decided: w.decided,
+            pieces: w.pieces,
         };
         prepare.check()?;
         Ok(prepare)

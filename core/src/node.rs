@@ -1058,16 +1058,20 @@ impl Node {
         let fetched =
             self.handover
                 .on_snapshot(consistency, from, epoch, chunk, chunks, entries)?;
-        if let Some(entries) = fetched {
+        if let Some((entries, repair)) = fetched {
             let (sh, out) = (&mut self.shared, &mut self.out);
             self.membership
                 .take_fetched(sh, &mut self.handover, out, epoch, entries);
             // A repair fetch, for the view installed (see `Membership::on_commit`), ends
-            // doubt; a fetch for a view being prepared does not.
-            if epoch <= sh.view.epoch {
+            // doubt, and the fetches asked of this node meanwhile are answered; a fetch for
+            // a view being prepared does not end it.
+            if repair || epoch <= sh.view.epoch {
                 sh.unsure = false;
+                self.handover.answer_deferred(sh, out);
             }
-            self.membership.mark_ready(sh, out);
+            if !repair {
+                self.membership.mark_ready(sh, out);
+            }
         }
         Ok(())
     }

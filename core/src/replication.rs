@@ -406,7 +406,7 @@ fn read_at_primary(sh: &Shared, out: &mut Out, origin: Option<Origin>, key: Stri
 pub(crate) fn tail_read(sh: &Shared, out: &mut Out, origin: Origin, key: &str, hops: u32) {
     let key_id = Id::of_key(key);
     let serving = sh.is_member() && !sh.unsure;
-    if serving && sh.responsibility().contains(key_id) && sh.is_tail(key_id) {
+    if serving && sh.responsibility().contains(key_id) && sh.serves_tail(key_id) {
         return answer_read(sh, out, Some(origin), key, hops);
     }
     let node = sh.addr();

@@ -66,6 +66,9 @@ pub(crate) struct Gaining {
     pub(crate) epoch: u64,
     /// Keys it adds to this node's responsibility: accepted before the commit.
     pub(crate) range: Range,
+    /// Keys this node is the tail of in the view being prepared: under chain replication
+    /// it serves no tail read of any other key until that view commits or is abandoned.
+    pub(crate) tails: Range,
 }
 
 /// A node's identity, settings, view and data.
@@ -204,6 +207,18 @@ impl Shared {
         in_open_closed(key, from, first.id)
     }
 
+    /// Whether this node may answer a read of `key` as its tail: the tail in its
+    /// installed view, and in the view it is preparing, if any. A tail whose keys a
+    /// prepared change hands to another stops answering for them at once: the leader
+    /// commits that other node only after this one answered the prepare, and the new
+    /// tail, which held the keys upstream, may serve a write this node has not
+    /// acknowledged yet. Both serving at once let a read see that write and a later one
+    /// miss it (4 nodes, seed 3587: a join made the old tail's predecessor the tail, and
+    /// both committed in the first wave).
+    pub(crate) fn serves_tail(&self, key: Id) -> bool {
+        self.is_tail(key) && self.gaining.is_none_or(|g| g.tails.contains(key))
+    }
+
     /// This node's place in `key`'s chain under its installed view (0: the head), if it
     /// holds the key.
     pub(crate) fn chain_position(&self, key: Id) -> Option<usize> {
@@ -290,6 +305,32 @@ impl Shared {
     }
 }
 
+/// Keys a node at `me` is the tail of under `view` with replication factor `k` (as
+/// [`Shared::is_tail`] computes it for the installed view).
+pub(crate) fn tails_of(view: &View, me: &NodeRef, k: usize) -> Range {
+    let m = k.min(view.ring_size.max(1));
+    if view.ring_size == 0 {
+        return Range::Empty;
+    }
+    if m <= 1 {
+        return match view.preds.first() {
+            None if view.ring_size == 1 => Range::All,
+            None => Range::Empty,
+            Some(pred) => Range::Interval {
+                from: pred.id,
+                to: me.id,
+            },
+        };
+    }
+    match (view.preds.get(m - 2), view.preds.get(m - 1)) {
+        (Some(first), far) => Range::Interval {
+            from: far.map_or(me.id, |n| n.id),
+            to: first.id,
+        },
+        (None, _) => Range::Empty,
+    }
+}
+
 /// Keys a node at `me` must hold under `view` with replication factor `k`: its own range
 /// and its `k - 1` predecessors' ranges.
 pub(crate) fn responsibility_of(view: &View, me: &NodeRef, k: usize) -> Range {
@@ -304,6 +345,34 @@ pub(crate) fn responsibility_of(view: &View, me: &NodeRef, k: usize) -> Range {
                 to: me.id,
             },
             None => Range::All,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ring::Ring;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The keys a member tails under a view are those whose replica set, computed
+        /// on the whole ring, ends at that member; the same for responsibility.
+        #[test]
+        fn tails_and_responsibility_match_the_ring(n in 1usize..12, k in 1usize..6, key in any::<[u8; 20]>()) {
+            let mut ring = Ring::new();
+            for i in 0..n {
+                ring.insert(NodeRef::new(&format!("10.0.0.{i}:5000")));
+            }
+            let key = Id::from_bytes(key);
+            let replicas = ring.replicas(key, k);
+            for member in ring.iter() {
+                let view = ring.view_of(member.id, k + 1, 1);
+                let tail = replicas.last().is_some_and(|t| t.id == member.id);
+                prop_assert_eq!(tails_of(&view, member, k).contains(key), tail);
+                let holds = replicas.iter().any(|r| r.id == member.id);
+                prop_assert_eq!(responsibility_of(&view, member, k).contains(key), holds);
+            }
         }
     }
 }

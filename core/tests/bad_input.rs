@@ -267,6 +267,7 @@ fn a_malformed_prepare_is_refused_and_never_installed() {
         resync: false,
         term: 1,
         decided: 0,
+        pieces: Vec::new(),
     };
     let from_coordinator = |msg| Envelope {
         from: NodeRef::new(&addr(0)),

@@ -457,6 +457,10 @@ mod tests {
                 resync: true,
                 term: 2,
                 decided: 2 << 32,
+                pieces: vec![ringkv_core::message::Piece {
+                    range,
+                    source: node(13),
+                }],
             }),
             Message::Fetch {
                 epoch: 3,

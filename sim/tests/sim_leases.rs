@@ -58,6 +58,17 @@ fn assert_safe(report: &SweepReport, seeds: u64) -> Vec<u64> {
     println!("{report}");
     assert_eq!(report.runs, seeds);
     assert!(report.faults > 3 * seeds, "{report}");
+    let liveness = assert_no_unsafe_run(report);
+    assert!(
+        (liveness.len() as u64) * 100 <= seeds,
+        "liveness failures on {liveness:?}\n{report}"
+    );
+    liveness
+}
+
+/// No run of `report` broke linearizability or lost an acknowledged write; the seeds of
+/// the runs that failed otherwise (liveness).
+fn assert_no_unsafe_run(report: &SweepReport) -> Vec<u64> {
     let mut liveness = Vec::new();
     for run in &report.failures {
         println!("seed {} {:?}", run.seed, run.failures);
@@ -75,10 +86,6 @@ fn assert_safe(report: &SweepReport, seeds: u64) -> Vec<u64> {
         );
         liveness.push(run.seed);
     }
-    assert!(
-        (liveness.len() as u64) * 100 <= seeds,
-        "liveness failures on {liveness:?}\n{report}"
-    );
     liveness
 }
 
@@ -91,6 +98,37 @@ fn sweep_and_check(config: SimConfig) {
     };
     let report = sweep(&config, &options);
     assert_safe(&report, CI_SEEDS);
+}
+
+/// Small rings and long chains, where the ring is often left with at most k members and
+/// every chain runs round the whole ring (where most of the hand-over bugs of
+/// 2026-12-04 were): 4 nodes with disks under chain replication, and k = 5 (up to 4 down)
+/// under CRAQ, 4 s partitions. Safety only: a coordinator group of three seats loses its
+/// majority for good when two of them restart before it has replaced the first (the
+/// README's fault model), so on 4 nodes about 6% of the runs end unsettled.
+#[test]
+fn small_rings_and_long_chains_stay_safe_across_partitions() {
+    let small = SimConfig {
+        nodes: 4,
+        disks: true,
+        ..cut_off_model(Consistency::Chain, 1.0, 0.0)
+    };
+    let long = SimConfig {
+        k: 5,
+        max_down: Some(4),
+        ..cut_off_model(Consistency::Craq, 1.0, 0.0)
+    };
+    for config in [small, long] {
+        let options = SweepOptions {
+            seeds: CI_SEEDS,
+            shrink: false,
+            ..SweepOptions::default()
+        };
+        let report = sweep(&config, &options);
+        println!("{report}");
+        assert_eq!(report.runs, CI_SEEDS);
+        assert_no_unsafe_run(&report);
+    }
 }
 
 #[test]

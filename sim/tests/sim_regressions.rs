@@ -1077,3 +1077,180 @@ fn a_deposed_leader_grants_no_lease_after_the_heal() {
     );
     assert_passes(at_fast_timeout(config, false));
 }
+
+/// Four nodes, chain, disks, seed 1290 (a 4-node campaign of 2026-12-04, 4 s partitions):
+/// a departure left a ring of k = 3 members, on which every member gains a range and
+/// fetched it from its predecessor; those sources formed a cycle, so the commit waves put
+/// the departing node's successor, the keys' new tail, before its source, and it answered
+/// a read before that source's forward of an acknowledged write had arrived. The
+/// departing node's successor now fetches from the departing node, those keys' old tail.
+#[test]
+fn a_new_tail_on_a_ring_of_k_members_waits_for_its_source_after_a_departure() {
+    let config = SimConfig {
+        nodes: 4,
+        ..reproducer(
+            1290,
+            Consistency::Chain,
+            false,
+            false,
+            &[
+                "depart:2@38975745ns",
+                "crash:3@522462859ns",
+                "crash:2@625951116ns",
+                "restart:3@722462859ns",
+                "restart:2@825951116ns",
+            ],
+        )
+    };
+    assert_passes(at_fast_timeout(config, true));
+}
+
+/// k = 5, chain, seed 1557 (a k = 5 campaign of 2026-12-04, 4 s partitions): one partition
+/// split the ten nodes in halves, and the side holding the group's majority removed the
+/// other five, leaving k members. Every member then gained keys, each from its nearest
+/// predecessor, which gained the same keys in the same change and held none of them
+/// yet; the fetches formed a cycle, a member committed first with nothing for them, and
+/// as a new tail answered a read with no value for a key the ring had written. Each part
+/// of a gain now comes from the last of its old replicas still in the ring.
+#[test]
+fn after_a_removal_leaving_k_members_gains_come_from_old_replicas() {
+    let config = SimConfig {
+        k: 5,
+        ..reproducer(
+            1557,
+            Consistency::Chain,
+            false,
+            false,
+            &["partition:0,1,3,7,9@101588791ns..4101588791ns"],
+        )
+    };
+    assert_passes(at_fast_timeout(config, false));
+}
+
+/// Four nodes, chain, disks, seed 3587 (a 4-node campaign of 2026-12-04, 4 s partitions):
+/// a join made a key's old tail drop out of its chain and the node before it the tail.
+/// Neither gains anything, so both committed in the first wave; the new tail answered a
+/// read with a write the old tail had not acknowledged yet, and the old tail, not yet
+/// committed, answered the next read with the value before it. A tail now stops
+/// answering for keys a prepared change hands to another tail as soon as it has the
+/// prepare (the new tail commits only after every affected node answered it).
+#[test]
+fn an_old_tail_stops_answering_once_prepared_to_hand_its_keys_over() {
+    let config = SimConfig {
+        nodes: 4,
+        ..reproducer(
+            3587,
+            Consistency::Chain,
+            false,
+            false,
+            &[
+                "join@38057282ns",
+                "partition:3@154648133ns..4154648133ns",
+                "depart:3@684453594ns",
+                "join@905640281ns",
+                "depart:0@995001661ns",
+            ],
+        )
+    };
+    assert_passes(at_fast_timeout(config, true));
+}
+
+/// Four nodes, chain, disks, seed 4759: departures left the bootstrap the ring's only
+/// member, and the schedule then made it depart too, which dissolves the ring with its
+/// data (as `dht depart` of a one-node ring does: its operator asked for it); the sweep
+/// counted the writes as lost. The simulator no longer asks the last live member to
+/// depart.
+#[test]
+fn the_last_member_is_not_asked_to_depart() {
+    let config = SimConfig {
+        nodes: 4,
+        ..reproducer(
+            4759,
+            Consistency::Chain,
+            false,
+            false,
+            &[
+                "depart:2@138195051ns",
+                "depart:3@149648721ns",
+                "depart:1@609238763ns",
+                "depart:0@715668249ns",
+                "crash:0@890329145ns",
+                "crash:3@923903276ns",
+                "depart:2@928024985ns",
+                "join@932112862ns",
+                "restart:0@1090329145ns",
+                "restart:3@1123903276ns",
+            ],
+        )
+    };
+    assert_passes(at_fast_timeout(config, true));
+}
+
+/// Three nodes, chain, disks, seed 12 of the 3-node campaign: the coordinator group had
+/// three seats, and two of them restarted before it had replaced the first (a restarted
+/// node comes back as a new incarnation, its disk or not, and its seat is void). With no
+/// majority left the group elects no leader again: no lease, no membership change, so
+/// the ring serves no chain read or write for good, though it loses nothing. Restarting
+/// every node, each from its disk (as after a power cut), brings it back.
+#[test]
+fn a_ring_whose_group_lost_its_majority_to_restarts_comes_back_after_a_full_restart() {
+    let faults = [
+        "partition:2@39847421ns..4039847421ns",
+        "depart:2@550276932ns",
+        "crash:2@780864400ns",
+        "partition:2@900923275ns..4900923275ns",
+        "crash:1@922270503ns",
+        "restart:2@980864400ns",
+        "restart:1@1122270503ns",
+    ];
+    let stuck = at_fast_timeout(
+        SimConfig {
+            nodes: 3,
+            ..reproducer(12, Consistency::Chain, false, false, &faults)
+        },
+        true,
+    );
+    let report = check_run(&stuck, &CheckOptions::default());
+    assert!(
+        report
+            .details
+            .iter()
+            .any(|d| d.contains("no live node leads")),
+        "{:?}",
+        report.details
+    );
+    assert_eq!(report.linearizability_violations, 0);
+    assert_eq!(report.lost_acked_writes, 0);
+    let mut restarted = stuck.clone();
+    restarted.faults.push("crash-all@6s".parse().unwrap());
+    restarted.faults.push("restart-all@6200ms".parse().unwrap());
+    assert_passes(restarted);
+}
+
+/// k = 5, chain, seed 4344 (a k = 5 campaign of 2026-12-04, 4 s partitions): a node
+/// became coordinator leader while cut off from the source of its last fetch, finished
+/// that change in doubt (its source failed before a forward of an acknowledged write
+/// arrived), and prepared its own next change, whose fetch replaced its repair fetch; a
+/// member fetched from it, became the key's tail, and served the value the ring had
+/// overwritten. A node in doubt now keeps its repair apart from a prepared change's fetch
+/// and answers fetches only once the repair is done.
+#[test]
+fn a_node_in_doubt_answers_fetches_only_once_repaired() {
+    let config = SimConfig {
+        k: 5,
+        ..reproducer(
+            4344,
+            Consistency::Chain,
+            false,
+            false,
+            &[
+                "depart:9@23090182ns",
+                "partition:2,8@30879596ns..4030879596ns",
+                "join@119680222ns",
+                "join@179504372ns",
+                "partition:0,5,8@971999436ns..4971999436ns",
+            ],
+        )
+    };
+    assert_passes(at_fast_timeout(config, false));
+}

@@ -493,11 +493,18 @@ impl Simulation {
                 self.request_membership(n as u32, Membership::Join);
                 true
             }
+            // Never the ring's last live member: its departure dissolves the ring, its
+            // data with it, as its operator asked (`dht depart` of a one-node ring).
             FaultKind::Depart { node }
                 if exists(node)
                     && self.hosts.nodes[node as usize].up
                     && self.hosts.nodes[node as usize].node.phase()
-                        == ringkv_core::Phase::Active =>
+                        == ringkv_core::Phase::Active
+                    && self.hosts.nodes.iter().enumerate().any(|(i, other)| {
+                        i != node as usize
+                            && other.up
+                            && other.node.phase() == ringkv_core::Phase::Active
+                    }) =>
             {
                 self.request_membership(node, Membership::Depart);
                 true

@@ -1254,3 +1254,36 @@ fn a_node_in_doubt_answers_fetches_only_once_repaired() {
     };
     assert_passes(at_fast_timeout(config, false));
 }
+
+/// Three nodes, chain, disks, seed 8440 (a 3-node campaign of 2026-12-04, 4 s partitions):
+/// the coordinator leader, cut off alone, took its members for silent and proposed to
+/// remove them; accepted by itself alone, the proposal stayed in its log, and right after
+/// the heal it proposed it again (the members it had not heard during the cut still looked
+/// silent) and the group decided it: the members that had gone on without it were
+/// removed, and it was left the ring's only member, serving what it held when cut off. A
+/// leader that does not hear a majority of its group now proposes no removal, and the
+/// silence it saw meanwhile counts for nothing once it hears its group again.
+#[test]
+fn a_leader_cut_off_from_its_group_removes_nobody() {
+    let config = SimConfig {
+        nodes: 3,
+        ..reproducer(
+            8440,
+            Consistency::Chain,
+            false,
+            false,
+            &[
+                "join@229487101ns",
+                "depart:2@286615913ns",
+                "partition:0@292253443ns..4292253443ns",
+                "join@316533891ns",
+                "depart:0@526651053ns",
+                "partition:1@556706316ns..4556706316ns",
+                "depart:2@605715332ns",
+                "join@611510320ns",
+                "depart:2@962232372ns",
+            ],
+        )
+    };
+    assert_passes(at_fast_timeout(config, true));
+}

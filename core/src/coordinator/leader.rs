@@ -467,12 +467,25 @@ impl Leader {
     }
 
     /// Failure check: queue the removal of every member silent past the failure timeout.
-    pub(crate) fn check_failures(&mut self, dir: &mut Directory, sh: &Shared, out: &mut Out) {
+    pub(crate) fn check_failures(
+        &mut self,
+        dir: &mut Directory,
+        sh: &Shared,
+        out: &mut Out,
+        may_remove: bool,
+    ) {
         let now = out.now;
         for node in dir.ring.iter().filter(|n| n.id != sh.me.id) {
-            self.last_seen.entry(node.id).or_insert(now);
+            let seen = self.last_seen.entry(node.id).or_insert(now);
+            if !may_remove {
+                *seen = now;
+            }
         }
-        for node in self.removable(dir, now, sh) {
+        let removable = match may_remove {
+            true => self.removable(dir, now, sh),
+            false => Vec::new(),
+        };
+        for node in removable {
             let change = Change::Remove(node);
             if !self.is_known(&change) {
                 self.queue.push_back((change, 0));

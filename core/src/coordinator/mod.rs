@@ -342,8 +342,17 @@ impl Coordination {
 
     /// Failure check (leader).
     pub(crate) fn check_failures(&mut self, sh: &Shared, out: &mut Out) -> Outcome {
+        // A leader that does not hear a majority of its group is more likely cut off
+        // itself than its members silent: it proposes no removal, and the silence it
+        // sees meanwhile counts for nothing once it hears its group again (each member
+        // gets a whole failure timeout from then). Accepted by itself alone, such a
+        // proposal survived in its log, and the next leader, adopting the accepted
+        // entries it found, decided it after the heal: the members that had gone on
+        // without it were removed, and it was left alone with what it held when cut off
+        // (3 nodes, seed 8440).
+        let may_remove = self.hears_majority(sh, out.now);
         if let Some(leader) = &mut self.leader {
-            leader.check_failures(self.group.dir_mut(), sh, out);
+            leader.check_failures(self.group.dir_mut(), sh, out, may_remove);
         }
         self.after(sh, out, Vec::new())
     }

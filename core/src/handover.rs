@@ -60,6 +60,32 @@ impl Migration {
 }
 
 impl Fetch {
+    /// Ask every source for `range` (each named in `parts` for its part only) as of
+    /// change `epoch`, and wait for their snapshots.
+    fn start(
+        out: &mut Out,
+        (epoch, range): (u64, Range),
+        sources: &[NodeRef],
+        parts: BTreeMap<Id, Range>,
+        have: Vec<u64>,
+    ) -> Fetch {
+        for source in sources {
+            let have = have.clone();
+            let range = parts.get(&source.id).copied().unwrap_or(range);
+            out.send(source, Message::Fetch { epoch, range, have });
+        }
+        Fetch {
+            epoch,
+            range,
+            parts,
+            pending: sources.iter().map(|s| (s.id, BTreeSet::new())).collect(),
+            order: sources.iter().map(|s| s.id).collect(),
+            received: BTreeMap::new(),
+            marks: BTreeMap::new(),
+            have,
+        }
+    }
+
     /// Ask `source` again unless it has sent something since the last time (a large
     /// snapshot may simply still be arriving). False if it is not a source still to
     /// answer.
@@ -573,21 +599,7 @@ impl Handover {
         if sources.is_empty() {
             return true;
         }
-        for source in sources {
-            let have = have.clone();
-            let range = parts.get(&source.id).copied().unwrap_or(range);
-            out.send(source, Message::Fetch { epoch, range, have });
-        }
-        self.fetch = Some(Fetch {
-            epoch,
-            range,
-            parts,
-            pending: sources.iter().map(|s| (s.id, BTreeSet::new())).collect(),
-            order: sources.iter().map(|s| s.id).collect(),
-            received: BTreeMap::new(),
-            marks: BTreeMap::new(),
-            have,
-        });
+        self.fetch = Some(Fetch::start(out, (epoch, range), sources, parts, have));
         false
     }
 
@@ -600,24 +612,14 @@ impl Handover {
         range: Range,
         source: &NodeRef,
     ) {
-        out.send(
-            source,
-            Message::Fetch {
-                epoch,
-                range,
-                have: Vec::new(),
-            },
-        );
-        self.repair = Some(Fetch {
-            epoch,
-            range,
-            parts: BTreeMap::new(),
-            pending: BTreeMap::from([(source.id, BTreeSet::new())]),
-            order: vec![source.id],
-            received: BTreeMap::new(),
-            marks: BTreeMap::new(),
-            have: Vec::new(),
-        });
+        let sources = std::slice::from_ref(source);
+        self.repair = Some(Fetch::start(
+            out,
+            (epoch, range),
+            sources,
+            BTreeMap::new(),
+            Vec::new(),
+        ));
     }
 
     /// Epoch of the repair fetch in progress, if one is.

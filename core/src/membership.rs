@@ -537,9 +537,7 @@ impl Membership {
             true => pieces,
             false => Vec::new(),
         };
-        if !pieces.is_empty() {
-            sources = pieces.iter().map(|p| p.source.clone()).collect();
-        } else if chain {
+        if chain && pieces.is_empty() {
             // The nearest source is this node's predecessor in every chain it joins, so it
             // holds every acknowledged write; a farther one (upstream, nearer the head)
             // may also hold writes its chain never committed, which a new tail must not

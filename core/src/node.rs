@@ -1065,11 +1065,10 @@ impl Node {
             // A repair fetch, for the view installed (see `Membership::on_commit`), ends
             // doubt, and the fetches asked of this node meanwhile are answered; a fetch for
             // a view being prepared does not end it.
-            if repair || epoch <= sh.view.epoch {
+            if repair {
                 sh.unsure = false;
                 self.handover.answer_deferred(sh, out);
-            }
-            if !repair {
+            } else {
                 self.membership.mark_ready(sh, out);
             }
         }

@@ -195,16 +195,7 @@ impl Shared {
 
     /// Whether this node is the last of `key`'s `min(k, N)` replicas in its own view.
     pub(crate) fn is_tail(&self, key: Id) -> bool {
-        let m = self.chain_len();
-        if m <= 1 {
-            return self.is_primary(key);
-        }
-        // The key's primary is this node's (m - 1)-th predecessor.
-        let (Some(first), far) = (self.view.preds.get(m - 2), self.view.preds.get(m - 1)) else {
-            return false;
-        };
-        let from = far.map_or(self.me.id, |n| n.id);
-        in_open_closed(key, from, first.id)
+        tails_of(&self.view, &self.me, self.config.k).contains(key)
     }
 
     /// Whether this node may answer a read of `key` as its tail: the tail in its
@@ -305,8 +296,8 @@ impl Shared {
     }
 }
 
-/// Keys a node at `me` is the tail of under `view` with replication factor `k` (as
-/// [`Shared::is_tail`] computes it for the installed view).
+/// Keys a node at `me` is the tail of under `view` with replication factor `k`: the range
+/// of its `(min(k, N) - 1)`-th predecessor.
 pub(crate) fn tails_of(view: &View, me: &NodeRef, k: usize) -> Range {
     let m = k.min(view.ring_size.max(1));
     if view.ring_size == 0 {

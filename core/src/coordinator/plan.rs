@@ -113,14 +113,10 @@ impl Plan {
         let prepares: Vec<(NodeRef, Prepare)> = affected
             .iter()
             .map(|node| {
-                let mut prepare = prepare_for(ring, change, node, shape);
-                if let Change::Remove(_) = change {
-                    prepare.pieces = pieces_for(ring, &removed, node, shape);
-                    if !prepare.pieces.is_empty() {
-                        prepare.sources = prepare.pieces.iter().map(|p| p.source.clone()).collect();
-                    }
-                }
-                (node.clone(), prepare)
+                (
+                    node.clone(),
+                    prepare_for(ring, change, &removed, node, shape),
+                )
             })
             .collect();
         // On a ring left with at most k members every member already holds every key, so
@@ -197,7 +193,13 @@ fn commit_waves(
 }
 
 /// The `Prepare` for `node`, computed on the next ring.
-fn prepare_for(next: &Ring, change: &Change, node: &NodeRef, shape: Shape) -> Prepare {
+fn prepare_for(
+    next: &Ring,
+    change: &Change,
+    removed: &[NodeRef],
+    node: &NodeRef,
+    shape: Shape,
+) -> Prepare {
     let view = if next.contains(node.id) {
         next.view_of(node.id, shape.list_len, shape.epoch)
     } else {
@@ -247,6 +249,13 @@ fn prepare_for(next: &Ring, change: &Change, node: &NodeRef, shape: Shape) -> Pr
         }
         Change::Remove(_) => next.predecessors(node.id, shape.k.saturating_sub(1).max(1)),
     };
+    // After a removal that leaves at most k members, each part of the gain from its own
+    // source (`pieces_for`); the sources are then those parts' sources.
+    let pieces = pieces_for(next, removed, node, shape);
+    let sources = match pieces.is_empty() {
+        true => sources,
+        false => pieces.iter().map(|p| p.source.clone()).collect(),
+    };
     Prepare {
         view,
         config: shape.config,
@@ -255,7 +264,7 @@ fn prepare_for(next: &Ring, change: &Change, node: &NodeRef, shape: Shape) -> Pr
         resync: matches!(change, Change::Remove(_)),
         term: 0,
         decided: 0,
-        pieces: Vec::new(),
+        pieces,
     }
 }
 
@@ -422,7 +431,7 @@ mod tests {
                 },
                 ..shape(k)
             };
-            let prepare = prepare_for(&next, &Change::Join(joiner.clone()), &joiner, shape);
+            let prepare = prepare_for(&next, &Change::Join(joiner.clone()), &[], &joiner, shape);
             let expected = match from_pred {
                 true => next.predecessor_before(joiner.id),
                 false => next.successor_after(joiner.id),

@@ -133,7 +133,9 @@ pub struct SimOptions {
     #[arg(long, default_value = "0ms")]
     pub think: String,
     /// A scheduled fault (repeatable): crash:N@T, restart:N@T, join@T, depart:N@T,
-    /// partition:N,M-P@T1..T2, pause:N@T1..T2 (the process stops, as under kill -STOP).
+    /// partition:N,M-P@T1..T2, partition-out:N,M-P@T1..T2 (what those nodes send is lost;
+    /// they still hear the others), partition-in:N,M-P@T1..T2 (what they are sent is
+    /// lost), pause:N@T1..T2 (the process stops, as under kill -STOP).
     /// Times count from the start of the client phase.
     #[arg(long = "fault", value_name = "SPEC")]
     pub fault: Vec<String>,
@@ -159,6 +161,11 @@ pub struct SimOptions {
     /// Random faults: how long a partition lasts.
     #[arg(long, default_value = "100ms")]
     pub partition_duration: String,
+    /// Random faults: the share of partitions (0 to 1) that cut one direction only,
+    /// half of them losing what the cut-off nodes send and half what they are sent (a
+    /// firewall rule that blocks one side, a failed transmit path); the rest cut both.
+    #[arg(long, default_value = "0", value_name = "FRACTION")]
+    pub one_way: String,
     /// Random faults: process pauses per virtual second (any node; the process stops,
     /// as under `kill -STOP`, and goes on after --pause-duration).
     #[arg(long, default_value_t = 0.0)]
@@ -252,6 +259,8 @@ impl SimOptions {
                 depart_rate: self.depart_rate,
                 partition_rate,
                 partition_ns: parse_duration_ns(&self.partition_duration)?,
+                one_way_fraction: parse_probability(&self.one_way)
+                    .map_err(|e| anyhow::anyhow!("--one-way: {e}"))?,
                 pause_rate: self.pause_rate,
                 power_cut_rate: self.power_cut_rate,
                 pause_ns: parse_duration_ns(&self.pause_duration)?,

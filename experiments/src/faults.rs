@@ -44,6 +44,7 @@ pub fn profiles() -> [Profile; 2] {
         depart_rate: 0.0,
         partition_rate: 0.0,
         partition_ns: 100_000_000,
+        one_way_fraction: 0.0,
         pause_rate: 0.0,
         pause_ns: 0,
         power_cut_rate: 0.0,

@@ -274,7 +274,10 @@ fn random_fault_args(r: &RandomFaults) -> String {
         r.partition_rate,
         Dur(r.partition_ns),
         Dur(r.horizon_ns)
-    ) + &pause_args(r)
+    ) + &match r.one_way_fraction > 0.0 {
+        true => format!(" --one-way {}", r.one_way_fraction),
+        false => String::new(),
+    } + &pause_args(r)
         + &match r.power_cut_rate > 0.0 {
             true => format!(" --power-cut-rate {}", r.power_cut_rate),
             false => String::new(),

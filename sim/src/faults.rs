@@ -12,6 +12,7 @@ use std::str::FromStr;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
+use crate::net::Cut;
 use crate::units::{parse_duration_ns, Dur, ParseError};
 
 /// What happens.
@@ -35,12 +36,15 @@ pub enum FaultKind {
         /// The node.
         node: u32,
     },
-    /// `nodes` are cut off from every other node for `duration_ns`, then healed.
+    /// `nodes` are cut off from every other node for `duration_ns`, then healed: both
+    /// ways, or one way only (`cut`).
     Partition {
         /// The cut-off side.
         nodes: Vec<u32>,
         /// How long.
         duration_ns: u64,
+        /// Which direction is lost.
+        cut: Cut,
     },
     /// Every node stops at once (a power cut of the whole ring).
     CrashAll,
@@ -70,10 +74,12 @@ impl FromStr for Fault {
     type Err = ParseError;
 
     /// `crash:3@500ms`, `restart:3@1s`, `join@200ms`, `depart:4@1s`,
-    /// `partition:1,2,5-7@1s..3s`.
+    /// `partition:1,2,5-7@1s..3s`, `partition-out:1@1s..3s` (what node 1 sends is lost),
+    /// `partition-in:1@1s..3s` (what node 1 is sent is lost).
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let usage = "use crash:N@T, restart:N@T, crash-all@T, restart-all@T, join@T, \
-                     depart:N@T, pause:N@T1..T2 or partition:N,M-P@T1..T2";
+                     depart:N@T, pause:N@T1..T2, partition:N,M-P@T1..T2, \
+                     partition-out:N,M-P@T1..T2 or partition-in:N,M-P@T1..T2";
         let (what, when) = text
             .split_once('@')
             .ok_or_else(|| ParseError(format!("fault '{text}': {usage}")))?;
@@ -87,7 +93,10 @@ impl FromStr for Fault {
             a.parse()
                 .map_err(|_| ParseError(format!("fault '{text}': '{a}' is not a node number")))
         };
-        if kind == "partition" || kind == "pause" {
+        let cut = [Cut::Both, Cut::Out, Cut::In]
+            .into_iter()
+            .find(|c| c.fault_name() == kind);
+        if cut.is_some() || kind == "pause" {
             let (from, to) = when
                 .split_once("..")
                 .ok_or_else(|| ParseError(format!("fault '{text}': {kind} needs FROM..TO")))?;
@@ -109,10 +118,10 @@ impl FromStr for Fault {
             let kind = FaultKind::Partition {
                 nodes,
                 duration_ns: to_ns - at_ns,
+                cut: cut.unwrap_or_default(),
             };
             return Ok(Fault { at_ns, kind });
         }
-        let at_ns = parse_duration_ns(when)?;
         let kind = match kind {
             "crash" => FaultKind::Crash { node: node()? },
             "restart" => FaultKind::Restart { node: node()? },
@@ -122,6 +131,7 @@ impl FromStr for Fault {
             "restart-all" => FaultKind::RestartAll,
             other => return Err(ParseError(format!("fault kind '{other}' unknown: {usage}"))),
         };
+        let at_ns = parse_duration_ns(when)?;
         Ok(Fault { at_ns, kind })
     }
 }
@@ -163,11 +173,16 @@ impl fmt::Display for Fault {
             FaultKind::CrashAll => write!(f, "crash-all@{at}"),
             FaultKind::RestartAll => write!(f, "restart-all@{at}"),
             FaultKind::Depart { node } => write!(f, "depart:{node}@{at}"),
-            FaultKind::Partition { nodes, duration_ns } => {
+            FaultKind::Partition {
+                nodes,
+                duration_ns,
+                cut,
+            } => {
                 let list: Vec<String> = nodes.iter().map(u32::to_string).collect();
                 write!(
                     f,
-                    "partition:{}@{at}..{}",
+                    "{}:{}@{at}..{}",
+                    cut.fault_name(),
                     list.join(","),
                     Dur(self.at_ns + duration_ns)
                 )
@@ -196,6 +211,9 @@ pub struct RandomFaults {
     pub partition_rate: f64,
     /// How long each partition lasts.
     pub partition_ns: u64,
+    /// The share of partitions that cut one direction only (half of them what their
+    /// nodes send, half what they are sent); the rest cut both.
+    pub one_way_fraction: f64,
     /// Process pauses per second (any node, the bootstrap included).
     pub pause_rate: f64,
     /// How long each pause lasts.
@@ -216,6 +234,7 @@ impl Default for RandomFaults {
             depart_rate: 2.0,
             partition_rate: 1.0,
             partition_ns: 100_000_000,
+            one_way_fraction: 0.0,
             pause_rate: 0.0,
             pause_ns: 4_000_000_000,
             power_cut_rate: 0.0,
@@ -314,11 +333,21 @@ impl RandomFaults {
                 let mut side: Vec<u32> = (0..size).map(|_| rng.gen_range(0..nodes)).collect();
                 side.sort_unstable();
                 side.dedup();
+                // Drawn only when asked for, so schedules without one-way partitions are
+                // what they were before they existed.
+                let cut = match self.one_way_fraction > 0.0 {
+                    true if rng.gen::<f64>() < self.one_way_fraction => match rng.gen::<bool>() {
+                        true => Cut::Out,
+                        false => Cut::In,
+                    },
+                    _ => Cut::Both,
+                };
                 faults.push(Fault {
                     at_ns,
                     kind: FaultKind::Partition {
                         nodes: side,
                         duration_ns: self.partition_ns,
+                        cut,
                     },
                 });
             }
@@ -380,6 +409,8 @@ mod tests {
             "join@200ms",
             "depart:4@1s",
             "partition:1,2,5@1s..3s",
+            "partition-out:0@1s..3s",
+            "partition-in:2,4@1s..3s",
             "pause:2@1s..5s",
         ] {
             let f: Fault = spec.parse().unwrap();
@@ -390,7 +421,8 @@ mod tests {
             f.kind,
             FaultKind::Partition {
                 nodes: vec![1, 5, 6, 7],
-                duration_ns: 10_000_000
+                duration_ns: 10_000_000,
+                cut: Cut::Both,
             }
         );
         for bad in [
@@ -400,9 +432,15 @@ mod tests {
             "crash:1",
             "partition:1@2s..1s",
             "partition:@1s..2s",
+            "partition-sideways:1@1s..2s",
+            "partition-out:1@2s",
         ] {
             assert!(bad.parse::<Fault>().is_err(), "{bad}");
         }
+        // An unknown kind is named as such, whatever follows the @.
+        let err = "partition-sideways:1@1s..2s".parse::<Fault>().unwrap_err();
+        assert!(err.to_string().contains("unknown"), "{err}");
+        assert!(err.to_string().contains("partition-sideways"), "{err}");
     }
 
     #[test]
@@ -451,6 +489,39 @@ mod tests {
         assert!(none
             .iter()
             .all(|f| !matches!(f.kind, FaultKind::Crash { .. } | FaultKind::Restart { .. })));
+    }
+
+    #[test]
+    fn one_way_partitions_are_drawn_only_when_asked_for() {
+        let base = RandomFaults {
+            partition_rate: 20.0,
+            ..RandomFaults::default()
+        };
+        let cuts = |faults: &RandomFaults| -> Vec<Cut> {
+            faults
+                .generate(10, &mut ChaCha8Rng::seed_from_u64(9))
+                .into_iter()
+                .filter_map(|f| match f.kind {
+                    FaultKind::Partition { cut, .. } => Some(cut),
+                    _ => None,
+                })
+                .collect()
+        };
+        let both = cuts(&base);
+        assert!(both.len() > 5);
+        assert!(both.iter().all(|c| *c == Cut::Both));
+        let half = cuts(&RandomFaults {
+            one_way_fraction: 0.5,
+            ..base
+        });
+        for cut in [Cut::Both, Cut::Out, Cut::In] {
+            assert!(half.contains(&cut), "{cut:?} in {half:?}");
+        }
+        let all = cuts(&RandomFaults {
+            one_way_fraction: 1.0,
+            ..base
+        });
+        assert!(all.iter().all(|c| *c != Cut::Both));
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub mod workload;
 
 pub use config::SimConfig;
 pub use faults::{DownCap, Fault, FaultKind, RandomFaults};
-pub use net::{Latency, NetConfig, PartitionMode};
+pub use net::{Cut, Latency, NetConfig, PartitionMode};
 pub use sim::{node_addr, SimError, SimResult, Simulation};
 pub use summary::Summary;
 pub use workload::{KeyDist, Reference, Synthetic, WorkloadSpec};

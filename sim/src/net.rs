@@ -192,13 +192,43 @@ impl fmt::Display for PartitionMode {
 /// Most partitions in force at once: each takes one bit of a node's mask.
 pub const PARTITIONS_MAX: usize = 64;
 
-/// The partitions in force: each is a set of nodes cut off from all others.
+/// Which messages across a partition are lost: both ways, or one way only (a broken
+/// link that still carries the other direction, as a firewall rule that blocks one
+/// side's connections, or a NIC whose transmit path failed).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Cut {
+    /// Nothing crosses.
+    #[default]
+    Both,
+    /// What the cut-off nodes send to the others is lost; they still hear the others.
+    Out,
+    /// What the others send to the cut-off nodes is lost; the others still hear them.
+    In,
+}
+
+impl Cut {
+    /// The name a fault spec gives it: `partition`, `partition-out`, `partition-in`.
+    pub fn fault_name(self) -> &'static str {
+        match self {
+            Cut::Both => "partition",
+            Cut::Out => "partition-out",
+            Cut::In => "partition-in",
+        }
+    }
+}
+
+/// The partitions in force: each is a set of nodes cut off from all others (in one
+/// direction or both, see [`Cut`]).
 #[derive(Clone, Debug, Default)]
 pub struct Partitions {
     /// Per node, the bits of the active partitions it is inside.
     masks: Vec<u64>,
     /// Bits in use.
     active: u64,
+    /// Bits of the active partitions that lose only what their nodes send, and only
+    /// what their nodes are sent.
+    outgoing: u64,
+    incoming: u64,
     /// Per bit: when that partition heals, and its nodes.
     slots: Vec<(u64, Vec<u32>)>,
 }
@@ -209,6 +239,8 @@ impl Partitions {
         Partitions {
             masks: Vec::new(),
             active: 0,
+            outgoing: 0,
+            incoming: 0,
             slots: vec![(0, Vec::new()); PARTITIONS_MAX],
         }
     }
@@ -218,14 +250,19 @@ impl Partitions {
         self.active != 0
     }
 
-    /// Cut `nodes` off from the rest until `until_ns`. Returns the partition's bit, or
-    /// `None` if [`PARTITIONS_MAX`] are already in force.
-    pub fn start(&mut self, nodes: &[u32], until_ns: u64) -> Option<u8> {
+    /// Cut `nodes` off from the rest until `until_ns`, in the directions `cut` names.
+    /// Returns the partition's bit, or `None` if [`PARTITIONS_MAX`] are already in force.
+    pub fn start(&mut self, nodes: &[u32], until_ns: u64, cut: Cut) -> Option<u8> {
         let bit = (!self.active).trailing_zeros();
         if bit as usize >= PARTITIONS_MAX {
             return None;
         }
         self.active |= 1 << bit;
+        match cut {
+            Cut::Both => {}
+            Cut::Out => self.outgoing |= 1 << bit,
+            Cut::In => self.incoming |= 1 << bit,
+        }
         for &n in nodes {
             let n = n as usize;
             if self.masks.len() <= n {
@@ -246,15 +283,21 @@ impl Partitions {
             }
         }
         self.active &= !(1u64 << bit);
+        self.outgoing &= !(1u64 << bit);
+        self.incoming &= !(1u64 << bit);
     }
 
-    /// If a partition separates `a` from `b`, the time the last such partition heals.
+    /// If a partition loses what `a` sends to `b`, the time the last such partition
+    /// heals.
     pub fn separated_until(&self, a: u32, b: u32) -> Option<u64> {
         if self.active == 0 {
             return None;
         }
         let mask = |n: u32| self.masks.get(n as usize).copied().unwrap_or(0);
-        let cut = (mask(a) ^ mask(b)) & self.active;
+        let (from, to) = (mask(a), mask(b));
+        // A one-way partition cuts only the messages leaving (or entering) its side.
+        let one_way = (self.outgoing & !from) | (self.incoming & !to);
+        let cut = (from ^ to) & self.active & !one_way;
         if cut == 0 {
             return None;
         }
@@ -472,12 +515,35 @@ mod tests {
     #[test]
     fn partitions_cut_across_only() {
         let mut p = Partitions::new();
-        let bit = p.start(&[1, 2], 100).unwrap();
+        let bit = p.start(&[1, 2], 100, Cut::Both).unwrap();
         assert_eq!(p.separated_until(1, 2), None);
         assert_eq!(p.separated_until(1, 3), Some(100));
         assert_eq!(p.separated_until(4, 3), None);
         p.heal(bit);
         assert_eq!(p.separated_until(1, 3), None);
         assert!(!p.any());
+    }
+
+    #[test]
+    fn one_way_partitions_cut_one_direction() {
+        let mut p = Partitions::new();
+        let out = p.start(&[1], 100, Cut::Out).unwrap();
+        assert_eq!(p.separated_until(1, 3), Some(100));
+        assert_eq!(p.separated_until(3, 1), None);
+        let inward = p.start(&[2], 200, Cut::In).unwrap();
+        assert_eq!(p.separated_until(3, 2), Some(200));
+        assert_eq!(p.separated_until(2, 3), None);
+        // 1 cannot send, 2 cannot receive: 1 -> 2 is cut by both, 2 -> 1 by neither.
+        assert_eq!(p.separated_until(1, 2), Some(200));
+        assert_eq!(p.separated_until(2, 1), None);
+        p.heal(out);
+        assert_eq!(p.separated_until(1, 3), None);
+        assert_eq!(p.separated_until(1, 2), Some(200));
+        p.heal(inward);
+        assert_eq!(p.separated_until(1, 2), None);
+        // A bit freed by a one-way partition cuts both ways when reused.
+        p.start(&[1], 300, Cut::Both).unwrap();
+        assert_eq!(p.separated_until(3, 1), Some(300));
+        assert_eq!(p.separated_until(1, 3), Some(300));
     }
 }

@@ -524,9 +524,13 @@ impl Simulation {
                 self.queue.push(until, Event::Resume { node, life });
                 true
             }
-            FaultKind::Partition { nodes, duration_ns } => {
+            FaultKind::Partition {
+                nodes,
+                duration_ns,
+                cut,
+            } => {
                 let until = self.now + duration_ns;
-                match self.net.partitions.start(&nodes, until) {
+                match self.net.partitions.start(&nodes, until, cut) {
                     Some(bit) => {
                         self.tally.counters.partitions += 1;
                         self.queued_other += 1;

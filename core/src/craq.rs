@@ -185,15 +185,6 @@ pub(crate) fn announce_clean(sh: &Shared, out: &mut Out, key: &str) {
     }
 }
 
-/// Whether a chain write of `key` that `from` sent this node skipped a replica of this
-/// node's view: `from` is an earlier predecessor than its nearest, and this node is not
-/// the key's primary (so its nearest predecessor is a replica of the key too).
-pub(crate) fn skipped_a_replica(sh: &Shared, from: &NodeRef, key: Id) -> bool {
-    let preds = &sh.view.preds;
-    let nearest = preds.first().is_some_and(|p| p.id == from.id);
-    !sh.is_primary(key) && !nearest && preds.iter().skip(1).any(|p| p.id == from.id)
-}
-
 /// Whether this replica's data for `key` is settled: a member, not preparing a view, not
 /// unsure of its data, holding the key under its installed view.
 fn settled(sh: &Shared, key: Id) -> bool {
@@ -472,6 +463,7 @@ mod tests {
 
     #[test]
     fn a_write_that_skipped_a_replica_is_recognised() {
+        use crate::replication::skipped_a_replica;
         let ring = ring(6);
         let key = Id::of_key(&key_at(&ring, 2));
         let tail = member(&ring, 4);

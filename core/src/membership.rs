@@ -880,9 +880,16 @@ fn from_coordinator(
 
 /// Whether `pieces` cut `range` into consecutive parts, in order (see
 /// `Prepare::pieces`); a node that computed another gain than its leader ignores them.
+/// The whole ring (a joiner's gain on a ring of at most k members) is covered by two or
+/// more parts that end where the first begins.
 fn covers(pieces: &[crate::message::Piece], range: Range) -> bool {
-    let Range::Interval { from, to } = range else {
-        return false;
+    let (from, to) = match (range, pieces.first()) {
+        (Range::Interval { from, to }, _) => (from, to),
+        (Range::All, Some(first)) if pieces.len() >= 2 => match first.range {
+            Range::Interval { from, .. } => (from, from),
+            _ => return false,
+        },
+        _ => return false,
     };
     let mut at = from;
     for piece in pieces {
@@ -971,5 +978,42 @@ fn push_leftovers(sh: &Shared, out: &mut Out) {
             };
             out.send(to, msg);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Piece;
+
+    fn piece(from: &NodeRef, to: &NodeRef) -> Piece {
+        Piece {
+            range: Range::Interval {
+                from: from.id,
+                to: to.id,
+            },
+            source: to.clone(),
+        }
+    }
+
+    /// Pieces cover an interval when consecutive from its start to its end, and the whole
+    /// ring when two or more end where the first begins.
+    #[test]
+    fn pieces_cover_an_interval_or_the_whole_ring() {
+        let [a, b, c] = ["10.0.0.1:5000", "10.0.0.2:5000", "10.0.0.3:5000"].map(NodeRef::new);
+        let ab_bc = [piece(&a, &b), piece(&b, &c)];
+        let whole = [piece(&a, &b), piece(&b, &a)];
+        let ac = Range::Interval {
+            from: a.id,
+            to: c.id,
+        };
+        assert!(covers(&ab_bc, ac));
+        assert!(!covers(&ab_bc[..1], ac));
+        assert!(!covers(&[piece(&b, &c), piece(&a, &b)], ac));
+        assert!(covers(&whole, Range::All));
+        assert!(!covers(&ab_bc, Range::All));
+        assert!(!covers(&whole[..1], Range::All));
+        assert!(!covers(&[], Range::All));
+        assert!(!covers(&whole, Range::Empty));
     }
 }

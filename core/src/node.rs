@@ -1256,7 +1256,13 @@ impl Node {
         let (sh, out) = (&self.shared, &mut self.out);
         let heartbeat = sh.timing.heartbeat_interval_ns;
         let member = sh.is_member();
-        if heartbeat > 0 && (member || sh.phase == Phase::Joining) {
+        // A node that left with hints still to deliver (removed while it departed) sends
+        // them again every heartbeat until acknowledged: the first sends may have been
+        // lost (4 nodes, eventual, seed 2954 of one-way partitions: removed while its
+        // outgoing messages were lost, it never sent its hints again, and writes only it
+        // held were gone).
+        let hinting = self.handover.hints_len() > 0;
+        if heartbeat > 0 && (member || sh.phase == Phase::Joining || hinting) {
             out.arm(Timer::Heartbeat, out.after(heartbeat));
         }
         let leading = self.coordination.as_ref().is_some_and(|c| c.is_leading());

@@ -245,10 +245,14 @@ impl Replication {
             return ho.offer(sh, out, &step.key, step.entry, step.ttl);
         }
         let craq = sh.config.consistency == Consistency::Craq;
-        if craq && craq::skipped_a_replica(sh, from, key_id) {
+        if skipped_a_replica(sh, from, key_id) {
             // Sent under an older view, past a replica of this one that may not have it:
-            // it must not be committed (or served) ahead of that replica. The key's
-            // primary passes it down the whole chain; the client's origin re-drives it.
+            // it must not be committed (or served) ahead of that replica, nor held here
+            // without it, or a tail may serve what the node before it lacks (3 nodes,
+            // seed 1324 of one-way partitions: a tail served a write a joiner before it
+            // never had, and the joiner, tail once the other was gone, an older value).
+            // The key's primary passes it down the whole chain; the client's origin
+            // re-drives it.
             if step.ttl > 0 {
                 handover::repair(out, &step.key, step.entry, step.ttl - 1);
             }
@@ -640,4 +644,13 @@ impl Unacked {
 /// from an earlier start.
 fn dedup_horizon(sh: &Shared) -> Time {
     sh.timing.request_timeout_ns.saturating_mul(2)
+}
+
+/// Whether a chain write of `key` that `from` sent this node skipped a replica of this
+/// node's view: `from` is an earlier predecessor than its nearest, and this node is not
+/// the key's primary (so its nearest predecessor is a replica of the key too).
+pub(crate) fn skipped_a_replica(sh: &Shared, from: &NodeRef, key: Id) -> bool {
+    let preds = &sh.view.preds;
+    let nearest = preds.first().is_some_and(|p| p.id == from.id);
+    !sh.is_primary(key) && !nearest && preds.iter().skip(1).any(|p| p.id == from.id)
 }

@@ -89,13 +89,26 @@ fn assert_no_unsafe_run(report: &SweepReport) -> Vec<u64> {
     liveness
 }
 
-/// Sweep `config` over the CI seeds and check it.
-fn sweep_and_check(config: SimConfig) {
-    let options = SweepOptions {
-        seeds: CI_SEEDS,
+/// The options of a CI sweep over `seeds` seeds, without shrinking.
+fn ci_options(seeds: u64) -> SweepOptions {
+    SweepOptions {
+        seeds,
         shrink: false,
         ..SweepOptions::default()
-    };
+    }
+}
+
+/// Sweep `config` over the CI seeds and check safety only (see `assert_no_unsafe_run`).
+fn sweep_for_safety(config: &SimConfig) {
+    let report = sweep(config, &ci_options(CI_SEEDS));
+    println!("{report}");
+    assert_eq!(report.runs, CI_SEEDS);
+    assert_no_unsafe_run(&report);
+}
+
+/// Sweep `config` over the CI seeds and check it.
+fn sweep_and_check(config: SimConfig) {
+    let options = ci_options(CI_SEEDS);
     let report = sweep(&config, &options);
     assert_safe(&report, CI_SEEDS);
 }
@@ -119,15 +132,53 @@ fn small_rings_and_long_chains_stay_safe_across_partitions() {
         ..cut_off_model(Consistency::Craq, 1.0, 0.0)
     };
     for config in [small, long] {
-        let options = SweepOptions {
-            seeds: CI_SEEDS,
-            shrink: false,
-            ..SweepOptions::default()
+        sweep_for_safety(&config);
+    }
+}
+
+/// One-way link failures (`--one-way`): every partition cuts one direction only, half
+/// of them what their nodes send, half what they are sent. On 10 nodes (chain) as
+/// safe and as live as two-way partitions; on 4 nodes with disks (CRAQ), where the
+/// one-way campaign of 2026-12-04 found most of its causes of violations, safety only
+/// (the coordinator-majority gap leaves some runs unsettled, as with two-way ones).
+#[test]
+fn partitions_that_cut_one_way_only_stay_safe() {
+    let one_way = |config: SimConfig| SimConfig {
+        random_faults: config.random_faults.map(|r| RandomFaults {
+            one_way_fraction: 1.0,
+            ..r
+        }),
+        ..config
+    };
+    let options = ci_options(CI_SEEDS);
+    let ten = one_way(cut_off_model(Consistency::Chain, 1.0, 0.0));
+    assert_safe(&sweep(&ten, &options), CI_SEEDS);
+    let small = one_way(SimConfig {
+        nodes: 4,
+        disks: true,
+        ..cut_off_model(Consistency::Craq, 1.0, 0.0)
+    });
+    sweep_for_safety(&small);
+}
+
+/// The coordinator leader's own links cut one way for 4 s, on top of the random
+/// crashes, joins and departures: all it sends lost (the seats elect another leader
+/// while it still hears them, and it must stop granting leases on its own), or all it
+/// is sent lost (it hears nobody while the seats still hear it). Safe and settled on
+/// every run (2,000 seeds of each on 2026-12-04, chain and CRAQ: no failure).
+#[test]
+fn a_leader_cut_off_one_way_grants_no_lease_past_its_successor() {
+    for (cut, consistency) in [
+        ("partition-out", Consistency::Chain),
+        ("partition-in", Consistency::Chain),
+        ("partition-out", Consistency::Craq),
+    ] {
+        let config = SimConfig {
+            faults: vec![format!("{cut}:0@300ms..4300ms").parse().unwrap()],
+            ..cut_off_model(consistency, 0.0, 0.0)
         };
-        let report = sweep(&config, &options);
-        println!("{report}");
-        assert_eq!(report.runs, CI_SEEDS);
-        assert_no_unsafe_run(&report);
+        let options = ci_options(CI_SEEDS / 2);
+        assert_safe(&sweep(&config, &options), CI_SEEDS / 2);
     }
 }
 

@@ -222,6 +222,16 @@ fn prepare_for(
         Change::Join(n) if next.len() <= shape.k && shape.config.consistency.is_chain() => {
             next.predecessor_before(n.id).cloned().into_iter().collect()
         }
+        // Under eventual consistency replicas lag one another, and the node that stops
+        // holding a range when the joiner takes it may hold the only copy of a write
+        // (4 nodes with disks, seed 621 of one-way partitions: a primary cut off from
+        // one replica was removed before anti-entropy ran, and the replica that had its
+        // last write dropped it when a node joined; the joiner had fetched its
+        // successor's older copy). The joiner fetches from every successor that held
+        // what it gains, and the newest version wins.
+        Change::Join(n) if shape.config.consistency == crate::Consistency::Eventual => {
+            next.successors(n.id, shape.k)
+        }
         Change::Join(n) => next.successor_after(n.id).cloned().into_iter().collect(),
         // On a ring left with at most k members every member gains, each what its
         // predecessor held, so fetching from predecessors forms a cycle and some node would
@@ -250,8 +260,12 @@ fn prepare_for(
         Change::Remove(_) => next.predecessors(node.id, shape.k.saturating_sub(1).max(1)),
     };
     // After a removal that leaves at most k members, each part of the gain from its own
-    // source (`pieces_for`); the sources are then those parts' sources.
-    let pieces = pieces_for(next, removed, node, shape);
+    // source (`pieces_for`); the sources are then those parts' sources. The same for a
+    // joiner on such a ring (`join_pieces`).
+    let pieces = match change {
+        Change::Join(n) if n == node => join_pieces(next, node, shape),
+        _ => pieces_for(next, removed, node, shape),
+    };
     let sources = match pieces.is_empty() {
         true => sources,
         false => pieces.iter().map(|p| p.source.clone()).collect(),
@@ -321,6 +335,47 @@ fn pieces_for(next: &Ring, removed: &[NodeRef], node: &NodeRef, shape: Shape) ->
         }
     }
     Vec::new()
+}
+
+/// Under chain replication, a joiner on a ring of at most k members (`next` counts it):
+/// the keys it becomes the head of, `(predecessor, joiner]`, come from its successor,
+/// their old head, and every other key from its predecessor (see `prepare_for`). Fetched
+/// from the predecessor, the old tail of those keys, the head's range would lack writes
+/// the old head applied and its chain never committed, while the old head, now next in
+/// their chain, keeps them: a head holding less than the node after it breaks what chain
+/// repairs count on (a tail removed later is replaced by a node without a value clients
+/// read), and under CRAQ the head answers clean reads of its older value (4 nodes with
+/// disks, seed 178 of one-way partitions: a head whose outgoing messages were lost
+/// applied a write no other node had). Empty when the predecessor is the successor.
+fn join_pieces(next: &Ring, node: &NodeRef, shape: Shape) -> Vec<Piece> {
+    if !shape.config.consistency.is_chain() || next.len() > shape.k {
+        return Vec::new();
+    }
+    let (Some(pred), Some(succ)) = (
+        next.predecessor_before(node.id),
+        next.successor_after(node.id),
+    ) else {
+        return Vec::new();
+    };
+    if pred.id == succ.id || pred.id == node.id {
+        return Vec::new();
+    }
+    vec![
+        Piece {
+            range: Range::Interval {
+                from: node.id,
+                to: pred.id,
+            },
+            source: pred.clone(),
+        },
+        Piece {
+            range: Range::Interval {
+                from: pred.id,
+                to: node.id,
+            },
+            source: succ.clone(),
+        },
+    ]
 }
 
 /// Make `change` (whose removals are `removed`) to `ring`.
@@ -409,17 +464,20 @@ mod tests {
 
     /// A joiner fetches from its successor, except under chain replication on a ring of
     /// at most k members, where the successor heads the keys the joiner becomes the tail
-    /// of: then from its predecessor, their old tail.
+    /// of: then from its predecessor, their old tail, all but the keys it becomes the
+    /// head of, which come from their old head, its successor.
     #[test]
     fn a_joiner_of_a_ring_of_at_most_k_members_fetches_from_its_predecessor() {
-        for (n, k, consistency, from_pred) in [
-            // (members before the join, k, model, from the predecessor)
+        for (n, k, consistency, small) in [
+            // (members before the join, k, model, a chain ring of at most k members)
+            (1, 3, Consistency::Chain, true),
             (2, 3, Consistency::Chain, true),
             (2, 3, Consistency::Craq, true),
             (4, 5, Consistency::Chain, true),
             (3, 3, Consistency::Chain, false),
             (6, 3, Consistency::Craq, false),
             (2, 3, Consistency::Eventual, false),
+            (6, 3, Consistency::Eventual, false),
         ] {
             let (mut next, _) = ring(n);
             let joiner = NodeRef::new("10.0.0.99:5000");
@@ -432,16 +490,52 @@ mod tests {
                 ..shape(k)
             };
             let prepare = prepare_for(&next, &Change::Join(joiner.clone()), &[], &joiner, shape);
-            let expected = match from_pred {
-                true => next.predecessor_before(joiner.id),
-                false => next.successor_after(joiner.id),
-            };
+            let pred = next.predecessor_before(joiner.id).unwrap();
+            let succ = next.successor_after(joiner.id).unwrap();
             let sources: Vec<_> = prepare.sources.iter().map(|s| s.id).collect();
-            assert_eq!(
-                sources,
-                vec![expected.unwrap().id],
-                "{n} + 1 nodes, k={k}, {consistency}"
-            );
+            let case = format!("{n} + 1 nodes, k={k}, {consistency}");
+            match (small, pred == succ) {
+                // Eventual: from every successor that held what it gains.
+                (false, _) if consistency == Consistency::Eventual => {
+                    let all: Vec<_> = next.successors(joiner.id, k).iter().map(|s| s.id).collect();
+                    assert_eq!(sources, all, "{case}");
+                    assert!(sources.len() > 1, "{case}");
+                }
+                (false, _) => {
+                    assert_eq!(sources, vec![succ.id], "{case}");
+                    assert!(prepare.pieces.is_empty(), "{case}");
+                }
+                (true, true) => {
+                    assert_eq!(sources, vec![pred.id], "{case}");
+                    assert!(prepare.pieces.is_empty(), "{case}");
+                }
+                (true, false) => {
+                    let tail_part = Range::Interval {
+                        from: joiner.id,
+                        to: pred.id,
+                    };
+                    let head_part = Range::Interval {
+                        from: pred.id,
+                        to: joiner.id,
+                    };
+                    let pieces: Vec<_> = prepare
+                        .pieces
+                        .iter()
+                        .map(|p| (p.range, p.source.id))
+                        .collect();
+                    assert_eq!(
+                        pieces,
+                        vec![(tail_part, pred.id), (head_part, succ.id)],
+                        "{case}"
+                    );
+                    assert_eq!(sources, vec![pred.id, succ.id], "{case}");
+                    // In the chain of the keys the joiner heads, its successor, their old
+                    // head, comes next.
+                    let chain = next.replicas(joiner.id, k);
+                    assert_eq!(chain[0].id, joiner.id, "{case}");
+                    assert_eq!(chain[1].id, succ.id, "{case}");
+                }
+            }
         }
     }
 

@@ -434,14 +434,16 @@ fn fault_access(s: &AppState, headers: &HeaderMap) -> Result<Arc<PeerFilter>, Js
 
 fn partition_json(s: &AppState, filter: &PeerFilter) -> JsonReply {
     let blocked: Vec<String> = filter.blocked().iter().cloned().collect();
+    let direction = filter.direction();
     (
         StatusCode::OK,
-        Json(json!({ "node": s.node.addr(), "blocked": blocked })),
+        Json(json!({ "node": s.node.addr(), "blocked": blocked, "direction": direction })),
     )
 }
 
 /// `POST /admin/partition` `{"block": ["host:port", ...]}`: drop every peer message to and
-/// from those nodes from now on (an empty list heals).
+/// from those nodes from now on, or with `"direction": "send"` / `"receive"` only those to
+/// or only those from them (an empty list heals).
 async fn set_partition(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -459,9 +461,9 @@ async fn set_partition(
         }
     };
     match parse_block_list(&body) {
-        Ok(addrs) => {
-            tracing::warn!(node = %s.node.addr(), blocked = ?addrs, "test-only partition filter set");
-            filter.set(addrs);
+        Ok((addrs, direction)) => {
+            tracing::warn!(node = %s.node.addr(), blocked = ?addrs, ?direction, "test-only partition filter set");
+            filter.set_direction(addrs, direction);
             partition_json(&s, &filter)
         }
         Err(message) => (

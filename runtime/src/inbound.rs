@@ -224,7 +224,7 @@ impl Inbound {
     /// counted and dropped.
     pub(crate) fn admit(&self, mut envelopes: Vec<Envelope>) -> Vec<Envelope> {
         let before = envelopes.len();
-        envelopes.retain(|e| !self.filter.blocks(&e.from.addr));
+        envelopes.retain(|e| !self.filter.blocks_receive(&e.from.addr));
         add(
             &self.metrics.peer.messages_dropped_partition_receive,
             before - envelopes.len(),

@@ -44,7 +44,7 @@ pub use baseline::BaselineServer;
 pub use client::{encode_segment, ClientError, HttpClient, HttpReply};
 pub use cluster::{ClusterError, ClusterOptions, LocalCluster};
 pub use conn_limit::MAX_CONNECTIONS_DEFAULT;
-pub use fault::PeerFilter;
+pub use fault::{Direction, PeerFilter};
 pub use metrics::Metrics;
 pub use outcome::{outcome, Cause, DataOp, ErrorCode, Outcome, Served};
 pub use peer::PeerLimits;

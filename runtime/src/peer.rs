@@ -307,7 +307,7 @@ impl Peers {
         if pending.items.is_empty() {
             return true;
         }
-        if self.filter.blocks(&queue.to) || conn.peer_closed() {
+        if self.filter.blocks_send(&queue.to) || conn.peer_closed() {
             // The task drops the batch (partition), or opens a new connection for it: a
             // peer that went away took nothing of it.
             pending.idle = None;

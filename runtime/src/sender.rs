@@ -134,7 +134,7 @@ impl Sender {
     async fn send(&mut self, batch: Vec<Envelope>) {
         let peer = &self.metrics.peer;
         peer.queued.fetch_sub(batch.len() as u64, Ordering::Relaxed);
-        if self.filter.blocks(&self.to) {
+        if self.filter.blocks_send(&self.to) {
             // Cut off (test-only partition): the batch is lost, as on a broken link; the
             // connection stays open and carries messages again once healed.
             add(&peer.messages_dropped_partition_send, batch.len());

@@ -7,21 +7,14 @@ mod common;
 use std::time::Duration;
 
 use common::{apis, copies, Api};
-use ringkv_core::{ClusterConfig, Consistency, Routing, Timing};
+use ringkv_core::{ClusterConfig, Consistency, Routing};
 use ringkv_runtime::{ClusterOptions, LocalCluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_node_is_removed_and_nothing_is_lost() {
     let config = ClusterConfig::new(3, Consistency::Chain, Routing::Finger).unwrap();
     let mut options = ClusterOptions::new(6, config);
-    options.timing = Timing {
-        heartbeat_interval_ns: 100_000_000,
-        failure_timeout_ns: 600_000_000,
-        membership_timeout_ns: 2_000_000_000,
-        anti_entropy_interval_ns: 500_000_000,
-        request_timeout_ns: 2_000_000_000,
-        ..Timing::with_failure_handling()
-    };
+    options.timing = common::fast_failure_handling();
     let mut cluster = LocalCluster::start(options).await.unwrap();
     let all = apis(&cluster);
     let keys = 120;

@@ -2,7 +2,9 @@
 //! refused unless the node allows fault injection and the request carries the cluster
 //! secret; once set, messages between the two nodes of a ring stop in either direction
 //! (on the connections already open), a chain write that needs the other node is not
-//! acknowledged and the drops are counted; once healed, writes go through again.
+//! acknowledged and the drops are counted; once healed, writes go through again. Cut one
+//! way only (`"direction": "send"`), a node that the others no longer hear is removed
+//! while it still hears them, and rejoins once healed.
 
 mod common;
 
@@ -58,6 +60,36 @@ async fn dropped(addr: &str, direction: &str) -> u64 {
         .find_map(|l| l.strip_prefix(&prefix))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {prefix}in the metrics of {addr}"))
+}
+
+/// Write `value` to keys k0..k19, in turn through each of `apis`, each until acknowledged.
+async fn write_all(apis: &[Api], value: &str) {
+    for i in 0..20 {
+        let (api, key) = (&apis[i % apis.len()], format!("k{i}"));
+        insert_eventually(api, &key, value, Duration::from_secs(10)).await;
+    }
+}
+
+/// Wait, for at most `limit`, until the ring an overlay walk from `api` finds satisfies
+/// `done` (a walk that fails, timing out through a member whose messages are lost, finds
+/// nothing).
+async fn wait_for_overlay(api: &Api, done: impl Fn(&[String]) -> bool, limit: Duration) {
+    let started = Instant::now();
+    loop {
+        let (status, body) = api.get("/overlay").await;
+        let overlay: Vec<String> = match status {
+            200 => serde_json::from_value(body["overlay"].clone()).unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        if done(&overlay) {
+            return;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "overlay {overlay:?} after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Insert through `api` until it is acknowledged, for at most `limit`.
@@ -168,6 +200,61 @@ async fn a_partition_stops_messages_both_ways_until_healed() {
             (200, Some("v5")),
             "{body}"
         );
+    }
+    cluster.shutdown().await;
+}
+
+/// A one-way link failure on real nodes: everything one member sends to the others is
+/// lost, everything they send it arrives. With failure handling on, the ring removes it
+/// (nobody hears it) while writes go on through the others; the member learns of its
+/// removal (the removal notice reaches it), and once healed it joins again and every
+/// write reads back through every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_sends_are_lost_is_removed_and_rejoins_once_healed() {
+    let config = ClusterConfig::new(2, Consistency::Chain, Routing::Finger).expect("k = 2");
+    let mut options = ClusterOptions::new(4, config);
+    options.cluster_secret = Some(SECRET.into());
+    options.allow_fault_injection = true;
+    options.timing = common::fast_failure_handling();
+    let cluster = LocalCluster::start(options).await.expect("a 4-node ring");
+    let addrs = cluster.addrs();
+    let victim = addrs[3].clone();
+    let others: Vec<&str> = addrs[..3].iter().map(String::as_str).collect();
+    let apis = apis(&cluster);
+    write_all(&apis, "v0").await;
+
+    let cut = serde_json::json!({ "block": others, "direction": "send" }).to_string();
+    let (status, body) = partition(&victim, Some(SECRET), &cut).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["direction"], "send", "{body}");
+    // Removed by the others, who no longer hear it; writes go on through them.
+    let removed = |o: &[String]| o.len() == 3 && !o.contains(&victim);
+    wait_for_overlay(&apis[0], removed, Duration::from_secs(20)).await;
+    write_all(&apis[..3], "v1").await;
+    assert!(dropped(&victim, "send").await > 0);
+    assert_eq!(dropped(&victim, "receive").await, 0);
+
+    // Healed: it joins again, and every write reads back through every node.
+    let (status, body) = partition(&victim, Some(SECRET), &block(&[])).await;
+    assert_eq!(status, 200, "{body}");
+    let back = |o: &[String]| o.len() == 4 && o.contains(&victim);
+    wait_for_overlay(&apis[0], back, Duration::from_secs(30)).await;
+    for i in 0..20 {
+        for api in &apis {
+            let started = Instant::now();
+            loop {
+                let (status, body) = api.query(&format!("k{i}")).await;
+                if (status, body["value"].as_str()) == (200, Some("v1")) {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "k{i} through {}: {status} {body}",
+                    api.base
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     }
     cluster.shutdown().await;
 }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use ringkv_core::Timing;
 use ringkv_runtime::{encode_segment, HttpClient, LocalCluster};
 use serde_json::Value;
 
@@ -120,4 +121,17 @@ pub async fn copies(apis: &[Api]) -> (u64, u64) {
         }
     }
     (primary, replica)
+}
+
+/// Failure handling on loopback time scales: heartbeats every 100 ms, a member silent for
+/// 600 ms removed, anti-entropy every 500 ms, requests answered within 2 s.
+pub fn fast_failure_handling() -> Timing {
+    Timing {
+        heartbeat_interval_ns: 100_000_000,
+        failure_timeout_ns: 600_000_000,
+        membership_timeout_ns: 2_000_000_000,
+        anti_entropy_interval_ns: 500_000_000,
+        request_timeout_ns: 2_000_000_000,
+        ..Timing::with_failure_handling()
+    }
 }

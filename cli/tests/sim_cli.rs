@@ -66,6 +66,7 @@ fn the_documented_command_line_works_and_is_deterministic_across_processes() {
             "0.01",
             "--dup",
             "0.01",
+            "--failure-handling",
             "--history",
         ]
         .into_iter()

@@ -39,13 +39,8 @@ pub struct PeerFilter {
 }
 
 impl PeerFilter {
-    /// Block exactly `addrs` (`host:port` as the peers advertise themselves) both ways; an
-    /// empty set heals.
-    pub fn set(&self, addrs: BTreeSet<String>) {
-        self.set_direction(addrs, Direction::Both);
-    }
-
-    /// Block exactly `addrs` in `direction`; an empty set heals.
+    /// Block exactly `addrs` (`host:port` as the peers advertise themselves) in
+    /// `direction`; an empty set heals.
     pub fn set_direction(&self, addrs: BTreeSet<String>, direction: Direction) {
         let active = !addrs.is_empty();
         let mut blocked = self.blocked.write().unwrap_or_else(|e| e.into_inner());
@@ -126,11 +121,11 @@ mod tests {
     fn the_filter_blocks_what_it_was_given_until_healed() {
         let f = PeerFilter::default();
         assert!(!f.blocks_send("127.0.0.1:1"));
-        f.set(["127.0.0.1:1".to_string()].into());
+        f.set_direction(["127.0.0.1:1".to_string()].into(), Direction::Both);
         assert!(f.blocks_send("127.0.0.1:1"));
         assert!(f.blocks_receive("127.0.0.1:1"));
         assert!(!f.blocks_send("127.0.0.1:2"));
-        f.set(BTreeSet::new());
+        f.set_direction(BTreeSet::new(), Direction::Both);
         assert!(!f.blocks_send("127.0.0.1:1"));
         assert!(!f.blocks_receive("127.0.0.1:1"));
         assert!(f.blocked().is_empty());

@@ -209,6 +209,9 @@ fn prepare_for(
         }
     };
     let fingers = matches!(change, Change::Join(n) if n == node).then(|| next.fingers_of(node.id));
+    // Under chain replication on a ring of at most k members every chain runs round the
+    // whole ring (see the join and departure rules below).
+    let small_chain_ring = next.len() <= shape.k && shape.config.consistency.is_chain();
     // Where `node` fetches what it gains. After a removal, its `k - 1` nearest new
     // predecessors: a surviving old replica of any key it gains lies among them (it
     // precedes the newcomer in the key's new replica set).
@@ -219,7 +222,7 @@ fn prepare_for(
         // round the whole ring, the successor heads the keys of which the joiner becomes
         // the tail and may hold writes they never committed; the predecessor, their old
         // tail, holds only committed ones and precedes the joiner in every other chain.
-        Change::Join(n) if next.len() <= shape.k && shape.config.consistency.is_chain() => {
+        Change::Join(n) if small_chain_ring => {
             next.predecessor_before(n.id).cloned().into_iter().collect()
         }
         // Under eventual consistency replicas lag one another, and the node that stops
@@ -241,9 +244,7 @@ fn prepare_for(
         // from the departing node, which holds only committed writes there and commits
         // first, once its forwards have arrived; that breaks the cycle.
         Change::Depart(n)
-            if next.len() <= shape.k
-                && shape.config.consistency.is_chain()
-                && next.successor_after(n.id).is_some_and(|s| s.id == node.id) =>
+            if small_chain_ring && next.successor_after(n.id).is_some_and(|s| s.id == node.id) =>
         {
             let mut sources = vec![n.clone()];
             sources.extend(next.predecessors(node.id, shape.k.saturating_sub(1)));
@@ -263,7 +264,8 @@ fn prepare_for(
     // source (`pieces_for`); the sources are then those parts' sources. The same for a
     // joiner on such a ring (`join_pieces`).
     let pieces = match change {
-        Change::Join(n) if n == node => join_pieces(next, node, shape),
+        Change::Join(n) if n == node && small_chain_ring => join_pieces(next, node),
+        Change::Join(_) => Vec::new(),
         _ => pieces_for(next, removed, node, shape),
     };
     let sources = match pieces.is_empty() {
@@ -337,7 +339,8 @@ fn pieces_for(next: &Ring, removed: &[NodeRef], node: &NodeRef, shape: Shape) ->
     Vec::new()
 }
 
-/// Under chain replication, a joiner on a ring of at most k members (`next` counts it):
+/// Under chain replication, a joiner `node` on a ring of at most k members (`next` counts
+/// it):
 /// the keys it becomes the head of, `(predecessor, joiner]`, come from its successor,
 /// their old head, and every other key from its predecessor (see `prepare_for`). Fetched
 /// from the predecessor, the old tail of those keys, the head's range would lack writes
@@ -347,17 +350,14 @@ fn pieces_for(next: &Ring, removed: &[NodeRef], node: &NodeRef, shape: Shape) ->
 /// read), and under CRAQ the head answers clean reads of its older value (4 nodes with
 /// disks, seed 178 of one-way partitions: a head whose outgoing messages were lost
 /// applied a write no other node had). Empty when the predecessor is the successor.
-fn join_pieces(next: &Ring, node: &NodeRef, shape: Shape) -> Vec<Piece> {
-    if !shape.config.consistency.is_chain() || next.len() > shape.k {
-        return Vec::new();
-    }
+fn join_pieces(next: &Ring, node: &NodeRef) -> Vec<Piece> {
     let (Some(pred), Some(succ)) = (
         next.predecessor_before(node.id),
         next.successor_after(node.id),
     ) else {
         return Vec::new();
     };
-    if pred.id == succ.id || pred.id == node.id {
+    if pred.id == succ.id {
         return Vec::new();
     }
     vec![

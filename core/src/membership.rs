@@ -223,10 +223,9 @@ impl Membership {
             push_own_range(sh, out);
             // Removed while it departed: it was cut off, and the ring took its ranges
             // from other holders, which may lack writes it holds as a replica whose
-            // primary has crashed since. Every entry goes to its primary as a hint.
-            if !sh.config.consistency.is_chain() {
-                ho.hint_all(sh);
-            }
+            // primary has crashed since. Every entry goes to its primary as a hint
+            // (under chain replication too: see `hint_held_chain_entries`).
+            ho.hint_all(sh);
             self.leave(sh, ho);
             ho.send_hints(sh, out);
         } else if sh.config.consistency.is_chain() {
@@ -667,9 +666,11 @@ impl Membership {
         ho.committed(epoch, out.after(sh.timing.handover_grace_ns));
         if p.view.ring_size == 0 {
             push_own_range(sh, out);
+            hint_held_chain_entries(sh, ho);
             self.leave(sh, ho);
             sh.left_epoch = epoch;
             ho.ack_when_handed_over(sh, out, epoch);
+            ho.send_hints(sh, out);
             // The client hears of the departure when the whole change is done
             // (`ChangeDone`): the nodes after this one commit in later waves, and until
             // then the ring it would see still routes through this node.
@@ -956,6 +957,20 @@ fn push_own_range(sh: &Shared, out: &mut Out) {
             };
             out.send(to, msg);
         }
+    }
+}
+
+/// A departing chain member hands every entry it holds to its key's head as a hint
+/// (sent until acknowledged; the head applies it, newer versions winning, and sends it
+/// down the chain in order). The ring took its ranges from their tails, whose forwards
+/// to the new holders may not have arrived before the tails crashed: with the middle of
+/// the chain crashed too, the departing node held the only copy of a write its chain
+/// acknowledged (CRAQ, 5 nodes, seed 3045 of the partition campaign). Through the head,
+/// a write it held that its chain never committed reaches every replica in chain order,
+/// as a client write would: no tail serves what a node before it lacks.
+fn hint_held_chain_entries(sh: &Shared, ho: &mut Handover) {
+    if sh.config.consistency.is_chain() {
+        ho.hint_all(sh);
     }
 }
 

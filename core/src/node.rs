@@ -55,8 +55,9 @@ pub struct NodeStatus {
     pub fingers: Vec<NodeRef>,
     /// Peers this node routes round because they were silent past the failure timeout.
     pub suspects: Vec<Id>,
-    /// Writes this node holds as hints for their primaries, not yet acknowledged
-    /// (eventual consistency: see `docs/protocol.md`).
+    /// Writes this node holds as hints for their primaries, not yet acknowledged: a
+    /// departed node's entries until their heads (or primaries) have them, and writes
+    /// forwarded for an abandoned change under eventual consistency (`docs/protocol.md`).
     pub hints: usize,
     /// Replication factor.
     pub k: usize,
@@ -863,6 +864,16 @@ impl Node {
                     Ok(())
                 }
                 None if sh.is_member() && sh.term > 0 => {
+                    Membership::point_at_leader(sh, out, &from);
+                    Ok(())
+                }
+                // A node that departed is asked by one that still counts it a neighbour:
+                // one removed while cut off, whose every neighbour left meanwhile, so
+                // nobody in the ring hears it to tell it of its removal (eventual, 4
+                // nodes, seeds 2802 and 2143 of the partition campaign: it went on
+                // answering reads with its older copies). The leader that let this node
+                // go is newer news than its own.
+                None if sh.left_epoch != 0 && sh.term > 0 && *sh.coordinator != *sh.me.addr => {
                     Membership::point_at_leader(sh, out, &from);
                     Ok(())
                 }

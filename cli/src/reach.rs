@@ -163,6 +163,20 @@ impl Reach {
         for node in self.order(first).into_iter().take(ATTEMPTS_MAX) {
             match self.client.reply(&node, op) {
                 Ok(reply) => {
+                    let answer = Answer::from_reply(&reply);
+                    let aimed = route.as_ref().is_some_and(|r| r.target == node);
+                    if aimed && left_the_ring(&answer) {
+                        // The remembered ring named a node that has left it since (it
+                        // refuses every request, applying nothing): go on to the nodes
+                        // given, which route the request (the ring is learned again from
+                        // the one that answers).
+                        silent.push(Unreachable {
+                            node,
+                            reason: "it is not in the ring any more".to_string(),
+                            maybe_applied: false,
+                        });
+                        continue;
+                    }
                     let stale = match (&route, data_op(op)) {
                         (Some(route), Some(data)) => {
                             staleness(route, &outcome(data, Ok(reply.clone())))
@@ -173,7 +187,6 @@ impl Reach {
                     if stale || !silent.is_empty() {
                         self.learn(Some(&node));
                     }
-                    let answer = Answer::from_reply(&reply);
                     return Ok(Reached {
                         answer,
                         node,
@@ -208,6 +221,12 @@ impl Reach {
         }
         order
     }
+}
+
+/// Whether a node answered that it is not in the ring (409 `not_joined`: it departed,
+/// or has not joined yet), which it does before it looks at the request.
+fn left_the_ring(answer: &Answer) -> bool {
+    answer.status == 409 && answer.body["code"] == "not_joined"
 }
 
 fn kind(op: &Op) -> OpKind {

@@ -169,6 +169,52 @@ fn one_shot_commands_fall_back_to_remembered_members() {
     let _ = std::fs::remove_dir_all(&cache);
 }
 
+/// A remembered member that departed (its process still runs, refusing every request with
+/// 409 `not_joined`) is passed over: token routing aimed at it goes on to the node given.
+#[test]
+fn a_remembered_member_that_departed_is_passed_over() {
+    let cache = cache_home("departed");
+    let (procs, addrs) = ring();
+    let (entry, leaver) = (addrs[1].clone(), addrs[2].clone());
+    let keys: Vec<String> = (0..30).map(|i| format!("song {i}")).collect();
+    for key in &keys {
+        let out = dht(&cache, &["insert", key, "1", "--node", &entry]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    let out = dht(&cache, &["depart", "--node", &leaver, "--no-cache"]);
+    assert!(out.status.success(), "{out:?}");
+
+    // Each key's head or tail is the departed node for about a third of the keys; the
+    // first request aimed at it says so on stderr and relearns the ring.
+    let mut passed_over = 0;
+    for key in &keys {
+        let out = dht(&cache, &["insert", key, "2", "--node", &entry]);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        passed_over += usize::from(text(&out.stderr).contains("it is not in the ring any more"));
+        let out = dht(&cache, &["query", key, "--node", &entry]);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        assert_eq!(json(&out)["value"], "2", "{key}");
+        passed_over += usize::from(text(&out.stderr).contains("it is not in the ring any more"));
+    }
+    assert!(
+        passed_over >= 1,
+        "no request was aimed at the departed node"
+    );
+
+    // Asked directly, the departed node still refuses: the 409 is its answer.
+    let out = dht(
+        &cache,
+        &["query", &keys[0], "--node", &leaver, "--routing", "random"],
+    );
+    assert_ne!(out.status.code(), Some(0), "{out:?}");
+    assert!(text(&out.stderr).contains("not in the ring"), "{out:?}");
+
+    for proc in procs.into_iter().rev() {
+        assert!(proc.terminate().success());
+    }
+    let _ = std::fs::remove_dir_all(&cache);
+}
+
 #[test]
 fn a_shell_falls_back_to_the_members_it_learned() {
     let cache = cache_home("shell");

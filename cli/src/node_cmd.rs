@@ -312,7 +312,7 @@ pub fn run_bootstrap(args: BootstrapArgs) -> anyhow::Result<ExitCode> {
         };
         match halted {
             None => {
-                server.shutdown().await;
+                server.shutdown_handing_over().await;
                 Ok(ExitCode::SUCCESS)
             }
             Some(reason) => {
@@ -360,7 +360,7 @@ pub fn run_node(args: NodeArgs) -> anyhow::Result<ExitCode> {
             announce(&format!("joined the ring through {}", args.bootstrap));
         }
         shutdown_signal().await;
-        server.shutdown().await;
+        server.shutdown_handing_over().await;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -163,6 +163,58 @@ fn bootstrap_and_node_processes_join_and_depart_on_sigterm() {
     assert!(boot.terminate().success());
 }
 
+/// A chain node stopped with SIGTERM departs, then waits until the keys' heads have
+/// acknowledged the entries it handed them as hints (`hints` in `GET /node`), and only
+/// then exits: every key is still there, and it did not give up on any hint.
+#[test]
+fn a_chain_node_stopped_by_sigterm_hands_its_entries_over_before_exiting() {
+    let boot = Proc::start(&["bootstrap", "--port", "0", "--k", "2"]);
+    let boot_addr = addr_in(&boot.wait_line("listening on "), "listening on ");
+    let node = Proc::start(&["node", "--port", "0", "--bootstrap", &boot_addr, "--join"]);
+    node.wait_line("joined the ring");
+    let log = temp_file("sigterm-node.log");
+    let mut command = Command::new(DHT);
+    command
+        .args(["node", "--port", "0", "--bootstrap", &boot_addr, "--join"])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).expect("log file"));
+    let leaver = Proc::spawn(command);
+    let leaver_addr = addr_in(&leaver.wait_line("listening on "), "listening on ");
+    leaver.wait_line("joined the ring");
+
+    let load = Command::new(DHT)
+        .args([
+            "bench",
+            "--target",
+            &boot_addr,
+            "--ops",
+            "3000",
+            "--clients",
+            "8",
+        ])
+        .args(["--mix", "insert", "--json"])
+        .output()
+        .expect("bench runs");
+    assert!(load.status.success(), "{load:?}");
+    let (_, info) = get(&format!("http://{leaver_addr}/node"));
+    let held =
+        info["keys_primary"].as_u64().unwrap_or(0) + info["keys_replica"].as_u64().unwrap_or(0);
+    assert!(held > 0, "the leaver holds entries to hand over: {info}");
+
+    assert!(leaver.terminate().success());
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(text.contains("departed"), "{text}");
+    assert!(text.contains("every hint acknowledged"), "{text}");
+    assert!(!text.contains("hints unacknowledged"), "{text}");
+    let (status, body) = get(&format!("http://{boot_addr}/query/*"));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["count"], 3000, "every key is still in the ring");
+    assert!(node.terminate().success());
+    assert!(boot.terminate().success());
+    let _ = std::fs::remove_file(&log);
+}
+
 /// `--rejoin` cannot be combined with a flag that defeats it: each is refused before the
 /// node starts, with a message that says why.
 #[test]

@@ -155,6 +155,11 @@ pub(crate) struct Handover {
 /// Hints sent per heartbeat (the rest wait for the next ones).
 const HINTS_PER_TICK: usize = 256;
 
+/// Hints a node out of the ring sends per heartbeat: a departed chain node hands over
+/// every entry it held, and its operator waits for them to be acknowledged before
+/// stopping it (at 256 a heartbeat, 21,500 entries took 17 s on a 10-node ring).
+const DEPARTED_HINTS_PER_TICK: usize = 1024;
+
 /// Keep `entry` of `key` as a hint, unless a hint of a newer version is held or the
 /// hints are at their bound.
 fn hint(hints: &mut BTreeMap<String, Entry>, sh: &Shared, key: &str, entry: &Entry) {
@@ -417,11 +422,11 @@ impl Handover {
         }
         // No request waits on a hint: its origin only says where the `HintAck` goes.
         let origin = sh.origin(0);
-        let via = match sh.is_member() {
-            true => sh.me.addr.clone(),
-            false => sh.coordinator.clone(),
+        let (via, per_tick) = match sh.is_member() {
+            true => (sh.me.addr.clone(), HINTS_PER_TICK),
+            false => (sh.coordinator.clone(), DEPARTED_HINTS_PER_TICK),
         };
-        for (key, entry) in self.hints.iter().take(HINTS_PER_TICK) {
+        for (key, entry) in self.hints.iter().take(per_tick) {
             let routed = Routed {
                 origin: Some(origin.clone()),
                 key: key.clone(),

@@ -154,6 +154,12 @@ pub struct NodeServer {
 /// How long a stopping server waits for open connections to finish.
 const HTTP_DRAIN: Duration = Duration::from_secs(3);
 
+/// Longest a node stopping after its departure waits for its hints to be acknowledged.
+pub const HINTS_DRAIN_MAX: Duration = Duration::from_secs(30);
+
+/// Longest it waits without any being acknowledged.
+pub const HINTS_STALL_MAX: Duration = Duration::from_secs(5);
+
 impl NodeServer {
     /// Bind, then start the actor and the HTTP server.
     pub async fn start(options: NodeOptions) -> Result<NodeServer, StartError> {
@@ -346,20 +352,66 @@ impl NodeServer {
 
     /// Depart if this node is a member (the bootstrap only when it is alone), then stop.
     pub async fn shutdown(self) {
+        self.depart_if_member().await;
+        self.stop().await;
+    }
+
+    /// As [`NodeServer::shutdown`], but after departing wait (up to [`HINTS_DRAIN_MAX`])
+    /// until the keys' heads have acknowledged the entries this node handed them as hints:
+    /// they may be the last copies of writes whose other holders crashed during the
+    /// hand-over. For a process leaving a ring that goes on (`dht node`, `dht bootstrap`);
+    /// a whole ring stopping at once has no use for them.
+    pub async fn shutdown_handing_over(self) {
+        if self.depart_if_member().await {
+            self.deliver_hints().await;
+        }
+        self.stop().await;
+    }
+
+    /// Whether this node departed.
+    async fn depart_if_member(&self) -> bool {
         let member = self
             .handle
             .inspect(|n| n.is_member())
             .await
             .unwrap_or(false);
-        if member {
-            match self.depart().await {
-                Ok(_) => tracing::info!(addr = %self.addr, "departed"),
-                Err(err) => {
-                    tracing::warn!(addr = %self.addr, %err, "could not depart before stopping")
-                }
+        if !member {
+            return false;
+        }
+        match self.depart().await {
+            Ok(_) => {
+                tracing::info!(addr = %self.addr, "departed");
+                true
+            }
+            Err(err) => {
+                tracing::warn!(addr = %self.addr, %err, "could not depart before stopping");
+                false
             }
         }
-        self.stop().await;
+    }
+
+    /// Wait until no hint is left, for at most [`HINTS_DRAIN_MAX`], and no longer than
+    /// [`HINTS_STALL_MAX`] without an acknowledgement (the rest of the ring may be
+    /// stopping too, or cut off).
+    async fn deliver_hints(&self) {
+        let start = tokio::time::Instant::now();
+        let (mut fewest, mut progress) = (usize::MAX, start);
+        loop {
+            let left = self.handle.inspect(|n| n.status().hints).await.unwrap_or(0);
+            if left == 0 {
+                tracing::info!(addr = %self.addr, waited = ?start.elapsed(), "every hint acknowledged");
+                return;
+            }
+            let now = tokio::time::Instant::now();
+            if left < fewest {
+                (fewest, progress) = (left, now);
+            }
+            if now >= start + HINTS_DRAIN_MAX || now >= progress + HINTS_STALL_MAX {
+                tracing::warn!(addr = %self.addr, hints = left, "stopping with hints unacknowledged");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Stop serving at once, without departing (peers see a crash). What the node's peer

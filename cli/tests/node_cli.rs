@@ -163,7 +163,7 @@ fn bootstrap_and_node_processes_join_and_depart_on_sigterm() {
     assert!(boot.terminate().success());
 }
 
-/// A chain node stopped with SIGTERM departs, then waits until the keys' heads have
+/// A node stopped with SIGTERM departs, then waits until the keys' heads have
 /// acknowledged the entries it handed them as hints (`hints` in `GET /node`), and only
 /// then exits: every key is still there, and it did not give up on any hint.
 #[test]

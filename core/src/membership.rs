@@ -224,7 +224,7 @@ impl Membership {
             // Removed while it departed: it was cut off, and the ring took its ranges
             // from other holders, which may lack writes it holds as a replica whose
             // primary has crashed since. Every entry goes to its primary as a hint
-            // (under chain replication too: see `hint_held_chain_entries`).
+            // (as a departing node's entries do when it commits: see `on_commit`).
             ho.hint_all(sh);
             self.leave(sh, ho);
             ho.send_hints(sh, out);
@@ -666,7 +666,19 @@ impl Membership {
         ho.committed(epoch, out.after(sh.timing.handover_grace_ns));
         if p.view.ring_size == 0 {
             push_own_range(sh, out);
-            hint_held_chain_entries(sh, ho);
+            // Every entry it holds goes to its key's head (or primary) as a hint, sent
+            // until acknowledged; the head applies it (newer versions win) and sends it
+            // on to the other replicas, down the chain in order under chain replication.
+            // The ring takes this node's ranges from other holders, which may lack a
+            // write it holds: a tail whose hand-over forward to the new holder was lost,
+            // and that crashed with the chain's middle node, left this node the only copy
+            // of an acknowledged write (CRAQ, 5 nodes, seed 3045 of the partition
+            // campaign); so did an eventual primary that replicated a write only to this
+            // node on its side of a partition and crashed (k = 5 on 5 nodes, seed 4397).
+            // Through the head, a write this node held that its chain never committed
+            // reaches the replicas in chain order, as a client write does: no tail serves
+            // what a node before it lacks.
+            ho.hint_all(sh);
             self.leave(sh, ho);
             sh.left_epoch = epoch;
             ho.ack_when_handed_over(sh, out, epoch);
@@ -957,20 +969,6 @@ fn push_own_range(sh: &Shared, out: &mut Out) {
             };
             out.send(to, msg);
         }
-    }
-}
-
-/// A departing chain member hands every entry it holds to its key's head as a hint
-/// (sent until acknowledged; the head applies it, newer versions winning, and sends it
-/// down the chain in order). The ring took its ranges from their tails, whose forwards
-/// to the new holders may not have arrived before the tails crashed: with the middle of
-/// the chain crashed too, the departing node held the only copy of a write its chain
-/// acknowledged (CRAQ, 5 nodes, seed 3045 of the partition campaign). Through the head,
-/// a write it held that its chain never committed reaches every replica in chain order,
-/// as a client write would: no tail serves what a node before it lacks.
-fn hint_held_chain_entries(sh: &Shared, ho: &mut Handover) {
-    if sh.config.consistency.is_chain() {
-        ho.hint_all(sh);
     }
 }
 

@@ -1466,3 +1466,18 @@ fn partition_campaign(seed: u64, consistency: Consistency, nodes: usize) -> SimC
         ..reproducer(seed, consistency, false, false, &[])
     }
 }
+
+/// Eventual, k = 5 on 5 nodes, seed 4397 of the 4 s partition campaign: a primary
+/// acknowledged a write and replicated it only to the replica on its side of a partition
+/// before it crashed; that replica then departed, and as a node that was not the key's
+/// primary it handed the key to nobody. Every departing node now hands every entry it
+/// holds to the keys' primaries as hints.
+#[test]
+fn a_departing_replica_hands_on_the_last_copy_of_a_write_its_primary_took_down() {
+    let config = SimConfig {
+        k: 5,
+        max_down: Some(4),
+        ..partition_campaign(4397, Consistency::Eventual, 5)
+    };
+    assert_passes(at_fast_timeout(config, false));
+}

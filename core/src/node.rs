@@ -863,17 +863,14 @@ impl Node {
                     c.on_heartbeat(sh, out, &from, preparing, sent);
                     Ok(())
                 }
-                None if sh.is_member() && sh.term > 0 => {
-                    Membership::point_at_leader(sh, out, &from);
-                    Ok(())
-                }
-                // A node that departed is asked by one that still counts it a neighbour:
-                // one removed while cut off, whose every neighbour left meanwhile, so
-                // nobody in the ring hears it to tell it of its removal (eventual, 4
-                // nodes, seeds 2802 and 2143 of the partition campaign: it went on
-                // answering reads with its older copies). The leader that let this node
-                // go is newer news than its own.
-                None if sh.left_epoch != 0 && sh.term > 0 && *sh.coordinator != *sh.me.addr => {
+                // A member points a node cut off while the lead moved at the leader it
+                // follows. So does a node that departed, asked by one that still counts
+                // it a neighbour: one removed while cut off, whose every neighbour left
+                // meanwhile, so nobody in the ring hears it to tell it of its removal
+                // (eventual, 4 nodes, seeds 2802 and 2143 of the partition campaign: it
+                // went on answering reads with its older copies); the leader that let
+                // this node go is newer news than its own.
+                None if sh.term > 0 && (sh.is_member() || departed_elsewhere(sh)) => {
                     Membership::point_at_leader(sh, out, &from);
                     Ok(())
                 }
@@ -1382,4 +1379,9 @@ fn validate(sh: &Shared, request: &Request) -> Result<(), RequestError> {
         }),
         _ => Ok(()),
     }
+}
+
+/// Whether this node departed from a ring whose leader is another node.
+fn departed_elsewhere(sh: &Shared) -> bool {
+    sh.left_epoch != 0 && *sh.coordinator != *sh.me.addr
 }

@@ -61,8 +61,10 @@ pub enum Which {
     /// only, no network; a few seconds.
     Balance,
     /// Experiment 6, the read-heavy mix (95/5 and 70/30 reads/writes): read throughput
-    /// against k for chain, eventual and CRAQ; --backend sim (readmix_sim.*) or real, a
-    /// ring with 1 ms links or --link-latency (readmix_wan.*).
+    /// against k for chain, eventual and CRAQ; --backend sim (readmix_sim.*, keys over the
+    /// ring; readmix_chain_sim.*, keys on one chain of nodes that take 100 µs a message,
+    /// with 100% reads too) or real, a ring with 1 ms links or --link-latency
+    /// (readmix_wan.*).
     Readmix,
     /// Experiment 5: kill -9 of k − 1 dht node processes under load, then their restart (or,
     /// with --victim bootstrap, of the bootstrap; with --fault pause|partition, a SIGSTOP

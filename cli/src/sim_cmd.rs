@@ -114,6 +114,11 @@ pub struct SimOptions {
     /// Synthetic: uniform, zipf (s = 0.99) or zipf:S.
     #[arg(long, default_value = "uniform")]
     pub key_dist: String,
+    /// Synthetic: every key on one chain (the same replicas, head and tail: the first
+    /// --keys of k0, k1, … whose primary is the bootstrap), as the objects of a single
+    /// chain in the chain replication and CRAQ papers; else keys spread over the ring.
+    #[arg(long)]
+    pub one_chain: bool,
     /// One-way latency: const:1ms, uniform:0.5ms..2ms, exp:1ms, lognormal:1ms,0.5.
     #[arg(long, default_value = "exp:1ms")]
     pub latency: String,
@@ -182,6 +187,17 @@ pub struct SimOptions {
     /// crash keeps what it persisted and a restarted node comes back with it.
     #[arg(long)]
     pub disks: bool,
+    /// How long a node takes to handle each message and client request: it handles them
+    /// one at a time, in arrival order, as one machine's processor would, so a node with
+    /// more to do than that allows queues them (timers cost nothing). 0: inputs are handled
+    /// the moment they arrive, and only message delays take time.
+    #[arg(long, default_value = "0ms", value_name = "DUR")]
+    pub service: String,
+    /// Virtual time between the end of setup (the initial joins) and the clients' first
+    /// operation, the nodes' background running meanwhile: past 10 s, the writes the
+    /// core forwards to a range's new holder after each join have stopped.
+    #[arg(long, default_value = "0ms", value_name = "DUR")]
+    pub warmup: String,
     /// Each node's clock rate differs from true time by up to this many parts per
     /// thousand, drawn from the seed [default: 0; in sweeps 20, the bound leases are
     /// declared safe under].
@@ -246,6 +262,7 @@ impl SimOptions {
             read_fraction: self.read_fraction,
             delete_fraction: self.delete_fraction,
             key_dist: self.key_dist.parse::<KeyDist>()?,
+            one_chain: self.one_chain,
         };
         let random_faults = match self.faults.as_str() {
             "none" => None,
@@ -330,6 +347,10 @@ impl SimOptions {
             max_down,
             final_reads: self.final_reads || sweep,
             disks: self.disks,
+            service_ns: parse_duration_ns(&self.service)
+                .map_err(|e| anyhow::anyhow!("--service: {e}"))?,
+            warmup_ns: parse_duration_ns(&self.warmup)
+                .map_err(|e| anyhow::anyhow!("--warmup: {e}"))?,
         };
         config.validate()?;
         Ok(config)

@@ -186,6 +186,35 @@ fn readmix_writes_its_csv_and_plot() {
     assert!(read_rate("craq") > 1.2 * read_rate("chain"), "{rows:?}");
     let png = std::fs::read(dir.join("readmix_sim.png")).expect("the plot");
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
+
+    // On one chain of nodes that take 100 µs a message, chain replication's reads are
+    // bounded by the one tail (10,000 messages a second, whatever k), and CRAQ's spread
+    // over the k replicas.
+    assert!(stdout.contains("Read-heavy mix: read throughput (simulator, 100 µs a message"));
+    let (header, rows) = csv(&dir.join("readmix_chain_sim.csv"));
+    let at = |name: &str| header.iter().position(|h| h == name).expect(name);
+    assert_eq!(rows.len(), 3 * 3 * 3, "100, 95 and 70% reads: {rows:?}");
+    let read_rate = |model: &str, k: &str| -> f64 {
+        let row = rows
+            .iter()
+            .find(|r| r[at("model")] == model && r[at("k")] == k && r[at("read_percent")] == "95")
+            .unwrap_or_else(|| panic!("no {model} k={k} row"));
+        assert_eq!(row[at("placement")], "one-chain");
+        assert_eq!(row[at("errors")], "0", "{row:?}");
+        row[at("read_throughput_ops_per_s")]
+            .parse()
+            .expect("a number")
+    };
+    for k in ["1", "3", "5"] {
+        let chain = read_rate("chain", k);
+        assert!((8_000.0..10_000.0).contains(&chain), "chain k={k}: {chain}");
+    }
+    assert!(
+        read_rate("craq", "5") > 1.5 * read_rate("chain", "5"),
+        "{rows:?}"
+    );
+    let png = std::fs::read(dir.join("readmix_chain_sim.png")).expect("the plot");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

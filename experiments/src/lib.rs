@@ -12,7 +12,7 @@
 //! | 4c. throughput, p99 against N | [`scaling`] | sim | `scaling.csv/.png` |
 //! | 4d. violations under faults | [`faults`] | sim | `faults.csv` |
 //! | 4e. keys per node against virtual nodes | [`balance`] | placement only | `balance.csv/.png` |
-//! | 6. read-heavy mix (95/5, 70/30): read throughput against k | [`readmix`] | sim, or real with 1 ms links | `readmix_sim.csv/.png`, `readmix_wan.csv/.png` |
+//! | 6. read-heavy mix (95/5, 70/30): read throughput against k | [`readmix`] | sim (keys over the ring; and on one chain of nodes taking 100 µs a message, 100/95/70% reads), or real with 1 ms links | `readmix_sim.csv/.png`, `readmix_chain_sim.csv/.png`, `readmix_wan.csv/.png` |
 //! | 5. `kill -9` of k − 1 node processes under load | [`crash`] | separate `dht` processes | `crash_real.csv/.md/.png` |
 //! | 5, `--victim bootstrap`: `kill -9`, restart and loss of the bootstrap | [`crash`] | separate `dht` processes | `crash_bootstrap.csv/.md/.png` |
 //! | 5, `--fault pause`: SIGSTOP of a member for 6 s | [`crash`] | separate `dht` processes | `crash_pause.csv/.md/.png` |

@@ -11,14 +11,25 @@
 //! read there only when its copy is clean (the tail acknowledged it), else it asks the
 //! tail: writes make copies dirty, so the 70/30 mix gains less.
 //!
-//! - **Simulator** (`readmix_sim.csv/.png`): a synthetic workload, virtual time. The
-//!   simulator models message latency (exponential, 1 ms mean), not CPU, so a read a
-//!   client's own node answers takes no time at all; the figures are those of the
-//!   protocol's message paths alone.
+//! - **Simulator, keys over the ring** (`readmix_sim.csv/.png`): a synthetic workload,
+//!   virtual time. Message latency is exponential (1 ms mean) and nodes take no time to
+//!   handle a message, so a read a client's own node answers takes no time at all; the
+//!   figures are those of the protocol's message paths alone. Every node is the head and
+//!   tail of some keys, so chain replication's reads are already spread over the ring.
+//! - **Simulator, one chain** (`readmix_chain_sim.csv/.png`): the setting of the CRAQ
+//!   paper, where a chain's tail limits its reads. The 50 keys all lie on one chain (the
+//!   same k replicas, head and tail), every node takes 100 µs to handle each message or
+//!   request, one at a time (`SimConfig::service_ns`), and 20 clients per node keep the
+//!   chain saturated: throughput is then the chain's capacity, not a latency.
 //! - **Real ring** (`readmix_wan.csv/.png`): an in-process ring on loopback HTTP whose
 //!   node-to-node messages wait 1 ms (`--link-latency`, as in the `_wan` throughput
 //!   runs); the keys are written once before the timed phase; wall-clock time, so
-//!   the HTTP and CPU cost of every hop counts too.
+//!   the HTTP and CPU cost of every hop counts too. Its nodes share the machine's
+//!   processors, so no one node's processor limits the ring as on separate machines:
+//!   the one-chain setting is measured in the simulator only.
+//!
+//! Simulator runs start their clients 11 s after setup, once the core has stopped
+//! forwarding writes in the ranges the setup's joins handed over.
 //!
 //! Read throughput is reads / seconds from the first operation to the last answer.
 
@@ -43,6 +54,18 @@ use crate::{ExperimentError, Result};
 
 /// The read shares, in percent: 95/5 and 70/30.
 pub const READ_PERCENTS: [u32; 2] = [95, 70];
+
+/// The read shares on one chain: reads alone too, CRAQ's bound (the CRAQ paper's
+/// measurements start from no writes).
+pub const ONE_CHAIN_READ_PERCENTS: [u32; 3] = [100, 95, 70];
+
+/// The read shares measured with `placement`.
+fn read_percents(placement: Placement) -> &'static [u32] {
+    match placement {
+        Placement::Ring => &READ_PERCENTS,
+        Placement::OneChain => &ONE_CHAIN_READ_PERCENTS,
+    }
+}
 
 /// Keys the clients draw from.
 const KEYS: u64 = 50;
@@ -90,19 +113,82 @@ pub struct Row {
     /// The delay on every node-to-node message (real ring), e.g. `const:1ms`; empty in
     /// the simulator (exponential 1 ms links).
     pub link_latency: String,
+    /// Where the keys lie: `ring` (spread over the whole ring) or `one-chain` (every key
+    /// on the same k replicas).
+    pub placement: String,
+    /// The simulator's processing time per message and request at a node, µs (0: none;
+    /// the real ring's processors are real).
+    pub service_us: u64,
 }
 
-/// Run the read-heavy mix on `options.backend`: the simulator, or a real ring with
-/// `options.link_latency` (default 1 ms) links.
-pub fn run(options: &Options) -> Result<Report> {
-    let points = points(options);
-    let bar = progress_bar(options, "readmix", points.len() as u64);
-    let rows = match options.backend {
-        Backend::Sim => measure_sim(options, &points, &bar)?,
-        Backend::Real => measure_real(options, &points, &bar)?,
+/// Where the mix's keys lie.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// Spread over the whole ring, so every node is the head and tail of some keys
+    /// (`readmix_sim`, `readmix_wan`).
+    Ring,
+    /// On one chain: every key's replicas, head and tail are the same k nodes, as the
+    /// objects of a single chain in the CRAQ paper (`readmix_chain_sim`).
+    OneChain,
+}
+
+impl Placement {
+    /// The name in the CSV.
+    pub fn name(self) -> &'static str {
+        match self {
+            Placement::Ring => "ring",
+            Placement::OneChain => "one-chain",
+        }
+    }
+}
+
+/// One chain: how long a node takes to handle a message or request (a node handles
+/// 10,000 a second), so that a saturated node limits throughput as a machine's
+/// processor would.
+pub const ONE_CHAIN_SERVICE_NS: u64 = 100_000;
+
+/// One chain: closed-loop clients per node, enough to keep chain replication's tail
+/// saturated (with 1 ms links a client has at most a few hundred operations a second
+/// in flight).
+pub const ONE_CHAIN_CLIENTS_PER_NODE: usize = 20;
+
+/// Simulator runs start their clients this long after setup, once the core has stopped
+/// forwarding writes to the holders of ranges the setup's joins handed over.
+const WARMUP_NS: u64 = 11_000_000_000;
+
+/// Run the read-heavy mix on `options.backend`: in the simulator with the keys spread
+/// over the ring and again on one chain of nodes with a processing time, or on a real
+/// ring with `options.link_latency` (default 1 ms) links.
+pub fn run(options: &Options) -> Result<Vec<Report>> {
+    let placements: &[Placement] = match options.backend {
+        Backend::Sim => &[Placement::Ring, Placement::OneChain],
+        Backend::Real => &[Placement::Ring],
     };
-    bar.finish_and_clear();
-    report(options, &rows)
+    let mut reports = Vec::new();
+    for &placement in placements {
+        let points = points(options);
+        let name = match placement {
+            Placement::Ring => "readmix",
+            Placement::OneChain => "readmix, one chain",
+        };
+        let bar = progress_bar(options, name, points.len() as u64);
+        let rows = match options.backend {
+            Backend::Sim => measure_sim(options, placement, &points, &bar)?,
+            Backend::Real => measure_real(options, &points, &bar)?,
+        };
+        bar.finish_and_clear();
+        reports.push(report(options, placement, &rows)?);
+    }
+    Ok(reports)
+}
+
+/// Clients of a run: one per reference file (`FILES`, each on its own node) with the
+/// keys on the ring; enough to saturate a chain on one chain.
+fn clients(options: &Options, placement: Placement) -> usize {
+    match placement {
+        Placement::Ring => FILES,
+        Placement::OneChain => options.nodes * ONE_CHAIN_CLIENTS_PER_NODE,
+    }
 }
 
 /// Repetitions per point: 1 with `quick`, else `--reps`, else 3 (real) or 5 (sim).
@@ -116,10 +202,11 @@ fn reps(options: &Options) -> usize {
 }
 
 /// Timed operations per client.
-fn ops_per_client(options: &Options) -> usize {
-    match options.backend {
-        Backend::Real => options.size(30, 150),
-        Backend::Sim => options.size(100, 400),
+fn ops_per_client(options: &Options, placement: Placement) -> usize {
+    match (options.backend, placement) {
+        (Backend::Real, _) => options.size(30, 150),
+        (Backend::Sim, Placement::Ring) => options.size(100, 400),
+        (Backend::Sim, Placement::OneChain) => options.size(20, 100),
     }
 }
 
@@ -138,27 +225,36 @@ fn points(options: &Options) -> Vec<(usize, usize, Consistency)> {
 
 fn measure_sim(
     options: &Options,
+    placement: Placement,
     points: &[(usize, usize, Consistency)],
     bar: &indicatif::ProgressBar,
 ) -> Result<Vec<Row>> {
     bar.set_message("simulator");
-    let per_client = ops_per_client(options);
+    let per_client = ops_per_client(options, placement);
+    let clients = clients(options, placement);
+    let service_ns = match placement {
+        Placement::Ring => 0,
+        Placement::OneChain => ONE_CHAIN_SERVICE_NS,
+    };
     let runs = par_map(points, |&(rep, k, model)| -> Result<Vec<Row>> {
         let mut rows = Vec::new();
-        for percent in READ_PERCENTS {
+        for &percent in read_percents(placement) {
             let config = SimConfig {
                 seed: options.seed + rep as u64 - 1,
                 nodes: options.nodes,
                 k,
                 consistency: model,
-                clients: Some(FILES),
+                clients: Some(clients),
                 workload: WorkloadSpec::Synthetic(Synthetic {
-                    ops: (per_client * FILES) as u64,
+                    ops: (per_client * clients) as u64,
                     keys: KEYS,
                     read_fraction: f64::from(percent) / 100.0,
                     delete_fraction: 0.0,
                     key_dist: KeyDist::Uniform,
+                    one_chain: placement == Placement::OneChain,
                 }),
+                service_ns,
+                warmup_ns: WARMUP_NS,
                 ..SimConfig::default()
             };
             let (_, history) = simulate(config)?;
@@ -172,7 +268,13 @@ fn measure_sim(
                     end_ns: o.complete.map_or(o.invoke.time, |c| c.time),
                 })
                 .collect();
-            rows.push(row(options, (model, k, percent, rep), &ops, None));
+            let setup = Setup {
+                placement,
+                clients,
+                service_ns,
+                link_latency: None,
+            };
+            rows.push(row(options, (model, k, percent, rep), &ops, setup));
         }
         bar.inc(1);
         Ok(rows)
@@ -190,7 +292,7 @@ fn measure_real(
     bar: &indicatif::ProgressBar,
 ) -> Result<Vec<Row>> {
     let latency = options.link_latency.unwrap_or(WAN_LATENCY);
-    let per_client = ops_per_client(options);
+    let per_client = ops_per_client(options, Placement::Ring);
     let mut rows = Vec::new();
     for &(rep, k, model) in points {
         bar.set_message(format!("real ring, {} k={k}, run {rep}", model_name(model)));
@@ -204,8 +306,13 @@ fn measure_real(
                 let scripts = mix_scripts(options.nodes, per_client, percent, seed);
                 let phase = ring.run_phase(scripts).await;
                 let samples = real_samples(&phase)?;
-                let cell = Some(latency.to_string());
-                rows.push(row(options, (model, k, percent, rep), &samples, cell));
+                let setup = Setup {
+                    placement: Placement::Ring,
+                    clients: FILES,
+                    service_ns: 0,
+                    link_latency: Some(latency.to_string()),
+                };
+                rows.push(row(options, (model, k, percent, rep), &samples, setup));
             }
             ring.stop().await;
             Ok::<(), ExperimentError>(())
@@ -308,11 +415,19 @@ fn real_samples(phase: &real::Phase) -> Result<Vec<Sample>> {
         .collect())
 }
 
+/// How a run was set up, for its row.
+struct Setup {
+    placement: Placement,
+    clients: usize,
+    service_ns: u64,
+    link_latency: Option<String>,
+}
+
 fn row(
     options: &Options,
     (model, k, percent, rep): (Consistency, usize, u32, usize),
     samples: &[Sample],
-    link_latency: Option<String>,
+    setup: Setup,
 ) -> Row {
     let first = samples.iter().map(|s| s.start_ns).min().unwrap_or(0);
     let last = samples.iter().map(|s| s.end_ns).max().unwrap_or(first);
@@ -339,7 +454,7 @@ fn row(
         read_percent: percent,
         rep,
         nodes: options.nodes,
-        clients: FILES,
+        clients: setup.clients,
         ops: samples.len(),
         reads,
         writes: samples.len() - reads,
@@ -354,7 +469,9 @@ fn row(
         throughput_ops_per_s: per_s(samples.len()),
         read_latency_p50_ms: percentile(&latencies, 50.0) as f64 / 1e6,
         read_latency_p99_ms: percentile(&latencies, 99.0) as f64 / 1e6,
-        link_latency: link_latency.unwrap_or_default(),
+        link_latency: setup.link_latency.unwrap_or_default(),
+        placement: setup.placement.name().into(),
+        service_us: setup.service_ns / 1_000,
     }
 }
 
@@ -371,19 +488,37 @@ pub fn median(rows: &[Row], model: &str, k: usize, percent: u32) -> f64 {
     min_median_max(&samples(rows, model, k, percent)).1
 }
 
-fn file_stem(options: &Options) -> &'static str {
-    match options.backend {
-        Backend::Sim => "readmix_sim",
-        Backend::Real => "readmix_wan",
+fn file_stem(options: &Options, placement: Placement) -> &'static str {
+    match (options.backend, placement) {
+        (Backend::Sim, Placement::Ring) => "readmix_sim",
+        (Backend::Sim, Placement::OneChain) => "readmix_chain_sim",
+        (Backend::Real, _) => "readmix_wan",
     }
 }
 
-fn report(options: &Options, rows: &[Row]) -> Result<Report> {
-    let stem = file_stem(options);
+/// How the runs of `placement` were set up, for titles and notes.
+fn describe(options: &Options, placement: Placement) -> String {
+    match placement {
+        Placement::Ring => format!(
+            "{} nodes, {} clients, {KEYS} keys over the ring",
+            options.nodes,
+            clients(options, placement)
+        ),
+        Placement::OneChain => format!(
+            "{} µs a message; {} clients, {KEYS} keys on one chain of {} nodes",
+            ONE_CHAIN_SERVICE_NS / 1_000,
+            clients(options, placement),
+            options.nodes
+        ),
+    }
+}
+
+fn report(options: &Options, placement: Placement, rows: &[Row]) -> Result<Report> {
+    let stem = file_stem(options, placement);
     let csv = options.path(&format!("{stem}.csv"));
     let png = options.path(&format!("{stem}.png"));
     write_csv(&csv, rows)?;
-    plot(&png, options, rows)?;
+    plot(&png, options, placement, rows)?;
     let (backend, unit) = match options.backend {
         Backend::Sim => ("simulator".to_string(), "reads/virtual s"),
         Backend::Real => (
@@ -396,8 +531,8 @@ fn report(options: &Options, rows: &[Row]) -> Result<Report> {
     };
     let mut table = Table::new(
         format!(
-            "Read-heavy mix: read throughput ({backend}, {} nodes, {FILES} clients, {} runs per point)",
-            options.nodes,
+            "Read-heavy mix: read throughput ({backend}, {}, {} runs per point)",
+            describe(options, placement),
             reps(options)
         ),
         &[
@@ -413,7 +548,7 @@ fn report(options: &Options, rows: &[Row]) -> Result<Report> {
         ][..],
     );
     let mut warnings = Vec::new();
-    for percent in READ_PERCENTS {
+    for &percent in read_percents(placement) {
         for model in MODELS {
             let m = model_name(model);
             for &k in &options.ks {
@@ -446,9 +581,10 @@ fn report(options: &Options, rows: &[Row]) -> Result<Report> {
         }
     }
     Ok(Report {
-        name: match options.backend {
-            Backend::Sim => "readmix (sim)",
-            Backend::Real => "readmix (wan)",
+        name: match (options.backend, placement) {
+            (Backend::Sim, Placement::Ring) => "readmix (sim)",
+            (Backend::Sim, Placement::OneChain) => "readmix, one chain (sim)",
+            (Backend::Real, _) => "readmix (wan)",
         },
         files: vec![csv, png],
         table,
@@ -457,8 +593,9 @@ fn report(options: &Options, rows: &[Row]) -> Result<Report> {
     })
 }
 
-/// Two panels side by side, 95% and 70% reads: read throughput against k per model.
-fn plot(path: &Path, options: &Options, rows: &[Row]) -> Result<()> {
+/// A panel per read share (95% and 70% reads; on one chain 100% too), side by side:
+/// read throughput against k per model.
+fn plot(path: &Path, options: &Options, placement: Placement, rows: &[Row]) -> Result<()> {
     let kmax = options.ks.iter().max().copied().unwrap_or(1) as f64;
     let dodge = 0.08 * kmax.max(1.0) / 5.0;
     let top = rows
@@ -475,7 +612,7 @@ fn plot(path: &Path, options: &Options, rows: &[Row]) -> Result<()> {
             "wall clock",
         ),
     };
-    let charts: Vec<Chart> = READ_PERCENTS
+    let charts: Vec<Chart> = read_percents(placement)
         .iter()
         .map(|&percent| {
             let series = MODELS
@@ -500,7 +637,16 @@ fn plot(path: &Path, options: &Options, rows: &[Row]) -> Result<()> {
                 })
                 .collect();
             Chart {
-                title: format!("{percent}% reads, {}% writes: read throughput vs k", 100 - percent),
+                title: match placement {
+                    Placement::Ring => format!(
+                        "{percent}% reads, {}% writes: read throughput vs k",
+                        100 - percent
+                    ),
+                    Placement::OneChain => format!(
+                        "One chain, {percent}% reads, {}% writes: reads vs k",
+                        100 - percent
+                    ),
+                },
                 x: Axis::linear("replication factor k", 0.5, kmax + 0.5)
                     .with_ticks(options.ks.iter().map(|&k| k as f64).collect()),
                 y: Axis::linear(
@@ -510,15 +656,27 @@ fn plot(path: &Path, options: &Options, rows: &[Row]) -> Result<()> {
                 ),
                 legend: LegendAt::UpperLeft,
                 series,
-                note: Some(format!(
-                    "{backend}; {} nodes, {FILES} clients, {KEYS} keys; median of {} runs, whiskers min–max",
-                    options.nodes,
-                    reps(options)
-                )),
+                note: Some(match placement {
+                    Placement::Ring => format!(
+                        "{backend}; {}; median of {} runs, whiskers min–max",
+                        describe(options, placement),
+                        reps(options)
+                    ),
+                    // The title names the chain; the note must fit half the width.
+                    Placement::OneChain => format!(
+                        "{backend}, {} µs a message; {} nodes, {} clients, {KEYS} keys; median of {}",
+                        ONE_CHAIN_SERVICE_NS / 1_000,
+                        options.nodes,
+                        clients(options, placement),
+                        reps(options)
+                    ),
+                }),
             }
         })
         .collect();
-    plot::draw_panels(path, plot::WIDE, None, &charts)
+    // 800 pixels a panel, as `plot::WIDE` gives two.
+    let size = (plot::WIDE.0 / 2 * charts.len() as u32, plot::WIDE.1);
+    plot::draw_panels(path, size, None, &charts)
 }
 
 #[cfg(test)]

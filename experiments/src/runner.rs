@@ -544,7 +544,7 @@ fn run_one(e: Experiment, options: &Options) -> Result<Vec<Report>> {
         Experiment::Scaling => vec![scaling::run(options)?],
         Experiment::Faults => vec![faults::run(options)?],
         Experiment::Balance => vec![balance::run(options)?],
-        Experiment::ReadMix => vec![readmix::run(options)?],
+        Experiment::ReadMix => readmix::run(options)?,
         Experiment::Crash => vec![crash::run(options)?],
         Experiment::Durability => vec![durability::run(options)?],
         Experiment::All => {

@@ -44,8 +44,13 @@ pub fn per_node_files(
         None => Files::Embedded,
     };
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let mut workload =
-        Workload::build(&WorkloadSpec::Reference(reference), FILES, &files, &mut rng)?;
+    let mut workload = Workload::build(
+        &WorkloadSpec::Reference(reference),
+        FILES,
+        &files,
+        &mut rng,
+        &[],
+    )?;
     Ok(workload
         .phases
         .iter_mut()

@@ -286,15 +286,28 @@ fn every_experiment_runs_quick_and_writes_its_files() {
         .iter()
         .all(|r| !col(&path, r, "linearizability").is_empty()));
 
-    // 6: the read-heavy mix, in the simulator and on the 1 ms ring.
+    // 6: the read-heavy mix, in the simulator (keys over the ring, and on one chain of
+    // nodes with a processing time) and on the 1 ms ring.
     assert!(names.contains("readmix (sim)") && names.contains("readmix (wan)"));
-    for (stem, latency) in [("readmix_sim", ""), ("readmix_wan", "const:1ms")] {
+    assert!(names.contains("readmix, one chain (sim)"));
+    // (file, link latency, placement, service time, read shares)
+    for (stem, latency, placement, service, mixes) in [
+        ("readmix_sim", "", "ring", "0", 2),
+        ("readmix_chain_sim", "", "one-chain", "100", 3),
+        ("readmix_wan", "const:1ms", "ring", "0", 2),
+    ] {
         let path = dir.join(format!("{stem}.csv"));
         let rows = assert_columns(&path, READMIX_COLUMNS);
-        assert_eq!(rows.len(), 3 * 3 * 2, "{stem}: 3 models × 3 k × 2 mixes");
+        assert_eq!(
+            rows.len(),
+            3 * 3 * mixes,
+            "{stem}: 3 models × 3 k × {mixes} mixes"
+        );
         for row in &rows {
             assert_eq!(col(&path, row, "errors"), "0", "{stem}: {row:?}");
             assert_eq!(col(&path, row, "link_latency"), latency, "{row:?}");
+            assert_eq!(col(&path, row, "placement"), placement, "{row:?}");
+            assert_eq!(col(&path, row, "service_us"), service, "{row:?}");
             let reads: f64 = col(&path, row, "reads").parse().unwrap();
             let ops: f64 = col(&path, row, "ops").parse().unwrap();
             let share: f64 = col(&path, row, "read_percent").parse().unwrap();
@@ -306,14 +319,14 @@ fn every_experiment_runs_quick_and_writes_its_files() {
         }
         assert_png(
             &dir.join(format!("{stem}.png")),
-            WIDE,
+            (WIDE.0 / 2 * mixes as u32, WIDE.1),
             &[plot::CHAIN, plot::EVENTUAL, plot::CRAQ],
         );
     }
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// The columns of `readmix_sim.csv` and `readmix_wan.csv`.
+/// The columns of `readmix_sim.csv`, `readmix_chain_sim.csv` and `readmix_wan.csv`.
 const READMIX_COLUMNS: &[&str] = &[
     "backend",
     "model",
@@ -329,6 +342,8 @@ const READMIX_COLUMNS: &[&str] = &[
     "throughput_ops_per_s",
     "read_latency_p99_ms",
     "link_latency",
+    "placement",
+    "service_us",
 ];
 
 #[test]

@@ -79,6 +79,19 @@ pub struct SimConfig {
     /// crash keeps what it persisted, and a restarted node comes back with it
     /// (crash-with-disk). Off: a crash loses everything, as a node without `--data-dir`.
     pub disks: bool,
+    /// How long a node takes to handle each message and client request (`--service`):
+    /// it handles them one at a time, in arrival order, and what one sends leaves when
+    /// its handling ends, so a node with more to do than this allows queues its inputs,
+    /// as one machine's processor would. Timers cost nothing. 0 (the default): every
+    /// input is handled the moment it arrives, and the simulator measures message delays
+    /// alone.
+    pub service_ns: u64,
+    /// Virtual time between the end of setup and the clients' first operation
+    /// (`--warmup`), the nodes' background running meanwhile. The core forwards writes in
+    /// a range it handed over to the range's new holder for `Timing::handover_grace_ns`
+    /// (10 s) after each membership change, and setup is nine joins: a throughput
+    /// measurement that should not include that forwarding starts after it.
+    pub warmup_ns: u64,
 }
 
 impl Default for SimConfig {
@@ -107,9 +120,14 @@ impl Default for SimConfig {
             max_down: None,
             final_reads: false,
             disks: false,
+            service_ns: 0,
+            warmup_ns: 0,
         }
     }
 }
+
+/// `--one-chain`: the most keys times nodes (the names tried to find the keys).
+const ONE_CHAIN_SCAN_MAX: u64 = 1 << 24;
 
 /// Largest ring the simulator builds (node addresses are `10.x.y.z:5000`).
 pub const NODES_MAX: usize = 1 << 20;
@@ -177,6 +195,14 @@ impl SimConfig {
         if self.timeout_ns == 0 {
             return Err(ParseError("--timeout must be positive".into()));
         }
+        if let WorkloadSpec::Synthetic(s) = &self.workload {
+            // About `nodes` names are tried per key found.
+            if s.one_chain && s.keys.saturating_mul(self.nodes as u64) > ONE_CHAIN_SCAN_MAX {
+                return Err(ParseError(format!(
+                    "--one-chain: --keys times --nodes must be at most {ONE_CHAIN_SCAN_MAX}"
+                )));
+            }
+        }
         check_probability(self.net.drop_probability, "--drop")?;
         check_probability(self.net.dup_probability, "--dup")?;
         Ok(())
@@ -242,6 +268,12 @@ impl SimConfig {
         if self.disks {
             args.push("--disks".into());
         }
+        if self.service_ns > 0 {
+            args.push(format!("--service {}", Dur(self.service_ns)));
+        }
+        if self.warmup_ns > 0 {
+            args.push(format!("--warmup {}", Dur(self.warmup_ns)));
+        }
         let defaults = SimConfig::default();
         if self.events_max != defaults.events_max {
             args.push(format!("--events-max {}", self.events_max));
@@ -255,8 +287,13 @@ impl SimConfig {
 
 fn synthetic_args(s: &Synthetic) -> String {
     format!(
-        "--ops {} --keys {} --read-fraction {} --delete-fraction {} --key-dist {}",
-        s.ops, s.keys, s.read_fraction, s.delete_fraction, s.key_dist
+        "--ops {} --keys {} --read-fraction {} --delete-fraction {} --key-dist {}{}",
+        s.ops,
+        s.keys,
+        s.read_fraction,
+        s.delete_fraction,
+        s.key_dist,
+        if s.one_chain { " --one-chain" } else { "" }
     )
 }
 
@@ -315,6 +352,8 @@ mod tests {
             seed: 42,
             faults: vec!["crash:3@1ms".parse().unwrap()],
             random_faults: Some(RandomFaults::default()),
+            service_ns: 50_000,
+            warmup_ns: 11_000_000_000,
             ..SimConfig::default()
         };
         let cmd = config.replay_command();
@@ -324,6 +363,8 @@ mod tests {
         assert!(cmd.contains("--latency exp:1ms --drop 0 --dup 0"));
         assert!(cmd.contains("--fault crash:3@1ms"));
         assert!(cmd.contains("--faults random --crash-rate 1 --restart-after 200ms"));
+        assert!(cmd.contains("--service 50us --warmup 11s"), "{cmd}");
+        assert!(!SimConfig::default().replay_command().contains("--service"));
     }
 
     #[test]

@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use ringkv_core::Id;
 
 pub use crate::check::OpKind;
 use crate::units::{check_probability, ParseError};
@@ -109,6 +110,11 @@ pub struct Synthetic {
     pub delete_fraction: f64,
     /// Key popularity.
     pub key_dist: KeyDist,
+    /// Every key on one chain (`--one-chain`): the keys are the first `keys` of `k0`,
+    /// `k1`, … whose primary in the initial ring is the bootstrap, so they share one
+    /// replica set, head and tail, as the objects of a single chain in the chain
+    /// replication and CRAQ papers do. Off: keys spread over the whole ring.
+    pub one_chain: bool,
 }
 
 impl Default for Synthetic {
@@ -119,6 +125,7 @@ impl Default for Synthetic {
             read_fraction: 0.5,
             delete_fraction: 0.0,
             key_dist: KeyDist::Uniform,
+            one_chain: false,
         }
     }
 }
@@ -335,6 +342,8 @@ struct SyntheticTable {
     spec: Synthetic,
     /// Cumulative Zipf weights (`None` for uniform).
     cdf: Option<Vec<f64>>,
+    /// The keys' names by index, when they are not `k{index}` (`Synthetic::one_chain`).
+    names: Option<Vec<String>>,
 }
 
 /// One client's synthetic operations, drawn from its own stream.
@@ -363,7 +372,10 @@ impl SyntheticStream {
                 (cdf.partition_point(|&c| c <= u) as u64).min(spec.keys - 1)
             }
         };
-        let key = format!("k{key_index}");
+        let key = match &self.table.names {
+            Some(names) => names[key_index as usize].clone(),
+            None => format!("k{key_index}"),
+        };
         let roll: f64 = self.rng.gen();
         let (f, value) = if roll < spec.read_fraction {
             (OpKind::Read, None)
@@ -388,16 +400,18 @@ pub struct Workload {
 }
 
 impl Workload {
-    /// Build `spec` for `clients` clients. Synthetic streams derive from `rng`.
+    /// Build `spec` for `clients` clients. Synthetic streams derive from `rng`; `ring`
+    /// is the initial ring's node ids, bootstrap first (used by [`Synthetic::one_chain`]).
     pub fn build(
         spec: &WorkloadSpec,
         clients: usize,
         files: &Files<'_>,
         rng: &mut ChaCha8Rng,
+        ring: &[Id],
     ) -> Result<Workload, WorkloadError> {
         let clients = clients.max(1);
         let phases = match spec {
-            WorkloadSpec::Synthetic(s) => vec![synthetic_phase(s, clients, rng)],
+            WorkloadSpec::Synthetic(s) => vec![synthetic_phase(s, clients, rng, ring)],
             WorkloadSpec::Reference(r) => {
                 let insert_files = || -> Result<Vec<Vec<Op>>, WorkloadError> {
                     let mut first_line = 1;
@@ -448,7 +462,28 @@ impl Workload {
     }
 }
 
-fn synthetic_phase(spec: &Synthetic, clients: usize, rng: &mut ChaCha8Rng) -> Vec<ClientOps> {
+/// The first `count` of `k0`, `k1`, … whose primary (the first node id at or after the
+/// key's id, round the ring) is `ring[0]`.
+pub fn one_chain_keys(ring: &[Id], count: u64) -> Vec<String> {
+    let Some(&head) = ring.first() else {
+        return Vec::new();
+    };
+    let mut ids = ring.to_vec();
+    ids.sort();
+    let primary = |key: Id| *ids.iter().find(|&&n| n >= key).unwrap_or(&ids[0]);
+    (0u64..)
+        .map(|j| format!("k{j}"))
+        .filter(|name| primary(Id::of_key(name)) == head)
+        .take(count as usize)
+        .collect()
+}
+
+fn synthetic_phase(
+    spec: &Synthetic,
+    clients: usize,
+    rng: &mut ChaCha8Rng,
+    ring: &[Id],
+) -> Vec<ClientOps> {
     let cdf = match spec.key_dist {
         KeyDist::Uniform => None,
         KeyDist::Zipf(s) => {
@@ -463,7 +498,12 @@ fn synthetic_phase(spec: &Synthetic, clients: usize, rng: &mut ChaCha8Rng) -> Ve
             )
         }
     };
-    let table = Arc::new(SyntheticTable { spec: *spec, cdf });
+    let names = (spec.one_chain && !ring.is_empty()).then(|| one_chain_keys(ring, spec.keys));
+    let table = Arc::new(SyntheticTable {
+        spec: *spec,
+        cdf,
+        names,
+    });
     let per = spec.ops / clients as u64;
     let extra = spec.ops % clients as u64;
     (0..clients)
@@ -598,7 +638,7 @@ mod tests {
 
     fn build(spec: WorkloadSpec, clients: usize) -> Workload {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
-        Workload::build(&spec, clients, &Files::Embedded, &mut rng).unwrap()
+        Workload::build(&spec, clients, &Files::Embedded, &mut rng, &[]).unwrap()
     }
 
     fn drain(w: &mut Workload) -> Vec<Vec<Op>> {
@@ -700,6 +740,7 @@ mod tests {
             read_fraction: 0.5,
             delete_fraction: 0.1,
             key_dist: KeyDist::Zipf(1.0),
+            one_chain: false,
         };
         let mut w = build(WorkloadSpec::Synthetic(spec), 3);
         assert_eq!(w.total_ops(), 10_000);

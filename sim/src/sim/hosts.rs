@@ -47,6 +47,9 @@ pub(super) struct SimNode {
     pub(super) rate_ppm: u64,
     /// What it persisted (`SimConfig::disks`); survives crashes.
     pub(super) disk: Option<Disk>,
+    /// With a service time (`SimConfig::service_ns`): when the node finishes the inputs
+    /// it has taken in so far.
+    pub(super) busy_until: u64,
 }
 
 /// A simulated node's disk: what it persisted, applied in order.
@@ -206,11 +209,36 @@ impl Simulation {
             life: 0,
             rate_ppm,
             disk: self.config.disks.then(Disk::default),
+            busy_until: 0,
         });
     }
 
     /// Feed `input` to node `n` and carry out what it asks.
     pub(super) fn handle(&mut self, n: u32, input: Input) {
+        let node = &mut self.hosts.nodes[n as usize];
+        if self.config.service_ns == 0 || node.paused(self.now) {
+            return self.step_or_hold(n, input);
+        }
+        // One processor: the input is handled, and what it sends leaves, once the inputs
+        // before it and its own service time are done.
+        let done = node.busy_until.max(self.now) + self.config.service_ns;
+        node.busy_until = done;
+        let life = node.life;
+        self.queued_other += 1;
+        let input = Box::new(input);
+        self.queue.push(
+            done,
+            Event::Served {
+                node: n,
+                life,
+                input,
+            },
+        );
+    }
+
+    /// Handle `input` at node `n` now, or, while its process is paused, when the pause
+    /// ends.
+    fn step_or_hold(&mut self, n: u32, input: Input) {
         let node = &self.hosts.nodes[n as usize];
         if node.paused(self.now) {
             let (at, life) = (node.paused_until, node.life);
@@ -227,6 +255,17 @@ impl Simulation {
             return;
         }
         self.step(n, Some(input));
+    }
+
+    /// An input whose service time at node `n` has ended: handle it now (unless the node
+    /// crashed meanwhile, or is paused: then it waits for the pause's end).
+    pub(super) fn served(&mut self, n: u32, life: u32, input: Input) {
+        let node = &self.hosts.nodes[n as usize];
+        if node.up && node.life == life {
+            self.step_or_hold(n, input);
+        } else if matches!(input, Input::Message(_)) {
+            self.net.stats.vanished += 1;
+        }
     }
 
     /// An input held while node `n` was paused, now due.
@@ -561,6 +600,7 @@ impl Simulation {
         node.membership = None;
         node.wake = None;
         node.paused_until = 0;
+        node.busy_until = 0;
         node.life += 1;
         if std::mem::take(&mut node.waiting) {
             self.hosts.waiting -= 1;

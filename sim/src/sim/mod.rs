@@ -5,7 +5,8 @@
 //!
 //! A run has two stages. **Setup**: node 0 starts as the bootstrap and nodes `1..N` join
 //! one at a time through the real protocol (a `Join` request each), over a reliable
-//! network (latency only). **Client phase**: once setup has drained, drops, duplicates
+//! network (latency only); with a warm-up (`SimConfig::warmup_ns`) the nodes' background
+//! runs on, still reliably, for that long. **Client phase**: once setup has drained, drops, duplicates
 //! and the fault schedule switch on and the clients start. Only the client phase is
 //! measured (operations, latency, throughput); events and messages are counted
 //! throughout. The run ends when it is quiescent: no message in flight, no request
@@ -89,6 +90,14 @@ enum Event {
         life: u32,
         input: Box<ringkv_core::Input>,
     },
+    /// An input whose handling at a node ends now (`SimConfig::service_ns`).
+    Served {
+        node: u32,
+        life: u32,
+        input: Box<ringkv_core::Input>,
+    },
+    /// The warm-up after setup is over: the clients start (`SimConfig::warmup_ns`).
+    Start,
     /// A paused node's process goes on.
     Resume {
         node: u32,
@@ -99,6 +108,8 @@ enum Event {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stage {
     Setup,
+    /// Setup is over; the clients wait for `SimConfig::warmup_ns` to pass.
+    Warmup,
     Clients,
     /// The final reads (`SimConfig::final_reads`).
     Final,
@@ -224,7 +235,16 @@ impl Simulation {
             None => Files::Embedded,
         };
         let clients_n = config.client_count();
-        let workload = Workload::build(&config.workload, clients_n, &files, &mut streams.workload)?;
+        let ring: Vec<ringkv_core::Id> = (0..config.nodes)
+            .map(|i| ringkv_core::Id::of_addr(&node_addr(i)))
+            .collect();
+        let workload = Workload::build(
+            &config.workload,
+            clients_n,
+            &files,
+            &mut streams.workload,
+            &ring,
+        )?;
         let mut faults = config.faults.clone();
         if let Some(random) = &config.random_faults {
             faults.extend(random.generate_capped(
@@ -385,6 +405,15 @@ impl Simulation {
                 self.tally.counters.events += 1;
                 self.release(node, life, *input);
             }
+            Event::Served { node, life, input } => {
+                self.queued_other -= 1;
+                self.tally.counters.events += 1;
+                self.served(node, life, *input);
+            }
+            Event::Start => {
+                self.queued_other -= 1;
+                self.start_clients();
+            }
             Event::Resume { node, life } => {
                 self.queued_other -= 1;
                 self.tally.counters.events += 1;
@@ -424,9 +453,19 @@ impl Simulation {
                         return true;
                     }
                 }
-                self.start_clients();
+                if self.config.warmup_ns > 0 {
+                    // The background runs on until the clients start.
+                    self.stage = Stage::Warmup;
+                    self.queued_other += 1;
+                    self.queue
+                        .push(self.now + self.config.warmup_ns, Event::Start);
+                } else {
+                    self.start_clients();
+                }
                 true
             }
+            // `Event::Start` is queued: the run is busy until it fires.
+            Stage::Warmup => true,
             Stage::Clients => {
                 if self.settle_until.is_none() && self.release_stuck_clients() {
                     return true;

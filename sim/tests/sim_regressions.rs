@@ -1481,3 +1481,20 @@ fn a_departing_replica_hands_on_the_last_copy_of_a_write_its_primary_took_down()
     };
     assert_passes(at_fast_timeout(config, false));
 }
+
+/// Eventual, k = 2, seed 1645 of the 4 s partition campaign: a departure's commit was
+/// cut off from two members that had prepared it; the ring went on with two more changes
+/// that did not touch them, and after the heal their heartbeats showed them still
+/// preparing the departure. The leader, which knew only its last decided change, took
+/// theirs for one never decided and told them to abort it: they kept the departed node
+/// as their neighbour for good. A leader now remembers the changes it decided and has
+/// such a member commit it, as a straggler.
+#[test]
+fn a_member_that_missed_an_earlier_decided_commit_takes_it_after_the_heal() {
+    let config = SimConfig {
+        k: 2,
+        max_down: Some(1),
+        ..partition_campaign(1645, Consistency::Eventual, 10)
+    };
+    assert_passes(at_fast_timeout(config, false));
+}

@@ -119,7 +119,14 @@ pub(crate) struct Leader {
     /// The group is changing seats: no change starts until a leader of the next
     /// configuration leads (it may be this one again).
     paused: bool,
+    /// Epochs of the changes decided while this node led (the latest
+    /// [`DECIDED_EPOCHS_KEPT`]): a member still preparing one of them missed its commit.
+    decided_epochs: BTreeSet<u64>,
 }
+
+/// Decided epochs a leader remembers (see `Leader::decided_epochs`): more changes than a
+/// partition of a few failure timeouts sees.
+const DECIDED_EPOCHS_KEPT: usize = 256;
 
 impl Leader {
     /// The leader of `term`, taking over with every member counted as heard from so
@@ -160,6 +167,7 @@ impl Leader {
     /// node (the group only changed seats).
     pub(crate) fn inherit(&mut self, earlier: Leader) {
         self.queue = earlier.queue;
+        self.decided_epochs.extend(earlier.decided_epochs);
         // The later of the two: a member's lease may run from a heartbeat answered in
         // between, so an earlier sighting must not make it look silent sooner.
         for (id, seen) in earlier.last_seen {
@@ -263,8 +271,7 @@ impl Leader {
     /// A member's heartbeat. A node that is not in the ring missed the notice of its
     /// removal: send it again, so it rejoins. A member still preparing a view whose
     /// change was never decided (its leader lost the lead) is told to abort it; one
-    /// preparing the last decided change that no wave will reach any more is told to
-    /// commit it.
+    /// preparing a decided change that no wave will reach any more is told to commit it.
     pub(crate) fn on_heartbeat(
         &mut self,
         dir: &Directory,
@@ -299,7 +306,13 @@ impl Leader {
         if current == Some(epoch) {
             return;
         }
-        if epoch == dir.epoch {
+        // A change decided before the last one counts too: its commit was lost (say
+        // behind a partition) and later changes that did not touch this member's
+        // neighbours went on without it. Told to abort, it dropped the decided view and
+        // kept the one before it for good, since no later prepare came to correct it
+        // (eventual, k = 2, seed 1645 of the partition campaign: two members whose
+        // neighbour departed kept it as their neighbour).
+        if epoch == dir.epoch || self.decided_epochs.contains(&epoch) {
             // The change went on without it (it was silent): hand-over forwards meant for
             // it may be lost and its sources gone since, so it is named failed itself and
             // fetches again from its nearest predecessor before it serves as a tail.
@@ -864,6 +877,10 @@ impl Leader {
         out: &mut Out,
         record: &ChangeRecord,
     ) {
+        self.decided_epochs.insert(record.epoch);
+        while self.decided_epochs.len() > DECIDED_EPOCHS_KEPT {
+            self.decided_epochs.pop_first();
+        }
         let ours = self
             .current
             .as_ref()

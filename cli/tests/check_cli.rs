@@ -6,14 +6,32 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-/// A fresh file in the temp dir holding `text`.
-fn temp_file(name: &str, text: &str) -> PathBuf {
+/// A file holding `text` in a fresh directory of the temp dir, removed (with anything
+/// the test wrote beside the file) when the value is dropped.
+struct TempFile(PathBuf);
+
+impl std::ops::Deref for TempFile {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.0
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn temp_file(name: &str, text: &str) -> TempFile {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
     let dir = std::env::temp_dir().join(format!("dht-check-cli-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join(name);
     std::fs::write(&path, text).expect("write temp file");
-    path
+    TempFile(path)
 }
 
 fn dht(args: &[&str]) -> Output {

@@ -303,6 +303,12 @@ impl SimOptions {
             .iter()
             .map(|f| f.parse::<Fault>())
             .collect::<Result<Vec<_>, _>>()?;
+        let workload = WorkloadSpec::parse(&self.workload, synthetic)?;
+        if self.one_chain && !matches!(workload, WorkloadSpec::Synthetic(_)) {
+            anyhow::bail!(
+                "--one-chain places the synthetic workload's keys: use it with --workload synthetic"
+            );
+        }
         let defaults = SimConfig::default();
         let config = SimConfig {
             seed: self.seed,
@@ -311,7 +317,7 @@ impl SimOptions {
             consistency: self.consistency,
             routing: self.routing,
             clients: self.clients,
-            workload: WorkloadSpec::parse(&self.workload, synthetic)?,
+            workload,
             workload_dir: self.workload_dir.clone(),
             net: NetConfig {
                 latency: self.latency.parse::<Latency>()?,

@@ -209,6 +209,18 @@ fn bad_flags_are_explained() {
         (vec!["--fault", "crash@1s"], "needs a node"),
         (vec!["--workload", "nope"], "workload 'nope' unknown"),
         (vec!["--k", "0"], "k"),
+        (vec!["--one-chain"], "use it with --workload synthetic"),
+        (vec!["--service", "fast"], "--service: duration 'fast'"),
+        (
+            vec![
+                "--workload",
+                "synthetic",
+                "--one-chain",
+                "--keys",
+                "2000000",
+            ],
+            "--keys times --nodes must be at most",
+        ),
     ] {
         let out = dht(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -256,6 +268,11 @@ fn the_replay_command_reproduces_the_run() {
         "5",
         "--key-dist",
         "zipf:1.1",
+        "--one-chain",
+        "--service",
+        "20us",
+        "--warmup",
+        "2s",
         "--latency",
         "lognormal:1ms,0.7",
         "--dup",
@@ -288,6 +305,10 @@ fn the_replay_command_reproduces_the_run() {
         b.as_object_mut().unwrap().remove(field);
     }
     assert_eq!(a, b, "replay: {replay}");
+    assert!(
+        replay.contains("--one-chain") && replay.contains("--service 20us --warmup 2s"),
+        "{replay}"
+    );
 }
 
 #[test]

@@ -119,14 +119,7 @@ pub(crate) struct Leader {
     /// The group is changing seats: no change starts until a leader of the next
     /// configuration leads (it may be this one again).
     paused: bool,
-    /// Epochs of the changes decided while this node led (the latest
-    /// [`DECIDED_EPOCHS_KEPT`]): a member still preparing one of them missed its commit.
-    decided_epochs: BTreeSet<u64>,
 }
-
-/// Decided epochs a leader remembers (see `Leader::decided_epochs`): more changes than a
-/// partition of a few failure timeouts sees.
-const DECIDED_EPOCHS_KEPT: usize = 256;
 
 impl Leader {
     /// The leader of `term`, taking over with every member counted as heard from so
@@ -167,7 +160,6 @@ impl Leader {
     /// node (the group only changed seats).
     pub(crate) fn inherit(&mut self, earlier: Leader) {
         self.queue = earlier.queue;
-        self.decided_epochs.extend(earlier.decided_epochs);
         // The later of the two: a member's lease may run from a heartbeat answered in
         // between, so an earlier sighting must not make it look silent sooner.
         for (id, seen) in earlier.last_seen {
@@ -275,6 +267,7 @@ impl Leader {
     pub(crate) fn on_heartbeat(
         &mut self,
         dir: &Directory,
+        decided: &BTreeSet<u64>,
         out: &mut Out,
         from: &NodeRef,
         preparing: Option<u64>,
@@ -294,13 +287,20 @@ impl Leader {
             return;
         }
         if let Some(epoch) = preparing {
-            self.settle_preparing(dir, out, from, epoch);
+            self.settle_preparing(dir, decided, out, from, epoch);
         }
     }
 
     /// `from` is preparing the view of `epoch`: if no change of this leader's is about
     /// it, tell it to abort it (never decided) or to commit it (the last decided one).
-    fn settle_preparing(&self, dir: &Directory, out: &mut Out, from: &NodeRef, epoch: u64) {
+    fn settle_preparing(
+        &self,
+        dir: &Directory,
+        decided: &BTreeSet<u64>,
+        out: &mut Out,
+        from: &NodeRef,
+        epoch: u64,
+    ) {
         let term = self.term;
         let current = self.current.as_ref().map(|op| op.epoch);
         if current == Some(epoch) {
@@ -312,7 +312,7 @@ impl Leader {
         // kept the one before it for good, since no later prepare came to correct it
         // (eventual, k = 2, seed 1645 of the partition campaign: two members whose
         // neighbour departed kept it as their neighbour).
-        if epoch == dir.epoch || self.decided_epochs.contains(&epoch) {
+        if epoch == dir.epoch || decided.contains(&epoch) {
             // The change went on without it (it was silent): hand-over forwards meant for
             // it may be lost and its sources gone since, so it is named failed itself and
             // fetches again from its nearest predecessor before it serves as a tail.
@@ -483,6 +483,7 @@ impl Leader {
     pub(crate) fn check_failures(
         &mut self,
         dir: &mut Directory,
+        decided: &BTreeSet<u64>,
         sh: &Shared,
         out: &mut Out,
         may_remove: bool,
@@ -510,7 +511,7 @@ impl Leader {
         // leader's change, which that leader never decided, is settled here: otherwise
         // it waits for good with what that change had it fetch.
         if let Some(gaining) = sh.gaining {
-            self.settle_preparing(dir, out, &sh.me, gaining.epoch);
+            self.settle_preparing(dir, decided, out, &sh.me, gaining.epoch);
         }
     }
 
@@ -877,10 +878,6 @@ impl Leader {
         out: &mut Out,
         record: &ChangeRecord,
     ) {
-        self.decided_epochs.insert(record.epoch);
-        while self.decided_epochs.len() > DECIDED_EPOCHS_KEPT {
-            self.decided_epochs.pop_first();
-        }
         let ours = self
             .current
             .as_ref()

@@ -114,7 +114,18 @@ pub struct Directory {
     /// The group configuration (omnipaxos' configuration id), grows with every change
     /// of seats.
     pub config_id: u32,
+    /// Epochs of the latest decided changes, oldest first (at most
+    /// [`RECENT_EPOCHS_MAX`]), kept in the directory so that a seat that joins the group
+    /// later has them too: a member still preparing one of them missed its commit, and is
+    /// sent it rather than told to abort (see `Leader::on_heartbeat`). Absent in
+    /// directories written before it existed.
+    #[serde(default)]
+    pub recent: Vec<u64>,
 }
+
+/// Decided epochs a directory keeps (`Directory::recent`): more changes than a partition
+/// of a few failure timeouts sees.
+pub const RECENT_EPOCHS_MAX: usize = 256;
 
 impl Directory {
     /// The directory of a new ring whose only member, and only seat, is `me`.
@@ -139,6 +150,7 @@ impl Directory {
                 incarnation,
             }],
             config_id: 1,
+            recent: Vec::new(),
         }
     }
 
@@ -167,6 +179,10 @@ impl Directory {
                 }
                 self.epoch = self.epoch.max(record.epoch);
                 self.last_change = Some(record.clone());
+                self.recent.push(record.epoch);
+                if self.recent.len() > RECENT_EPOCHS_MAX {
+                    self.recent.remove(0);
+                }
             }
         }
     }

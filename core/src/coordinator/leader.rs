@@ -267,7 +267,6 @@ impl Leader {
     pub(crate) fn on_heartbeat(
         &mut self,
         dir: &Directory,
-        decided: &BTreeSet<u64>,
         out: &mut Out,
         from: &NodeRef,
         preparing: Option<u64>,
@@ -287,20 +286,13 @@ impl Leader {
             return;
         }
         if let Some(epoch) = preparing {
-            self.settle_preparing(dir, decided, out, from, epoch);
+            self.settle_preparing(dir, out, from, epoch);
         }
     }
 
     /// `from` is preparing the view of `epoch`: if no change of this leader's is about
     /// it, tell it to abort it (never decided) or to commit it (the last decided one).
-    fn settle_preparing(
-        &self,
-        dir: &Directory,
-        decided: &BTreeSet<u64>,
-        out: &mut Out,
-        from: &NodeRef,
-        epoch: u64,
-    ) {
+    fn settle_preparing(&self, dir: &Directory, out: &mut Out, from: &NodeRef, epoch: u64) {
         let term = self.term;
         let current = self.current.as_ref().map(|op| op.epoch);
         if current == Some(epoch) {
@@ -312,7 +304,7 @@ impl Leader {
         // kept the one before it for good, since no later prepare came to correct it
         // (eventual, k = 2, seed 1645 of the partition campaign: two members whose
         // neighbour departed kept it as their neighbour).
-        if epoch == dir.epoch || decided.contains(&epoch) {
+        if epoch == dir.epoch || dir.recent.contains(&epoch) {
             // The change went on without it (it was silent): hand-over forwards meant for
             // it may be lost and its sources gone since, so it is named failed itself and
             // fetches again from its nearest predecessor before it serves as a tail.
@@ -483,7 +475,6 @@ impl Leader {
     pub(crate) fn check_failures(
         &mut self,
         dir: &mut Directory,
-        decided: &BTreeSet<u64>,
         sh: &Shared,
         out: &mut Out,
         may_remove: bool,
@@ -511,7 +502,7 @@ impl Leader {
         // leader's change, which that leader never decided, is settled here: otherwise
         // it waits for good with what that change had it fetch.
         if let Some(gaining) = sh.gaining {
-            self.settle_preparing(dir, decided, out, &sh.me, gaining.epoch);
+            self.settle_preparing(dir, out, &sh.me, gaining.epoch);
         }
     }
 

@@ -47,15 +47,7 @@ pub(crate) struct Coordination {
     welcoming: Vec<(NodeRef, u32)>,
     /// Seats that acknowledged this configuration's directory.
     answered: BTreeSet<Id>,
-    /// Epochs of the membership changes this seat saw decided (the latest
-    /// [`DECIDED_EPOCHS_KEPT`]), whoever led: a member still preparing one of them missed
-    /// its commit, and is sent it rather than told to abort (see `Leader::on_heartbeat`).
-    decided: BTreeSet<u64>,
 }
-
-/// Decided epochs a seat remembers: more changes than a partition of a few failure
-/// timeouts sees.
-const DECIDED_EPOCHS_KEPT: usize = 256;
 
 /// What the node should do after the coordination handled an input.
 #[derive(Debug, PartialEq, Eq)]
@@ -85,7 +77,6 @@ impl Coordination {
             term_proposed: false,
             welcoming: Vec::new(),
             answered: BTreeSet::new(),
-            decided: BTreeSet::new(),
         };
         c.after(sh, out, Vec::new());
         c
@@ -175,7 +166,7 @@ impl Coordination {
             (self.may_grant_leases(sh, out.now) && dir.ring.contains(from.id)).then_some(sent);
         match &mut self.leader {
             Some(leader) => {
-                leader.on_heartbeat(dir, &self.decided, out, from, preparing);
+                leader.on_heartbeat(dir, out, from, preparing);
                 let term = leader.term();
                 out.send(from, self.announcement(term, sh.me.clone(), lease));
             }
@@ -361,7 +352,7 @@ impl Coordination {
         // (3 nodes, seed 8440).
         let may_remove = self.hears_majority(sh, out.now);
         if let Some(leader) = &mut self.leader {
-            leader.check_failures(self.group.dir_mut(), &self.decided, sh, out, may_remove);
+            leader.check_failures(self.group.dir_mut(), sh, out, may_remove);
         }
         self.after(sh, out, Vec::new())
     }
@@ -428,10 +419,6 @@ impl Coordination {
                 }
             }
             Event::Decided(Decision::Change(record)) => {
-                self.decided.insert(record.epoch);
-                while self.decided.len() > DECIDED_EPOCHS_KEPT {
-                    self.decided.pop_first();
-                }
                 if let Some(leader) = &mut self.leader {
                     leader.on_decided(self.group.dir_mut(), sh, out, &record);
                 }

@@ -303,6 +303,10 @@ impl Simulation {
         if self.trace {
             eprintln!("{} n{} {:?}", now, n, input);
         }
+        let carried = match (&self.tally.reach, &input) {
+            (Some(_), Some(input)) => super::reach::Reach::carried(input),
+            _ => Vec::new(),
+        };
         let step = std::panic::catch_unwind(AssertUnwindSafe(|| match input {
             Some(input) => node.node.handle(now, input, &mut out),
             None => {
@@ -323,6 +327,10 @@ impl Simulation {
                 self.crash(n);
                 return;
             }
+        }
+        if let Some(reach) = &mut self.tally.reach {
+            let store = self.hosts.nodes[n as usize].node.store();
+            reach.note_stored(n, self.now, carried, store);
         }
         self.after_step(n);
         if self.trace && std::env::var("RINGKV_SIM_TRACE_NODE").ok() == Some(n.to_string()) {
@@ -423,15 +431,7 @@ impl Simulation {
                 if let ringkv_core::Message::Snapshot { entries, .. } = &envelope.msg {
                     self.net.stats.snapshot_entries += entries.len() as u64;
                 }
-                let carried = match self.tally.reach.is_some() {
-                    true => super::reach::Reach::carried(&envelope.msg),
-                    false => Vec::new(),
-                };
                 self.handle(to, Input::Message(*envelope));
-                if let Some(reach) = &mut self.tally.reach {
-                    let store = self.hosts.nodes[to as usize].node.store();
-                    reach.note_stored(to, self.now, carried, store);
-                }
             }
             Err(Some(delay_ns)) => self.schedule_delivery(delay_ns, from, to, envelope),
             Err(None) => {}

@@ -7,7 +7,8 @@
 
 use std::collections::BTreeMap;
 
-use ringkv_core::{Entry, Message, Store};
+use ringkv_core::message::Action;
+use ringkv_core::{Entry, Id, Input, Message, Request, Store, Version};
 
 /// For each `(key, value)` written, the nodes that stored it from a message (and when
 /// first); and when each node lost its memory in a crash.
@@ -18,10 +19,37 @@ pub(super) struct Reach {
 }
 
 impl Reach {
-    /// The values `msg` carries to be stored, to check against the receiver's store once
-    /// it has handled the message (see [`Reach::note_stored`]).
-    pub(super) fn carried(msg: &Message) -> Vec<(String, Entry)> {
+    /// The values `input` carries to be stored, to check against the receiver's store
+    /// once it has handled it (see [`Reach::note_stored`]). A client write (a request, or
+    /// routed to the primary) counts too: the primary that stores it holds a copy from
+    /// then on, before its acknowledgement reaches the client (a primary that crashes
+    /// while its acknowledgement is on its way lost the write by design).
+    pub(super) fn carried(input: &Input) -> Vec<(String, Entry)> {
+        // Every write's value is unique to it: a store holding the value holds the write.
+        let client_write = |key: &str, value: &str| {
+            let unmatched = Version {
+                counter: u64::MAX,
+                node: Id::default(),
+            };
+            let entry = Entry {
+                value: Some(value.to_string()),
+                version: unmatched,
+            };
+            vec![(key.to_string(), entry)]
+        };
+        let msg = match input {
+            Input::Message(envelope) => &envelope.msg,
+            Input::Request {
+                request: Request::Insert { key, value },
+                ..
+            } => return client_write(key, value),
+            _ => return Vec::new(),
+        };
         match msg {
+            Message::Route(routed) => match &routed.action {
+                Action::Write { value: Some(value) } => client_write(&routed.key, value),
+                _ => Vec::new(),
+            },
             Message::Replicate { entries, .. }
             | Message::Snapshot { entries, .. }
             | Message::SyncDiff { entries, .. }

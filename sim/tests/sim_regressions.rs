@@ -1467,6 +1467,17 @@ fn partition_campaign(seed: u64, consistency: Consistency, nodes: usize) -> SimC
     }
 }
 
+/// The partition campaign under eventual consistency with k = 2 (`--max-down 1`), at the
+/// sweeps' failure timeout and clock drift, without disks.
+fn eventual_k2(seed: u64, nodes: usize) -> SimConfig {
+    let config = SimConfig {
+        k: 2,
+        max_down: Some(1),
+        ..partition_campaign(seed, Consistency::Eventual, nodes)
+    };
+    at_fast_timeout(config, false)
+}
+
 /// Eventual, k = 5 on 5 nodes, seed 4397 of the 4 s partition campaign: a primary
 /// acknowledged a write and replicated it only to the replica on its side of a partition
 /// before it crashed; that replica then departed, and as a node that was not the key's
@@ -1487,16 +1498,11 @@ fn a_departing_replica_hands_on_the_last_copy_of_a_write_its_primary_took_down()
 /// that did not touch them, and after the heal their heartbeats showed them still
 /// preparing the departure. The leader, which knew only its last decided change, took
 /// theirs for one never decided and told them to abort it: they kept the departed node
-/// as their neighbour for good. A leader now remembers the changes it decided and has
-/// such a member commit it, as a straggler.
+/// as their neighbour for good. The directory now keeps the epochs of the latest decided
+/// changes, and the leader has such a member commit the change, as a straggler.
 #[test]
 fn a_member_that_missed_an_earlier_decided_commit_takes_it_after_the_heal() {
-    let config = SimConfig {
-        k: 2,
-        max_down: Some(1),
-        ..partition_campaign(1645, Consistency::Eventual, 10)
-    };
-    assert_passes(at_fast_timeout(config, false));
+    assert_passes(eventual_k2(1645, 10));
 }
 
 /// Eventual, k = 2, seed 238 of the 4 s partition campaign with 1% loss and duplication:
@@ -1506,17 +1512,15 @@ fn a_member_that_missed_an_earlier_decided_commit_takes_it_after_the_heal() {
 #[test]
 fn a_new_group_seat_knows_the_changes_decided_before_it_joined() {
     let config = SimConfig {
-        k: 2,
-        max_down: Some(1),
         net: NetConfig {
             drop_probability: 0.01,
             dup_probability: 0.01,
             ..NetConfig::default()
         },
         timeout_ns: 200_000_000,
-        ..partition_campaign(238, Consistency::Eventual, 10)
+        ..eventual_k2(238, 10)
     };
-    assert_passes(at_fast_timeout(config, false));
+    assert_passes(config);
 }
 
 /// Eventual, k = 2, 5 nodes, 4 s partitions and pauses, seed 1048: a primary acknowledged
@@ -1527,19 +1531,13 @@ fn a_new_group_seat_knows_the_changes_decided_before_it_joined() {
 /// write now counts from when it applies it.
 #[test]
 fn a_write_whose_primary_crashed_before_its_acknowledgement_arrived_is_lost_by_design() {
-    let mut config = SimConfig {
-        k: 2,
-        max_down: Some(1),
-        ..partition_campaign(1048, Consistency::Eventual, 5)
-    };
+    let mut config = eventual_k2(1048, 5);
     if let Some(random) = &mut config.random_faults {
         random.pause_rate = 1.0;
         random.pause_ns = 4_000_000_000;
     }
-    assert_passes(at_fast_timeout(config.clone(), false));
-    let mut run = ringkv_sim::Simulation::new(at_fast_timeout(config, false))
-        .unwrap()
-        .run();
+    assert_passes(config.clone());
+    let mut run = ringkv_sim::Simulation::new(config).unwrap().run();
     run.check(&CheckOptions::default()).unwrap();
     assert_eq!(run.summary.lost_in_crashes, Some(1), "{}", run.summary);
 }

@@ -223,17 +223,7 @@ impl Simulation {
         // before it and its own service time are done.
         let done = node.busy_until.max(self.now) + self.config.service_ns;
         node.busy_until = done;
-        let life = node.life;
-        self.queued_other += 1;
-        let input = Box::new(input);
-        self.queue.push(
-            done,
-            Event::Served {
-                node: n,
-                life,
-                input,
-            },
-        );
+        self.hold(n, done, input, true);
     }
 
     /// Handle `input` at node `n` now, or, while its process is paused, when the pause
@@ -241,40 +231,38 @@ impl Simulation {
     fn step_or_hold(&mut self, n: u32, input: Input) {
         let node = &self.hosts.nodes[n as usize];
         if node.paused(self.now) {
-            let (at, life) = (node.paused_until, node.life);
-            self.queued_other += 1;
-            let input = Box::new(input);
-            self.queue.push(
-                at,
-                Event::Held {
-                    node: n,
-                    life,
-                    input,
-                },
-            );
-            return;
+            let at = node.paused_until;
+            return self.hold(n, at, input, false);
         }
         self.step(n, Some(input));
     }
 
-    /// An input whose service time at node `n` has ended: handle it now (unless the node
-    /// crashed meanwhile, or is paused: then it waits for the pause's end).
-    pub(super) fn served(&mut self, n: u32, life: u32, input: Input) {
-        let node = &self.hosts.nodes[n as usize];
-        if node.up && node.life == life {
-            self.step_or_hold(n, input);
-        } else if matches!(input, Input::Message(_)) {
-            self.net.stats.vanished += 1;
-        }
+    /// Queue `input` for node `n` until `at` (see `Event::Held`).
+    fn hold(&mut self, n: u32, at: u64, input: Input, served: bool) {
+        let life = self.hosts.nodes[n as usize].life;
+        self.queued_other += 1;
+        let input = Box::new(input);
+        let event = Event::Held {
+            node: n,
+            life,
+            input,
+            served,
+        };
+        self.queue.push(at, event);
     }
 
-    /// An input held while node `n` was paused, now due.
-    pub(super) fn release(&mut self, n: u32, life: u32, input: Input) {
+    /// An input held at node `n` is due: handle it (its processing time done, or still
+    /// to come once a pause is over), unless the node crashed meanwhile.
+    pub(super) fn release(&mut self, n: u32, life: u32, input: Input, served: bool) {
         let node = &self.hosts.nodes[n as usize];
-        if node.up && node.life == life {
+        if !node.up || node.life != life {
+            if matches!(input, Input::Message(_)) {
+                self.net.stats.vanished += 1;
+            }
+        } else if served {
+            self.step_or_hold(n, input);
+        } else {
             self.handle(n, input);
-        } else if matches!(input, Input::Message(_)) {
-            self.net.stats.vanished += 1;
         }
     }
 

@@ -84,17 +84,14 @@ enum Event {
     Heal {
         bit: u8,
     },
-    /// An input that reached a paused node, due when the pause ends.
+    /// An input waiting at a node (of life `life`): held while its process was paused,
+    /// due when the pause ends; or (`served`) queued behind the node's processing time
+    /// (`SimConfig::service_ns`), due when its handling ends.
     Held {
         node: u32,
         life: u32,
         input: Box<ringkv_core::Input>,
-    },
-    /// An input whose handling at a node ends now (`SimConfig::service_ns`).
-    Served {
-        node: u32,
-        life: u32,
-        input: Box<ringkv_core::Input>,
+        served: bool,
     },
     /// The warm-up after setup is over: the clients start (`SimConfig::warmup_ns`).
     Start,
@@ -400,15 +397,15 @@ impl Simulation {
                 self.tally.counters.events += 1;
                 self.net.partitions.heal(bit);
             }
-            Event::Held { node, life, input } => {
+            Event::Held {
+                node,
+                life,
+                input,
+                served,
+            } => {
                 self.queued_other -= 1;
                 self.tally.counters.events += 1;
-                self.release(node, life, *input);
-            }
-            Event::Served { node, life, input } => {
-                self.queued_other -= 1;
-                self.tally.counters.events += 1;
-                self.served(node, life, *input);
+                self.release(node, life, *input, served);
             }
             Event::Start => {
                 self.queued_other -= 1;

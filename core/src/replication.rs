@@ -34,6 +34,13 @@ const ACKS_PER_MESSAGE_MAX: usize = 256;
 /// Sends of one replica write before the primary leaves it to anti-entropy.
 const REPLICATE_TRIES_MAX: u8 = 8;
 
+/// The longest wait between two sends of one replica write. The wait doubles from
+/// `RESEND_INTERVAL_NS` after each send: a replica that is slow to acknowledge (queued
+/// behind other work, paused) is not sent every write again every 50 ms, which would add
+/// to the very queue that delays its acknowledgements. 50, 100, 200, 400, 800, 800 and
+/// 800 ms: a write is sent for about 3 s before anti-entropy is left to repair it.
+const REPLICATE_BACKOFF_MAX_NS: Time = 16 * RESEND_INTERVAL_NS;
+
 /// Replica writes tracked at once; beyond it new ones are sent once, untracked (anti-entropy
 /// still repairs them), so memory stays bounded under any load.
 const REPLICATE_TRACKED_MAX: usize = 65_536;
@@ -198,7 +205,9 @@ impl Replication {
             return out.send(next, Message::ChainWrite(write));
         }
         for to in sh.view.succs.iter().take(chain_len - 1) {
-            let seq = self.unacked.track(to, &write.key, &write.entry, write.ttl);
+            let seq = self
+                .unacked
+                .track(to, &write.key, &write.entry, write.ttl, out.now);
             let msg = Message::Replicate {
                 entries: vec![(write.key.clone(), write.entry.clone())],
                 ttl: write.ttl,
@@ -371,7 +380,7 @@ impl Replication {
     /// Resend every unacknowledged replica write (each a bounded number of times), and
     /// hand-over forwards not yet acknowledged.
     pub(crate) fn resend(&mut self, ho: &mut Handover, out: &mut Out) {
-        for (seq, p) in self.unacked.due_again() {
+        for (seq, p) in self.unacked.due_again(out.now) {
             let msg = Message::Replicate {
                 entries: vec![(p.key.clone(), p.entry.clone())],
                 ttl: p.ttl,
@@ -586,6 +595,8 @@ struct Pending {
     entry: Entry,
     ttl: u8,
     tries: u8,
+    /// When to send it again if still unacknowledged.
+    due: Time,
 }
 
 /// Replica writes a primary has sent and not yet seen acknowledged, by sequence number.
@@ -597,7 +608,7 @@ struct Unacked {
 
 impl Unacked {
     /// Remember a replica write to `to`; its sequence number, or 0 (untracked) when full.
-    fn track(&mut self, to: &NodeRef, key: &str, entry: &Entry, ttl: u8) -> u64 {
+    fn track(&mut self, to: &NodeRef, key: &str, entry: &Entry, ttl: u8, now: Time) -> u64 {
         if self.pending.len() >= REPLICATE_TRACKED_MAX {
             return 0;
         }
@@ -608,6 +619,7 @@ impl Unacked {
             entry: entry.clone(),
             ttl,
             tries: 1,
+            due: now + RESEND_INTERVAL_NS,
         };
         self.pending.insert(self.next_seq, pending);
         self.next_seq
@@ -620,14 +632,22 @@ impl Unacked {
         }
     }
 
-    /// The writes to send again; those sent too often are given up.
-    fn due_again(&mut self) -> Vec<(u64, Pending)> {
+    /// The writes due to be sent again at `now`, each then due again after twice its last
+    /// wait (at most `REPLICATE_BACKOFF_MAX_NS`); those sent too often are given up.
+    fn due_again(&mut self, now: Time) -> Vec<(u64, Pending)> {
         let mut again = Vec::new();
         self.pending.retain(|seq, p| {
+            if p.due > now {
+                return true;
+            }
             if p.tries >= REPLICATE_TRIES_MAX {
                 return false;
             }
+            let wait = RESEND_INTERVAL_NS
+                .saturating_mul(1 << p.tries.min(16))
+                .min(REPLICATE_BACKOFF_MAX_NS);
             p.tries += 1;
+            p.due = now + wait;
             again.push((*seq, p.clone()));
             true
         });
@@ -653,4 +673,48 @@ pub(crate) fn skipped_a_replica(sh: &Shared, from: &NodeRef, key: Id) -> bool {
     let preds = &sh.view.preds;
     let nearest = preds.first().is_some_and(|p| p.id == from.id);
     !sh.is_primary(key) && !nearest && preds.iter().skip(1).any(|p| p.id == from.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Version;
+
+    /// The times (ms after the first send) at which an unacknowledged replica write is
+    /// sent again, polled every `RESEND_INTERVAL_NS` as the node's timer does.
+    #[test]
+    fn a_replica_write_is_sent_again_with_a_growing_wait_then_given_up() {
+        let to = NodeRef::new("10.0.0.2:5000");
+        let entry = Entry {
+            value: Some("v".into()),
+            version: Version {
+                counter: 1,
+                node: Id::of_addr("10.0.0.1:5000"),
+            },
+        };
+        let mut unacked = Unacked::default();
+        let t0: Time = 7_000_000;
+        let seq = unacked.track(&to, "key", &entry, REPAIR_TTL, t0);
+        assert_ne!(seq, 0);
+        let mut sent_again = Vec::new();
+        let mut now = t0;
+        while !unacked.is_empty() && now < t0 + 10_000_000_000 {
+            now += RESEND_INTERVAL_NS;
+            for (s, p) in unacked.due_again(now) {
+                assert_eq!((s, p.to.id), (seq, to.id));
+                sent_again.push((now - t0) / 1_000_000);
+            }
+        }
+        assert_eq!(sent_again, [50, 150, 350, 750, 1550, 2350, 3150]);
+        assert!(
+            unacked.is_empty(),
+            "given up after {REPLICATE_TRIES_MAX} sends"
+        );
+
+        // An acknowledged write is not sent again.
+        let seq = unacked.track(&to, "key", &entry, REPAIR_TTL, t0);
+        unacked.acknowledge(&to, seq);
+        assert!(unacked.due_again(t0 + RESEND_INTERVAL_NS).is_empty());
+        assert!(unacked.is_empty());
+    }
 }

@@ -60,6 +60,12 @@ pub struct Tuning {
     /// same node. Default: no added delay.
     #[arg(long, value_name = "DIST")]
     pub link_latency: Option<Latency>,
+    /// Emulate a slower machine: the node handles at most one client request or
+    /// node-to-node message per DUR on average (e.g. 100us: 10,000 a second), and
+    /// queues the rest, so each node of a ring run on one host has a capacity of its own
+    /// (the syntax of `dht sim --service`). Default: as fast as the host allows.
+    #[arg(long, value_name = "DUR", value_parser = parse_service)]
+    pub service: Option<Duration>,
     /// TEST ONLY: serve `POST /admin/partition`, which makes the node drop every
     /// node-to-node message to and from the peers it names (a network partition on
     /// loopback, for fault-injection experiments). With --cluster-secret the request must
@@ -112,6 +118,7 @@ impl Tuning {
                 link_latency: self.link_latency,
                 ..PeerLimits::default()
             },
+            service: self.service,
             ..ActorOptions::default()
         }
     }
@@ -396,6 +403,11 @@ pub fn run_cluster(args: ClusterArgs) -> anyhow::Result<ExitCode> {
                 "link latency: every node-to-node message delayed by {latency}"
             ));
         }
+        if let Some(service) = args.tuning.service {
+            announce(&format!(
+                "emulated processor: each node handles at most one request or message per {service:?}"
+            ));
+        }
         announce(&format!(
             "overlay (ring order from the bootstrap): {}",
             overlay.join(" -> ")
@@ -479,6 +491,16 @@ fn at_least_hundred(text: &str) -> Result<u64, String> {
         Ok(ms) => Ok(ms),
         Err(err) => Err(format!("expected a whole number of milliseconds: {err}")),
     }
+}
+
+/// Parse an emulated processing time per input (`--service`): at most 1 s, since a node
+/// slower than that would miss its own heartbeats.
+fn parse_service(text: &str) -> Result<Duration, String> {
+    let ns = ringkv_sim::units::parse_duration_ns(text).map_err(|e| e.to_string())?;
+    if ns > 1_000_000_000 {
+        return Err(format!("'{text}' is more than 1s a message"));
+    }
+    Ok(Duration::from_nanos(ns))
 }
 
 /// Parse a count that must be at least 1.
@@ -668,5 +690,15 @@ mod tests {
         );
         let err = tuning(&["--link-latency", "20ms"]).err().unwrap();
         assert!(err.to_string().contains("const:1ms"), "{err}");
+    }
+
+    #[test]
+    fn service_takes_a_duration_of_at_most_a_second() {
+        assert_eq!(tuning(&[]).unwrap().actor().service, None);
+        let paced = tuning(&["--service", "250us"]).unwrap().actor();
+        assert_eq!(paced.service, Some(Duration::from_micros(250)));
+        for bad in ["2s", "fast", "-1ms"] {
+            assert!(tuning(&["--service", bad]).is_err(), "{bad} accepted");
+        }
     }
 }

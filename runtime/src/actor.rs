@@ -126,6 +126,12 @@ pub struct ActorOptions {
     pub peers: PeerLimits,
     /// How long a stopping node keeps sending what its peer queues hold.
     pub drain_grace: Duration,
+    /// An emulated processor (`dht cluster --service`): the node handles at most one
+    /// client request or peer message per this much time on average, as a machine of
+    /// that speed would; inputs beyond wait in the command queue (timers cost nothing).
+    /// It gives each node of a ring on one host a capacity of its own, as `link_latency`
+    /// gives it a distance. `None`: as fast as the host allows.
+    pub service: Option<Duration>,
 }
 
 impl Default for ActorOptions {
@@ -135,12 +141,48 @@ impl Default for ActorOptions {
             wait_margin: Duration::from_secs(1),
             peers: PeerLimits::default(),
             drain_grace: Duration::from_secs(2),
+            service: None,
         }
     }
 }
 
 /// Commands taken from the queue in one turn before timers are looked at again.
 const COMMANDS_PER_TURN_MAX: usize = 256;
+
+/// Credit an emulated processor may bank while idle: tokio's timers tick every
+/// millisecond, so an actor paced below that wakes up to one tick late and then handles
+/// the inputs it owes back to back; without the credit every late wake-up would cost
+/// capacity.
+const PACE_CREDIT: Duration = Duration::from_millis(1);
+
+/// An emulated processor's clock: when it can take the next input.
+#[derive(Debug)]
+struct Pace {
+    service: Duration,
+    free_at: Instant,
+}
+
+impl Pace {
+    fn new(service: Duration) -> Pace {
+        Pace {
+            service,
+            free_at: Instant::now(),
+        }
+    }
+
+    fn ready(&self, now: Instant) -> bool {
+        self.free_at <= now
+    }
+
+    /// Account for `inputs` handled at `now`.
+    fn charge(&mut self, now: Instant, inputs: usize) {
+        let floor = now.checked_sub(PACE_CREDIT).unwrap_or(now);
+        let work = self
+            .service
+            .saturating_mul(u32::try_from(inputs).unwrap_or(u32::MAX));
+        self.free_at = self.free_at.max(floor) + work;
+    }
+}
 
 /// A running actor: its handle, its task and the switch that stops it.
 pub(crate) struct Running {
@@ -180,6 +222,7 @@ pub(crate) fn spawn(
         committing: false,
         failing: false,
         committed: mpsc::unbounded_channel(),
+        pace: options.service.filter(|d| !d.is_zero()).map(Pace::new),
     };
     let task = tokio::spawn(actor.run(rx, stop_rx, options.drain_grace));
     Running { handle, task, stop }
@@ -211,6 +254,8 @@ struct Actor {
         mpsc::UnboundedSender<Committed>,
         mpsc::UnboundedReceiver<Committed>,
     ),
+    /// The emulated processor, if any (`ActorOptions::service`).
+    pace: Option<Pace>,
 }
 
 /// A batch the committer has written (or failed to write).
@@ -231,6 +276,8 @@ impl Actor {
     ) {
         let sleep = tokio::time::sleep_until(self.start.into());
         tokio::pin!(sleep);
+        let pace_sleep = tokio::time::sleep_until(self.start.into());
+        tokio::pin!(pace_sleep);
         let mut armed: Option<Time> = None;
         // Arm the node's timers now, not at its first input: a bootstrap's search for
         // the ring it belonged to (and its founding of a new one) runs from the start,
@@ -251,19 +298,29 @@ impl Actor {
                 }
                 armed = next;
             }
+            let ready = self.ready();
+            if !ready {
+                if let Some(pace) = &self.pace {
+                    pace_sleep.as_mut().reset(pace.free_at.into());
+                }
+            }
             tokio::select! {
                 biased;
                 _ = &mut stop => break,
-                command = rx.recv() => {
+                command = rx.recv(), if ready => {
                     let Some(command) = command else { break };
                     self.on_command(command);
                     for _ in 1..COMMANDS_PER_TURN_MAX {
+                        if !self.ready() {
+                            break;
+                        }
                         match rx.try_recv() {
                             Ok(command) => self.on_command(command),
                             Err(_) => break,
                         }
                     }
                 }
+                () = &mut pace_sleep, if !ready => {}
                 () = &mut sleep, if armed.is_some() => {}
                 Some(done) = self.committed.1.recv(), if self.committing => {
                     self.on_committed(done);
@@ -274,6 +331,20 @@ impl Actor {
         self.peers.close(grace).await;
     }
 
+    /// Whether the emulated processor, if any, can take an input now.
+    fn ready(&self) -> bool {
+        self.pace
+            .as_ref()
+            .is_none_or(|pace| pace.ready(Instant::now()))
+    }
+
+    /// Charge the emulated processor, if any, for `inputs` inputs.
+    fn charge(&mut self, inputs: usize) {
+        if let Some(pace) = &mut self.pace {
+            pace.charge(Instant::now(), inputs);
+        }
+    }
+
     fn now(&self) -> Time {
         u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
@@ -281,12 +352,14 @@ impl Actor {
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Request { request, reply } => {
+                self.charge(1);
                 let id = self.next_req;
                 self.next_req += 1;
                 self.waiting.insert(id, reply);
                 self.input(Input::Request { id, request });
             }
             Command::Messages(envelopes) => {
+                self.charge(envelopes.len());
                 add(&self.metrics.peer.messages_received, envelopes.len());
                 for envelope in envelopes {
                     self.input(Input::Message(envelope));
@@ -424,5 +497,39 @@ impl Actor {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_paced_processor_takes_one_input_per_service_time() {
+        let service = Duration::from_micros(100);
+        let t0 = Instant::now();
+        let mut pace = Pace {
+            service,
+            free_at: t0,
+        };
+        assert!(pace.ready(t0));
+        // Three inputs at t0: busy for 300 µs.
+        pace.charge(t0, 3);
+        assert!(!pace.ready(t0 + Duration::from_micros(299)));
+        assert!(pace.ready(t0 + Duration::from_micros(300)));
+        // Woken 400 µs late (a timer tick): the idle time is banked, up to the credit,
+        // so the inputs owed since are handled back to back.
+        let late = t0 + Duration::from_micros(700);
+        pace.charge(late, 1);
+        assert_eq!(pace.free_at, t0 + Duration::from_micros(400));
+        assert!(pace.ready(late));
+        // Idle for long: the credit is capped, so a burst after it is still bounded.
+        let much_later = t0 + Duration::from_secs(1);
+        pace.charge(much_later, 20);
+        assert_eq!(
+            pace.free_at,
+            much_later - PACE_CREDIT + Duration::from_micros(2_000)
+        );
+        assert!(!pace.ready(much_later + Duration::from_micros(999)));
     }
 }

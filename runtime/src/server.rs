@@ -279,6 +279,10 @@ impl NodeServer {
                 .peers
                 .link_latency
                 .map_or("none".to_string(), |l| l.to_string()),
+            service = %options
+                .actor
+                .service
+                .map_or("none".to_string(), |d| format!("{d:?}")),
             "node started"
         );
         Ok(NodeServer {

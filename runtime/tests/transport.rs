@@ -385,6 +385,40 @@ async fn link_latency_delays_every_message() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emulated_processor_bounds_a_nodes_rate() {
+    // Two nodes, k = 2, each handling at most one input per 5 ms: 20 concurrent inserts
+    // sent to the bootstrap are 20 inputs there at least (more for the keys it heads or
+    // routes), so they take at least 20 x 5 ms less the 1 ms of banked credit, and each
+    // is still answered.
+    let service = Duration::from_millis(5);
+    let mut options = ClusterOptions::new(2, config(2));
+    options.actor.service = Some(service);
+    let cluster = LocalCluster::start(options).await.expect("the ring forms");
+    let boot = cluster.addrs()[0].clone();
+    let api = common::Api::new(&boot);
+    // Settle: the founding's own messages are charged too.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let api = api.clone();
+        tasks.push(tokio::spawn(async move {
+            api.insert(&format!("paced-{i}"), "v").await
+        }));
+    }
+    for task in tasks {
+        let (status, body) = task.await.expect("the client task");
+        assert_eq!(status, 200, "{body}");
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= service * 20 - Duration::from_millis(1),
+        "20 inserts through a 5 ms processor took {took:?}"
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_connections_count_against_the_connection_limit() {
     let mut options = NodeOptions::new("127.0.0.1:0".parse().unwrap(), Role::Bootstrap(config(1)));
     options.max_connections = 1;

@@ -64,7 +64,8 @@ pub enum Which {
     /// against k for chain, eventual and CRAQ; --backend sim (readmix_sim.*, keys over the
     /// ring; readmix_chain_sim.*, keys on one chain of nodes that take 100 µs a message,
     /// with 100% reads too) or real, a ring with 1 ms links or --link-latency
-    /// (readmix_wan.*).
+    /// (readmix_wan.*, keys over the ring; readmix_chain_wan.*, keys on one chain of
+    /// nodes each emulating a processor of 2,000 messages a second).
     Readmix,
     /// Experiment 5: kill -9 of k − 1 dht node processes under load, then their restart (or,
     /// with --victim bootstrap, of the bootstrap; with --fault pause|partition, a SIGSTOP
@@ -165,7 +166,8 @@ pub struct ExperimentArgs {
     /// Repetitions of each throughput point (default 14; 2 with --quick; with
     /// --link-latency, and in the wide-area run of all, 7; 1 with --quick), of each
     /// requests run (default 7; 1 with --quick), of each readmix point (default 3 on the
-    /// real ring, 5 in the simulator; 1 with --quick), and rings (address sets) per
+    /// real ring, 1 on its one chain, 5 in the simulator; 1 with --quick), and rings
+    /// (address sets) per
     /// balance setup (default 20; 2 with --quick).
     #[arg(long)]
     pub reps: Option<usize>,

@@ -25,20 +25,28 @@
 //!   node-to-node messages wait 1 ms (`--link-latency`, as in the `_wan` throughput
 //!   runs); the keys are written once before the timed phase; wall-clock time, so
 //!   the HTTP and CPU cost of every hop counts too. Its nodes share the machine's
-//!   processors, so no one node's processor limits the ring as on separate machines:
-//!   the one-chain setting is measured in the simulator only.
+//!   processors, so no one node's processor limits the ring as on separate machines.
+//! - **Real ring, one chain** (`readmix_chain_wan.csv/.png`): the same ring with every
+//!   node's processor emulated (`ActorOptions::service`, 500 µs an input), the 50 keys on
+//!   the bootstrap's chain, and 200 clients that send each request straight to a node of
+//!   the chain ([`OneChain`]).
 //!
-//! Simulator runs start their clients 11 s after setup, once the core has stopped
-//! forwarding writes in the ranges the setup's joins handed over.
+//! Simulator runs, and the real one-chain runs, start their clients 11 s after setup,
+//! once the core has stopped forwarding writes in the ranges the setup's joins handed
+//! over.
 //!
 //! Read throughput is reads / seconds from the first operation to the last answer.
 
 use std::path::Path;
 
-use ringkv_core::Consistency;
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use ringkv_core::{Consistency, Id};
 use ringkv_runtime::Outcome;
 use ringkv_sim::check::{History, OpKind, OpStatus};
-use ringkv_sim::workload::Op;
+use ringkv_sim::workload::{one_chain_keys, Op};
 use ringkv_sim::{KeyDist, SimConfig, Synthetic, WorkloadSpec};
 use serde::Serialize;
 
@@ -142,10 +150,32 @@ impl Placement {
     }
 }
 
-/// One chain: how long a node takes to handle a message or request (a node handles
-/// 10,000 a second), so that a saturated node limits throughput as a machine's
-/// processor would.
+/// One chain in the simulator: how long a node takes to handle a message or request (a
+/// node handles 10,000 a second), so that a saturated node limits throughput as a
+/// machine's processor would.
 pub const ONE_CHAIN_SERVICE_NS: u64 = 100_000;
+
+/// One chain on the real ring: each node's emulated processor (`dht cluster --service`)
+/// takes one request or message per 500 µs, 2,000 a second. Slower than the simulator's,
+/// so that the five nodes of a k = 5 chain together (10,000 a second) stay well within
+/// what the host's two cores can serve (the HTTP of every request is real): the
+/// emulated processors, not the host, must be what limits the chain.
+pub const REAL_ONE_CHAIN_SERVICE_NS: u64 = 500_000;
+
+/// One chain on the real ring: how long a fresh ring runs before its timed runs. For
+/// 10 s after each join the core also forwards writes in the ranges the join handed over
+/// to their new holder, and under eventual consistency every replica that applies a
+/// write forwards it: started at once, the runs would measure that window
+/// (`results/README.md` §6).
+const REAL_ONE_CHAIN_SETTLE: Duration = Duration::from_secs(11);
+
+/// A node's processing time on one chain with `backend`.
+fn one_chain_service_ns(backend: Backend) -> u64 {
+    match backend {
+        Backend::Sim => ONE_CHAIN_SERVICE_NS,
+        Backend::Real => REAL_ONE_CHAIN_SERVICE_NS,
+    }
+}
 
 /// One chain: closed-loop clients per node, enough to keep chain replication's tail
 /// saturated (with 1 ms links a client has at most a few hundred operations a second
@@ -162,11 +192,11 @@ const WARMUP_NS: u64 = 11_000_000_000;
 pub fn run(options: &Options) -> Result<Vec<Report>> {
     let placements: &[Placement] = match options.backend {
         Backend::Sim => &[Placement::Ring, Placement::OneChain],
-        Backend::Real => &[Placement::Ring],
+        Backend::Real => &[Placement::Ring, Placement::OneChain],
     };
     let mut reports = Vec::new();
     for &placement in placements {
-        let points = points(options);
+        let points = points(options, placement);
         let name = match placement {
             Placement::Ring => "readmix",
             Placement::OneChain => "readmix, one chain",
@@ -174,7 +204,7 @@ pub fn run(options: &Options) -> Result<Vec<Report>> {
         let bar = progress_bar(options, name, points.len() as u64);
         let rows = match options.backend {
             Backend::Sim => measure_sim(options, placement, &points, &bar)?,
-            Backend::Real => measure_real(options, &points, &bar)?,
+            Backend::Real => measure_real(options, placement, &points, &bar)?,
         };
         bar.finish_and_clear();
         reports.push(report(options, placement, &rows)?);
@@ -191,12 +221,15 @@ fn clients(options: &Options, placement: Placement) -> usize {
     }
 }
 
-/// Repetitions per point: 1 with `quick`, else `--reps`, else 3 (real) or 5 (sim).
-fn reps(options: &Options) -> usize {
-    let default = match (options.quick, options.backend) {
-        (true, _) => 1,
-        (false, Backend::Real) => 3,
-        (false, Backend::Sim) => 5,
+/// Repetitions per point: 1 with `quick`, else `--reps`, else 3 (real), 1 (real, one
+/// chain: its emulated processors, not the shared host, bound it, so its runs agree far
+/// more, and each ring must first wait out its joins' hand-over window) or 5 (sim).
+fn reps(options: &Options, placement: Placement) -> usize {
+    let default = match (options.quick, options.backend, placement) {
+        (true, _, _) => 1,
+        (false, Backend::Real, Placement::Ring) => 3,
+        (false, Backend::Real, Placement::OneChain) => 1,
+        (false, Backend::Sim, _) => 5,
     };
     options.reps.unwrap_or(default).max(1)
 }
@@ -204,16 +237,17 @@ fn reps(options: &Options) -> usize {
 /// Timed operations per client.
 fn ops_per_client(options: &Options, placement: Placement) -> usize {
     match (options.backend, placement) {
-        (Backend::Real, _) => options.size(30, 150),
+        (Backend::Real, Placement::Ring) => options.size(30, 150),
+        (Backend::Real, Placement::OneChain) => options.size(5, 20),
         (Backend::Sim, Placement::Ring) => options.size(100, 400),
         (Backend::Sim, Placement::OneChain) => options.size(20, 100),
     }
 }
 
 /// (rep, k, model), repetitions outermost; each runs both mixes.
-fn points(options: &Options) -> Vec<(usize, usize, Consistency)> {
+fn points(options: &Options, placement: Placement) -> Vec<(usize, usize, Consistency)> {
     let mut out = Vec::new();
-    for rep in 1..=reps(options) {
+    for rep in 1..=reps(options, placement) {
         for &k in &options.ks {
             for model in MODELS {
                 out.push((rep, k, model));
@@ -234,7 +268,7 @@ fn measure_sim(
     let clients = clients(options, placement);
     let service_ns = match placement {
         Placement::Ring => 0,
-        Placement::OneChain => ONE_CHAIN_SERVICE_NS,
+        Placement::OneChain => one_chain_service_ns(options.backend),
     };
     let runs = par_map(points, |&(rep, k, model)| -> Result<Vec<Row>> {
         let mut rows = Vec::new();
@@ -288,38 +322,181 @@ fn measure_sim(
 
 fn measure_real(
     options: &Options,
+    placement: Placement,
     points: &[(usize, usize, Consistency)],
     bar: &indicatif::ProgressBar,
 ) -> Result<Vec<Row>> {
     let latency = options.link_latency.unwrap_or(WAN_LATENCY);
-    let per_client = ops_per_client(options, Placement::Ring);
+    let per_client = ops_per_client(options, placement);
+    let clients = clients(options, placement);
+    let service_ns = match placement {
+        Placement::Ring => 0,
+        Placement::OneChain => one_chain_service_ns(options.backend),
+    };
+    let service = (service_ns > 0).then(|| Duration::from_nanos(service_ns));
+    // Keys over the ring: a fresh ring for every run. One chain: one ring for every
+    // run of a (model, k), which first waits out the hand-over window of its joins (as
+    // the simulator's runs do), too long to wait for every run.
+    let mut groups: Vec<Vec<(usize, usize, Consistency)>> = Vec::new();
+    for &point in points {
+        let (_, k, model) = point;
+        match groups
+            .iter_mut()
+            .find(|g| placement == Placement::OneChain && g[0].1 == k && g[0].2 == model)
+        {
+            Some(group) => group.push(point),
+            None => groups.push(vec![point]),
+        }
+    }
+    let settle = match placement {
+        Placement::Ring => Duration::ZERO,
+        Placement::OneChain => REAL_ONE_CHAIN_SETTLE,
+    };
     let mut rows = Vec::new();
-    for &(rep, k, model) in points {
-        bar.set_message(format!("real ring, {} k={k}, run {rep}", model_name(model)));
+    for group in groups {
+        let (first_rep, k, model) = group[0];
+        let name = match placement {
+            Placement::Ring => "real ring",
+            Placement::OneChain => "real ring, one chain",
+        };
+        bar.set_message(format!(
+            "{name}, {} k={k}, run {first_rep}",
+            model_name(model)
+        ));
         let rt = real::runtime()?;
         rt.block_on(async {
-            let ring = Ring::start(options.nodes, k, model, Some(latency)).await?;
+            let ring = Ring::start_paced(options.nodes, k, model, Some(latency), service).await?;
+            let chain = match placement {
+                Placement::Ring => None,
+                Placement::OneChain => Some(OneChain::of(&ring, k).await?),
+            };
             // Every key once, so that reads find values (not timed).
-            let _ = ring.run_phase(load_scripts(options.nodes)).await;
-            for percent in READ_PERCENTS {
-                let seed = options.seed ^ (rep as u64) << 8 ^ u64::from(percent);
-                let scripts = mix_scripts(options.nodes, per_client, percent, seed);
-                let phase = ring.run_phase(scripts).await;
-                let samples = real_samples(&phase)?;
-                let setup = Setup {
-                    placement: Placement::Ring,
-                    clients: FILES,
-                    service_ns: 0,
-                    link_latency: Some(latency.to_string()),
-                };
-                rows.push(row(options, (model, k, percent, rep), &samples, setup));
+            let load = match &chain {
+                None => load_scripts(options.nodes),
+                Some(chain) => chain.load_scripts(clients),
+            };
+            let _ = ring.run_phase(load).await;
+            tokio::time::sleep(settle).await;
+            for &(rep, _, _) in &group {
+                for &percent in read_percents(placement) {
+                    let seed = options.seed ^ (rep as u64) << 8 ^ u64::from(percent);
+                    let scripts = match &chain {
+                        None => mix_scripts(options.nodes, per_client, percent, seed),
+                        Some(chain) => chain.mix_scripts(model, clients, per_client, percent, seed),
+                    };
+                    let phase = ring.run_phase(scripts).await;
+                    let samples = real_samples(&phase)?;
+                    let setup = Setup {
+                        placement,
+                        clients,
+                        service_ns,
+                        link_latency: Some(latency.to_string()),
+                    };
+                    rows.push(row(options, (model, k, percent, rep), &samples, setup));
+                }
             }
             ring.stop().await;
             Ok::<(), ExperimentError>(())
         })?;
-        bar.inc(1);
+        bar.inc(group.len() as u64);
     }
     Ok(rows)
+}
+
+/// One chain of a real ring: the keys whose primary is the bootstrap, and the nodes that
+/// hold them, head first (indices into [`Ring::addrs`]). The clients send each request
+/// straight to a node of the chain, as the CRAQ paper's clients do: writes to the head,
+/// chain replication's reads to the tail, CRAQ's and eventual consistency's reads to
+/// every node of the chain in turn.
+struct OneChain {
+    keys: Vec<String>,
+    nodes: Vec<usize>,
+}
+
+impl OneChain {
+    async fn of(ring: &Ring, k: usize) -> Result<OneChain> {
+        let overlay = ring.overlay().await?;
+        let ids: Vec<Id> = overlay.iter().map(|addr| Id::of_addr(addr)).collect();
+        let keys = one_chain_keys(&ids, KEYS);
+        let nodes = overlay
+            .iter()
+            .take(k.max(1))
+            .map(|addr| {
+                ring.addrs().iter().position(|a| a == addr).ok_or_else(|| {
+                    ExperimentError(format!("{addr} is in the overlay but not in the ring"))
+                })
+            })
+            .collect::<Result<Vec<usize>>>()?;
+        if nodes.first() != Some(&0) {
+            return Err(ExperimentError(
+                "the overlay does not start at the bootstrap".into(),
+            ));
+        }
+        Ok(OneChain { keys, nodes })
+    }
+
+    fn head(&self) -> usize {
+        self.nodes[0]
+    }
+
+    /// The node client `client` sends its `i`-th read to under `model`.
+    fn reader(&self, model: Consistency, client: usize, i: usize) -> usize {
+        match model {
+            Consistency::Chain => self.nodes[self.nodes.len() - 1],
+            Consistency::Craq | Consistency::Eventual => {
+                self.nodes[(client + i) % self.nodes.len()]
+            }
+        }
+    }
+
+    /// The untimed load: every key once, written at the head by `clients` clients.
+    fn load_scripts(&self, clients: usize) -> Vec<Vec<(usize, Planned)>> {
+        let clients = clients.max(1);
+        (0..clients)
+            .map(|c| {
+                self.keys
+                    .iter()
+                    .skip(c)
+                    .step_by(clients)
+                    .enumerate()
+                    .map(|(i, key)| {
+                        let op = Op {
+                            f: OpKind::Write,
+                            key: key.clone(),
+                            value: Some(format!("load{c}.{i}")),
+                        };
+                        (self.head(), planned(c, i, op))
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Client c's timed operations: `percent`% reads of uniform keys of the chain, the
+    /// rest writes of values of their own.
+    fn mix_scripts(
+        &self,
+        model: Consistency,
+        clients: usize,
+        per_client: usize,
+        percent: u32,
+        seed: u64,
+    ) -> Vec<Vec<(usize, Planned)>> {
+        let mix = Mix {
+            clients,
+            per_client,
+            percent,
+            seed,
+            tag: "c",
+        };
+        mix.scripts(
+            |rng| self.keys[rng.gen_range(0..self.keys.len())].clone(),
+            |read, c, i| match read {
+                true => self.reader(model, c, i),
+                false => self.head(),
+            },
+        )
+    }
 }
 
 /// The untimed load: client c writes keys c, c + 10, … once.
@@ -350,31 +527,57 @@ fn mix_scripts(
     percent: u32,
     seed: u64,
 ) -> Vec<Vec<(usize, Planned)>> {
-    use rand::{Rng, SeedableRng};
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    (0..FILES)
-        .map(|c| {
-            (0..per_client)
-                .map(|i| {
-                    let key = format!("mix-{}", rng.gen_range(0..KEYS));
-                    let read = rng.gen_range(0..100) < percent;
-                    let op = match read {
-                        true => Op {
-                            f: OpKind::Read,
-                            key,
-                            value: None,
-                        },
-                        false => Op {
-                            f: OpKind::Write,
-                            key,
-                            value: Some(format!("m{percent}.{c}.{i}")),
-                        },
-                    };
-                    (c % nodes.max(1), planned(c, i, op))
-                })
-                .collect()
-        })
-        .collect()
+    let mix = Mix {
+        clients: FILES,
+        per_client,
+        percent,
+        seed,
+        tag: "m",
+    };
+    mix.scripts(
+        |rng| format!("mix-{}", rng.gen_range(0..KEYS)),
+        |_, c, _| c % nodes.max(1),
+    )
+}
+
+/// A timed mix of reads and writes.
+struct Mix {
+    clients: usize,
+    per_client: usize,
+    /// Share of reads, in percent.
+    percent: u32,
+    seed: u64,
+    /// Prefix of the written values (`{tag}{percent}.{client}.{i}`: each its own).
+    tag: &'static str,
+}
+
+impl Mix {
+    /// The clients' scripts: for each operation a key drawn by `key`, then read or write,
+    /// sent to `node(read, client, i)`.
+    fn scripts(
+        &self,
+        mut key: impl FnMut(&mut ChaCha8Rng) -> String,
+        node: impl Fn(bool, usize, usize) -> usize,
+    ) -> Vec<Vec<(usize, Planned)>> {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        (0..self.clients)
+            .map(|c| {
+                (0..self.per_client)
+                    .map(|i| {
+                        let key = key(&mut rng);
+                        let read = rng.gen_range(0..100) < self.percent;
+                        let value =
+                            (!read).then(|| format!("{}{}.{c}.{i}", self.tag, self.percent));
+                        let f = match read {
+                            true => OpKind::Read,
+                            false => OpKind::Write,
+                        };
+                        (node(read, c, i), planned(c, i, Op { f, key, value }))
+                    })
+                    .collect()
+            })
+            .collect()
+    }
 }
 
 fn planned(file: usize, i: usize, op: Op) -> Planned {
@@ -492,7 +695,8 @@ fn file_stem(options: &Options, placement: Placement) -> &'static str {
     match (options.backend, placement) {
         (Backend::Sim, Placement::Ring) => "readmix_sim",
         (Backend::Sim, Placement::OneChain) => "readmix_chain_sim",
-        (Backend::Real, _) => "readmix_wan",
+        (Backend::Real, Placement::Ring) => "readmix_wan",
+        (Backend::Real, Placement::OneChain) => "readmix_chain_wan",
     }
 }
 
@@ -506,7 +710,7 @@ fn describe(options: &Options, placement: Placement) -> String {
         ),
         Placement::OneChain => format!(
             "{} µs a message; {} clients, {KEYS} keys on one chain of {} nodes",
-            ONE_CHAIN_SERVICE_NS / 1_000,
+            one_chain_service_ns(options.backend) / 1_000,
             clients(options, placement),
             options.nodes
         ),
@@ -533,7 +737,7 @@ fn report(options: &Options, placement: Placement, rows: &[Row]) -> Result<Repor
         format!(
             "Read-heavy mix: read throughput ({backend}, {}, {} runs per point)",
             describe(options, placement),
-            reps(options)
+            reps(options, placement)
         ),
         &[
             "reads %",
@@ -584,7 +788,8 @@ fn report(options: &Options, placement: Placement, rows: &[Row]) -> Result<Repor
         name: match (options.backend, placement) {
             (Backend::Sim, Placement::Ring) => "readmix (sim)",
             (Backend::Sim, Placement::OneChain) => "readmix, one chain (sim)",
-            (Backend::Real, _) => "readmix (wan)",
+            (Backend::Real, Placement::Ring) => "readmix (wan)",
+            (Backend::Real, Placement::OneChain) => "readmix, one chain (wan)",
         },
         files: vec![csv, png],
         table,
@@ -660,15 +865,15 @@ fn plot(path: &Path, options: &Options, placement: Placement, rows: &[Row]) -> R
                     Placement::Ring => format!(
                         "{backend}; {}; median of {} runs, whiskers min–max",
                         describe(options, placement),
-                        reps(options)
+                        reps(options, placement)
                     ),
                     // The title names the chain; the note must fit half the width.
                     Placement::OneChain => format!(
                         "{backend}, {} µs a message; {} nodes, {} clients, {KEYS} keys; median of {}",
-                        ONE_CHAIN_SERVICE_NS / 1_000,
+                        one_chain_service_ns(options.backend) / 1_000,
                         options.nodes,
                         clients(options, placement),
-                        reps(options)
+                        reps(options, placement)
                     ),
                 }),
             }
@@ -695,5 +900,40 @@ mod tests {
         assert_eq!(values.len(), all.len() - reads);
         let load: usize = load_scripts(10).iter().map(Vec::len).sum();
         assert_eq!(load as u64, KEYS);
+    }
+
+    #[test]
+    fn one_chain_sends_writes_to_the_head_and_reads_as_each_model_allows() {
+        let chain = OneChain {
+            keys: (0..50).map(|j| format!("k{j}")).collect(),
+            nodes: vec![0, 3, 7],
+        };
+        let load = chain.load_scripts(200);
+        let loaded: Vec<&Planned> = load.iter().flatten().map(|(_, p)| p).collect();
+        assert_eq!(loaded.len(), 50, "every key once");
+        assert!(load.iter().flatten().all(|(node, _)| *node == 0));
+        for model in MODELS {
+            let scripts = chain.mix_scripts(model, 200, 20, 95, 9);
+            assert_eq!(scripts.len(), 200);
+            let mut readers = std::collections::BTreeSet::new();
+            for (node, p) in scripts.iter().flatten() {
+                assert!(chain.keys.contains(&p.op.key));
+                match p.op.f {
+                    OpKind::Write => assert_eq!(*node, 0, "{model:?}: writes go to the head"),
+                    _ => {
+                        readers.insert(*node);
+                    }
+                }
+            }
+            let expected: Vec<usize> = match model {
+                Consistency::Chain => vec![7],
+                _ => vec![0, 3, 7],
+            };
+            assert_eq!(
+                readers.into_iter().collect::<Vec<_>>(),
+                expected,
+                "{model:?}"
+            );
+        }
     }
 }

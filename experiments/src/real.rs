@@ -43,11 +43,25 @@ impl Ring {
         model: Consistency,
         link_latency: Option<Latency>,
     ) -> Result<Ring> {
+        Ring::start_paced(nodes, k, model, link_latency, None).await
+    }
+
+    /// [`Ring::start`] with every node's processor emulated (`dht cluster --service`):
+    /// each handles at most one request or message per `service`, so that each node of
+    /// the ring has a capacity of its own, as on machines of their own.
+    pub async fn start_paced(
+        nodes: usize,
+        k: usize,
+        model: Consistency,
+        link_latency: Option<Latency>,
+        service: Option<Duration>,
+    ) -> Result<Ring> {
         let config = ClusterConfig::new(k, model, Routing::Finger)
             .map_err(|e| ExperimentError(e.to_string()))?;
         let mut options = ClusterOptions::new(nodes, config);
         options.timing = Timing::with_failure_handling();
         options.actor.peers.link_latency = link_latency;
+        options.actor.service = service;
         let cluster = LocalCluster::start(options)
             .await
             .map_err(|e| ExperimentError(format!("cannot start a {nodes}-node ring: {e}")))?;
@@ -67,6 +81,14 @@ impl Ring {
             addrs,
             client: HttpClient::new(CLIENT_TIMEOUT),
         })
+    }
+
+    /// The nodes' `host:port` in ring order from the bootstrap, as the bootstrap reports it.
+    pub async fn overlay(&self) -> Result<Vec<String>> {
+        self.cluster
+            .overlay()
+            .await
+            .map_err(|e| ExperimentError(format!("cannot read the ring's overlay: {e}")))
     }
 
     /// The nodes' `host:port`, in the order they were started (node 0 is the bootstrap).

@@ -287,14 +287,17 @@ fn every_experiment_runs_quick_and_writes_its_files() {
         .all(|r| !col(&path, r, "linearizability").is_empty()));
 
     // 6: the read-heavy mix, in the simulator (keys over the ring, and on one chain of
-    // nodes with a processing time) and on the 1 ms ring.
+    // nodes with a processing time) and on the 1 ms ring (keys over the ring, and on one
+    // chain of nodes with an emulated processor).
     assert!(names.contains("readmix (sim)") && names.contains("readmix (wan)"));
     assert!(names.contains("readmix, one chain (sim)"));
+    assert!(names.contains("readmix, one chain (wan)"));
     // (file, link latency, placement, service time, read shares)
     for (stem, latency, placement, service, mixes) in [
         ("readmix_sim", "", "ring", "0", 2),
         ("readmix_chain_sim", "", "one-chain", "100", 3),
         ("readmix_wan", "const:1ms", "ring", "0", 2),
+        ("readmix_chain_wan", "const:1ms", "one-chain", "500", 3),
     ] {
         let path = dir.join(format!("{stem}.csv"));
         let rows = assert_columns(&path, READMIX_COLUMNS);
@@ -326,7 +329,8 @@ fn every_experiment_runs_quick_and_writes_its_files() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// The columns of `readmix_sim.csv`, `readmix_chain_sim.csv` and `readmix_wan.csv`.
+/// The columns of `readmix_sim.csv`, `readmix_chain_sim.csv`, `readmix_wan.csv` and
+/// `readmix_chain_wan.csv`.
 const READMIX_COLUMNS: &[&str] = &[
     "backend",
     "model",

@@ -12,6 +12,13 @@ mod reach;
 mod shell;
 mod sim_cmd;
 
+/// jemalloc rather than the system allocator: under load, glibc's malloc arenas made the
+/// nodes' threads wait on each other's locks (futex waits and wake-ups, about 6% of a
+/// cluster's CPU in a profile), and jemalloc also keeps a 1M-key ring smaller
+/// (`results/runtime_bench.md`).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// ringkv: a Chord-ring key-value store with chain and eventual replication.
 #[derive(Parser)]
 #[command(name = "dht", version, about, long_about = None)]

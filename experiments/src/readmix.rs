@@ -162,8 +162,8 @@ pub const ONE_CHAIN_SERVICE_NS: u64 = 100_000;
 /// emulated processors, not the host, must be what limits the chain.
 pub const REAL_ONE_CHAIN_SERVICE_NS: u64 = 500_000;
 
-/// One chain on the real ring: how long a fresh ring runs before its timed runs. For
-/// 10 s after each join the core also forwards writes in the ranges the join handed over
+/// One chain on the real ring: how long after it has formed a fresh ring starts its timed
+/// runs (its load is written meanwhile). For 10 s after each join the core also forwards writes in the ranges the join handed over
 /// to their new holder, and under eventual consistency every replica that applies a
 /// write forwards it: started at once, the runs would measure that window
 /// (`results/README.md` §6).
@@ -238,7 +238,7 @@ fn reps(options: &Options, placement: Placement) -> usize {
 fn ops_per_client(options: &Options, placement: Placement) -> usize {
     match (options.backend, placement) {
         (Backend::Real, Placement::Ring) => options.size(30, 150),
-        (Backend::Real, Placement::OneChain) => options.size(5, 20),
+        (Backend::Real, Placement::OneChain) => options.size(5, 15),
         (Backend::Sim, Placement::Ring) => options.size(100, 400),
         (Backend::Sim, Placement::OneChain) => options.size(20, 100),
     }
@@ -366,6 +366,8 @@ fn measure_real(
         let rt = real::runtime()?;
         rt.block_on(async {
             let ring = Ring::start_paced(options.nodes, k, model, Some(latency), service).await?;
+            // The ring has formed: its last join's window ends `settle` from now.
+            let settled = tokio::time::Instant::now() + settle;
             let chain = match placement {
                 Placement::Ring => None,
                 Placement::OneChain => Some(OneChain::of(&ring, k).await?),
@@ -376,7 +378,7 @@ fn measure_real(
                 Some(chain) => chain.load_scripts(clients),
             };
             let _ = ring.run_phase(load).await;
-            tokio::time::sleep(settle).await;
+            tokio::time::sleep_until(settled).await;
             for &(rep, _, _) in &group {
                 for &percent in read_percents(placement) {
                     let seed = options.seed ^ (rep as u64) << 8 ^ u64::from(percent);

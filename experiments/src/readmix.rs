@@ -202,22 +202,27 @@ pub fn run(options: &Options) -> Result<Vec<Report>> {
             Placement::OneChain => "readmix, one chain",
         };
         let bar = progress_bar(options, name, points.len() as u64);
-        let rows = match options.backend {
-            Backend::Sim => measure_sim(options, placement, &points, &bar)?,
+        let (rows, failures) = match options.backend {
+            Backend::Sim => (measure_sim(options, placement, &points, &bar)?, Vec::new()),
             Backend::Real => measure_real(options, placement, &points, &bar)?,
         };
         bar.finish_and_clear();
-        reports.push(report(options, placement, &rows)?);
+        let mut report = report(options, placement, &rows)?;
+        report.warnings.extend(failures);
+        reports.push(report);
     }
     Ok(reports)
 }
 
 /// Clients of a run: one per reference file (`FILES`, each on its own node) with the
-/// keys on the ring; enough to saturate a chain on one chain.
+/// keys on the ring; enough to saturate a chain on one chain (but in a quick real run).
 fn clients(options: &Options, placement: Placement) -> usize {
-    match placement {
-        Placement::Ring => FILES,
-        Placement::OneChain => options.nodes * ONE_CHAIN_CLIENTS_PER_NODE,
+    match (placement, options.backend) {
+        (Placement::Ring, _) => FILES,
+        // A quick run on the real ring only checks the path (it runs beside other tests,
+        // in a debug build): fewer clients, each with more operations.
+        (Placement::OneChain, Backend::Real) if options.quick => options.nodes * 2,
+        (Placement::OneChain, _) => options.nodes * ONE_CHAIN_CLIENTS_PER_NODE,
     }
 }
 
@@ -238,7 +243,7 @@ fn reps(options: &Options, placement: Placement) -> usize {
 fn ops_per_client(options: &Options, placement: Placement) -> usize {
     match (options.backend, placement) {
         (Backend::Real, Placement::Ring) => options.size(30, 150),
-        (Backend::Real, Placement::OneChain) => options.size(5, 15),
+        (Backend::Real, Placement::OneChain) => options.size(25, 15),
         (Backend::Sim, Placement::Ring) => options.size(100, 400),
         (Backend::Sim, Placement::OneChain) => options.size(20, 100),
     }
@@ -320,12 +325,15 @@ fn measure_sim(
     Ok(rows)
 }
 
+/// The rows of the real runs, and the first failed operations' outcomes (three a run at
+/// most), so that a failed run says why.
 fn measure_real(
     options: &Options,
     placement: Placement,
     points: &[(usize, usize, Consistency)],
     bar: &indicatif::ProgressBar,
-) -> Result<Vec<Row>> {
+) -> Result<(Vec<Row>, Vec<String>)> {
+    let mut failures = Vec::new();
     let latency = options.link_latency.unwrap_or(WAN_LATENCY);
     let per_client = ops_per_client(options, placement);
     let clients = clients(options, placement);
@@ -388,6 +396,22 @@ fn measure_real(
                     };
                     let phase = ring.run_phase(scripts).await;
                     let samples = real_samples(&phase)?;
+                    failures.extend(
+                        phase
+                            .records
+                            .iter()
+                            .filter(|r| !matches!(r.outcome, Outcome::Ok(_)))
+                            .take(3)
+                            .map(|r| {
+                                format!(
+                                    "{} k={k} {percent}% reads, node {}: {:?} failed: {:?}",
+                                    model_name(model),
+                                    r.node,
+                                    r.planned.op.f,
+                                    r.outcome
+                                )
+                            }),
+                    );
                     let setup = Setup {
                         placement,
                         clients,
@@ -402,7 +426,7 @@ fn measure_real(
         })?;
         bar.inc(group.len() as u64);
     }
-    Ok(rows)
+    Ok((rows, failures))
 }
 
 /// One chain of a real ring: the keys whose primary is the bootstrap, and the nodes that

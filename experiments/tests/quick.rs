@@ -306,8 +306,18 @@ fn every_experiment_runs_quick_and_writes_its_files() {
             3 * 3 * mixes,
             "{stem}: 3 models × 3 k × {mixes} mixes"
         );
+        // A failed operation's outcome is among the warnings of its report.
+        let warnings: Vec<&String> = reports
+            .iter()
+            .filter(|r| r.name.starts_with("readmix"))
+            .flat_map(|r| &r.warnings)
+            .collect();
         for row in &rows {
-            assert_eq!(col(&path, row, "errors"), "0", "{stem}: {row:?}");
+            assert_eq!(
+                col(&path, row, "errors"),
+                "0",
+                "{stem}: {row:?}; {warnings:?}"
+            );
             assert_eq!(col(&path, row, "link_latency"), latency, "{row:?}");
             assert_eq!(col(&path, row, "placement"), placement, "{row:?}");
             assert_eq!(col(&path, row, "service_us"), service, "{row:?}");

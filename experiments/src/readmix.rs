@@ -477,25 +477,7 @@ impl OneChain {
 
     /// The untimed load: every key once, written at the head by `clients` clients.
     fn load_scripts(&self, clients: usize) -> Vec<Vec<(usize, Planned)>> {
-        let clients = clients.max(1);
-        (0..clients)
-            .map(|c| {
-                self.keys
-                    .iter()
-                    .skip(c)
-                    .step_by(clients)
-                    .enumerate()
-                    .map(|(i, key)| {
-                        let op = Op {
-                            f: OpKind::Write,
-                            key: key.clone(),
-                            value: Some(format!("load{c}.{i}")),
-                        };
-                        (self.head(), planned(c, i, op))
-                    })
-                    .collect()
-            })
-            .collect()
+        load(&self.keys, clients, |_| self.head())
     }
 
     /// Client c's timed operations: `percent`% reads of uniform keys of the chain, the
@@ -525,20 +507,33 @@ impl OneChain {
     }
 }
 
-/// The untimed load: client c writes keys c, c + 10, … once.
+/// The untimed load: client c writes keys c, c + 10, … once, on node c.
 fn load_scripts(nodes: usize) -> Vec<Vec<(usize, Planned)>> {
-    (0..FILES)
+    let keys: Vec<String> = (0..KEYS).map(|key| format!("mix-{key}")).collect();
+    load(&keys, FILES, |c| c % nodes.max(1))
+}
+
+/// Every key once: client c of `clients` writes keys c, c + clients, …, each to
+/// `node(c)`.
+fn load(
+    keys: &[String],
+    clients: usize,
+    node: impl Fn(usize) -> usize,
+) -> Vec<Vec<(usize, Planned)>> {
+    let clients = clients.max(1);
+    (0..clients)
         .map(|c| {
-            (c as u64..KEYS)
-                .step_by(FILES)
+            keys.iter()
+                .skip(c)
+                .step_by(clients)
                 .enumerate()
                 .map(|(i, key)| {
                     let op = Op {
                         f: OpKind::Write,
-                        key: format!("mix-{key}"),
+                        key: key.clone(),
                         value: Some(format!("load{c}.{i}")),
                     };
-                    (c % nodes.max(1), planned(c, i, op))
+                    (node(c), planned(c, i, op))
                 })
                 .collect()
         })

@@ -567,6 +567,11 @@ pub enum Message {
         epoch: u64,
         /// Its sequence number.
         seq: u64,
+        /// Under eventual consistency, when the receiver does not hold the forwarded key
+        /// (a later change took it elsewhere, or the hand-over was abandoned): the keys it
+        /// does hold, so that the source forwards it no others.
+        #[serde(default)]
+        held: Option<Range>,
     },
     /// The answer to a client's request, sent to its origin node.
     Done {

@@ -834,8 +834,8 @@ impl Node {
                 ho.on_forward(sh, out, &from, epoch, seq, &key, entry, ttl);
                 Ok(())
             }
-            Message::ForwardAck { epoch, seq } => {
-                ho.on_forward_ack(sh, out, &from, epoch, seq);
+            Message::ForwardAck { epoch, seq, held } => {
+                ho.on_forward_ack(sh, out, &from, (epoch, seq), held);
                 Ok(())
             }
             Message::Done { req, reply } => {

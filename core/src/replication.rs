@@ -14,7 +14,7 @@ use crate::message::{Action, ChainStep, Message, NodeRef, Origin, Routed, REPAIR
 use crate::out::Out;
 use crate::rejected::Rejected;
 use crate::shared::Shared;
-use crate::store::Entry;
+use crate::store::{Entry, Version};
 use crate::timers::Timer;
 use crate::{ReqId, Time};
 
@@ -92,9 +92,22 @@ impl Replication {
                     out.send(&o.node, Message::HintAck { key, version });
                 }
                 // Re-replicate even if the primary had it: the copy may have been sent to
-                // the replicas of an older view.
+                // the replicas of an older view. Not if it was sent to every replica of
+                // this view: those that acknowledged it hold it, and the others are sent
+                // it again now, as before, and on until they acknowledge. After joins, each
+                // write reaches several hand-over targets that no longer hold its key,
+                // and each sends a repair (seven for every write on a newly formed ring
+                // of 10, k = 5), each of which sent the write to every replica again.
                 ho.apply(sh, out, &key, entry.clone());
                 let current = sh.store.get(&key).cloned().unwrap_or(entry);
+                if !sh.config.consistency.is_chain() {
+                    let (version, epoch) = (current.version, sh.view.epoch);
+                    match self.unacked.cover(&key, version, epoch, out.now) {
+                        Cover::None => {}
+                        Cover::Settled => return,
+                        Cover::Pending(again) => return send_again(out, again),
+                    }
+                }
                 let write = ChainStep::first(None, key, current, false, hops, ttl);
                 self.replicate_from_primary(sh, out, write);
             }
@@ -204,10 +217,12 @@ impl Replication {
             write.position = 1;
             return out.send(next, Message::ChainWrite(write));
         }
+        let mut seqs = Vec::with_capacity(chain_len.saturating_sub(1));
         for to in sh.view.succs.iter().take(chain_len - 1) {
             let seq = self
                 .unacked
                 .track(to, &write.key, &write.entry, write.ttl, out.now);
+            seqs.push(seq);
             let msg = Message::Replicate {
                 entries: vec![(write.key.clone(), write.entry.clone())],
                 ttl: write.ttl,
@@ -215,6 +230,9 @@ impl Replication {
             };
             out.send(to, msg);
         }
+        let version = write.entry.version;
+        self.unacked
+            .begin_round(&write.key, version, sh.view.epoch, seqs);
         if !self.unacked.is_empty() {
             out.arm(Timer::Replicate, out.after(RESEND_INTERVAL_NS));
         }
@@ -380,18 +398,24 @@ impl Replication {
     /// Resend every unacknowledged replica write (each a bounded number of times), and
     /// hand-over forwards not yet acknowledged.
     pub(crate) fn resend(&mut self, ho: &mut Handover, out: &mut Out) {
-        for (seq, p) in self.unacked.due_again(out.now) {
-            let msg = Message::Replicate {
-                entries: vec![(p.key.clone(), p.entry.clone())],
-                ttl: p.ttl,
-                seq,
-            };
-            out.send(&p.to, msg);
-        }
+        let again = self.unacked.due_again(out.now);
+        send_again(out, again);
         let forwards = ho.resend_pending(out);
         if !self.unacked.is_empty() || forwards {
             out.arm(Timer::Replicate, out.after(RESEND_INTERVAL_NS));
         }
+    }
+}
+
+/// Send replica writes again, under their sequence numbers.
+fn send_again(out: &mut Out, writes: Vec<(u64, Pending)>) {
+    for (seq, p) in writes {
+        let msg = Message::Replicate {
+            entries: vec![(p.key, p.entry)],
+            ttl: p.ttl,
+            seq,
+        };
+        out.send(&p.to, msg);
     }
 }
 
@@ -604,6 +628,32 @@ struct Pending {
 struct Unacked {
     next_seq: u64,
     pending: BTreeMap<u64, Pending>,
+    /// Per key, the latest version sent to every replica of a view, while some of those
+    /// writes await their acknowledgement.
+    rounds: BTreeMap<String, Round>,
+    /// Per key, a version every replica of view `epoch` acknowledged: a repair of it
+    /// under that view need not be replicated again.
+    settled: BTreeMap<String, (Version, u64)>,
+}
+
+/// What a primary has done for a version of a key under a view (see [`Unacked::cover`]).
+#[derive(Debug)]
+enum Cover {
+    /// Nothing known: send it to every replica.
+    None,
+    /// Sent to every replica; these have not acknowledged it and are due a send now.
+    Pending(Vec<(u64, Pending)>),
+    /// Every replica acknowledged it.
+    Settled,
+}
+
+/// One version of a key sent to all the replicas of the view of `epoch`.
+#[derive(Clone, Debug)]
+struct Round {
+    version: Version,
+    epoch: u64,
+    /// Its replica writes not yet acknowledged.
+    seqs: Vec<u64>,
 }
 
 impl Unacked {
@@ -625,11 +675,69 @@ impl Unacked {
         self.next_seq
     }
 
+    /// Replica writes `seqs` carry `version` of `key` to every replica of the view of
+    /// `epoch`; once all are acknowledged, that version is settled under that view.
+    /// Untracked writes (sequence 0) cannot be, nor can a round without replicas.
+    fn begin_round(&mut self, key: &str, version: Version, epoch: u64, seqs: Vec<u64>) {
+        self.settled.remove(key);
+        if seqs.is_empty() || seqs.contains(&0) {
+            self.rounds.remove(key);
+            return;
+        }
+        let round = Round {
+            version,
+            epoch,
+            seqs,
+        };
+        self.rounds.insert(key.to_string(), round);
+    }
+
     /// `from` acknowledged write `seq`.
     fn acknowledge(&mut self, from: &NodeRef, seq: u64) {
-        if self.pending.get(&seq).is_some_and(|p| p.to.id == from.id) {
-            self.pending.remove(&seq);
+        if self.pending.get(&seq).is_none_or(|p| p.to.id != from.id) {
+            return;
         }
+        let Some(p) = self.pending.remove(&seq) else {
+            return;
+        };
+        let Some(round) = self.rounds.get_mut(&p.key) else {
+            return;
+        };
+        round.seqs.retain(|s| *s != seq);
+        if round.seqs.is_empty() {
+            let (version, epoch) = (round.version, round.epoch);
+            self.rounds.remove(&p.key);
+            if self.settled.len() >= REPLICATE_TRACKED_MAX {
+                // Bounded memory: forgetting only costs repairs sent again.
+                self.settled.clear();
+            }
+            self.settled.insert(p.key, (version, epoch));
+        }
+    }
+
+    /// Whether `version` of `key` went to every replica of the view of `epoch`, and each
+    /// acknowledged it ([`Cover::Settled`]) or is still being sent it until it does
+    /// ([`Cover::Pending`]). A repair renews the writes not yet acknowledged as a new
+    /// round would: they are sent again at once, and their sends start over.
+    fn cover(&mut self, key: &str, version: Version, epoch: u64, now: Time) -> Cover {
+        if self.settled.get(key) == Some(&(version, epoch)) {
+            return Cover::Settled;
+        }
+        let Some(round) = self.rounds.get(key) else {
+            return Cover::None;
+        };
+        if round.version != version || round.epoch != epoch {
+            return Cover::None;
+        }
+        let mut again = Vec::new();
+        for seq in &round.seqs {
+            if let Some(p) = self.pending.get_mut(seq) {
+                p.tries = 1;
+                p.due = now + RESEND_INTERVAL_NS;
+                again.push((*seq, p.clone()));
+            }
+        }
+        Cover::Pending(again)
     }
 
     /// The writes due to be sent again at `now`, each then due again after twice its last
@@ -641,6 +749,14 @@ impl Unacked {
                 return true;
             }
             if p.tries >= REPLICATE_TRIES_MAX {
+                // Given up: its round can no longer settle.
+                if self
+                    .rounds
+                    .get(&p.key)
+                    .is_some_and(|r| r.seqs.contains(seq))
+                {
+                    self.rounds.remove(&p.key);
+                }
                 return false;
             }
             let wait = RESEND_INTERVAL_NS
@@ -678,7 +794,6 @@ pub(crate) fn skipped_a_replica(sh: &Shared, from: &NodeRef, key: Id) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Version;
 
     /// The times (ms after the first send) at which an unacknowledged replica write is
     /// sent again, polled every `RESEND_INTERVAL_NS` as the node's timer does.
@@ -716,5 +831,69 @@ mod tests {
         unacked.acknowledge(&to, seq);
         assert!(unacked.due_again(t0 + RESEND_INTERVAL_NS).is_empty());
         assert!(unacked.is_empty());
+    }
+
+    /// A version sent to every replica of a view covers repairs of it under that view:
+    /// while its writes are pending (those not acknowledged are sent again, and their
+    /// sends start over) and once all are acknowledged; not under another
+    /// view, not another version, not once a write of it is given up, and not once a
+    /// newer version is sent.
+    #[test]
+    fn a_version_sent_to_every_replica_covers_its_repairs_under_that_view() {
+        let (a, b) = (NodeRef::new("10.0.0.2:5000"), NodeRef::new("10.0.0.3:5000"));
+        let node = Id::of_addr("10.0.0.1:5000");
+        let entry = |counter| Entry {
+            value: Some("v".into()),
+            version: Version { counter, node },
+        };
+        let (v1, v2) = (entry(1).version, entry(2).version);
+        let again = |c: Cover| match c {
+            Cover::Pending(w) => Some(w.into_iter().map(|(seq, p)| (seq, p.to.id)).collect()),
+            _ => None,
+        };
+        let mut unacked = Unacked::default();
+        let t0: Time = 1_000_000;
+        let send = |u: &mut Unacked, e: &Entry, epoch| {
+            let seqs = [&a, &b].map(|to| u.track(to, "key", e, REPAIR_TTL, t0));
+            u.begin_round("key", e.version, epoch, seqs.to_vec());
+            seqs
+        };
+        let [sa, sb] = send(&mut unacked, &entry(1), 7);
+        let none = |c: Cover| matches!(c, Cover::None);
+        assert!(none(unacked.cover("key", v1, 8, t0)), "another view");
+        assert!(none(unacked.cover("key", v2, 7, t0)), "another version");
+        assert!(none(unacked.cover("other", v1, 7, t0)), "another key");
+        unacked.acknowledge(&b, sa); // not b's write: ignored
+        unacked.acknowledge(&a, sa);
+        let first = again(unacked.cover("key", v1, 7, t0 + 1));
+        assert_eq!(first, Some(vec![(sb, b.id)]), "b is sent it again, a not");
+        unacked.acknowledge(&b, sb);
+        assert!(unacked.is_empty());
+        assert!(matches!(unacked.cover("key", v1, 7, t0), Cover::Settled));
+
+        // A newer version sent: the older one no longer covers anything.
+        send(&mut unacked, &entry(2), 7);
+        assert!(none(unacked.cover("key", v1, 7, t0)));
+
+        // Repairs start the sends over: a write repaired now and then is not given up.
+        let mut now = t0;
+        let give_up = t0 + 4_000_000_000;
+        while now < 2 * give_up {
+            now += RESEND_INTERVAL_NS;
+            unacked.due_again(now);
+            if now < give_up && now % 1_000_000_000 < RESEND_INTERVAL_NS {
+                assert!(matches!(
+                    unacked.cover("key", v2, 7, now),
+                    Cover::Pending(_)
+                ));
+            }
+        }
+        // Given up once the repairs stopped: no longer covered.
+        assert!(unacked.is_empty());
+        assert!(none(unacked.cover("key", v2, 7, now)));
+
+        // An untracked write (the table full) leaves its round uncovered.
+        unacked.begin_round("key", v2, 7, vec![5, 0]);
+        assert!(none(unacked.cover("key", v2, 7, now)));
     }
 }

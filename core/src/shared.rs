@@ -251,6 +251,18 @@ impl Shared {
         now || self.gaining.is_some_and(|g| g.range.contains(key))
     }
 
+    /// The keys [`Shared::accepts`] takes, as one range (`None` if they are not one).
+    pub(crate) fn accepted_range(&self) -> Option<Range> {
+        let held = match self.is_member() {
+            true => self.responsibility(),
+            false => Range::Empty,
+        };
+        match self.gaining {
+            Some(g) => held.join_adjacent(g.range),
+            None => Some(held),
+        }
+    }
+
     /// Whether `epoch` is the installed view's or the one being prepared.
     pub(crate) fn is_current_epoch(&self, epoch: u64) -> bool {
         self.view.epoch == epoch || self.gaining.is_some_and(|g| g.epoch == epoch)

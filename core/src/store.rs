@@ -67,6 +67,73 @@ impl Range {
         }
     }
 
+    /// `(x, x]` is the whole circle: as `All`.
+    fn whole(self) -> Range {
+        match self {
+            Range::Interval { from, to } if from == to => Range::All,
+            r => r,
+        }
+    }
+
+    /// Keys in both ranges, or `None` if they are two separate arcs (each range wraps
+    /// round the other's ends), which one range cannot express.
+    pub fn intersect(self, other: Range) -> Option<Range> {
+        let (a1, a2, b1, b2) = match (self.whole(), other.whole()) {
+            (Range::Empty, _) | (_, Range::Empty) => return Some(Range::Empty),
+            (Range::All, r) | (r, Range::All) => return Some(r),
+            (Range::Interval { from: a1, to: a2 }, Range::Interval { from: b1, to: b2 }) => {
+                (a1, a2, b1, b2)
+            }
+        };
+        // Offsets clockwise from `a1`: `self` is (0, oa2], `other` (ob1, ob2], wrapping
+        // past 0 when ob1 > ob2.
+        let (oa2, ob1, ob2) = (a1.distance_to(a2), a1.distance_to(b1), a1.distance_to(b2));
+        let interval = |from, to| Range::Interval { from, to };
+        let nearer_end = if ob2 < oa2 { b2 } else { a2 };
+        if ob1 < ob2 {
+            return Some(match ob1 < ob2.min(oa2) {
+                true => interval(b1, nearer_end),
+                false => Range::Empty,
+            });
+        }
+        // `other` wraps: its part after b1, and its part up to b2.
+        let after_b1 = ob1 < oa2;
+        let up_to_b2 = ob2 != Id::ZERO;
+        match (after_b1, up_to_b2) {
+            (true, true) => None,
+            (true, false) => Some(interval(b1, a2)),
+            (false, true) => Some(interval(a1, nearer_end)),
+            (false, false) => Some(Range::Empty),
+        }
+    }
+
+    /// Keys in either of two ranges of one node, each `(x, self]` or an arc that ends
+    /// where the other starts (a responsibility and what a prepared view adds to it), or
+    /// `None` if they are neither.
+    pub fn join_adjacent(self, other: Range) -> Option<Range> {
+        match (self.whole(), other.whole()) {
+            (Range::Empty, r) | (r, Range::Empty) => Some(r),
+            (Range::All, _) | (_, Range::All) => Some(Range::All),
+            (Range::Interval { from: a1, to: a2 }, Range::Interval { from: b1, to: b2 }) => {
+                // `(a1, a2]` then `(a2, b2]`: one arc, unless the second reaches round
+                // to a1 or past it.
+                let then = |a1: Id, a2: Id, b2: Id| match in_open_closed(a1, a2, b2) {
+                    true => Range::All,
+                    false => Range::Interval { from: a1, to: b2 },
+                };
+                if b1 == a2 {
+                    Some(then(a1, a2, b2))
+                } else if a1 == b2 {
+                    Some(then(b1, b2, a2))
+                } else if self == other {
+                    Some(self)
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
     /// Keys in `new` that are not in `old`, for two responsibility ranges of the same node
     /// (both of the form `(x, self]`, `All` or `Empty`).
     pub fn gained(old: Range, new: Range) -> Range {
@@ -554,6 +621,98 @@ fn entry_hash(key: &str, entry: &Entry) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// A range from a few bits, so ends often coincide; `Interval` with its ends
+    /// anywhere, equal ends included.
+    fn range_of(kind: u8, from: u8, to: u8) -> Range {
+        let id = |x: u8| Id::from_bytes([x; 20]);
+        match kind % 5 {
+            0 => Range::Empty,
+            1 => Range::All,
+            _ => Range::Interval {
+                from: id(from % 8),
+                to: id(to % 8),
+            },
+        }
+    }
+
+    proptest! {
+        /// `intersect` holds exactly the ids both ranges hold, when it answers; it fails
+        /// to answer only for two arcs that overlap at both ends.
+        #[test]
+        fn intersect_holds_the_ids_in_both(
+            (ka, fa, ta) in (any::<u8>(), any::<u8>(), any::<u8>()),
+            (kb, fb, tb) in (any::<u8>(), any::<u8>(), any::<u8>()),
+        ) {
+            let (a, b) = (range_of(ka, fa, ta), range_of(kb, fb, tb));
+            // Every end and the ids just past them.
+            let probes: Vec<Id> = (0..8u8)
+                .flat_map(|x| [Id::from_bytes([x; 20]), Id::from_bytes([x; 20]).wrapping_add(Id::pow2(0))])
+                .collect();
+            match a.intersect(b) {
+                Some(both) => {
+                    for x in &probes {
+                        prop_assert_eq!(both.contains(*x), a.contains(*x) && b.contains(*x), "{:?} ∩ {:?} at {}", a, b, x);
+                    }
+                }
+                None => {
+                    // Two pieces: going round the probes (in id order), the ids in both
+                    // start twice.
+                    let inside: Vec<bool> = probes.iter().map(|x| a.contains(*x) && b.contains(*x)).collect();
+                    let starts = (0..inside.len())
+                        .filter(|&i| inside[i] && !inside[(i + inside.len() - 1) % inside.len()])
+                        .count();
+                    prop_assert_eq!(starts, 2, "{:?} ∩ {:?} is one piece", a, b);
+                }
+            }
+        }
+
+        /// `join_adjacent` holds exactly the ids either range holds, when it answers.
+        #[test]
+        fn join_adjacent_holds_the_ids_in_either(
+            (ka, fa, ta) in (any::<u8>(), any::<u8>(), any::<u8>()),
+            (kb, fb, tb) in (any::<u8>(), any::<u8>(), any::<u8>()),
+        ) {
+            let (a, b) = (range_of(ka, fa, ta), range_of(kb, fb, tb));
+            if let Some(either) = a.join_adjacent(b) {
+                for x in 0..8u8 {
+                    for x in [Id::from_bytes([x; 20]), Id::from_bytes([x; 20]).wrapping_add(Id::pow2(0))] {
+                        prop_assert_eq!(either.contains(x), a.contains(x) || b.contains(x), "{:?} ∪ {:?} at {}", a, b, x);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_responsibility_joins_what_a_prepared_view_adds() {
+        let id = |x: u8| Id::from_bytes([x; 20]);
+        let held = Range::Interval {
+            from: id(3),
+            to: id(5),
+        };
+        let gained = Range::Interval {
+            from: id(1),
+            to: id(3),
+        };
+        let expect = Range::Interval {
+            from: id(1),
+            to: id(5),
+        };
+        assert_eq!(held.join_adjacent(gained), Some(expect));
+        assert_eq!(gained.join_adjacent(held), Some(expect));
+        let rest = Range::Interval {
+            from: id(5),
+            to: id(3),
+        };
+        assert_eq!(held.join_adjacent(rest), Some(Range::All));
+        let apart = Range::Interval {
+            from: id(6),
+            to: id(7),
+        };
+        assert_eq!(held.join_adjacent(apart), None);
+    }
 
     fn v(counter: u64) -> Version {
         Version {

@@ -1,7 +1,7 @@
 //! The binary frames of the peer transport.
 //!
 //! A peer connection starts as an HTTP/1.1 request on the node's own listener
-//! (`GET /internal/peer`, `Upgrade: ringkv-peer/2`, the cluster secret as a bearer token);
+//! (`GET /internal/peer`, `Upgrade: ringkv-peer/3`, the cluster secret as a bearer token);
 //! after `101 Switching Protocols` it carries only frames, from the dialling node to the
 //! accepting one:
 //!
@@ -15,7 +15,8 @@
 //! HTTP API's error bodies keep), and reading those back needs a self-describing format.
 //! Structs go as arrays (no field names) and node ids as 20 raw bytes. The frequent
 //! messages go in a form of the transport's own that decodes in one pass (see
-//! [`form`]); version 2 of the protocol introduced it.
+//! [`form`]); version 2 of the protocol introduced it, version 3 the range a hand-over
+//! target holds in `ForwardAck`.
 
 use std::borrow::Borrow;
 
@@ -29,7 +30,7 @@ mod form;
 pub const PEER_PATH: &str = "/internal/peer";
 
 /// Value of the `Upgrade` header, naming the protocol and its version.
-pub const PROTOCOL: &str = "ringkv-peer/2";
+pub const PROTOCOL: &str = "ringkv-peer/3";
 
 /// Largest payload of one frame (a snapshot chunk is about 4 MiB); a longer length prefix
 /// closes the connection.

@@ -86,6 +86,9 @@ pub mod kinds {
     pub const TRUNCATED: &str = "truncated";
 }
 
+/// Seeds of runs that lost a write by design listed in a sweep's report.
+pub const LOST_BY_DESIGN_SEEDS_MAX: usize = 100;
+
 /// Invariant kinds counted as convergence failures.
 pub const CONVERGENCE_KINDS: &[&str] = &["replica_divergence", "placement_missing"];
 
@@ -321,6 +324,8 @@ pub struct SweepReport {
     pub lost_by_design: u64,
     /// Runs with such a key.
     pub lost_by_design_runs: u64,
+    /// Seeds of the first `LOST_BY_DESIGN_SEEDS_MAX` such runs, in seed order, to replay.
+    pub lost_by_design_seeds: Vec<u64>,
     /// `replica_divergence` and `placement_missing` breaches, over all runs.
     pub convergence_failures: u64,
     /// Runs whose replicas all converged.
@@ -376,6 +381,9 @@ impl SweepReport {
         self.lost_write_runs += u64::from(run.lost_acked_writes > 0);
         self.lost_by_design += run.lost_by_design;
         self.lost_by_design_runs += u64::from(run.lost_by_design > 0);
+        if run.lost_by_design > 0 && self.lost_by_design_seeds.len() < LOST_BY_DESIGN_SEEDS_MAX {
+            self.lost_by_design_seeds.push(run.seed);
+        }
         self.convergence_failures += run.convergence_failures;
         self.converged_runs += u64::from(run.convergence_failures == 0);
         self.invariant_breaches += run.invariant_breaches;

@@ -83,36 +83,14 @@ ops_for() {
     esac
 }
 
-CLUSTER_PID=""
-stop_cluster() {
-    if [ -n "$CLUSTER_PID" ]; then
-        kill -TERM "$CLUSTER_PID" 2>/dev/null || true
-        # A second signal exits without departing, if the first takes over 60 s.
-        for _ in $(seq 1 600); do
-            kill -0 "$CLUSTER_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -TERM "$CLUSTER_PID" 2>/dev/null || true
-        wait "$CLUSTER_PID" 2>/dev/null || true
-        CLUSTER_PID=""
-    fi
-}
-trap stop_cluster EXIT
+# shellcheck source=experiments/cluster.sh
+. experiments/cluster.sh
 
-LOG=$(mktemp)
 run=0
 for model in $MODELS; do
     for k in $KS; do
-        "$DHT" cluster --nodes "$NODES" --k "$k" --consistency "$model" --base-port 0 \
-            >"$LOG" 2>/dev/null &
-        CLUSTER_PID=$!
-        bootstrap=""
-        for _ in $(seq 1 300); do
-            bootstrap=$(sed -n 's/^bootstrap: //p' "$LOG")
-            [ -n "$bootstrap" ] && grep -q 'serving until' "$LOG" && break
-            sleep 0.1
-        done
-        [ -n "$bootstrap" ] || { echo "the cluster did not start" >&2; exit 1; }
+        start_cluster "$NODES" "$k" "$model"
+        bootstrap=$BOOTSTRAP
         sleep "$SETTLE_S"
         for mix in $MIXES; do
             for clients in $CLIENTS; do
@@ -146,6 +124,5 @@ for model in $MODELS; do
         stop_cluster
     done
 done
-rm -f "$LOG"
 
 summary

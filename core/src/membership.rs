@@ -445,23 +445,37 @@ impl Membership {
         from: &NodeRef,
         prepare: &Prepare,
     ) -> Result<(), Rejected> {
-        let missed = self.preparing.as_ref().is_some_and(|p| {
-            p.ready
-                && p.view.ring_size > 0
-                && p.view.epoch == prepare.decided
-                && p.view.epoch < prepare.view.epoch
-        });
         // A joiner too: its join was decided and the leader, having given up on its lost
         // commit (a joiner sends no heartbeats to be answered with one), went on to the
         // next change, which lists it as a member. Refusing that prepare as meant for
         // another incarnation left the change waiting for this node's `Ready` for good.
+        // Under eventual consistency the changes decided since may be several (a new
+        // leader decided two without it, 1% loss, seed 895 of k = 2): a joiner is sent a
+        // member's prepare only if the ring lists it, which only the join it is prepared
+        // for can have done (a join that is abandoned lists nothing, and another attempt
+        // prepares it anew); what it missed since, anti-entropy brings. Not under chain
+        // replication: a chain member that missed several changes holds copies no chain
+        // step will bring up to date (replicas diverged in 9 of 2,000 runs of 5 nodes with
+        // 1% loss); there the leader takes the joiner out and lets it in afresh.
         let joining = sh.phase == Phase::Joining;
-        if !missed || !(sh.is_member() || joining) {
+        let eventual = !sh.config.consistency.is_chain();
+        let missed = self.preparing.as_ref().and_then(|p| {
+            let decided = match joining && eventual {
+                true => p.view.epoch <= prepare.decided,
+                false => p.view.epoch == prepare.decided,
+            };
+            let missed = p.ready && p.view.ring_size > 0 && decided;
+            (missed && p.view.epoch < prepare.view.epoch).then_some(p.view.epoch)
+        });
+        let Some(missed) = missed else {
+            return Ok(());
+        };
+        if !(sh.is_member() || joining) {
             return Ok(());
         }
         let failed = [sh.me.clone()];
         let commit = CommitOrder {
-            epoch: prepare.decided,
+            epoch: missed,
             failed: &failed,
             term: prepare.term,
             hold_leases: true,

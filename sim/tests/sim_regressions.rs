@@ -320,6 +320,42 @@ fn a_straggler_commits_the_decided_change_before_it_prepares_the_next() {
     assert_passes(at_fast_timeout(config, true));
 }
 
+/// As above, with several changes decided after the lost commit (k = 2, 1% loss and
+/// duplication, seed 895 of the sweep): a partition cut the leader's group off, the new
+/// leader decided two changes without the joiner, and the next prepare it sent the joiner
+/// named the later of them as decided, not the join. The joiner took that prepare for an
+/// earlier incarnation's, every change after it waited for its `Ready`, and the run never
+/// settled (the ring listed a node that was not a member). Under eventual consistency a
+/// joiner now takes the commit of the join it prepared from a member's prepare that names
+/// any later decided change (under chain replication only the next one, as before).
+#[test]
+fn a_joiner_whose_commit_was_lost_before_several_changes_takes_it_from_the_next_prepare() {
+    let mut config = reproducer(
+        895,
+        Consistency::Eventual,
+        true,
+        true,
+        &[
+            "join@29197910ns",
+            "depart:1@33536818ns",
+            "depart:6@84248992ns",
+            "depart:8@181948638ns",
+            "join@229096074ns",
+            "crash:5@329823390ns",
+            "partition:1,2,4,7@346856445ns..4346856445ns",
+            "restart:5@529823390ns",
+            "depart:4@585549227ns",
+            "join@610393195ns",
+            "depart:6@697315527ns",
+            "join@724044561ns",
+            "depart:7@834072135ns",
+        ],
+    );
+    config.k = 2;
+    config.max_down = Some(1);
+    assert_passes(at_fast_timeout(config, false));
+}
+
 /// With a 1.2 s failure timeout and disks (a whole-ring power cut): the bootstrap founded
 /// the ring again from its disk and withheld leases until the members that restarted
 /// with it were back, then departed before they were; the next leader knew nothing of

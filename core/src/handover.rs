@@ -190,7 +190,27 @@ impl Handover {
     ) {
         let applied = sh.store.apply(out.now, key, entry.clone());
         if applied == Applied::Changed {
-            self.forward(sh, out, key, &entry, REPAIR_TTL, writer);
+            self.forward(sh, out, (key, &entry), REPAIR_TTL, writer, 0);
+        }
+    }
+
+    /// As [`Handover::offer`], for an eventual primary's replica write sent under its
+    /// view of `epoch`: applied here, it is not forwarded, once a hand-over has
+    /// committed, to a node that view made a replica (the primary sent it there).
+    pub(crate) fn offer_replica(
+        &mut self,
+        sh: &mut Shared,
+        out: &mut Out,
+        key: &str,
+        entry: Entry,
+        (ttl, epoch): (u8, u64),
+    ) {
+        if !sh.accepts(Id::of_key(key)) {
+            return self.offer(sh, out, key, entry, ttl);
+        }
+        let applied = sh.store.apply(out.now, key, entry.clone());
+        if applied == Applied::Changed {
+            self.forward(sh, out, (key, &entry), REPAIR_TTL, None, epoch);
         }
     }
 
@@ -209,20 +229,22 @@ impl Handover {
             return self.apply(sh, out, key, entry);
         }
         if ttl > 0 {
-            self.forward(sh, out, key, &entry, ttl - 1, None);
+            self.forward(sh, out, (key, &entry), ttl - 1, None, 0);
             repair(out, key, entry, ttl - 1);
         }
     }
 
-    /// Send a write to every node fetching a range that holds its key.
+    /// Send a write to every node fetching a range that holds its key, but not, after
+    /// its hand-over committed, to one the write's primary sent it to itself (its view,
+    /// of epoch `sent_under`, already had that hand-over; 0: not known).
     fn forward(
         &mut self,
         sh: &Shared,
         out: &mut Out,
-        key: &str,
-        entry: &Entry,
+        (key, entry): (&str, &Entry),
         ttl: u8,
         writer: Option<Writer>,
+        sent_under: u64,
     ) {
         if self.migrations.is_empty() {
             return;
@@ -233,7 +255,13 @@ impl Handover {
         let cap = sh.limits.handover_unacked_max;
         let mut tracked = false;
         let chain = sh.config.consistency.is_chain();
-        for m in self.migrations.iter_mut().filter(|m| m.range.contains(id)) {
+        // A view at or after the hand-over's lists the target wherever it holds the key.
+        let sent_there = |m: &Migration| m.until.is_some() && m.epoch <= sent_under;
+        for m in self
+            .migrations
+            .iter_mut()
+            .filter(|m| m.range.contains(id) && !sent_there(m))
+        {
             if chain && sh.precedes_past_another(id, m.to.id) {
                 // A chain write reaches a replica only through the replicas before it. A
                 // migration can outlive the view in which its target came next (a member

@@ -533,6 +533,12 @@ pub enum Message {
         /// anti-entropy).
         #[serde(default)]
         seq: u64,
+        /// The epoch of the view the primary sent it under (0: not said). A hand-over
+        /// source that applies it does not forward it, once that hand-over has
+        /// committed, to a node that this view already made one of the key's replicas:
+        /// the primary sent it there itself.
+        #[serde(default)]
+        epoch: u64,
     },
     /// `Replicate`s with these sequence numbers arrived. A replica gathers them for a
     /// few milliseconds, so under load one acknowledgement covers many writes.

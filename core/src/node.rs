@@ -812,9 +812,14 @@ impl Node {
                 self.replication.on_craq(sh, out, &from, msg);
                 Ok(())
             }
-            Message::Replicate { entries, ttl, seq } => self
+            Message::Replicate {
+                entries,
+                ttl,
+                seq,
+                epoch,
+            } => self
                 .replication
-                .on_replicate(sh, ho, out, from, entries, ttl, seq),
+                .on_replicate(sh, ho, out, from, entries, (ttl, seq, epoch)),
             Message::ReplicateAck { seqs } => {
                 self.replication.on_replicate_ack(&from, seqs);
                 Ok(())

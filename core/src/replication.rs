@@ -219,14 +219,14 @@ impl Replication {
         }
         let mut seqs = Vec::with_capacity(chain_len.saturating_sub(1));
         for to in sh.view.succs.iter().take(chain_len - 1) {
-            let seq = self
-                .unacked
-                .track(to, &write.key, &write.entry, write.ttl, out.now);
+            let sent = (write.ttl, sh.view.epoch, out.now);
+            let seq = self.unacked.track(to, &write.key, &write.entry, sent);
             seqs.push(seq);
             let msg = Message::Replicate {
                 entries: vec![(write.key.clone(), write.entry.clone())],
                 ttl: write.ttl,
                 seq,
+                epoch: sh.view.epoch,
             };
             out.send(to, msg);
         }
@@ -342,8 +342,8 @@ impl Replication {
         }
     }
 
-    /// Eventual replica writes (or hand-over repairs) arrived; acknowledge when asked.
-    #[allow(clippy::too_many_arguments)] // the fields of `Message::Replicate`
+    /// Eventual replica writes (or hand-over repairs) arrived, sent under the primary's
+    /// view of `epoch`; acknowledge when asked.
     pub(crate) fn on_replicate(
         &mut self,
         sh: &mut Shared,
@@ -351,14 +351,13 @@ impl Replication {
         out: &mut Out,
         from: NodeRef,
         entries: Vec<(String, Entry)>,
-        ttl: u8,
-        seq: u64,
+        (ttl, seq, epoch): (u8, u64, u64),
     ) -> Result<(), Rejected> {
         if !sh.is_member() && sh.gaining.is_none() && sh.forward_to.is_none() {
             return Err(Rejected::not_member("replicate", &from, sh.phase));
         }
         for (key, entry) in entries {
-            ho.offer(sh, out, &key, entry, ttl);
+            ho.offer_replica(sh, out, &key, entry, (ttl, epoch));
         }
         if seq != 0 {
             self.ack(out, from, seq);
@@ -414,6 +413,7 @@ fn send_again(out: &mut Out, writes: Vec<(u64, Pending)>) {
             entries: vec![(p.key, p.entry)],
             ttl: p.ttl,
             seq,
+            epoch: p.epoch,
         };
         out.send(&p.to, msg);
     }
@@ -618,6 +618,8 @@ struct Pending {
     key: String,
     entry: Entry,
     ttl: u8,
+    /// The epoch of the view it was sent under.
+    epoch: u64,
     tries: u8,
     /// When to send it again if still unacknowledged.
     due: Time,
@@ -657,8 +659,10 @@ struct Round {
 }
 
 impl Unacked {
-    /// Remember a replica write to `to`; its sequence number, or 0 (untracked) when full.
-    fn track(&mut self, to: &NodeRef, key: &str, entry: &Entry, ttl: u8, now: Time) -> u64 {
+    /// Remember a replica write to `to`, sent with `ttl` under the view of `epoch` at
+    /// `now`; its sequence number, or 0 (untracked) when full.
+    fn track(&mut self, to: &NodeRef, key: &str, entry: &Entry, sent: (u8, u64, Time)) -> u64 {
+        let (ttl, epoch, now) = sent;
         if self.pending.len() >= REPLICATE_TRACKED_MAX {
             return 0;
         }
@@ -668,6 +672,7 @@ impl Unacked {
             key: key.to_string(),
             entry: entry.clone(),
             ttl,
+            epoch,
             tries: 1,
             due: now + RESEND_INTERVAL_NS,
         };
@@ -809,7 +814,7 @@ mod tests {
         };
         let mut unacked = Unacked::default();
         let t0: Time = 7_000_000;
-        let seq = unacked.track(&to, "key", &entry, REPAIR_TTL, t0);
+        let seq = unacked.track(&to, "key", &entry, (REPAIR_TTL, 1, t0));
         assert_ne!(seq, 0);
         let mut sent_again = Vec::new();
         let mut now = t0;
@@ -827,7 +832,7 @@ mod tests {
         );
 
         // An acknowledged write is not sent again.
-        let seq = unacked.track(&to, "key", &entry, REPAIR_TTL, t0);
+        let seq = unacked.track(&to, "key", &entry, (REPAIR_TTL, 1, t0));
         unacked.acknowledge(&to, seq);
         assert!(unacked.due_again(t0 + RESEND_INTERVAL_NS).is_empty());
         assert!(unacked.is_empty());
@@ -854,7 +859,7 @@ mod tests {
         let mut unacked = Unacked::default();
         let t0: Time = 1_000_000;
         let send = |u: &mut Unacked, e: &Entry, epoch| {
-            let seqs = [&a, &b].map(|to| u.track(to, "key", e, REPAIR_TTL, t0));
+            let seqs = [&a, &b].map(|to| u.track(to, "key", e, (REPAIR_TTL, epoch, t0)));
             u.begin_round("key", e.version, epoch, seqs.to_vec());
             seqs
         };

@@ -267,6 +267,41 @@ fn a_lost_replica_write_is_resent_until_acknowledged() {
     assert_eq!(pump.delivered, before, "resends stop once acknowledged");
 }
 
+/// After joins commit, the nodes that handed ranges over keep forwarding the writes they
+/// apply in them for a grace period. Under eventual consistency a replica write that a
+/// primary sent under a view that already has those joins is not forwarded by the replica
+/// that applies it: the primary sent it to every replica itself. Only the primary's own
+/// forwards of client writes remain, and every write still reaches all its replicas.
+#[test]
+fn replicas_do_not_forward_what_the_primary_sent_under_a_view_with_the_hand_over() {
+    let mut pump = Pump::ring(cluster(3, Consistency::Eventual, Routing::Finger), 6);
+    let ring = pump.bootstrap_node().ring().unwrap().clone();
+    let mut forwards = 0;
+    for i in 0..30 {
+        let key = format!("song {i}");
+        let primary = ring.replicas(ringkv_core::Id::of_key(&key), 3)[0]
+            .addr
+            .clone();
+        let id = pump.submit(&addr(i % 6), insert(&key, "v"));
+        pump.drive_holding(|e| matches!(e.msg, Message::Forward { .. }));
+        assert!(matches!(
+            pump.take_reply(&addr(i % 6), id),
+            Some(Ok(Response::Inserted { .. }))
+        ));
+        for (_, env) in &pump.held {
+            assert_eq!(env.from.addr, primary, "{key}: a replica forwarded it");
+        }
+        forwards += pump.held.len();
+        pump.release_held();
+        pump.drive();
+    }
+    assert!(
+        forwards > 0,
+        "the primaries still forward client writes in the grace period"
+    );
+    assert_eq!(pump.check_placement(), Ok(30));
+}
+
 /// Read repair: a replica that missed a write (lost, never resent here because no timer
 /// fires) catches up after answering reads, without anti-entropy.
 #[test]

@@ -16,7 +16,7 @@
 //! Structs go as arrays (no field names) and node ids as 20 raw bytes. The frequent
 //! messages go in a form of the transport's own that decodes in one pass (see
 //! [`form`]); version 2 of the protocol introduced it, version 3 the range a hand-over
-//! target holds in `ForwardAck`.
+//! target holds in `ForwardAck` and the primary's view in `Replicate`.
 
 use std::borrow::Borrow;
 
@@ -534,6 +534,7 @@ mod tests {
                 entries: vec![("k".into(), entry()), ("l".into(), entry())],
                 ttl: 3,
                 seq: 17,
+                epoch: 9,
             },
             Message::TailRead {
                 origin: origin(),

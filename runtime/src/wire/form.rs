@@ -92,6 +92,7 @@ enum FormRef<'a> {
         entries: &'a [(String, Entry)],
         ttl: u8,
         seq: u64,
+        epoch: u64,
     },
     ReplicateAck {
         seqs: &'a [u64],
@@ -123,6 +124,7 @@ enum Form {
         entries: Vec<(String, Entry)>,
         ttl: u8,
         seq: u64,
+        epoch: u64,
     },
     ReplicateAck {
         seqs: Vec<u64>,
@@ -145,10 +147,16 @@ impl<'a> From<&'a Message> for FormRef<'a> {
                 key,
                 hops: *hops,
             },
-            Message::Replicate { entries, ttl, seq } => FormRef::Replicate {
+            Message::Replicate {
+                entries,
+                ttl,
+                seq,
+                epoch,
+            } => FormRef::Replicate {
                 entries,
                 ttl: *ttl,
                 seq: *seq,
+                epoch: *epoch,
             },
             Message::ReplicateAck { seqs } => FormRef::ReplicateAck { seqs },
             Message::CraqClean { key, version } => FormRef::CraqClean { key, version },
@@ -164,7 +172,17 @@ impl From<Form> for Message {
             Form::ChainWrite(step) => Message::ChainWrite(step),
             Form::Done { req, reply } => Message::Done { req, reply },
             Form::TailRead { origin, key, hops } => Message::TailRead { origin, key, hops },
-            Form::Replicate { entries, ttl, seq } => Message::Replicate { entries, ttl, seq },
+            Form::Replicate {
+                entries,
+                ttl,
+                seq,
+                epoch,
+            } => Message::Replicate {
+                entries,
+                ttl,
+                seq,
+                epoch,
+            },
             Form::ReplicateAck { seqs } => Message::ReplicateAck { seqs },
             Form::CraqClean { key, version } => Message::CraqClean { key, version },
             Form::Other(msg) => msg,

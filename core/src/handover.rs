@@ -188,45 +188,40 @@ impl Handover {
         entry: Entry,
         writer: Option<Writer>,
     ) {
-        let applied = sh.store.apply(out.now, key, entry.clone());
-        if applied == Applied::Changed {
-            self.forward(sh, out, (key, &entry), REPAIR_TTL, writer, 0);
-        }
+        self.apply_sent(sh, out, (key, entry), writer, 0);
     }
 
-    /// As [`Handover::offer`], for an eventual primary's replica write sent under its
-    /// view of `epoch`: applied here, it is not forwarded, once a hand-over has
-    /// committed, to a node that view made a replica (the primary sent it there).
-    pub(crate) fn offer_replica(
+    /// Apply `entry`, and forward it if newer, except to the targets of hand-overs
+    /// already in the view of epoch `sent_under` its sender had (see
+    /// [`Handover::forward`]).
+    fn apply_sent(
         &mut self,
         sh: &mut Shared,
         out: &mut Out,
-        key: &str,
-        entry: Entry,
-        (ttl, epoch): (u8, u64),
+        (key, entry): (&str, Entry),
+        writer: Option<Writer>,
+        sent_under: u64,
     ) {
-        if !sh.accepts(Id::of_key(key)) {
-            return self.offer(sh, out, key, entry, ttl);
-        }
         let applied = sh.store.apply(out.now, key, entry.clone());
         if applied == Applied::Changed {
-            self.forward(sh, out, (key, &entry), REPAIR_TTL, None, epoch);
+            self.forward(sh, out, (key, &entry), REPAIR_TTL, writer, sent_under);
         }
     }
 
-    /// A replica write arrived: store it if this node should hold the key; otherwise,
-    /// unless it is itself a repair, pass it to whoever took the range over and to the
-    /// key's current primary (which re-replicates it).
+    /// A replica write arrived, sent under its primary's view of epoch `sent_under` (0:
+    /// not known): store it if this node should hold the key; otherwise, unless it is
+    /// itself a repair, pass it to whoever took the range over and to the key's current
+    /// primary (which re-replicates it).
     pub(crate) fn offer(
         &mut self,
         sh: &mut Shared,
         out: &mut Out,
-        key: &str,
-        entry: Entry,
+        (key, entry): (&str, Entry),
         ttl: u8,
+        sent_under: u64,
     ) {
         if sh.accepts(Id::of_key(key)) {
-            return self.apply(sh, out, key, entry);
+            return self.apply_sent(sh, out, (key, entry), None, sent_under);
         }
         if ttl > 0 {
             self.forward(sh, out, (key, &entry), ttl - 1, None, 0);
@@ -403,7 +398,7 @@ impl Handover {
                         .insert(key.to_string());
                 }
             }
-            self.offer(sh, out, key, entry, ttl);
+            self.offer(sh, out, (key, entry), ttl, 0);
         }
         // A later change may have taken the key elsewhere: say what this node holds, or
         // the source would go on forwarding every write in the range for the rest of its

@@ -269,7 +269,7 @@ impl Replication {
             // The chain this write was sent down no longer holds here: repair it towards
             // the current replicas, but neither pass it on nor acknowledge it (the client
             // sees a timeout: the write may or may not take effect).
-            return ho.offer(sh, out, &step.key, step.entry, step.ttl);
+            return ho.offer(sh, out, (&step.key, step.entry), step.ttl, 0);
         }
         let craq = sh.config.consistency == Consistency::Craq;
         if skipped_a_replica(sh, from, key_id) {
@@ -357,7 +357,7 @@ impl Replication {
             return Err(Rejected::not_member("replicate", &from, sh.phase));
         }
         for (key, entry) in entries {
-            ho.offer_replica(sh, out, &key, entry, (ttl, epoch));
+            ho.offer(sh, out, (&key, entry), ttl, epoch);
         }
         if seq != 0 {
             self.ack(out, from, seq);

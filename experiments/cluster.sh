@@ -5,10 +5,13 @@ CLUSTER_PID=""
 BOOTSTRAP=""
 CLUSTER_LOG=$(mktemp)
 
-# start_cluster NODES K MODEL: start it on ephemeral loopback ports and wait until every
-# node has joined (at most 30 s).
+# start_cluster NODES K MODEL [VNODES]: start it on ephemeral loopback ports and wait
+# until every node has joined (at most 30 s). With VNODES above 1, NODES processes of
+# VNODES ring positions each.
 start_cluster() {
-    "$DHT" cluster --nodes "$1" --k "$2" --consistency "$3" --base-port 0 \
+    local vnodes=()
+    if [ "${4:-1}" -gt 1 ]; then vnodes=(--vnodes "$4"); fi
+    "$DHT" cluster --nodes "$1" --k "$2" --consistency "$3" "${vnodes[@]}" --base-port 0 \
         >"$CLUSTER_LOG" 2>/dev/null &
     CLUSTER_PID=$!
     BOOTSTRAP=""

@@ -137,11 +137,18 @@ pub struct RingArgs {
     /// Lookup routing: finger (Chord, O(log N) hops) or successor (O(N) hops).
     #[arg(long, default_value = "finger")]
     pub routing: Routing,
+    /// Ring positions per process (virtual nodes), a setting of the whole ring: every
+    /// process (this one, and each `dht node` that joins) takes R places on the ring,
+    /// each a node on a port of its own, which evens out how many keys each process
+    /// holds; a key's k replicas always lie on k distinct processes. Eventual
+    /// consistency only.
+    #[arg(long, default_value_t = 1, value_name = "R")]
+    pub vnodes: u32,
 }
 
 impl RingArgs {
     fn config(&self) -> anyhow::Result<ClusterConfig> {
-        Ok(ClusterConfig::new(self.k, self.consistency, self.routing)?)
+        Ok(ClusterConfig::new(self.k, self.consistency, self.routing)?.with_vnodes(self.vnodes)?)
     }
 }
 
@@ -205,7 +212,8 @@ pub struct NodeArgs {
 /// Arguments of `dht cluster`.
 #[derive(clap::Args, Debug)]
 pub struct ClusterArgs {
-    /// Nodes in the ring, the bootstrap included.
+    /// Nodes in the ring, the bootstrap included (with --vnodes R: processes, each of R
+    /// ring positions).
     #[arg(long, default_value_t = 10)]
     pub nodes: usize,
     #[command(flatten)]
@@ -294,8 +302,10 @@ pub fn run_bootstrap(args: BootstrapArgs) -> anyhow::Result<ExitCode> {
     options.ring_runs = args.rejoin;
     let recovering = options.recover && !args.tuning.no_failure_handling;
     let waits_for_good = recovering && args.rejoin;
+    let vnodes = args.ring.vnodes as usize;
     runtime()?.block_on(async move {
         survive_file_size_limit(options.data_dir.as_deref());
+        let first_options = options.clone();
         let server = NodeServer::start(options).await?;
         announce(&format!(
             "bootstrap listening on {} (advertised as {})",
@@ -313,21 +323,75 @@ pub fn run_bootstrap(args: BootstrapArgs) -> anyhow::Result<ExitCode> {
                  founding a new one if none answers",
             );
         }
+        let extra = tokio::select! {
+            _ = shutdown_signal() => {
+                server.shutdown_handing_over().await;
+                return Ok(ExitCode::SUCCESS);
+            }
+            extra = more_positions(&server, &first_options, server.addr(), vnodes) => extra,
+        };
+        let extra = match extra {
+            Ok(extra) => extra,
+            Err(err) => {
+                server.stop().await;
+                anyhow::bail!("the bootstrap's further ring positions could not join: {err}");
+            }
+        };
         let halted = tokio::select! {
             _ = shutdown_signal() => None,
             reason = watch_halted(&server) => Some(reason),
         };
         match halted {
             None => {
+                depart_positions(extra).await;
                 server.shutdown_handing_over().await;
                 Ok(ExitCode::SUCCESS)
             }
             Some(reason) => {
+                for node in extra {
+                    node.stop().await;
+                }
                 server.stop().await;
                 anyhow::bail!("the bootstrap stopped: {reason}")
             }
         }
     })
+}
+
+/// Start this process's further ring positions (virtual nodes: `vnodes - 1` of them),
+/// once its first position, `first`, is a member, each joining through `bootstrap`.
+async fn more_positions(
+    first: &NodeServer,
+    first_options: &NodeOptions,
+    bootstrap: &str,
+    vnodes: usize,
+) -> Result<Vec<NodeServer>, String> {
+    if vnodes <= 1 {
+        return Ok(Vec::new());
+    }
+    // A bootstrap looking for its ring first: its positions join once it is in one.
+    while first.handle().inspect(|n| n.is_member()).await != Ok(true) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let nodes =
+        ringkv_runtime::vnodes::start_positions(first, first_options, bootstrap, vnodes).await?;
+    announce(&format!(
+        "{} further ring positions (virtual nodes) joined: {}",
+        nodes.len(),
+        nodes
+            .iter()
+            .map(|n| n.addr().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    Ok(nodes)
+}
+
+/// Depart this process's further positions, last first.
+async fn depart_positions(mut extra: Vec<NodeServer>) {
+    while let Some(node) = extra.pop() {
+        node.shutdown_handing_over().await;
+    }
 }
 
 /// Wait until the node halts (a bootstrap started against a ring with other settings),
@@ -353,20 +417,36 @@ pub fn run_node(args: NodeArgs) -> anyhow::Result<ExitCode> {
     apply_tuning(&mut options, &args.tuning);
     runtime()?.block_on(async move {
         survive_file_size_limit(options.data_dir.as_deref());
+        let first_options = options.clone();
         let server = NodeServer::start(options).await?;
         announce(&format!(
             "node listening on {} (advertised as {})",
             server.local_addr(),
             server.addr()
         ));
+        let mut extra = Vec::new();
         if args.join {
             if let Err(err) = join_with_retries(&server).await {
                 server.stop().await;
                 anyhow::bail!("could not join through {}: {err}", args.bootstrap);
             }
             announce(&format!("joined the ring through {}", args.bootstrap));
+            // The ring's setting, learned from the join: further positions of this process.
+            let vnodes = server
+                .handle()
+                .inspect(|n| n.status().vnodes)
+                .await
+                .unwrap_or(1) as usize;
+            extra = match more_positions(&server, &first_options, &args.bootstrap, vnodes).await {
+                Ok(extra) => extra,
+                Err(err) => {
+                    server.shutdown_handing_over().await;
+                    anyhow::bail!("this node's further ring positions could not join: {err}");
+                }
+            };
         }
         shutdown_signal().await;
+        depart_positions(extra).await;
         server.shutdown_handing_over().await;
         Ok(ExitCode::SUCCESS)
     })
@@ -390,13 +470,24 @@ pub fn run_cluster(args: ClusterArgs) -> anyhow::Result<ExitCode> {
         survive_file_size_limit(options.data_dir.as_deref());
         let cluster = LocalCluster::start(options).await?;
         let overlay = cluster.overlay().await.map_err(anyhow::Error::msg)?;
-        announce(&format!(
-            "ringkv cluster: {} nodes, k = {}, {} replication, {} routing",
-            overlay.len(),
-            args.ring.k,
-            args.ring.consistency,
-            args.ring.routing
-        ));
+        match args.ring.vnodes {
+            1 => announce(&format!(
+                "ringkv cluster: {} nodes, k = {}, {} replication, {} routing",
+                overlay.len(),
+                args.ring.k,
+                args.ring.consistency,
+                args.ring.routing
+            )),
+            r => announce(&format!(
+                "ringkv cluster: {} processes of {r} ring positions each ({} nodes), k = {}, \
+                 {} replication, {} routing",
+                args.nodes,
+                overlay.len(),
+                args.ring.k,
+                args.ring.consistency,
+                args.ring.routing
+            )),
+        }
         announce(&format!("bootstrap: {}", cluster.addrs()[0]));
         if let Some(latency) = args.tuning.link_latency {
             announce(&format!(

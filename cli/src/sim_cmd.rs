@@ -74,9 +74,15 @@ pub struct SweepArgs {
 /// The flags of one simulation, shared by `dht sim` and `dht sim sweep`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct SimOptions {
-    /// Initial ring size (node 0 is the bootstrap).
+    /// Initial ring size (node 0 is the bootstrap): processes, each owning --vnodes
+    /// ring positions.
     #[arg(long, default_value_t = 10)]
     pub nodes: usize,
+    /// Ring positions per process (virtual nodes; eventual consistency only): each
+    /// process takes R places on the ring, a key's replicas lie on k distinct processes,
+    /// and every fault (crash, restart, pause, depart, partition) takes a whole process.
+    #[arg(long, default_value_t = 1, value_name = "R")]
+    pub vnodes: usize,
     /// Replication factor.
     #[arg(long, default_value_t = 3)]
     pub k: usize,
@@ -313,6 +319,7 @@ impl SimOptions {
         let config = SimConfig {
             seed: self.seed,
             nodes: self.nodes,
+            vnodes: self.vnodes,
             k: self.k,
             consistency: self.consistency,
             routing: self.routing,

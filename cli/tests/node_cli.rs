@@ -163,6 +163,92 @@ fn bootstrap_and_node_processes_join_and_depart_on_sigterm() {
     assert!(boot.terminate().success());
 }
 
+/// Virtual nodes as a user runs them: the bootstrap's `--vnodes 3` is the ring's setting,
+/// a `dht node` learns it from its join and starts its two further positions, every
+/// position names its process, a key written through one is read through another, and
+/// SIGTERM takes all of a process's positions out of the ring.
+#[test]
+fn a_ring_with_virtual_nodes_places_each_process_three_times() {
+    let boot = Proc::start(&[
+        "bootstrap",
+        "--port",
+        "0",
+        "--k",
+        "2",
+        "--consistency",
+        "eventual",
+        "--vnodes",
+        "3",
+    ]);
+    let boot_addr = addr_in(&boot.wait_line("listening on "), "listening on ");
+    boot.wait_line("further ring positions");
+    let node = Proc::start(&["node", "--port", "0", "--bootstrap", &boot_addr, "--join"]);
+    let node_addr = addr_in(&node.wait_line("listening on "), "listening on ");
+    let extra = node.wait_line("further ring positions");
+    assert!(extra.contains("2 further"), "{extra}");
+
+    let (status, body) = get(&format!("http://{boot_addr}/overlay"));
+    assert_eq!(status, 200);
+    let overlay: Vec<String> = serde_json::from_value(body["overlay"].clone()).unwrap();
+    assert_eq!(overlay.len(), 6, "{body}");
+    let mut per_process = std::collections::BTreeMap::new();
+    for addr in &overlay {
+        let (_, info) = get(&format!("http://{addr}/node"));
+        assert_eq!(info["vnodes"], 3, "{info}");
+        *per_process
+            .entry(info["process"].as_str().unwrap().to_string())
+            .or_insert(0) += 1;
+    }
+    let expected: std::collections::BTreeMap<String, i32> =
+        [(boot_addr.clone(), 3), (node_addr.clone(), 3)].into();
+    assert_eq!(per_process, expected);
+
+    let key = "Hey%20Jude";
+    let (status, body) = rt_post(&format!("http://{}/insert/{key}/v1", overlay[1]));
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = get(&format!("http://{}/query/{key}", overlay[4]));
+    assert_eq!(
+        (status, body["value"].as_str()),
+        (200, Some("v1")),
+        "{body}"
+    );
+
+    assert!(node.terminate().success());
+    let (_, body) = get(&format!("http://{boot_addr}/overlay"));
+    let left: Vec<String> = serde_json::from_value(body["overlay"].clone()).unwrap();
+    assert_eq!(left.len(), 3, "the node's three positions departed: {body}");
+    let (status, body) = get(&format!("http://{boot_addr}/query/{key}"));
+    assert_eq!(
+        (status, body["value"].as_str()),
+        (200, Some("v1")),
+        "{body}"
+    );
+    assert!(boot.terminate().success());
+
+    // Chain models refuse the setting with a reason.
+    let refused = common::run_bounded(
+        &["bootstrap", "--port", "0", "--vnodes", "3"],
+        Duration::from_secs(20),
+    );
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("eventual consistency only"), "{stderr}");
+}
+
+fn rt_post(url: &str) -> (u16, Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let reply = HttpClient::new(Duration::from_secs(10))
+            .post(url, None)
+            .await
+            .expect("POST");
+        (reply.status, reply.value())
+    })
+}
+
 /// A node stopped with SIGTERM departs, then waits until the keys' heads have
 /// acknowledged the entries it handed them as hints (`hints` in `GET /node`), and only
 /// then exits: every key is still there, and it did not give up on any hint.

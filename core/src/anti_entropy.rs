@@ -20,13 +20,14 @@ use crate::shared::{Phase, Shared};
 use crate::store::{digest_bucket, Entry, Range, DIGEST_BUCKETS};
 
 /// Anti-entropy tick: send digests (eventual: of the keys this node is primary for, to
-/// their other replicas; chain: of the keys it holds but does not tail, to its successor).
+/// their other replicas; chain: of the keys it holds but does not tail, to the next
+/// replica).
 pub(crate) fn on_tick(sh: &mut Shared, out: &mut Out) {
     let replicas = sh.config.k.min(sh.view.ring_size).saturating_sub(1);
     if sh.phase != Phase::Active || replicas == 0 {
         return;
     }
-    let (range, targets): (Range, Vec<NodeRef>) = match sh.config.consistency {
+    let pairs: Vec<(Range, Vec<NodeRef>)> = match sh.config.consistency {
         Consistency::Eventual => {
             let Some(pred) = sh.view.preds.first() else {
                 return;
@@ -35,11 +36,9 @@ pub(crate) fn on_tick(sh: &mut Shared, out: &mut Out) {
                 from: pred.id,
                 to: sh.me.id,
             };
-            (
-                range,
-                sh.view.succs.iter().take(replicas).cloned().collect(),
-            )
+            vec![(range, sh.downstream())]
         }
+        Consistency::Chain | Consistency::Craq if sh.has_vnodes() => chain_pairs_by_place(sh),
         Consistency::Chain | Consistency::Craq => {
             // The keys this node holds but does not tail: (preds[m - 2], me], each of
             // which its successor holds next in the chain.
@@ -51,17 +50,45 @@ pub(crate) fn on_tick(sh: &mut Shared, out: &mut Out) {
                 from: from.id,
                 to: sh.me.id,
             };
-            (range, vec![next.clone()])
+            vec![(range, vec![next.clone()])]
         }
     };
-    let digests = digests(sh, range);
-    for to in &targets {
-        let msg = Message::SyncDigest {
-            range,
-            digests: digests.clone(),
-        };
-        out.send(to, msg);
+    for (range, targets) in pairs {
+        let digests = digests(sh, range);
+        for to in &targets {
+            let msg = Message::SyncDigest {
+                range,
+                digests: digests.clone(),
+            };
+            out.send(to, msg);
+        }
     }
+}
+
+/// Under chain replication with virtual nodes: the keys this node holds at each place of
+/// their chains but the tail's, each range with its next replica. The keys a node holds
+/// at one place (see [`crate::placement`]) share the processes before it in the chain,
+/// so the next replica too.
+fn chain_pairs_by_place(sh: &Shared) -> Vec<(Range, Vec<NodeRef>)> {
+    let m = sh.chain_len();
+    let up = crate::placement::Upstream::of(&sh.view, &sh.me);
+    let mut pairs = Vec::new();
+    for p in 0..=m.saturating_sub(2).min(up.others()) {
+        let (from, to) = match p {
+            0 => match sh.view.preds.first() {
+                Some(pred) => (pred.id, sh.me.id),
+                None => continue,
+            },
+            _ => match (up.get(p), up.get(p - 1)) {
+                (lower, Some(upper)) => (lower.map_or(sh.me.id, |n| n.id), upper.id),
+                _ => continue,
+            },
+        };
+        if let Some(next) = sh.next_in_chain(to) {
+            pairs.push((Range::Interval { from, to }, vec![next]));
+        }
+    }
+    pairs
 }
 
 /// A primary's digests arrived: answer with our entries in the buckets that differ.

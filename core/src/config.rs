@@ -58,6 +58,19 @@ pub struct ClusterConfig {
     pub consistency: Consistency,
     /// Lookup routing.
     pub routing: Routing,
+    /// Ring positions each process owns (virtual nodes; 1: one each). With more than one,
+    /// a key's replicas are its successor and the next members of *other* processes, so
+    /// they lie on `min(k, processes)` distinct processes.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub vnodes: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 impl ClusterConfig {
@@ -74,7 +87,24 @@ impl ClusterConfig {
             k,
             consistency,
             routing,
+            vnodes: 1,
         })
+    }
+
+    /// This configuration with `vnodes` ring positions per process (1 to [`MAX_VNODES`]).
+    pub fn with_vnodes(self, vnodes: u32) -> Result<ClusterConfig, ConfigError> {
+        if vnodes == 0 || vnodes > MAX_VNODES {
+            return Err(ConfigError::BadVnodes(vnodes));
+        }
+        if vnodes > 1 && self.consistency.is_chain() {
+            return Err(ConfigError::VnodesNeedEventual(self.consistency));
+        }
+        Ok(ClusterConfig { vnodes, ..self })
+    }
+
+    /// Whether processes own more than one ring position each.
+    pub fn has_vnodes(&self) -> bool {
+        self.vnodes > 1
     }
 
     /// Length of the predecessor and successor lists each node keeps. One more than k, so
@@ -90,9 +120,13 @@ impl Default for ClusterConfig {
             k: 3,
             consistency: Consistency::Chain,
             routing: Routing::Finger,
+            vnodes: 1,
         }
     }
 }
+
+/// Most ring positions one process may own.
+pub const MAX_VNODES: u32 = 256;
 
 /// Largest replication factor accepted: each write fans out to k nodes, and neighbour lists
 /// are k + 1 long, so a bound keeps message sizes and work per event small.
@@ -308,6 +342,9 @@ pub struct NodeConfig {
     /// across nodes up to their clock skew. 0 in the simulator, whose nodes share one
     /// virtual epoch.
     pub clock_epoch_ns: u64,
+    /// With virtual nodes: the process this node is a position of (the address of the
+    /// process's first position), when it is not the first. `None`: a process of its own.
+    pub process: Option<String>,
 }
 
 impl NodeConfig {
@@ -325,6 +362,7 @@ impl NodeConfig {
             durable: false,
             recovered: None,
             clock_epoch_ns: 0,
+            process: None,
         }
     }
 
@@ -342,6 +380,7 @@ impl NodeConfig {
             durable: false,
             recovered: None,
             clock_epoch_ns: 0,
+            process: None,
         }
     }
 }
@@ -358,6 +397,15 @@ pub enum ConfigError {
     /// Unknown routing name.
     #[error("unknown routing '{0}': use 'finger' or 'successor'")]
     BadRouting(String),
+    /// `vnodes` out of range.
+    #[error("virtual nodes per process must be between 1 and {MAX_VNODES}, got {0}")]
+    BadVnodes(u32),
+    /// Virtual nodes asked for with a chain model.
+    #[error(
+        "virtual nodes (--vnodes above 1) run with eventual consistency only; {0} replication \
+         places each chain on consecutive ring members"
+    )]
+    VnodesNeedEventual(Consistency),
 }
 
 impl FromStr for Consistency {

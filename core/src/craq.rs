@@ -176,7 +176,14 @@ pub(crate) fn announce_clean(sh: &Shared, out: &mut Out, key: &str) {
         return;
     };
     let others = sh.chain_len().saturating_sub(1);
-    for to in sh.view.preds.iter().take(others) {
+    let upstream: Vec<NodeRef> = match sh.has_vnodes() {
+        true => {
+            let chain = sh.chain_of(Id::of_key(key)).unwrap_or_default();
+            chain.into_iter().filter(|n| n.id != sh.me.id).collect()
+        }
+        false => sh.view.preds.iter().take(others).cloned().collect(),
+    };
+    for to in &upstream {
         let msg = Message::CraqClean {
             key: key.to_string(),
             version: Some(version),
@@ -197,6 +204,9 @@ fn tail_of(sh: &Shared, key: Id) -> Option<NodeRef> {
     if sh.is_tail(key) {
         return Some(sh.me.clone());
     }
+    if sh.has_vnodes() {
+        return sh.chain_of(key)?.pop();
+    }
     let ahead = sh.chain_len().checked_sub(1 + position(sh, key)?)?;
     sh.view.succs.get(ahead.checked_sub(1)?).cloned()
 }
@@ -206,12 +216,19 @@ fn tail_of(sh: &Shared, key: Id) -> Option<NodeRef> {
 /// replication's path: the primary hands it to its tail, or, under CRAQ, serves it).
 pub(crate) fn primary_of(sh: &Shared, key: Id) -> Option<NodeRef> {
     let position = position(sh, key)?;
+    if sh.has_vnodes() {
+        position.checked_sub(1)?;
+        return sh.chain_of(key)?.into_iter().next();
+    }
     sh.view.preds.get(position.checked_sub(1)?).cloned()
 }
 
 /// This node's position in `key`'s chain in its view: 0 at the primary, i when
 /// `preds[i - 1]` is the primary.
 fn position(sh: &Shared, key: Id) -> Option<usize> {
+    if sh.has_vnodes() {
+        return crate::shared::position_in_view(&sh.view, &sh.me, sh.config.k, key);
+    }
     if sh.is_primary(key) {
         return Some(0);
     }

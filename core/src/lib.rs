@@ -59,6 +59,7 @@ mod handover;
 mod membership;
 mod node;
 mod out;
+mod placement;
 mod rejected;
 mod replication;
 mod requests;

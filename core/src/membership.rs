@@ -407,12 +407,12 @@ impl Membership {
                 return Ok(());
             }
         }
-        let k = match sh.phase {
-            Phase::Joining => prepare.config.k,
-            _ => sh.config.k,
+        let (k, vnodes) = match sh.phase {
+            Phase::Joining => (prepare.config.k, prepare.config.vnodes),
+            _ => (sh.config.k, sh.config.vnodes),
         };
         let me_listed = prepare.view.preds.contains(&sh.me) || prepare.view.succs.contains(&sh.me);
-        if let Err(reason) = prepare.view.check(k).and(match me_listed {
+        if let Err(reason) = prepare.view.check(k, vnodes).and(match me_listed {
             true => Err("the view lists its own node as a neighbour".to_string()),
             false => Ok(()),
         }) {
@@ -976,8 +976,20 @@ fn push_own_range(sh: &Shared, out: &mut Out) {
         return;
     }
     let k = sh.config.k.max(1);
+    // The nodes that hold these keys once this one is gone: the next member of each of
+    // `k` processes (with virtual nodes another position of this node's own process
+    // may be one of them; members of a process already named add nothing).
+    let mut targets: Vec<&NodeRef> = Vec::new();
+    for n in sh.view.succs.iter().filter(|n| n.id != sh.me.id) {
+        if targets.len() >= k {
+            break;
+        }
+        if !targets.iter().any(|t| t.same_process(n)) {
+            targets.push(n);
+        }
+    }
     for chunk in entries.chunks(sh.limits.snapshot_chunk_entries.max(1)) {
-        for to in sh.view.succs.iter().filter(|n| n.id != sh.me.id).take(k) {
+        for to in &targets {
             let msg = Message::SyncPush {
                 entries: chunk.to_vec(),
             };

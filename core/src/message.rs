@@ -12,13 +12,23 @@ use crate::Id;
 
 /// A node's id and advertised address. The id is always SHA-1 of the address: a
 /// deserialized `NodeRef` whose id does not match is refused.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+///
+/// With virtual nodes (`ClusterConfig::vnodes` > 1) one process owns several ring
+/// positions, each a node with an address of its own; `process` names the process (the
+/// address of its first position) so that a key's replicas are placed on distinct
+/// processes. Two `NodeRef`s are equal when their id and address are: the process is
+/// placement information, carried where placement is decided (views, join requests),
+/// not by every message.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(try_from = "NodeRefWire")]
 pub struct NodeRef {
     /// SHA-1 of `addr`.
     pub id: Id,
     /// `host:port`.
     pub addr: Arc<str>,
+    /// The process this position belongs to, when it is not its own address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<Arc<str>>,
 }
 
 impl NodeRef {
@@ -27,7 +37,55 @@ impl NodeRef {
         NodeRef {
             id: Id::of_addr(addr),
             addr: Arc::from(addr),
+            process: None,
         }
+    }
+
+    /// The node advertised at `addr`, one position of the process `process` (the address
+    /// of that process's first position; the same as `addr` for the first one).
+    pub fn of_process(addr: &str, process: &str) -> NodeRef {
+        let mut node = NodeRef::new(addr);
+        if process != addr {
+            node.process = Some(Arc::from(process));
+        }
+        node
+    }
+
+    /// The process this position belongs to.
+    pub fn process(&self) -> &str {
+        self.process.as_deref().unwrap_or(&self.addr)
+    }
+
+    /// Whether `self` and `other` are positions of one process.
+    pub fn same_process(&self, other: &NodeRef) -> bool {
+        self.process() == other.process()
+    }
+}
+
+impl PartialEq for NodeRef {
+    fn eq(&self, other: &NodeRef) -> bool {
+        self.id == other.id && self.addr == other.addr
+    }
+}
+
+impl Eq for NodeRef {}
+
+impl PartialOrd for NodeRef {
+    fn partial_cmp(&self, other: &NodeRef) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for NodeRef {
+    fn cmp(&self, other: &NodeRef) -> std::cmp::Ordering {
+        (self.id, &self.addr).cmp(&(other.id, &other.addr))
+    }
+}
+
+impl std::hash::Hash for NodeRef {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.id.hash(state);
+        self.addr.hash(state);
     }
 }
 
@@ -41,12 +99,17 @@ impl fmt::Debug for NodeRef {
 struct NodeRefWire {
     id: Id,
     addr: String,
+    #[serde(default)]
+    process: Option<String>,
 }
 
 impl TryFrom<NodeRefWire> for NodeRef {
     type Error = String;
     fn try_from(w: NodeRefWire) -> Result<Self, Self::Error> {
-        let node = NodeRef::new(&w.addr);
+        let node = match &w.process {
+            Some(process) => NodeRef::of_process(&w.addr, process),
+            None => NodeRef::new(&w.addr),
+        };
         if node.id != w.id {
             return Err(format!("node id {} is not SHA-1 of '{}'", w.id, w.addr));
         }
@@ -68,16 +131,25 @@ pub struct View {
 }
 
 impl View {
-    /// Whether this view is well formed for a ring with replication factor `k`: a view
-    /// of a ring of `n ≥ 1` members lists `min(k + 1, n - 1)` predecessors and as many
-    /// successors; the empty view (`ring_size` 0) of a departing node lists none. Views
-    /// the coordinator builds always are; one from the network may not be.
-    pub fn check(&self, k: usize) -> Result<(), String> {
+    /// Whether this view is well formed for a ring with replication factor `k` and
+    /// `vnodes` positions per process: a view of a ring of `n ≥ 1` members lists
+    /// `min(k + 1, n - 1)` predecessors and as many successors (with virtual nodes, up to
+    /// `n - 1` each: see [`crate::ring::Ring::view_of`]); the empty view (`ring_size` 0)
+    /// of a departing node lists none. Views the coordinator builds always are; one from
+    /// the network may not be.
+    pub fn check(&self, k: usize, vnodes: u32) -> Result<(), String> {
         let want = match self.ring_size {
             0 => 0,
             n => (k + 1).min(n - 1),
         };
-        if self.preds.len() != want || self.succs.len() != want {
+        let fits = match vnodes > 1 {
+            true => {
+                let most = self.ring_size.saturating_sub(1);
+                self.preds.len() <= most && self.succs.len() <= most
+            }
+            false => self.preds.len() == want && self.succs.len() == want,
+        };
+        if !fits {
             return Err(format!(
                 "a view of {} members with k = {k} lists {want} predecessors and successors, \
                  not {} and {}",
@@ -145,8 +217,9 @@ impl Prepare {
             self.config.consistency,
             self.config.routing,
         )
+        .and_then(|c| c.with_vnodes(self.config.vnodes))
         .map_err(|e| e.to_string())?;
-        self.view.check(self.config.k)?;
+        self.view.check(self.config.k, self.config.vnodes)?;
         if self.sources.len() > crate::config::MAX_K + 1 {
             return Err(format!("{} fetch sources", self.sources.len()));
         }

@@ -65,6 +65,11 @@ pub struct NodeStatus {
     pub consistency: Consistency,
     /// Lookup routing.
     pub routing: Routing,
+    /// Ring positions per process (virtual nodes).
+    pub vnodes: u32,
+    /// The process this node is a position of: the advertised address of its first
+    /// position (its own address when it is a process of its own).
+    pub process: String,
     /// Live keys this node is primary for.
     pub keys_primary: usize,
     /// Live keys this node holds as a non-primary replica.
@@ -78,6 +83,10 @@ const RECOVERY_HEARTBEATS: u64 = 3;
 /// Failure timeouts a bootstrap that founded its ring again from its disk withholds
 /// leases while members that restarted with it have not rejoined.
 const AWAIT_FAILURE_TIMEOUTS: u64 = 20;
+
+/// Failure timeouts a node outside the ring keeps a seat of a group it does not hear
+/// (see `Node::retire_if_left_behind`).
+const LEFT_BEHIND_FAILURE_TIMEOUTS: u64 = 5;
 
 /// Self-addressed messages handled within one input; a bound against a logic loop.
 const LOCAL_DELIVERIES_MAX: usize = 1 << 16;
@@ -105,13 +114,19 @@ pub struct Node {
     /// phase, the seat's directory epoch, how many members a refounded ring awaits).
     persisted: Option<(u64, u64, Phase, Option<u64>, usize)>,
     durable: bool,
+    /// Since when this node, not a member, has run a seat without hearing from a
+    /// majority of its group (see `retire_if_left_behind`).
+    left_behind_since: Option<Time>,
 }
 
 impl Node {
     /// A node as configured. A bootstrap starts as the only member of a one-node ring; any
     /// other node starts idle and joins on a `Join` request.
     pub fn new(config: NodeConfig) -> Node {
-        let me = NodeRef::new(&config.addr);
+        let me = match &config.process {
+            Some(process) => NodeRef::of_process(&config.addr, process),
+            None => NodeRef::new(&config.addr),
+        };
         let is_bootstrap = config.bootstrap.is_none();
         let bootstrap: std::sync::Arc<str> =
             config.bootstrap.as_deref().unwrap_or(&config.addr).into();
@@ -191,6 +206,7 @@ impl Node {
             timer_late: 0,
             persisted: None,
             durable: config.durable,
+            left_behind_since: None,
         };
         if is_bootstrap && !recovering {
             node.found_ring();
@@ -417,6 +433,8 @@ impl Node {
             k: sh.config.k,
             consistency: sh.config.consistency,
             routing: sh.config.routing,
+            vnodes: sh.config.vnodes,
+            process: sh.me.process().to_string(),
             keys_primary: primary,
             keys_replica: sh.store.live_len() - primary,
         }
@@ -728,7 +746,24 @@ impl Node {
                 m.on_leader(sh, out, &from, term, leader, seats, ring_id, lease_from);
                 Ok(())
             }
-            Message::Hello(_) => Ok(()),
+            Message::Hello(info) => {
+                // A member greets its bootstrap address with the group it follows. A seat
+                // of an older configuration that never learned it was replaced (its own
+                // seats left meanwhile, so nobody tells it) gives up its seat when the
+                // greeting names a later term, without it, and it hears from no majority
+                // of its own group (a bootstrap whose process departed kept pinging the
+                // departed seats of its old group for ever, seed 915 of eventual
+                // campaigns with virtual nodes).
+                let unseated =
+                    !info.seats.is_empty() && !info.seats.iter().any(|s| s.id == sh.me.id);
+                let stale = self.coordination.as_ref().is_some_and(|c| {
+                    unseated && info.term > c.dir().term && !c.hears_majority(sh, out.now)
+                });
+                if stale {
+                    self.coordination = None;
+                }
+                Ok(())
+            }
             Message::Rejoin { .. }
                 if self.coordination.as_ref().is_some_and(|c| {
                     c.seat_nodes()
@@ -938,6 +973,35 @@ impl Node {
         }
     }
 
+    /// A node that is no longer a member (it departed, or was removed) holds no seat of
+    /// any later configuration: the ring seats members only. If it still runs a seat of
+    /// an older one whose other seats it has not heard from (as a majority) for
+    /// [`LEFT_BEHIND_FAILURE_TIMEOUTS`] failure timeouts, that configuration ended without
+    /// it learning so, and its other seats may have left too, so nobody will tell it: it
+    /// gives the seat up. (Departed nodes of a simulated ring, which stay up, kept
+    /// sending consensus messages to one another for good: seed 89 of eventual sweeps
+    /// with virtual nodes, where every departure of a process is several.)
+    fn retire_if_left_behind(&mut self) {
+        let now = self.out.now;
+        let sh = &self.shared;
+        let left_behind = sh.phase == Phase::Idle
+            && !sh.recovering
+            && self
+                .coordination
+                .as_ref()
+                .is_some_and(|c| !c.hears_majority(sh, now));
+        if !left_behind {
+            self.left_behind_since = None;
+            return;
+        }
+        let since = *self.left_behind_since.get_or_insert(now);
+        let grace = LEFT_BEHIND_FAILURE_TIMEOUTS.saturating_mul(sh.timing.failure_timeout_ns);
+        if now.saturating_sub(since) > grace {
+            self.coordination = None;
+            self.left_behind_since = None;
+        }
+    }
+
     /// Drop the seat the coordination gave up.
     fn after_coordination(&mut self, outcome: Outcome) {
         if outcome == Outcome::Retire {
@@ -1124,6 +1188,7 @@ impl Node {
             Timer::Group => {
                 let outcome = self.coordination.as_mut().map(|c| c.on_tick(sh, out));
                 self.after_coordination(outcome.unwrap_or(Outcome::Stay));
+                self.retire_if_left_behind();
             }
             Timer::Recover => {
                 // Fired late, the wait shows nothing: this process was stopped, and what

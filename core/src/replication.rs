@@ -210,15 +210,15 @@ impl Replication {
         if sh.config.consistency.is_chain() && chain_len > 1 {
             // A view without a successor cannot carry a chain: no acknowledgement then
             // (views are checked when they arrive, so this does not happen).
-            let Some(next) = sh.view.succs.first() else {
+            let Some(next) = sh.downstream().into_iter().next() else {
                 return;
             };
             write.chain_len = chain_len as u8;
             write.position = 1;
-            return out.send(next, Message::ChainWrite(write));
+            return out.send(&next, Message::ChainWrite(write));
         }
         let mut seqs = Vec::with_capacity(chain_len.saturating_sub(1));
-        for to in sh.view.succs.iter().take(chain_len - 1) {
+        for to in &sh.downstream() {
             let sent = (write.ttl, sh.view.epoch, out.now);
             let seq = self.unacked.track(to, &write.key, &write.entry, sent);
             seqs.push(seq);
@@ -294,9 +294,9 @@ impl Replication {
         }
         let next_position = step.position as usize + 1;
         if next_position < step.chain_len as usize {
-            if let Some(next) = sh.view.succs.first() {
+            if let Some(next) = sh.next_in_chain(Id::of_key(&step.key)) {
                 step.position = next_position as u8;
-                return out.send(next, Message::ChainWrite(step));
+                return out.send(&next, Message::ChainWrite(step));
             }
         }
         // Only a node that is the key's tail in its own view acknowledges: the write is
@@ -424,7 +424,7 @@ fn read_at_primary(sh: &Shared, out: &mut Out, origin: Option<Origin>, key: Stri
     let chain_len = sh.chain_len();
     if sh.config.consistency.is_chain() && chain_len > 1 {
         let Some(origin) = origin else { return };
-        let Some(tail) = sh.view.succs.get(chain_len - 2) else {
+        let Some(tail) = sh.downstream().pop() else {
             let node = sh.addr();
             return out.respond(Some(origin), Err(RequestError::RouteBroken { node }));
         };
@@ -433,7 +433,7 @@ fn read_at_primary(sh: &Shared, out: &mut Out, origin: Option<Origin>, key: Stri
             key,
             hops: hops + 1,
         };
-        return out.send(tail, msg);
+        return out.send(&tail, msg);
     }
     answer_read(sh, out, origin, &key, hops);
 }
@@ -792,6 +792,20 @@ fn dedup_horizon(sh: &Shared) -> Time {
 /// the key's primary (so its nearest predecessor is a replica of the key too).
 pub(crate) fn skipped_a_replica(sh: &Shared, from: &NodeRef, key: Id) -> bool {
     let preds = &sh.view.preds;
+    if sh.has_vnodes() {
+        // With virtual nodes the replica before this one is the key's own: any other
+        // predecessor that sends the write skipped it.
+        let Some(chain) = sh.chain_of(key) else {
+            return false;
+        };
+        let Some(me) = chain.iter().position(|n| n.id == sh.me.id) else {
+            return false;
+        };
+        let expected = me.checked_sub(1).and_then(|i| chain.get(i));
+        return me > 0
+            && expected.is_some_and(|e| e.id != from.id)
+            && preds.iter().any(|p| p.id == from.id);
+    }
     let nearest = preds.first().is_some_and(|p| p.id == from.id);
     !sh.is_primary(key) && !nearest && preds.iter().skip(1).any(|p| p.id == from.id)
 }

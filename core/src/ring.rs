@@ -52,6 +52,12 @@ impl Ring {
         self.members.remove(&id).is_some()
     }
 
+    /// The member with `node`'s id as this ring holds it (with its process), or `node`
+    /// itself if it is not a member.
+    pub fn canonical(&self, node: &NodeRef) -> NodeRef {
+        self.members.get(&node.id).unwrap_or(node).clone()
+    }
+
     /// Whether `id` is a member.
     pub fn contains(&self, id: Id) -> bool {
         self.members.contains_key(&id)
@@ -151,23 +157,87 @@ impl Ring {
     }
 
     /// The nodes that must hold a key with id `key`: its successor and the next
-    /// `min(k, N) - 1` members.
+    /// `min(k, N) - 1` members (with virtual nodes, the next members of other processes:
+    /// see [`Ring::chain`]).
     pub fn replicas(&self, key: Id, k: usize) -> Vec<NodeRef> {
-        let Some(primary) = self.successor(key) else {
-            return Vec::new();
-        };
-        let mut set = vec![primary.clone()];
-        set.extend(self.successors(primary.id, k.min(self.len()) - 1));
-        set
+        match self.successor(key) {
+            Some(primary) => self.chain(primary, k),
+            None => Vec::new(),
+        }
     }
 
-    /// The view member `id` should have, with neighbour lists of `list_len`.
+    /// Number of distinct processes among the members (see [`NodeRef::process`]).
+    pub fn processes(&self) -> usize {
+        let all: BTreeSet<&str> = self.members.values().map(NodeRef::process).collect();
+        all.len()
+    }
+
+    /// The replica chain of the keys member `primary` is the successor of: `primary`, then
+    /// each following member whose process is not in the chain yet, `min(k, processes)`
+    /// members in all. Without virtual nodes, `primary` and the next `min(k, N) - 1`.
+    pub fn chain(&self, primary: &NodeRef, k: usize) -> Vec<NodeRef> {
+        let mut chain = vec![primary.clone()];
+        for node in self.after(primary.id) {
+            if chain.len() >= k {
+                break;
+            }
+            if !chain.iter().any(|c| c.same_process(node)) {
+                chain.push(node.clone());
+            }
+        }
+        chain
+    }
+
+    /// Every other member clockwise from `id`, nearest first.
+    fn after(&self, id: Id) -> impl Iterator<Item = &NodeRef> {
+        let after = self.members.range((Excluded(id), Unbounded));
+        after.chain(self.members.range(..id)).map(|(_, n)| n)
+    }
+
+    /// Every other member counter-clockwise from `id`, nearest first.
+    fn before(&self, id: Id) -> impl Iterator<Item = &NodeRef> {
+        let before = self.members.range(..id).rev();
+        let wrapped = self.members.range((Excluded(id), Unbounded)).rev();
+        before.chain(wrapped).map(|(_, n)| n)
+    }
+
+    /// The view member `id` should have, with neighbour lists of `list_len`. With virtual
+    /// nodes the lists run on until they name `list_len` processes other than the
+    /// member's own (members of processes already named lie between), and the
+    /// predecessor list stops at the nearest other position of the member's own process
+    /// (named last): together they show every member of every chain the member is in.
     pub fn view_of(&self, id: Id, list_len: usize, epoch: u64) -> View {
+        let Some(me) = self.members.get(&id) else {
+            return View {
+                epoch,
+                ring_size: self.len(),
+                preds: self.predecessors(id, list_len),
+                succs: self.successors(id, list_len),
+            };
+        };
+        let reach = |nodes: &mut dyn Iterator<Item = &NodeRef>, stop_at_own: bool| {
+            let mut seen: Vec<&str> = Vec::new();
+            let mut list = Vec::new();
+            for node in nodes {
+                if seen.len() >= list_len {
+                    break;
+                }
+                list.push(node.clone());
+                if node.same_process(me) {
+                    if stop_at_own {
+                        break;
+                    }
+                } else if !seen.contains(&node.process()) {
+                    seen.push(node.process());
+                }
+            }
+            list
+        };
         View {
             epoch,
             ring_size: self.len(),
-            preds: self.predecessors(id, list_len),
-            succs: self.successors(id, list_len),
+            preds: reach(&mut self.before(id), true),
+            succs: reach(&mut self.after(id), false),
         }
     }
 

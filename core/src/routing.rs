@@ -95,6 +95,15 @@ fn known_replica(
     key: Id,
     routed: &Routed,
 ) -> Option<NodeRef> {
+    let turn = routed.origin.as_ref().map_or(0, |o| o.req as usize);
+    if sh.has_vnodes() {
+        let alive: Vec<NodeRef> = sh
+            .chain_of(key)?
+            .into_iter()
+            .filter(|n| n.id != sh.me.id && !suspect(n.id))
+            .collect();
+        return alive.get(turn % alive.len().max(1)).cloned();
+    }
     let around = neighbourhood(sh);
     let primary = primary_index(&around, key)?;
     let known = around.len().min(primary + sh.chain_len());
@@ -103,7 +112,6 @@ fn known_replica(
         .copied()
         .filter(|n| n.id != sh.me.id && !suspect(n.id))
         .collect();
-    let turn = routed.origin.as_ref().map_or(0, |o| o.req as usize);
     alive.get(turn % alive.len().max(1)).map(|n| (*n).clone())
 }
 
@@ -111,6 +119,10 @@ fn known_replica(
 /// predecessor and successor lists reach it and it is not suspected (a read goes
 /// straight to the node that answers it; a tail whose view differs routes it on).
 fn known_tail(sh: &Shared, suspect: &impl Fn(Id) -> bool, key: Id) -> Option<NodeRef> {
+    if sh.has_vnodes() {
+        let tail = sh.chain_of(key)?.pop()?;
+        return (tail.id != sh.me.id && !suspect(tail.id)).then_some(tail);
+    }
     let around = neighbourhood(sh);
     let tail = around.get(primary_index(&around, key)? + sh.chain_len() - 1)?;
     (tail.id != sh.me.id && !suspect(tail.id)).then(|| (*tail).clone())

@@ -10,6 +10,7 @@ use crate::api::ReqId;
 use crate::config::{ClusterConfig, Limits, Timing};
 use crate::id::{in_open_closed, Id, ID_BITS};
 use crate::message::{NodeRef, Origin, View};
+use crate::placement::Upstream;
 use crate::store::{Range, Store};
 
 /// Where a node stands in its life cycle.
@@ -188,9 +189,38 @@ impl Shared {
         }
     }
 
-    /// Number of replicas per key: `min(k, N)`.
+    /// Number of replicas per key: `min(k, N)` (with virtual nodes, `min(k, processes)`).
     pub(crate) fn chain_len(&self) -> usize {
-        self.config.k.min(self.view.ring_size.max(1))
+        chain_len_of(&self.view, &self.me, self.config.k)
+    }
+
+    /// The replicas of `key` in order, as this node's neighbour lists show them (with
+    /// virtual nodes the members between two replicas may belong to processes already
+    /// in the chain, so it is worked out per key). `None` if the lists do not reach them.
+    pub(crate) fn chain_of(&self, key: Id) -> Option<Vec<NodeRef>> {
+        crate::placement::chain_in_view(&self.view, &self.me, key, self.chain_len())
+    }
+
+    /// The replicas after this node of the keys it is the primary of.
+    pub(crate) fn downstream(&self) -> Vec<NodeRef> {
+        let want = self.chain_len().saturating_sub(1);
+        crate::placement::downstream(&self.view, &self.me, want)
+    }
+
+    /// The node after this one in `key`'s chain, if this node holds the key and is not
+    /// its tail.
+    pub(crate) fn next_in_chain(&self, key: Id) -> Option<NodeRef> {
+        if !self.has_vnodes() {
+            return self.view.succs.first().cloned();
+        }
+        let chain = self.chain_of(key)?;
+        let me = chain.iter().position(|n| n.id == self.me.id)?;
+        chain.get(me + 1).cloned()
+    }
+
+    /// Whether the ring places keys with virtual nodes in mind (see [`crate::placement`]).
+    pub(crate) fn has_vnodes(&self) -> bool {
+        self.config.has_vnodes()
     }
 
     /// Whether this node is the last of `key`'s `min(k, N)` replicas in its own view.
@@ -216,17 +246,7 @@ impl Shared {
         if !self.is_member() || !self.responsibility().contains(key) {
             return None;
         }
-        if self.is_primary(key) {
-            return Some(0);
-        }
-        for p in 1..self.chain_len() {
-            let upper = self.view.preds.get(p - 1)?.id;
-            let lower = self.view.preds.get(p).map_or(self.me.id, |n| n.id);
-            if in_open_closed(key, lower, upper) {
-                return Some(p);
-            }
-        }
-        None
+        position_in_view(&self.view, &self.me, self.config.k, key)
     }
 
     /// Whether `node` comes after this node in `key`'s chain, under the installed view,
@@ -235,6 +255,12 @@ impl Shared {
         let Some(p) = self.chain_position(key) else {
             return false;
         };
+        if self.has_vnodes() {
+            let Some(chain) = self.chain_of(key) else {
+                return false;
+            };
+            return chain.iter().skip(p + 2).any(|n| n.id == node);
+        }
         let after = self.chain_len().saturating_sub(1 + p);
         self.view
             .succs
@@ -308,10 +334,35 @@ impl Shared {
     }
 }
 
+/// Number of replicas per key under `view`: `min(k, N)`, with virtual nodes
+/// `min(k, processes)`.
+pub(crate) fn chain_len_of(view: &View, me: &NodeRef, k: usize) -> usize {
+    k.min(crate::placement::processes_in_view(view, me)).max(1)
+}
+
+/// Where `me` is in `key`'s chain under `view` (0: the primary), if `key` lies in one of
+/// the ranges it holds (see [`crate::placement`]).
+pub(crate) fn position_in_view(view: &View, me: &NodeRef, k: usize, key: Id) -> Option<usize> {
+    match view.preds.first() {
+        None if view.ring_size == 1 => return Some(0),
+        None => return None,
+        Some(pred) if in_open_closed(key, pred.id, me.id) => return Some(0),
+        Some(_) => {}
+    }
+    let up = Upstream::of(view, me);
+    let deepest = chain_len_of(view, me, k).saturating_sub(1).min(up.others());
+    (1..=deepest).find(|&p| {
+        let (Some(upper), lower) = (up.get(p - 1), up.get(p).map_or(me.id, |n| n.id)) else {
+            return false;
+        };
+        in_open_closed(key, lower, upper.id)
+    })
+}
+
 /// Keys a node at `me` is the tail of under `view` with replication factor `k`: the range
-/// of its `(min(k, N) - 1)`-th predecessor.
+/// of its `(min(k, N) - 1)`-th predecessor (with virtual nodes, of its upstream list).
 pub(crate) fn tails_of(view: &View, me: &NodeRef, k: usize) -> Range {
-    let m = k.min(view.ring_size.max(1));
+    let m = chain_len_of(view, me, k);
     if view.ring_size == 0 {
         return Range::Empty;
     }
@@ -325,7 +376,11 @@ pub(crate) fn tails_of(view: &View, me: &NodeRef, k: usize) -> Range {
             },
         };
     }
-    match (view.preds.get(m - 2), view.preds.get(m - 1)) {
+    let up = Upstream::of(view, me);
+    if m - 1 > up.others() {
+        return Range::Empty;
+    }
+    match (up.get(m - 2), up.get(m - 1)) {
         (Some(first), far) => Range::Interval {
             from: far.map_or(me.id, |n| n.id),
             to: first.id,
@@ -335,20 +390,20 @@ pub(crate) fn tails_of(view: &View, me: &NodeRef, k: usize) -> Range {
 }
 
 /// Keys a node at `me` must hold under `view` with replication factor `k`: its own range
-/// and its `k - 1` predecessors' ranges.
+/// and its `k - 1` predecessors' ranges (with virtual nodes, the ranges bounded by its
+/// upstream list: see [`crate::placement`]).
 pub(crate) fn responsibility_of(view: &View, me: &NodeRef, k: usize) -> Range {
     if view.ring_size == 0 {
-        Range::Empty
-    } else if view.ring_size <= k {
-        Range::All
-    } else {
-        match view.preds.get(k - 1) {
-            Some(far) => Range::Interval {
-                from: far.id,
-                to: me.id,
-            },
-            None => Range::All,
-        }
+        return Range::Empty;
+    }
+    let up = Upstream::of(view, me);
+    let deepest = k.saturating_sub(1).min(up.others());
+    match up.get(deepest) {
+        Some(far) => Range::Interval {
+            from: far.id,
+            to: me.id,
+        },
+        None => Range::All,
     }
 }
 
@@ -375,6 +430,46 @@ mod tests {
                 prop_assert_eq!(tails_of(&view, member, k).contains(key), tail);
                 let holds = replicas.iter().any(|r| r.id == member.id);
                 prop_assert_eq!(responsibility_of(&view, member, k).contains(key), holds);
+            }
+        }
+
+        /// The same with virtual nodes: processes own several positions each, and every
+        /// member's view (its upstream list, its lists' chains) places `key` where the
+        /// whole ring does: the same place in the same chain of distinct processes.
+        #[test]
+        fn placement_with_virtual_nodes_matches_the_ring(
+            owners in proptest::collection::vec(0usize..6, 1..30),
+            k in 1usize..6,
+            key in any::<[u8; 20]>(),
+        ) {
+            let mut ring = Ring::new();
+            for (i, owner) in owners.iter().enumerate() {
+                let process = format!("10.0.0.{owner}:5000");
+                let addr = match owners[..i].contains(owner) {
+                    false => process.clone(),
+                    true => format!("10.0.0.{owner}:{}", 6000 + i),
+                };
+                ring.insert(NodeRef::of_process(&addr, &process));
+            }
+            let key = Id::from_bytes(key);
+            let replicas = ring.replicas(key, k);
+            let distinct: std::collections::BTreeSet<&str> =
+                replicas.iter().map(NodeRef::process).collect();
+            prop_assert_eq!(distinct.len(), replicas.len());
+            prop_assert_eq!(replicas.len(), k.min(ring.processes()));
+            for member in ring.iter() {
+                let view = ring.view_of(member.id, k + 1, 1);
+                prop_assert!(view.check(k, 2).is_ok());
+                let place = replicas.iter().position(|r| r.id == member.id);
+                prop_assert_eq!(position_in_view(&view, member, k, key), place, "{:?}", member);
+                prop_assert_eq!(responsibility_of(&view, member, k).contains(key), place.is_some());
+                let tail = place == Some(replicas.len() - 1);
+                prop_assert_eq!(tails_of(&view, member, k).contains(key), tail);
+                prop_assert_eq!(chain_len_of(&view, member, k), replicas.len());
+                if place.is_some() {
+                    let chain = crate::placement::chain_in_view(&view, member, key, replicas.len());
+                    prop_assert_eq!(chain.as_ref(), Some(&replicas));
+                }
             }
         }
     }

@@ -12,7 +12,8 @@ use crate::server::{NodeOptions, NodeServer, Role, StartError};
 /// How to lay out a local ring.
 #[derive(Clone, Debug)]
 pub struct ClusterOptions {
-    /// Number of nodes, the bootstrap included.
+    /// Number of nodes, the bootstrap included: processes, each of `cluster.vnodes`
+    /// ring positions (see [`crate::vnodes`]).
     pub nodes: usize,
     /// k, consistency model and routing.
     pub cluster: ClusterConfig,
@@ -127,20 +128,43 @@ impl LocalCluster {
         let mut cluster = LocalCluster {
             nodes: vec![bootstrap],
         };
-        for index in 1..options.nodes {
-            let node = match NodeServer::start(options.node_options(index, role.clone())?).await {
-                Ok(node) => node,
-                Err(err) => {
+        let bootstrap_addr = cluster.nodes[0].addr().to_string();
+        let vnodes = options.cluster.vnodes.max(1) as usize;
+        for index in 0..options.nodes {
+            if index > 0 {
+                let node = match NodeServer::start(options.node_options(index, role.clone())?).await
+                {
+                    Ok(node) => node,
+                    Err(err) => {
+                        cluster.stop().await;
+                        return Err(err.into());
+                    }
+                };
+                let joined = node.join().await;
+                let addr = node.addr().to_string();
+                cluster.nodes.push(node);
+                if let Err(reason) = joined {
                     cluster.stop().await;
-                    return Err(err.into());
+                    return Err(ClusterError::Join { addr, reason });
                 }
-            };
-            let joined = node.join().await;
-            let addr = node.addr().to_string();
-            cluster.nodes.push(node);
-            if let Err(reason) = joined {
-                cluster.stop().await;
-                return Err(ClusterError::Join { addr, reason });
+            }
+            if vnodes > 1 {
+                // The process's further positions, on free ports.
+                let Some(first) = cluster.nodes.last() else {
+                    continue;
+                };
+                let first_options = options.node_options(index, role.clone())?;
+                let started =
+                    crate::vnodes::start_positions(first, &first_options, &bootstrap_addr, vnodes)
+                        .await;
+                match started {
+                    Ok(nodes) => cluster.nodes.extend(nodes),
+                    Err(reason) => {
+                        let addr = first.addr().to_string();
+                        cluster.stop().await;
+                        return Err(ClusterError::Join { addr, reason });
+                    }
+                }
             }
         }
         Ok(cluster)

@@ -37,6 +37,7 @@ pub mod peer;
 mod sender;
 pub mod server;
 pub mod storage;
+pub mod vnodes;
 pub mod wire;
 
 pub use actor::{ActorOptions, NodeHandle, Unavailable};

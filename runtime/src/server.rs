@@ -75,6 +75,10 @@ pub struct NodeOptions {
     /// Keep the node's data and identity in this directory (created if missing), and
     /// come back with them after a restart. `None`: in memory only.
     pub data_dir: Option<std::path::PathBuf>,
+    /// With virtual nodes: the advertised address of the first position of the process
+    /// this node is a further position of (see [`crate::vnodes`]). `None`: the node
+    /// is a process of its own (or its first position).
+    pub process: Option<String>,
 }
 
 impl NodeOptions {
@@ -95,6 +99,7 @@ impl NodeOptions {
             ring_runs: false,
             allow_fault_injection: false,
             data_dir: None,
+            process: None,
         }
     }
 }
@@ -175,6 +180,10 @@ impl NodeServer {
             source,
         })?;
         let addr = match &options.advertise {
+            // Port 0 advertised: the port bound (further positions of a process).
+            Some(addr) if addr.ends_with(":0") => {
+                format!("{}:{}", &addr[..addr.len() - 2], local_addr.port())
+            }
             Some(addr) => addr.clone(),
             None if local_addr.ip().is_unspecified() => {
                 return Err(StartError::NeedAdvertise(local_addr))
@@ -191,6 +200,7 @@ impl NodeServer {
         };
         config.limits = options.limits;
         config.timing = options.timing;
+        config.process = options.process.clone().filter(|p| *p != addr);
         config.recover = options.recover && is_bootstrap;
         config.ring_runs = options.ring_runs && config.recover;
         // The actor's clock starts about now: versions take wall time as their floor.

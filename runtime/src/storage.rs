@@ -158,6 +158,21 @@ impl Storage {
         Ok((storage, recovered))
     }
 
+    /// The address of the node whose store `dir` holds, if it holds one with an identity
+    /// record (a further position of a process, which listens on any free port, takes
+    /// its old address back from it).
+    pub fn owner(dir: &Path) -> Result<Option<String>, StorageError> {
+        let path = dir.join(STORE_DIR);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let storage = Storage {
+            db: Mutex::new(Some(open_db(&path)?)),
+            path,
+        };
+        Ok(storage.read_all()?.meta.map(|m| m.addr))
+    }
+
     /// The store (a directory).
     pub fn path(&self) -> &Path {
         &self.path

@@ -1,7 +1,7 @@
 //! The binary frames of the peer transport.
 //!
 //! A peer connection starts as an HTTP/1.1 request on the node's own listener
-//! (`GET /internal/peer`, `Upgrade: ringkv-peer/3`, the cluster secret as a bearer token);
+//! (`GET /internal/peer`, `Upgrade: ringkv-peer/4`, the cluster secret as a bearer token);
 //! after `101 Switching Protocols` it carries only frames, from the dialling node to the
 //! accepting one:
 //!
@@ -30,7 +30,7 @@ mod form;
 pub const PEER_PATH: &str = "/internal/peer";
 
 /// Value of the `Upgrade` header, naming the protocol and its version.
-pub const PROTOCOL: &str = "ringkv-peer/3";
+pub const PROTOCOL: &str = "ringkv-peer/4";
 
 /// Largest payload of one frame (a snapshot chunk is about 4 MiB); a longer length prefix
 /// closes the connection.

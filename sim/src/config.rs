@@ -16,8 +16,14 @@ use crate::workload::{Synthetic, WorkloadSpec};
 pub struct SimConfig {
     /// Seed of every random draw.
     pub seed: u64,
-    /// Initial ring size (node 0 is the bootstrap).
+    /// Initial ring size (node 0 is the bootstrap): processes, each owning `vnodes` ring
+    /// positions.
     pub nodes: usize,
+    /// Ring positions per process (virtual nodes; `--vnodes`): process `p` is simulated
+    /// as the nodes `p * vnodes ..` (each a core node with an address of its own) that
+    /// crash, restart, pause, depart and are partitioned together; a key's replicas lie
+    /// on distinct processes.
+    pub vnodes: usize,
     /// Replication factor.
     pub k: usize,
     /// Replication model.
@@ -99,6 +105,7 @@ impl Default for SimConfig {
         SimConfig {
             seed: 0,
             nodes: 10,
+            vnodes: 1,
             k: 3,
             consistency: Consistency::Chain,
             routing: Routing::Finger,
@@ -173,8 +180,15 @@ impl SimConfig {
 
     /// The cluster settings the bootstrap starts with.
     pub fn cluster(&self) -> Result<ClusterConfig, ParseError> {
+        let vnodes = u32::try_from(self.vnodes).unwrap_or(u32::MAX);
         ClusterConfig::new(self.k, self.consistency, self.routing)
+            .and_then(|c| c.with_vnodes(vnodes))
             .map_err(|e| ParseError(e.to_string()))
+    }
+
+    /// Simulated core nodes: `nodes` processes of `vnodes` positions each.
+    pub fn positions(&self) -> usize {
+        self.nodes * self.vnodes.max(1)
     }
 
     /// Reject settings the simulator cannot run.
@@ -187,6 +201,12 @@ impl SimConfig {
         if self.k == 0 || self.k > MAX_K {
             return Err(ParseError(format!("--k must be between 1 and {MAX_K}")));
         }
+        if self.vnodes == 0 || self.positions() > NODES_MAX {
+            return Err(ParseError(format!(
+                "--vnodes must be at least 1, and --nodes times --vnodes at most {NODES_MAX}"
+            )));
+        }
+        self.cluster()?;
         if self.client_count() == 0 || self.client_count() > NODES_MAX {
             return Err(ParseError(format!(
                 "--clients must be between 1 and {NODES_MAX}"
@@ -218,6 +238,9 @@ impl SimConfig {
             format!("--routing {}", self.routing),
             format!("--seed {}", self.seed),
         ];
+        if self.vnodes > 1 {
+            args.push(format!("--vnodes {}", self.vnodes));
+        }
         if let Some(c) = self.clients {
             args.push(format!("--clients {c}"));
         }

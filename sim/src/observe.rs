@@ -137,9 +137,10 @@ fn check_ring(
         let view = n.node.view();
         // Nodes a change does not affect keep an older ring size; it only matters up to
         // k + 1 (chain length and whole-ring responsibility), and is exact there.
+        let expected = ring.view_of(me.id, list_len, view.epoch);
         let good = view.ring_size.min(list_len) == ring.len().min(list_len)
-            && view.succs == ring.successors(me.id, list_len)
-            && view.preds == ring.predecessors(me.id, list_len);
+            && view.succs == expected.succs
+            && view.preds == expected.preds;
         if !good {
             obs.breach("ring", || {
                 format!(

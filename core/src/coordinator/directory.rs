@@ -212,21 +212,28 @@ impl Directory {
     /// group of two would stop at the first failure), three on three or four, five from
     /// five. Seats still held by the same incarnation stay; free ones go to the members
     /// that follow the first remaining seat on the ring.
+    ///
+    /// With virtual nodes the group counts processes, not members, and seats go to
+    /// members of distinct processes: a process that stops takes one seat with it.
     pub(crate) fn desired_seats(&self) -> Vec<Seat> {
         let n = self.ring.len();
-        let size = match n {
+        let size = match self.ring.processes() {
             0 => 0,
             1 | 2 => 1,
             3 | 4 => 3,
             _ => SEATS_MAX,
         };
-        let mut seats: Vec<Seat> = self
-            .seats
-            .iter()
-            .filter(|s| self.holds(s))
-            .take(size)
-            .cloned()
-            .collect();
+        let mut seats: Vec<Seat> = Vec::new();
+        for seat in self.seats.iter().filter(|s| self.holds(s)) {
+            // Seats travel as addresses: the ring knows their processes.
+            let node = self.ring.canonical(&seat.node);
+            if seats.len() < size && !seats.iter().any(|s| s.node.same_process(&node)) {
+                seats.push(Seat {
+                    node,
+                    ..seat.clone()
+                });
+            }
+        }
         let start = seats
             .first()
             .map(|s| s.node.id)
@@ -236,7 +243,7 @@ impl Directory {
                 if seats.len() >= size {
                     break;
                 }
-                if seats.iter().all(|s| s.node.id != member.id) {
+                if seats.iter().all(|s| !s.node.same_process(&member)) {
                     if let Some(incarnation) = self.incarnations.get(&member.id) {
                         let incarnation = *incarnation;
                         seats.push(Seat {

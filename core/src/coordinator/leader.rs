@@ -762,6 +762,14 @@ impl Leader {
     ) {
         self.seq += 1;
         let epoch = (self.term << 32) | self.seq;
+        // The members as the ring knows them, with the process each belongs to (a
+        // request names a member by address alone), so that the change record puts back
+        // exactly what it took out.
+        let change = match change {
+            Change::Depart(n) => Change::Depart(dir.ring.canonical(&n)),
+            Change::Remove(n) => Change::Remove(dir.ring.canonical(&n)),
+            join => join,
+        };
         // A removal takes every member known to be gone along: the silent ones and those
         // whose removal is queued (restarted nodes).
         let gone = match change {
@@ -775,7 +783,7 @@ impl Leader {
                     }
                     _ => None,
                 }));
-                gone
+                gone.iter().map(|n| dir.ring.canonical(n)).collect()
             }
             _ => Vec::new(),
         };

@@ -79,6 +79,16 @@ impl Plan {
             affected.extend(ring.successors(id, shape.list_len));
         };
         match change {
+            // With virtual nodes the lists reach as far as they must to name `list_len`
+            // processes: which of them change is worked out member by member.
+            _ if shape.config.has_vnodes() => {
+                let mut next = ring.clone();
+                apply(&mut next, change, &removed);
+                affected = lists_changed(ring, &next, shape.list_len);
+                if let Change::Join(n) = change {
+                    ring.insert(n.clone());
+                }
+            }
             Change::Join(n) => {
                 ring.insert(n.clone());
                 near(ring, n.id);
@@ -260,6 +270,12 @@ fn prepare_for(
         }
         Change::Remove(_) => next.predecessors(node.id, shape.k.saturating_sub(1).max(1)),
     };
+    // With virtual nodes (eventual consistency): from every member that held part of the
+    // gain and can still send it, nearest first; the newest version wins.
+    let sources = match shape.config.has_vnodes() {
+        true => holders_of_gain(next, change, removed, node, shape),
+        false => sources,
+    };
     // After a removal that leaves at most k members, each part of the gain from its own
     // source (`pieces_for`); the sources are then those parts' sources. The same for a
     // joiner on such a ring (`join_pieces`).
@@ -282,6 +298,56 @@ fn prepare_for(
         decided: 0,
         pieces,
     }
+}
+
+/// With virtual nodes: the members whose neighbour lists differ between `old` and `next`
+/// (those of either ring; a joiner and a departing node among them), in id order.
+fn lists_changed(old: &Ring, next: &Ring, list_len: usize) -> Vec<NodeRef> {
+    let lists = |ring: &Ring, id| {
+        let view = ring.view_of(id, list_len, 0);
+        (view.preds, view.succs)
+    };
+    let mut changed: Vec<NodeRef> = Vec::new();
+    for node in old.iter().chain(next.iter()) {
+        if changed.contains(node) {
+            continue;
+        }
+        let same = old.contains(node.id)
+            && next.contains(node.id)
+            && lists(old, node.id) == lists(next, node.id);
+        if !same {
+            changed.push(node.clone());
+        }
+    }
+    changed.sort();
+    changed
+}
+
+/// With virtual nodes: the members of the ring before `change` that held keys `node`
+/// gains by it and can still send them (members of the ring after it, or the departing
+/// node), nearest first clockwise from `node`. Empty if it gains nothing.
+fn holders_of_gain(
+    next: &Ring,
+    change: &Change,
+    removed: &[NodeRef],
+    node: &NodeRef,
+    shape: Shape,
+) -> Vec<NodeRef> {
+    let mut old = next.clone();
+    undo(&mut old, change, removed);
+    let held = |ring: &Ring, n: &NodeRef| match ring.contains(n.id) {
+        true => responsibility_of(&ring.view_of(n.id, shape.list_len, 0), n, shape.k),
+        false => Range::Empty,
+    };
+    let gained = Range::gained(held(&old, node), held(next, node));
+    if gained == Range::Empty {
+        return Vec::new();
+    }
+    old.successors(node.id, old.len())
+        .into_iter()
+        .filter(|m| m.id != node.id && !removed.contains(m))
+        .filter(|m| held(&old, m).intersect(gained) != Some(Range::Empty))
+        .collect()
 }
 
 /// Under chain replication, after the removal of `removed` leaves `next` with at most k
@@ -621,6 +687,75 @@ mod tests {
                 "{n} nodes, {consistency}: {:?}",
                 plan.waves
             );
+        }
+    }
+
+    /// With virtual nodes (eventual consistency): every member whose neighbour lists a
+    /// change alters prepares, and what each gains was held, before the change, by one
+    /// of the sources it fetches from.
+    #[test]
+    fn with_virtual_nodes_the_affected_cover_the_change_and_sources_hold_the_gain() {
+        let addr = |p: usize, v: usize| format!("10.0.0.{p}:{}", 5000 + v);
+        let member = |p: usize, v: usize| NodeRef::of_process(&addr(p, v), &addr(p, 0));
+        for (k, processes, vnodes) in [(2, 4, 3), (3, 5, 3), (3, 3, 4), (2, 6, 2)] {
+            let mut ring = Ring::default();
+            for p in 0..processes {
+                for v in 0..vnodes {
+                    ring.insert(member(p, v));
+                }
+            }
+            let shape = Shape {
+                config: ClusterConfig {
+                    consistency: Consistency::Eventual,
+                    vnodes: vnodes as u32,
+                    ..shape(k).config
+                },
+                ..shape(k)
+            };
+            let members: Vec<NodeRef> = ring.iter().cloned().collect();
+            let changes = [
+                Change::Join(member(1, 7)),
+                Change::Join(member(processes + 1, 0)),
+                Change::Depart(members[3].clone()),
+                Change::Remove(members[5].clone()),
+            ];
+            for change in changes {
+                let before = ring.clone();
+                let plan = Plan::new(&mut ring, &change, &[], shape);
+                assert_eq!(ring, before, "the plan left the ring as it found it");
+                let mut next = ring.clone();
+                apply(&mut next, &change, &plan.removed);
+                let lists = |r: &Ring, id| {
+                    let v = r.view_of(id, shape.list_len, 0);
+                    (v.preds, v.succs)
+                };
+                for m in next.iter() {
+                    if !ring.contains(m.id) || lists(&ring, m.id) != lists(&next, m.id) {
+                        assert!(plan.affected.contains(m), "{change:?}: {m:?} not affected");
+                    }
+                }
+                let held = |r: &Ring, n: &NodeRef| match r.contains(n.id) {
+                    true => responsibility_of(&r.view_of(n.id, shape.list_len, 0), n, k),
+                    false => Range::Empty,
+                };
+                let mut gainers = 0;
+                for (node, prepare) in &plan.prepares {
+                    let gained = Range::gained(held(&ring, node), held(&next, node));
+                    if gained == Range::Empty {
+                        continue;
+                    }
+                    gainers += 1;
+                    for i in 0..400 {
+                        let key = crate::Id::of_key(&format!("key-{i}"));
+                        if !gained.contains(key) {
+                            continue;
+                        }
+                        let sourced = prepare.sources.iter().any(|s| held(&ring, s).contains(key));
+                        assert!(sourced, "{change:?}: {node:?} gains {key:?} from no holder");
+                    }
+                }
+                assert!(gainers > 0, "{change:?}: nobody gained");
+            }
         }
     }
 

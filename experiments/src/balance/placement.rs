@@ -199,6 +199,7 @@ mod tests {
                     oracle.insert(NodeRef {
                         id: Id::of_vnode(addr, vnode),
                         addr: process.to_string().into(),
+                        process: None,
                     });
                 }
             }

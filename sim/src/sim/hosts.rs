@@ -159,6 +159,10 @@ impl Simulation {
         } else {
             NodeConfig::member(addr, self.entry_addr(i).to_string(), seed)
         };
+        let first = self.process_first(i);
+        if first != i {
+            config.process = Some(node_addr(first));
+        }
         config.timing = self.config.timing();
         config.durable = self.config.disks;
         if restart {
@@ -448,7 +452,7 @@ impl Simulation {
             }
             if n as usize == self.hosts.next_join {
                 self.hosts.next_join += 1;
-                if self.hosts.next_join < self.config.nodes {
+                if self.hosts.next_join < self.config.positions() {
                     self.request_membership(self.hosts.next_join as u32, Membership::Join);
                 }
             }
@@ -476,21 +480,47 @@ impl Simulation {
 
     // ----- faults -----
 
+    /// The first position of the process node `i` is a position of.
+    pub(super) fn process_first(&self, i: usize) -> usize {
+        let r = self.config.vnodes.max(1);
+        i - i % r
+    }
+
+    /// The positions of process `p` (a fault's node number) that exist.
+    pub(super) fn positions_of(&self, p: u32) -> Vec<u32> {
+        let r = self.config.vnodes.max(1) as u32;
+        let count = self.hosts.nodes.len() as u32;
+        (p.saturating_mul(r)..p.saturating_mul(r).saturating_add(r))
+            .filter(|&n| n < count)
+            .collect()
+    }
+
     pub(super) fn apply_fault(&mut self, index: usize) {
         let kind = self.faults[index].kind.clone();
         if self.trace {
             eprintln!("{} FAULT {:?}", self.now, kind);
         }
         let count = self.hosts.nodes.len();
-        let exists = |n: u32| (n as usize) < count;
+        // A fault names a process: with virtual nodes, all its positions take it.
+        let up = |sim: &Self, n: &u32| sim.hosts.nodes[*n as usize].up;
         let applied = match kind {
-            FaultKind::Crash { node } if exists(node) && self.hosts.nodes[node as usize].up => {
-                self.crash(node);
-                true
+            FaultKind::Crash { node } => {
+                let hit: Vec<u32> = self
+                    .positions_of(node)
+                    .into_iter()
+                    .filter(|n| up(self, n))
+                    .collect();
+                hit.iter().for_each(|&n| self.crash(n));
+                !hit.is_empty()
             }
-            FaultKind::Restart { node } if exists(node) && !self.hosts.nodes[node as usize].up => {
-                self.restart(node);
-                true
+            FaultKind::Restart { node } => {
+                let hit: Vec<u32> = self
+                    .positions_of(node)
+                    .into_iter()
+                    .filter(|n| !up(self, n))
+                    .collect();
+                hit.iter().for_each(|&n| self.restart(n));
+                !hit.is_empty()
             }
             FaultKind::CrashAll => {
                 let up: Vec<u32> = (0..count as u32)
@@ -515,41 +545,55 @@ impl Simulation {
                 !down.is_empty()
             }
             FaultKind::Join => {
-                let n = self.hosts.nodes.len();
-                self.add_node(n);
-                self.request_membership(n as u32, Membership::Join);
+                for _ in 0..self.config.vnodes.max(1) {
+                    let n = self.hosts.nodes.len();
+                    self.add_node(n);
+                    self.request_membership(n as u32, Membership::Join);
+                }
                 true
             }
-            // Never the ring's last live member: its departure dissolves the ring, its
+            // Never the ring's last live process: its departure dissolves the ring, its
             // data with it, as its operator asked (`dht depart` of a one-node ring).
-            FaultKind::Depart { node }
-                if exists(node)
-                    && self.hosts.nodes[node as usize].up
-                    && self.hosts.nodes[node as usize].node.phase()
-                        == ringkv_core::Phase::Active
-                    && self.hosts.nodes.iter().enumerate().any(|(i, other)| {
-                        i != node as usize
-                            && other.up
-                            && other.node.phase() == ringkv_core::Phase::Active
-                    }) =>
-            {
-                self.request_membership(node, Membership::Depart);
-                true
+            FaultKind::Depart { node } => {
+                let active = |n: &SimNode| n.up && n.node.phase() == ringkv_core::Phase::Active;
+                let mine = self.positions_of(node);
+                let leaving: Vec<u32> = mine
+                    .iter()
+                    .copied()
+                    .filter(|&n| active(&self.hosts.nodes[n as usize]))
+                    .collect();
+                let others = self
+                    .hosts
+                    .nodes
+                    .iter()
+                    .enumerate()
+                    .any(|(i, other)| !mine.contains(&(i as u32)) && active(other));
+                if !leaving.is_empty() && others {
+                    leaving
+                        .iter()
+                        .for_each(|&n| self.request_membership(n, Membership::Depart));
+                }
+                !leaving.is_empty() && others
             }
-            FaultKind::Pause { node, duration_ns }
-                if exists(node)
-                    && self.hosts.nodes[node as usize].up
-                    && !self.hosts.nodes[node as usize].paused(self.now) =>
-            {
+            FaultKind::Pause { node, duration_ns } => {
+                let hit: Vec<u32> = self
+                    .positions_of(node)
+                    .into_iter()
+                    .filter(|&n| up(self, &n) && !self.hosts.nodes[n as usize].paused(self.now))
+                    .collect();
                 let until = self.now + duration_ns;
-                let sim_node = &mut self.hosts.nodes[node as usize];
-                sim_node.paused_until = until;
-                sim_node.wake = None;
-                let life = sim_node.life;
-                self.tally.counters.pauses += 1;
-                self.queued_other += 1;
-                self.queue.push(until, Event::Resume { node, life });
-                true
+                for &n in &hit {
+                    let sim_node = &mut self.hosts.nodes[n as usize];
+                    sim_node.paused_until = until;
+                    sim_node.wake = None;
+                    let life = sim_node.life;
+                    self.queued_other += 1;
+                    self.queue.push(until, Event::Resume { node: n, life });
+                }
+                if !hit.is_empty() {
+                    self.tally.counters.pauses += 1;
+                }
+                !hit.is_empty()
             }
             FaultKind::Partition {
                 nodes,
@@ -557,6 +601,12 @@ impl Simulation {
                 cut,
             } => {
                 let until = self.now + duration_ns;
+                // Every position of each process, also those that join later.
+                let r = self.config.vnodes.max(1) as u32;
+                let nodes: Vec<u32> = nodes
+                    .iter()
+                    .flat_map(|&p| p.saturating_mul(r)..p.saturating_mul(r).saturating_add(r))
+                    .collect();
                 match self.net.partitions.start(&nodes, until, cut) {
                     Some(bit) => {
                         self.tally.counters.partitions += 1;
@@ -567,7 +617,6 @@ impl Simulation {
                     None => false,
                 }
             }
-            _ => false,
         };
         if !applied {
             self.tally.counters.faults_skipped += 1;

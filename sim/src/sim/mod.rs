@@ -232,7 +232,7 @@ impl Simulation {
             None => Files::Embedded,
         };
         let clients_n = config.client_count();
-        let ring: Vec<ringkv_core::Id> = (0..config.nodes)
+        let ring: Vec<ringkv_core::Id> = (0..config.positions())
             .map(|i| ringkv_core::Id::of_addr(&node_addr(i)))
             .collect();
         let workload = Workload::build(
@@ -263,7 +263,8 @@ impl Simulation {
             .into_iter()
             .enumerate()
             .map(|(c, phases)| Client {
-                node: (c % config.nodes) as u32,
+                // On the first position of process `c % nodes`.
+                node: ((c % config.nodes) * config.vnodes.max(1)) as u32,
                 process: c as u64,
                 phases,
                 phase: 0,
@@ -278,7 +279,7 @@ impl Simulation {
             queue: EventQueue::new(),
             now: 0,
             stage: Stage::Setup,
-            hosts: Hosts::new(config.nodes, streams.nodes),
+            hosts: Hosts::new(config.positions(), streams.nodes),
             clients: Clients {
                 all: clients,
                 phases,
@@ -300,7 +301,7 @@ impl Simulation {
             },
             config,
         };
-        for i in 0..sim.config.nodes {
+        for i in 0..sim.config.positions() {
             sim.add_node(i);
         }
         for c in 0..sim.clients.all.len() {
@@ -314,7 +315,7 @@ impl Simulation {
     pub fn run(mut self) -> SimResult {
         #[allow(clippy::disallowed_methods)] // measures the run; never reaches a history
         let wall = Instant::now();
-        if self.config.nodes > 1 {
+        if self.config.positions() > 1 {
             self.request_membership(1, Membership::Join);
         }
         let truncated = self.event_loop();
@@ -436,7 +437,7 @@ impl Simulation {
     fn on_quiet(&mut self) -> bool {
         match self.stage {
             Stage::Setup => {
-                if self.hosts.next_join < self.config.nodes {
+                if self.hosts.next_join < self.config.positions() {
                     // A join never answered (cannot happen on the reliable setup network,
                     // but never hang on it).
                     self.tally.counters.setup_failures += 1;
@@ -445,7 +446,7 @@ impl Simulation {
                         self.hosts.next_join
                     ));
                     self.hosts.next_join += 1;
-                    if self.hosts.next_join < self.config.nodes {
+                    if self.hosts.next_join < self.config.positions() {
                         self.request_membership(self.hosts.next_join as u32, Membership::Join);
                         return true;
                     }

@@ -1,0 +1,103 @@
+//! Virtual nodes on real HTTP: a process of several ring positions places no two
+//! replicas of a key on itself, so a whole process that crashes loses nothing.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{apis, copies, Api};
+use ringkv_core::{ClusterConfig, Consistency, Routing};
+use ringkv_runtime::{ClusterOptions, LocalCluster};
+
+const PROCESSES: usize = 4;
+const VNODES: usize = 3;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_process_of_virtual_nodes_crashes_and_nothing_is_lost() {
+    let config = ClusterConfig::new(2, Consistency::Eventual, Routing::Finger)
+        .unwrap()
+        .with_vnodes(VNODES as u32)
+        .unwrap();
+    let mut options = ClusterOptions::new(PROCESSES, config);
+    options.timing = common::fast_failure_handling();
+    let mut cluster = LocalCluster::start(options).await.unwrap();
+    let all = apis(&cluster);
+    assert_eq!(all.len(), PROCESSES * VNODES);
+
+    // Each process's positions name its first position as their process.
+    let mut processes: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (i, api) in all.iter().enumerate() {
+        let node = api.node().await;
+        assert_eq!(node["vnodes"], VNODES as u64, "{node}");
+        let process = node["process"].as_str().unwrap().to_string();
+        assert_eq!(process, cluster.addrs()[i - i % VNODES], "{node}");
+        processes.entry(process).or_default().push(api.base.clone());
+    }
+    assert_eq!(processes.len(), PROCESSES);
+    assert!(processes.values().all(|p| p.len() == VNODES));
+    assert_eq!(all[0].overlay().await.len(), PROCESSES * VNODES);
+
+    let keys = 150;
+    for i in 0..keys {
+        let (status, body) = all[(i * 7) % all.len()]
+            .insert(&format!("song-{i}"), &format!("v{i}"))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // Every key on its two replicas before the crash (eventual: replicated after the
+    // acknowledgement).
+    let mut replicated = false;
+    for _ in 0..200 {
+        if copies(&all).await == (keys as u64, keys as u64) {
+            replicated = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(replicated, "copies {:?}", copies(&all).await);
+
+    // Process 1 (all three of its positions) crashes at once.
+    let crashed: Vec<String> = cluster.addrs()[VNODES..2 * VNODES].to_vec();
+    for _ in 0..VNODES {
+        cluster.take_node(VNODES).stop().await;
+    }
+    let alive: Vec<Api> = all
+        .iter()
+        .filter(|a| !crashed.iter().any(|c| a.base.ends_with(c.as_str())))
+        .cloned()
+        .collect();
+    let left = (PROCESSES - 1) * VNODES;
+    let mut repaired = false;
+    for _ in 0..300 {
+        // Until the crashed positions are removed, an overlay walk through them fails.
+        let (status, body) = alive[0].get("/overlay").await;
+        let overlay: Vec<String> = match status {
+            200 => serde_json::from_value(body["overlay"].clone()).unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        if overlay.len() == left
+            && !overlay.iter().any(|n| crashed.contains(n))
+            && copies(&alive).await == (keys as u64, keys as u64)
+        {
+            repaired = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        repaired,
+        "overlay {:?}, copies {:?}",
+        alive[0].overlay().await,
+        copies(&alive).await
+    );
+    for i in 0..keys {
+        let (status, body) = alive[i % alive.len()].query(&format!("song-{i}")).await;
+        assert_eq!(
+            (status, body["value"].as_str()),
+            (200, Some(format!("v{i}").as_str())),
+            "song-{i}: {body}"
+        );
+    }
+    cluster.shutdown().await;
+}

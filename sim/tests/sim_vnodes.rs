@@ -1,0 +1,164 @@
+//! Virtual nodes (`--vnodes R`): every process owns R ring positions, each a core node of
+//! its own; a fault names a process and takes all its positions; a key's replicas lie on
+//! distinct processes (the quiescence check compares every key's holders with
+//! `Ring::replicas`, which places them so). Eventual consistency only.
+//!
+//! The campaigns (release build) are in `results/sweep.md`, e.g.
+//!
+//! ```text
+//! dht sim sweep --seeds 2000 --consistency eventual --nodes 10 --vnodes 4 --k 3 \
+//!     --max-down 2 --pause-rate 1 --faults random --failure-handling \
+//!     --partition-rate 1 --partition-duration 4s
+//! ```
+
+use ringkv_core::Consistency;
+use ringkv_sim::sweep::{sweep, SweepOptions};
+use ringkv_sim::{Fault, FaultKind, NetConfig, RandomFaults, SimConfig, Simulation};
+
+/// Four processes of three positions, k = 2, eventual consistency, failure handling.
+fn processes() -> SimConfig {
+    SimConfig {
+        nodes: 4,
+        vnodes: 3,
+        k: 2,
+        consistency: Consistency::Eventual,
+        failure_handling: true,
+        final_reads: true,
+        ..SimConfig::default()
+    }
+}
+
+#[test]
+fn a_ring_of_processes_with_several_positions_each_serves_and_places_by_process() {
+    let result = Simulation::new(processes()).unwrap().run();
+    let s = &result.summary;
+    assert_eq!(s.ring_size, 12, "{s}");
+    assert_eq!(s.invariant_violations, 0, "{s}");
+    assert_eq!(s.lost_acked_writes, Some(0), "{s}");
+    assert_eq!(s.ops_fail, 0, "{s}");
+}
+
+/// A crash names a process: all its positions go down at once, and none of its keys is
+/// lost (each has a replica on another process), which a ring that placed two replicas
+/// of a key on one process would not survive.
+#[test]
+fn a_crash_takes_every_position_of_its_process_and_loses_nothing() {
+    let config = SimConfig {
+        faults: vec![Fault {
+            at_ns: 20_000_000,
+            kind: FaultKind::Crash { node: 2 },
+        }],
+        ..processes()
+    };
+    let result = Simulation::new(config).unwrap().run();
+    let s = &result.summary;
+    assert_eq!(s.crashes, 3, "{s}");
+    assert_eq!(s.ring_size, 9, "{s}");
+    assert_eq!(s.invariant_violations, 0, "{s}");
+    assert_eq!(s.lost_acked_writes, Some(0), "{s}");
+}
+
+/// A process that joins brings all its positions; one that departs takes them all out.
+#[test]
+fn a_process_joins_and_departs_with_all_its_positions() {
+    let config = SimConfig {
+        faults: vec![
+            Fault {
+                at_ns: 10_000_000,
+                kind: FaultKind::Join,
+            },
+            Fault {
+                at_ns: 30_000_000,
+                kind: FaultKind::Depart { node: 1 },
+            },
+        ],
+        ..processes()
+    };
+    let result = Simulation::new(config).unwrap().run();
+    let s = &result.summary;
+    assert_eq!((s.joins, s.departs), (3, 3), "{s}");
+    assert_eq!(s.ring_size, 12, "{s}");
+    assert_eq!(s.invariant_violations, 0, "{s}");
+    assert_eq!(s.lost_acked_writes, Some(0), "{s}");
+}
+
+#[test]
+fn the_same_seed_gives_the_same_history_with_virtual_nodes() {
+    let config = SimConfig {
+        seed: 11,
+        random_faults: Some(RandomFaults::default()),
+        max_down: Some(1),
+        ..processes()
+    };
+    let a = Simulation::new(config.clone()).unwrap().run();
+    let b = Simulation::new(config).unwrap().run();
+    assert!(!a.history.is_empty());
+    assert_eq!(a.history, b.history);
+    assert_eq!(
+        a.summary.deterministic_json(),
+        b.summary.deterministic_json()
+    );
+    assert!(a.summary.crashes > 0, "{}", a.summary);
+}
+
+/// Random crashes, restarts, joins, departures, pauses and 4 s partitions of whole
+/// processes, with message loss: no acknowledged write lost, every run converged.
+#[test]
+fn a_sweep_of_process_faults_with_virtual_nodes_is_clean() {
+    let base = SimConfig {
+        random_faults: Some(RandomFaults {
+            partition_rate: 1.0,
+            partition_ns: 4_000_000_000,
+            pause_rate: 1.0,
+            ..RandomFaults::default()
+        }),
+        max_down: Some(1),
+        net: NetConfig {
+            drop_probability: 0.01,
+            dup_probability: 0.01,
+            ..NetConfig::default()
+        },
+        timeout_ns: 200_000_000,
+        clock_drift_per_mille: ringkv_core::config::CLOCK_DRIFT_PER_MILLE,
+        ..processes()
+    };
+    let seeds = 120;
+    let options = SweepOptions {
+        seeds,
+        shrink: false,
+        ..SweepOptions::default()
+    };
+    let report = sweep(&base, &options);
+    println!("{report}");
+    assert_eq!(report.runs, seeds);
+    assert!(report.faults > 3 * seeds, "{report}");
+    assert!(report.crashes > seeds / 2, "{report}");
+    if let Some(run) = report.failures.first() {
+        panic!(
+            "seed {} failed: {:?}\n{}\nreplay: {}",
+            run.seed,
+            run.failures,
+            run.details.join("\n"),
+            run.replay
+        );
+    }
+    assert_eq!(report.lost_acked_writes, 0, "{report}");
+    assert_eq!(report.convergence_failures, 0, "{report}");
+}
+
+#[test]
+fn chain_models_refuse_virtual_nodes_with_a_reason() {
+    for consistency in [Consistency::Chain, Consistency::Craq] {
+        let config = SimConfig {
+            consistency,
+            ..processes()
+        };
+        let Err(err) = Simulation::new(config) else {
+            panic!("{consistency} with virtual nodes was not refused");
+        };
+        assert!(
+            err.to_string().contains("eventual consistency only"),
+            "{err}"
+        );
+    }
+}

@@ -432,6 +432,16 @@ impl Handover {
         self.forwarded.retain(|_, keys| !keys.is_empty());
     }
 
+    /// Every entry of the store outside `keep` becomes a hint (up to the bound): for a
+    /// node about to drop them while some may be the last copies of acknowledged writes.
+    pub(crate) fn hint_outside(&mut self, sh: &Shared, keep: Range) {
+        for (key, entry) in sh.store.entries_in(Range::All) {
+            if !keep.contains(Id::of_key(&key)) {
+                hint(&mut self.hints, sh, &key, &entry);
+            }
+        }
+    }
+
     /// Every entry of the store becomes a hint (up to the bound): for a node about to
     /// drop them all while some may be the last copies of acknowledged writes.
     pub(crate) fn hint_all(&mut self, sh: &Shared) {

@@ -520,6 +520,17 @@ impl Membership {
             // version with what the sources send, it brings back writes whose other
             // copies are gone (a whole ring restarted).
             Range::Empty if sh.comeback.leftovers => {
+                // Under eventual consistency what it will not hold goes to the keys'
+                // primaries as hints first: removed while cut off, this node may hold the
+                // only copy of writes it acknowledged meanwhile, of keys its new range no
+                // longer takes (seed 1866 of eventual campaigns on 4 nodes with 1% loss:
+                // the bootstrap, cut off for 4 s, acknowledged two writes as primary and
+                // dropped them here when it rejoined). Chain members keep the rule of a
+                // node back from its disk.
+                if !sh.config.consistency.is_chain() {
+                    ho.hint_outside(sh, new);
+                    ho.send_hints(sh, out);
+                }
                 sh.store.retain_range(new);
             }
             Range::Empty => trim_store(sh, ho, out, None),

@@ -1577,3 +1577,34 @@ fn a_write_whose_primary_crashed_before_its_acknowledgement_arrived_is_lost_by_d
     run.check(&CheckOptions::default()).unwrap();
     assert_eq!(run.summary.lost_in_crashes, Some(1), "{}", run.summary);
 }
+
+/// Under eventual consistency a node removed while cut off keeps its entries, rejoins,
+/// and pushes them to its fellow replicas (writes it acknowledged meanwhile may exist
+/// nowhere else). 4 nodes, k = 2, 1% loss and duplication, seed 1866 of the sweep with
+/// 4 s partitions: the bootstrap, cut off for 4 s, acknowledged two writes as their
+/// primary; when it rejoined its new range no longer held those keys, and its prepare
+/// dropped them before the push. What it will not hold now goes to the keys' primaries
+/// as hints first.
+#[test]
+fn a_node_removed_while_cut_off_hands_on_the_writes_its_new_range_drops() {
+    let mut config = reproducer(
+        1866,
+        Consistency::Eventual,
+        true,
+        true,
+        &[
+            "depart:2@78418022ns",
+            "join@212034778ns",
+            "depart:1@240920730ns",
+            "partition:0@260049819ns..4260049819ns",
+            "depart:2@285242491ns",
+            "partition:0@353029510ns..4353029510ns",
+            "join@405144751ns",
+            "join@995238392ns",
+        ],
+    );
+    config.nodes = 4;
+    config.k = 2;
+    config.max_down = Some(1);
+    assert_passes(at_fast_timeout(config, false));
+}

@@ -107,6 +107,25 @@ impl Ring {
         found
     }
 
+    /// The ids of `marked` that hold, all marked together, every replica of some keys:
+    /// the members of each chain ([`Ring::chain`], replication factor `k`) whose members
+    /// are all marked. Without virtual nodes, the runs of `min(k, N)` marked members in a
+    /// row ([`Ring::runs_of`]); with them a run of positions of one process holds one
+    /// replica of each key, not all.
+    pub fn whole_chains_of(&self, marked: &BTreeSet<Id>, k: usize) -> BTreeSet<Id> {
+        if self.members.values().all(|n| n.process.is_none()) {
+            return self.runs_of(marked, k.min(self.len()));
+        }
+        let mut found = BTreeSet::new();
+        for first in self.members.values().filter(|m| marked.contains(&m.id)) {
+            let chain = self.chain(first, k);
+            if chain.iter().all(|c| marked.contains(&c.id)) {
+                found.extend(chain.iter().map(|c| c.id));
+            }
+        }
+        found
+    }
+
     /// The first member at or after `id` (clockwise): the node responsible for `id`.
     pub fn successor(&self, id: Id) -> Option<&NodeRef> {
         self.members
@@ -374,6 +393,40 @@ mod tests {
                     table[i as usize] = node;
                 }
                 prop_assert_eq!(table, ring.fingers_of(id));
+            }
+        }
+
+        #[test]
+        fn whole_chains_are_runs_without_virtual_nodes_and_chains_with_them(
+            owners in proptest::collection::vec(0usize..5, 1..25),
+            marks in proptest::collection::vec(any::<bool>(), 25),
+            k in 1usize..5,
+        ) {
+            let mut plain = Ring::new();
+            let mut tagged = Ring::new();
+            for (i, owner) in owners.iter().enumerate() {
+                let addr = format!("10.0.1.{i}:5000");
+                plain.insert(NodeRef::new(&addr));
+                tagged.insert(NodeRef::of_process(&addr, &format!("10.0.0.{owner}:5000")));
+            }
+            let marked: BTreeSet<Id> = plain
+                .iter()
+                .zip(&marks)
+                .filter(|(_, m)| **m)
+                .map(|(n, _)| n.id)
+                .collect();
+            prop_assert_eq!(
+                plain.whole_chains_of(&marked, k),
+                plain.runs_of(&marked, k.min(plain.len()))
+            );
+            // With processes: exactly the marked members of some chain all marked.
+            let found = tagged.whole_chains_of(&marked, k);
+            for m in tagged.iter() {
+                let in_whole = tagged
+                    .iter()
+                    .map(|p| tagged.chain(p, k))
+                    .any(|c| c.iter().any(|x| x.id == m.id) && c.iter().all(|x| marked.contains(&x.id)));
+                prop_assert_eq!(found.contains(&m.id), in_whole);
             }
         }
 

@@ -4,14 +4,18 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{apis, copies, Api};
-use ringkv_core::{ClusterConfig, Consistency, Routing};
+use ringkv_core::{ClusterConfig, Consistency, Routing, Timing};
 use ringkv_runtime::{ClusterOptions, LocalCluster};
 
 const PROCESSES: usize = 4;
 const VNODES: usize = 3;
+
+/// Longest each wait of the test may take: twelve nodes in one test process on a loaded
+/// 2-core machine (the CI runs the other tests beside it) are slow, not stuck.
+const WAIT_MAX: Duration = Duration::from_secs(90);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_process_of_virtual_nodes_crashes_and_nothing_is_lost() {
@@ -20,7 +24,12 @@ async fn a_whole_process_of_virtual_nodes_crashes_and_nothing_is_lost() {
         .with_vnodes(VNODES as u32)
         .unwrap();
     let mut options = ClusterOptions::new(PROCESSES, config);
-    options.timing = common::fast_failure_handling();
+    // A failure timeout long enough that a loaded machine does not remove live
+    // positions by mistake (twelve actors share two cores with the other tests).
+    options.timing = Timing {
+        request_timeout_ns: 2_000_000_000,
+        ..Timing::with_failure_timeout(2_000_000_000)
+    };
     let mut cluster = LocalCluster::start(options).await.unwrap();
     let all = apis(&cluster);
     assert_eq!(all.len(), PROCESSES * VNODES);
@@ -48,7 +57,8 @@ async fn a_whole_process_of_virtual_nodes_crashes_and_nothing_is_lost() {
     // Every key on its two replicas before the crash (eventual: replicated after the
     // acknowledgement).
     let mut replicated = false;
-    for _ in 0..200 {
+    let start = Instant::now();
+    while start.elapsed() < WAIT_MAX {
         if copies(&all).await == (keys as u64, keys as u64) {
             replicated = true;
             break;
@@ -69,7 +79,8 @@ async fn a_whole_process_of_virtual_nodes_crashes_and_nothing_is_lost() {
         .collect();
     let left = (PROCESSES - 1) * VNODES;
     let mut repaired = false;
-    for _ in 0..300 {
+    let start = Instant::now();
+    while start.elapsed() < WAIT_MAX {
         // Until the crashed positions are removed, an overlay walk through them fails.
         let (status, body) = alive[0].get("/overlay").await;
         let overlay: Vec<String> = match status {

@@ -1039,8 +1039,7 @@ impl Leader {
         if gone.is_empty() {
             return gone;
         }
-        let run = sh.config.k.min(dir.ring.len());
-        let mut kept = dir.ring.runs_of(&gone, run);
+        let mut kept = dir.ring.whole_chains_of(&gone, sh.config.k);
         kept.retain(|id| !self.is_joining(*id));
         kept
     }

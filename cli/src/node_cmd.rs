@@ -140,8 +140,8 @@ pub struct RingArgs {
     /// Ring positions per process (virtual nodes), a setting of the whole ring: every
     /// process (this one, and each `dht node` that joins) takes R places on the ring,
     /// each a node on a port of its own, which evens out how many keys each process
-    /// holds; a key's k replicas always lie on k distinct processes. Eventual
-    /// consistency only.
+    /// holds; a key's k replicas (its chain, under chain replication and CRAQ) always
+    /// lie on k distinct processes.
     #[arg(long, default_value_t = 1, value_name = "R")]
     pub vnodes: u32,
 }

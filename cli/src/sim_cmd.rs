@@ -78,8 +78,8 @@ pub struct SimOptions {
     /// ring positions.
     #[arg(long, default_value_t = 10)]
     pub nodes: usize,
-    /// Ring positions per process (virtual nodes; eventual consistency only): each
-    /// process takes R places on the ring, a key's replicas lie on k distinct processes,
+    /// Ring positions per process (virtual nodes; every model): each process takes R
+    /// places on the ring, a key's replicas (its chain) lie on k distinct processes,
     /// and every fault (crash, restart, pause, depart, partition) takes a whole process.
     #[arg(long, default_value_t = 1, value_name = "R")]
     pub vnodes: usize,

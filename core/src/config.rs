@@ -96,9 +96,6 @@ impl ClusterConfig {
         if vnodes == 0 || vnodes > MAX_VNODES {
             return Err(ConfigError::BadVnodes(vnodes));
         }
-        if vnodes > 1 && self.consistency.is_chain() {
-            return Err(ConfigError::VnodesNeedEventual(self.consistency));
-        }
         Ok(ClusterConfig { vnodes, ..self })
     }
 
@@ -400,12 +397,6 @@ pub enum ConfigError {
     /// `vnodes` out of range.
     #[error("virtual nodes per process must be between 1 and {MAX_VNODES}, got {0}")]
     BadVnodes(u32),
-    /// Virtual nodes asked for with a chain model.
-    #[error(
-        "virtual nodes (--vnodes above 1) run with eventual consistency only; {0} replication \
-         places each chain on consecutive ring members"
-    )]
-    VnodesNeedEventual(Consistency),
 }
 
 impl FromStr for Consistency {

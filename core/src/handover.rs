@@ -83,6 +83,7 @@ impl Fetch {
             received: BTreeMap::new(),
             marks: BTreeMap::new(),
             have,
+            only: BTreeMap::new(),
         }
     }
 
@@ -126,6 +127,9 @@ struct Fetch {
     marks: BTreeMap<Id, usize>,
     /// What this node already holds of `range` (see `Message::Fetch::have`).
     have: Vec<u64>,
+    /// Sources whose snapshots are taken for these ranges only (see
+    /// [`Handover::start_fetch_pieces`]).
+    only: BTreeMap<Id, Vec<Range>>,
 }
 
 /// Both sides of every hand-over this node takes part in.
@@ -141,6 +145,11 @@ pub(crate) struct Handover {
     deferred: Vec<(NodeRef, u64, Range, Vec<u64>)>,
     /// A commit whose acknowledgement waits for forwards to be acknowledged.
     ack_pending: Option<u64>,
+    /// With virtual nodes under chain replication, the sources of the change being
+    /// prepared (its epoch) named for several pieces, with their pieces: a forward from
+    /// one of them of a key another source was named for is not taken (that source may
+    /// be upstream of the key's tail and send writes its chain never committed).
+    designated: Option<(u64, BTreeMap<Id, Vec<Range>>)>,
     /// Eventual consistency: keys forwarded to this node for changes it prepared and has
     /// not committed, by epoch. Their primary answered the client before it replicated,
     /// and may have counted this copy among the few it made.
@@ -388,7 +397,8 @@ impl Handover {
         entry: Entry,
         ttl: u8,
     ) {
-        if sh.is_current_epoch(epoch) || !sh.config.consistency.is_chain() {
+        let take = !self.designated_elsewhere(from, epoch, key);
+        if take && (sh.is_current_epoch(epoch) || !sh.config.consistency.is_chain()) {
             if !sh.config.consistency.is_chain() && epoch > sh.view.epoch {
                 let held: usize = self.forwarded.values().map(BTreeSet::len).sum();
                 if held < sh.limits.handover_unacked_max {
@@ -633,9 +643,27 @@ impl Handover {
         range: Range,
         pieces: &[crate::message::Piece],
     ) -> bool {
-        let sources: Vec<NodeRef> = pieces.iter().map(|p| p.source.clone()).collect();
-        let parts = pieces.iter().map(|p| (p.source.id, p.range)).collect();
-        self.start_fetch_parts(out, epoch, range, &sources, parts, Vec::new())
+        let (sources, parts, only) = by_source(pieces);
+        let several = only.values().any(|ranges| ranges.len() > 1);
+        self.designated = several.then(|| (epoch, only.clone()));
+        let started = self.start_fetch_parts(out, epoch, range, &sources, parts, Vec::new());
+        if let Some(f) = &mut self.fetch {
+            f.only = only;
+        }
+        started
+    }
+
+    /// Whether a forward of `key` for change `epoch` from `from` is one to take: not when
+    /// the change named another source for the key (see [`Handover::start_fetch_pieces`]).
+    fn designated_elsewhere(&self, from: &NodeRef, epoch: u64, key: &str) -> bool {
+        let Some((e, only)) = &self.designated else {
+            return false;
+        };
+        let Some(ranges) = only.get(&from.id).filter(|_| *e == epoch) else {
+            return false;
+        };
+        let id = Id::of_key(key);
+        !ranges.iter().any(|r| r.contains(id))
     }
 
     fn start_fetch_parts(
@@ -672,6 +700,40 @@ impl Handover {
             BTreeMap::new(),
             Vec::new(),
         ));
+    }
+
+    /// As [`Handover::start_repair`], each piece of `range` from its own source (chains
+    /// over virtual nodes: see `Shared::upstream_pieces`).
+    pub(crate) fn start_repair_pieces(
+        &mut self,
+        out: &mut Out,
+        epoch: u64,
+        range: Range,
+        pieces: &[crate::message::Piece],
+    ) {
+        let (sources, parts, only) = by_source(pieces);
+        let mut repair = Fetch::start(out, (epoch, range), &sources, parts, Vec::new());
+        repair.only = only;
+        self.repair = Some(repair);
+    }
+
+    /// As [`Handover::refetch_repair`] for a repair by pieces: afresh if the pieces name
+    /// other sources than before, else of each source that has sent nothing since.
+    pub(crate) fn refetch_repair_pieces(
+        &mut self,
+        out: &mut Out,
+        pieces: &[crate::message::Piece],
+    ) {
+        let Some(f) = &mut self.repair else { return };
+        let (sources, _, only) = by_source(pieces);
+        if only == f.only {
+            for source in &sources {
+                f.ask_again(out, source);
+            }
+        } else {
+            let (epoch, range) = (f.epoch, f.range);
+            self.start_repair_pieces(out, epoch, range, pieces);
+        }
     }
 
     /// Epoch of the repair fetch in progress, if one is.
@@ -732,6 +794,11 @@ impl Handover {
         };
         if let Some(seen) = f.pending.get_mut(&from.id) {
             if seen.insert(chunk) {
+                let only = f.only.get(&from.id);
+                let wanted = |key: &String| {
+                    only.is_none_or(|r| r.iter().any(|r| r.contains(Id::of_key(key))))
+                };
+                let entries = entries.into_iter().filter(|(key, _)| wanted(key));
                 f.received.entry(from.id).or_default().extend(entries);
             }
             if seen.len() as u32 >= chunks {
@@ -745,6 +812,42 @@ impl Handover {
             return Ok(None);
         };
         Ok(Some((merge(&mut f, consistency), repair)))
+    }
+}
+
+/// The distinct sources of `pieces` in order; for each, the stretch from its first piece
+/// to its last (what it is asked for: a source named for several pieces is asked once);
+/// and its pieces (what is taken from what it sends, see `Fetch::only`).
+type BySource = (Vec<NodeRef>, BTreeMap<Id, Range>, BTreeMap<Id, Vec<Range>>);
+
+fn by_source(pieces: &[crate::message::Piece]) -> BySource {
+    let mut sources: Vec<NodeRef> = Vec::new();
+    let mut only: BTreeMap<Id, Vec<Range>> = BTreeMap::new();
+    for piece in pieces {
+        if !sources.iter().any(|s| s.id == piece.source.id) {
+            sources.push(piece.source.clone());
+        }
+        only.entry(piece.source.id).or_default().push(piece.range);
+    }
+    let parts = only
+        .iter()
+        .map(|(id, ranges)| (*id, hull(ranges)))
+        .collect();
+    (sources, parts, only)
+}
+
+/// The smallest range holding `ranges`, given clockwise and each starting at or after
+/// the end of the one before.
+fn hull(ranges: &[Range]) -> Range {
+    match (ranges.first(), ranges.last()) {
+        (Some(Range::Interval { from, .. }), Some(Range::Interval { to, .. })) if from != to => {
+            Range::Interval {
+                from: *from,
+                to: *to,
+            }
+        }
+        (Some(only), _) if ranges.len() == 1 => *only,
+        _ => Range::All,
     }
 }
 

@@ -542,7 +542,14 @@ impl Membership {
         let chain = sh.config.consistency.is_chain();
         let new_pred = view.preds.first().map(|p| p.id);
         let pred_changed = sh.view.preds.first().map(|p| p.id) != new_pred;
+        // With virtual nodes the coordinator names what to fetch key by key (see
+        // `vnode_chain_pieces`), refetches after a failure included.
+        let vnode_chains = chain && sh.has_vnodes();
         let fetching = match (new, new_pred) {
+            _ if vnode_chains => match pieces.is_empty() {
+                true => Range::Empty,
+                false => new,
+            },
             (Range::Interval { from, .. }, Some(p1))
                 if resync && chain && sh.is_member() && pred_changed && p1 != from =>
             {
@@ -557,7 +564,8 @@ impl Membership {
         // After a removal that leaves at most k members, each part of the gain comes
         // from the last of its old replicas still in the ring (`Prepare::pieces`): the
         // nearest source may be gaining the same keys, and hold none of them yet.
-        let pieces = match chain && fetching == gained && covers(&pieces, gained) {
+        let pieces = match vnode_chains || (chain && fetching == gained && covers(&pieces, gained))
+        {
             true => pieces,
             false => Vec::new(),
         };
@@ -769,6 +777,17 @@ impl Membership {
         if !chain || fetching == Range::Empty || !doubt {
             return;
         }
+        // Chains over virtual nodes: each stretch from the nearest live node before this
+        // one in its chain (see `Shared::upstream_pieces`); if there is none, as below.
+        let pieces = match sh.has_vnodes() {
+            true => sh.upstream_pieces(fetching, |n| failed.contains(n)),
+            false => Vec::new(),
+        };
+        if !pieces.is_empty() {
+            sh.unsure = true;
+            ho.start_repair_pieces(out, epoch, fetching, &pieces);
+            return;
+        }
         let source = sh
             .view
             .preds
@@ -793,6 +812,25 @@ impl Membership {
         }
         let next = self.preparing.as_ref().map(|p| &p.view);
         let stays = |n: &&NodeRef| next.is_none_or(|v| v.preds.contains(n) || v.succs.contains(n));
+        if sh.has_vnodes() {
+            let range = sh.responsibility();
+            let mut pieces = sh.upstream_pieces(range, |n| !stays(&n));
+            // No chain of its keys has a node before this one that stays: from the
+            // nearest predecessor that stays, as without virtual nodes (a repair from a
+            // node that is going away would never end, and a node in doubt answers no
+            // fetch: the change taking it away would wait on it).
+            if pieces.is_empty() {
+                let Some(source) = sh.view.preds.iter().find(stays).cloned() else {
+                    return;
+                };
+                pieces.push(crate::message::Piece { range, source });
+            }
+            match ho.repair_epoch() {
+                Some(epoch) if epoch == sh.view.epoch => ho.refetch_repair_pieces(out, &pieces),
+                _ => ho.start_repair_pieces(out, sh.view.epoch, range, &pieces),
+            }
+            return;
+        }
         let Some(source) = sh.view.preds.iter().find(stays).cloned() else {
             return;
         };

@@ -201,6 +201,16 @@ impl Shared {
         crate::placement::chain_in_view(&self.view, &self.me, key, self.chain_len())
     }
 
+    /// Chains over virtual nodes: the pieces of `range` a repair takes from the node
+    /// before this one in their chains (see [`upstream_pieces`]).
+    pub(crate) fn upstream_pieces(
+        &self,
+        range: Range,
+        skip: impl Fn(&NodeRef) -> bool,
+    ) -> Vec<crate::message::Piece> {
+        upstream_pieces(&self.view, &self.me, self.config.k, range, skip)
+    }
+
     /// The replicas after this node of the keys it is the primary of.
     pub(crate) fn downstream(&self) -> Vec<NodeRef> {
         let want = self.chain_len().saturating_sub(1);
@@ -389,6 +399,61 @@ pub(crate) fn tails_of(view: &View, me: &NodeRef, k: usize) -> Range {
     }
 }
 
+/// Chains over virtual nodes: for each stretch of `range` (keys `me` holds under
+/// `view`) whose chain has a node before `me` that `skip` does not rule out, the nearest
+/// such node, which holds every write of those keys the chain acknowledged (the member
+/// just before a node differs per key there, so a repair cannot take the whole range
+/// from its nearest predecessor). Stretches `me` heads have none. Adjacent stretches
+/// from one source are merged; pieces come clockwise.
+pub(crate) fn upstream_pieces(
+    view: &View,
+    me: &NodeRef,
+    k: usize,
+    range: Range,
+    skip: impl Fn(&NodeRef) -> bool,
+) -> Vec<crate::message::Piece> {
+    let len = chain_len_of(view, me, k);
+    let mut pieces: Vec<crate::message::Piece> = Vec::new();
+    let mut to = me.id;
+    // Stretch by stretch back from `me`; on a ring where `me` holds every key, round to
+    // `me` again.
+    let mut bounds: Vec<Id> = view
+        .preds
+        .iter()
+        .map(|p| p.id)
+        .take_while(|id| *id != me.id)
+        .collect();
+    if range == Range::All {
+        bounds.push(me.id);
+    }
+    for from in bounds {
+        if from == to || !range.contains(to) {
+            break;
+        }
+        // Keys in `(from, to]` share their successor, `to`, and so their chain.
+        let chain = crate::placement::chain_in_view(view, me, to, len);
+        let source = chain.and_then(|chain| {
+            let at = chain.iter().position(|n| n.id == me.id)?;
+            chain[..at].iter().rev().find(|n| !skip(n)).cloned()
+        });
+        if let Some(source) = source {
+            match pieces.last_mut() {
+                Some(crate::message::Piece {
+                    range: Range::Interval { from: start, .. },
+                    source: last,
+                }) if last.id == source.id && *start == to => *start = from,
+                _ => pieces.push(crate::message::Piece {
+                    range: Range::Interval { from, to },
+                    source,
+                }),
+            }
+        }
+        to = from;
+    }
+    pieces.reverse();
+    pieces
+}
+
 /// Keys a node at `me` must hold under `view` with replication factor `k`: its own range
 /// and its `k - 1` predecessors' ranges (with virtual nodes, the ranges bounded by its
 /// upstream list: see [`crate::placement`]).
@@ -470,6 +535,47 @@ mod tests {
                     let chain = crate::placement::chain_in_view(&view, member, key, replicas.len());
                     prop_assert_eq!(chain.as_ref(), Some(&replicas));
                 }
+            }
+        }
+
+        /// A repair over virtual nodes takes each key a member holds from the nearest node
+        /// before it in the key's chain that is not ruled out, and keys it heads (or
+        /// whose nodes before it are all ruled out) from nobody.
+        #[test]
+        fn repair_pieces_name_the_nearest_live_node_before_each_key(
+            owners in proptest::collection::vec(0usize..6, 2..30),
+            k in 2usize..5,
+            gone in 0usize..6,
+            key in any::<[u8; 20]>(),
+        ) {
+            let mut ring = Ring::new();
+            for (i, owner) in owners.iter().enumerate() {
+                let process = format!("10.0.0.{owner}:5000");
+                let addr = match owners[..i].contains(owner) {
+                    false => process.clone(),
+                    true => format!("10.0.0.{owner}:{}", 6000 + i),
+                };
+                ring.insert(NodeRef::of_process(&addr, &process));
+            }
+            let gone = format!("10.0.0.{gone}:5000");
+            let skip = |n: &NodeRef| n.process() == gone.as_str();
+            let key = Id::from_bytes(key);
+            let replicas = ring.replicas(key, k);
+            for member in ring.iter() {
+                let view = ring.view_of(member.id, k + 1, 1);
+                let range = responsibility_of(&view, member, k);
+                let pieces = upstream_pieces(&view, member, k, range, skip);
+                let named: Vec<&NodeRef> = pieces
+                    .iter()
+                    .filter(|p| p.range.contains(key))
+                    .map(|p| &p.source)
+                    .collect();
+                prop_assert!(named.len() <= 1, "{:?}", pieces);
+                let want = replicas
+                    .iter()
+                    .position(|r| r.id == member.id)
+                    .and_then(|at| replicas[..at].iter().rev().find(|n| !skip(n)));
+                prop_assert_eq!(named.first().map(|n| n.id), want.map(|n| n.id), "{:?}", member);
             }
         }
     }

@@ -1,5 +1,6 @@
 //! Virtual nodes on real HTTP: a process of several ring positions places no two
-//! replicas of a key on itself, so a whole process that crashes loses nothing.
+//! replicas of a key on itself, so a whole process that crashes loses nothing, under
+//! eventual consistency and chain replication alike.
 
 mod common;
 
@@ -19,7 +20,18 @@ const WAIT_MAX: Duration = Duration::from_secs(90);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_process_of_virtual_nodes_crashes_and_nothing_is_lost() {
-    let config = ClusterConfig::new(2, Consistency::Eventual, Routing::Finger)
+    whole_process_crashes(Consistency::Eventual).await;
+}
+
+/// The same under chain replication: each key's chain runs over two processes, and the
+/// chains the crash broke are rebuilt from the survivors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_process_of_a_chain_ring_crashes_and_nothing_is_lost() {
+    whole_process_crashes(Consistency::Chain).await;
+}
+
+async fn whole_process_crashes(consistency: Consistency) {
+    let config = ClusterConfig::new(2, consistency, Routing::Finger)
         .unwrap()
         .with_vnodes(VNODES as u32)
         .unwrap();
@@ -54,8 +66,8 @@ async fn a_whole_process_of_virtual_nodes_crashes_and_nothing_is_lost() {
             .await;
         assert_eq!(status, 200, "{body}");
     }
-    // Every key on its two replicas before the crash (eventual: replicated after the
-    // acknowledgement).
+    // Every key on its two replicas before the crash (eventual consistency replicates
+    // after the acknowledgement).
     let mut replicated = false;
     let start = Instant::now();
     while start.elapsed() < WAIT_MAX {

@@ -134,19 +134,29 @@ impl Plan {
         // commit in the first wave, with the departing old tail still serving: under chain
         // replication the departing node commits first, alone.
         let first = match change {
-            Change::Depart(n) if ring.len() <= shape.k && shape.config.consistency.is_chain() => {
+            Change::Depart(n) if small_ring(ring, shape) && shape.config.consistency.is_chain() => {
                 Some(n.id)
             }
             _ => None,
         };
         undo(ring, change, &removed);
-        let waves = commit_waves(&affected, &gaining, &prepares, first);
+        let vnode_chains = shape.config.has_vnodes() && shape.config.consistency.is_chain();
+        let waves = commit_waves(&affected, &gaining, &prepares, first, vnode_chains);
         Plan {
             removed,
             affected,
             prepares,
             waves,
         }
+    }
+}
+
+/// Whether every key's chain runs round the whole ring: at most k members, or with
+/// virtual nodes at most k processes.
+fn small_ring(ring: &Ring, shape: Shape) -> bool {
+    match shape.config.has_vnodes() {
+        true => ring.processes() <= shape.k,
+        false => ring.len() <= shape.k,
     }
 }
 
@@ -157,13 +167,25 @@ fn commit_waves(
     gaining: &[bool],
     prepares: &[(NodeRef, Prepare)],
     first: Option<crate::Id>,
+    all_sources: bool,
 ) -> Vec<Vec<NodeRef>> {
-    let source_of = |i: usize| -> Option<usize> {
-        let (_, prepare) = prepares.get(i)?;
-        let nearest = prepare.sources.iter().find(|s| s.id != affected[i].id)?;
-        affected.iter().position(|a| a.id == nearest.id)
+    // The sources a gainer commits after: its nearest, or with virtual nodes (each piece
+    // of a gain from its own source) every one.
+    let sources_of = |i: usize| -> Vec<usize> {
+        let Some((_, prepare)) = prepares.get(i) else {
+            return Vec::new();
+        };
+        let others = prepare.sources.iter().filter(|s| s.id != affected[i].id);
+        let named: Vec<&NodeRef> = match all_sources {
+            true => others.collect(),
+            false => others.take(1).collect(),
+        };
+        named
+            .into_iter()
+            .filter_map(|s| affected.iter().position(|a| a.id == s.id))
+            .collect()
     };
-    let sources: Vec<Option<usize>> = (0..affected.len()).map(source_of).collect();
+    let sources: Vec<Vec<usize>> = (0..affected.len()).map(sources_of).collect();
     let mut level: Vec<usize> = gaining.iter().map(|g| usize::from(*g)).collect();
     if let Some(first) = first {
         for (l, node) in level.iter_mut().zip(affected) {
@@ -182,7 +204,10 @@ fn commit_waves(
     for _ in 0..affected.len() {
         let mut changed = false;
         for i in 0..affected.len() {
-            if let (true, Some(src)) = (gaining[i], sources[i]) {
+            if !gaining[i] {
+                continue;
+            }
+            for &src in &sources[i] {
                 let want = level[src] + 1;
                 if want > level[i] && want <= affected.len() {
                     level[i] = want;
@@ -280,6 +305,9 @@ fn prepare_for(
     // source (`pieces_for`); the sources are then those parts' sources. The same for a
     // joiner on such a ring (`join_pieces`).
     let pieces = match change {
+        _ if shape.config.has_vnodes() && shape.config.consistency.is_chain() => {
+            vnode_chain_pieces(next, change, removed, node, shape.k)
+        }
         Change::Join(n) if n == node && small_chain_ring => join_pieces(next, node),
         Change::Join(_) => Vec::new(),
         _ => pieces_for(next, removed, node, shape),
@@ -348,6 +376,109 @@ fn holders_of_gain(
         .filter(|m| m.id != node.id && !removed.contains(m))
         .filter(|m| held(&old, m).intersect(gained) != Some(Range::Empty))
         .collect()
+}
+
+/// Under chain replication with virtual nodes: what `node` fetches, key by key, for
+/// `change` (`next` is the ring after it). A position's chains do not follow from its
+/// neighbours alone, so the coordinator walks every stretch of keys whose old and new
+/// chains are each one chain (between consecutive members of either ring) and names one
+/// source for each stretch `node` must fetch, with the rules the single-position ring
+/// follows for its one range:
+///
+/// - a key `node` gains by joining comes from the first old holder after it in the
+///   key's new chain (it holds nothing the chain has not passed through the joiner's
+///   place), else from the old tail the join pushed out of the chain, which holds only
+///   committed writes; else (the chain runs round every process) from the nearest old
+///   holder before it;
+/// - a key `node` gains otherwise comes from the nearest old holder before it in the
+///   new chain (it holds every acknowledged write, and no write the node after `node`
+///   lacks), else from the departing node, else from the old holder nearest the old head;
+/// - after a removal, a key `node` keeps but whose node just before it changed is
+///   fetched again from that node, which holds every write it applied, if it held the
+///   key before (the removed node may have taken writes with it that its successor
+///   never got).
+///
+/// Stretches from one source are merged when adjacent; pieces come clockwise from `node`.
+fn vnode_chain_pieces(
+    next: &Ring,
+    change: &Change,
+    removed: &[NodeRef],
+    node: &NodeRef,
+    k: usize,
+) -> Vec<Piece> {
+    if !next.contains(node.id) {
+        return Vec::new();
+    }
+    let mut old = next.clone();
+    undo(&mut old, change, removed);
+    let departing = match change {
+        Change::Depart(n) => Some(n),
+        _ => None,
+    };
+    let joiner = matches!(change, Change::Join(n) if n.id == node.id);
+    let resync = matches!(change, Change::Remove(_));
+    let can_send = |n: &NodeRef| {
+        n.id != node.id && (next.contains(n.id) || departing.is_some_and(|d| d.id == n.id))
+    };
+    // Every member id of either ring, clockwise from just after `node`.
+    let mut ids: Vec<crate::Id> = old.iter().chain(next.iter()).map(|n| n.id).collect();
+    ids.sort();
+    ids.dedup();
+    let start = ids.iter().position(|id| *id > node.id).unwrap_or(0);
+    ids.rotate_left(start);
+    let mut pieces: Vec<Piece> = Vec::new();
+    for (i, &to) in ids.iter().enumerate() {
+        let from = ids[(i + ids.len() - 1) % ids.len()];
+        let new_chain = next.replicas(to, k);
+        let Some(at) = new_chain.iter().position(|n| n.id == node.id) else {
+            continue;
+        };
+        let old_chain = old.replicas(to, k);
+        let held_before = |n: &NodeRef| old_chain.iter().any(|o| o.id == n.id);
+        let upstream = || {
+            new_chain[..at]
+                .iter()
+                .rev()
+                .find(|n| held_before(n) && can_send(n))
+        };
+        let source = match old_chain.iter().position(|n| n.id == node.id) {
+            None if joiner => new_chain[at + 1..]
+                .iter()
+                .find(|n| held_before(n))
+                .or_else(|| {
+                    old_chain
+                        .iter()
+                        .rev()
+                        .find(|o| !new_chain.iter().any(|n| n.id == o.id))
+                })
+                .or_else(upstream),
+            None => upstream()
+                .or_else(|| departing.filter(|d| held_before(d)))
+                .or_else(|| old_chain.iter().find(|o| can_send(o))),
+            Some(was) if resync && at > 0 => {
+                let before = new_chain[at - 1].clone();
+                let changed = was == 0 || old_chain[was - 1].id != before.id;
+                (changed && held_before(&before) && can_send(&before)).then_some(&new_chain[at - 1])
+            }
+            Some(_) => None,
+        };
+        let Some(source) = source else { continue };
+        let range = match ids.len() {
+            1 => Range::All,
+            _ => Range::Interval { from, to },
+        };
+        match pieces.last_mut() {
+            Some(Piece {
+                range: Range::Interval { to: end, .. },
+                source: last,
+            }) if last.id == source.id && *end == from => *end = to,
+            _ => pieces.push(Piece {
+                range,
+                source: source.clone(),
+            }),
+        }
+    }
+    pieces
 }
 
 /// Under chain replication, after the removal of `removed` leaves `next` with at most k
@@ -755,6 +886,115 @@ mod tests {
                     }
                 }
                 assert!(gainers > 0, "{change:?}: nobody gained");
+            }
+        }
+    }
+
+    /// With virtual nodes under chain replication: every key a member gains comes, by a
+    /// piece of its prepare, from a node that held the key before the change and can
+    /// still send it; a joiner takes it from the first old holder after it in the key's
+    /// new chain when there is one (it holds nothing the chain has not passed through
+    /// the joiner's place), any other gainer from an old holder before it when there is
+    /// one; and a gainer commits in a later wave than every source it fetches from.
+    #[test]
+    fn with_virtual_nodes_chains_fetch_each_key_from_an_old_holder_in_chain_order() {
+        let addr = |p: usize, v: usize| format!("10.0.0.{p}:{}", 5000 + v);
+        let member = |p: usize, v: usize| NodeRef::of_process(&addr(p, v), &addr(p, 0));
+        let keys: Vec<crate::Id> = (0..600)
+            .map(|i| crate::Id::of_key(&format!("key-{i}")))
+            .collect();
+        for (k, processes, vnodes) in [(2, 4, 3), (3, 5, 3), (3, 3, 4), (2, 6, 2), (3, 4, 2)] {
+            let mut ring = Ring::default();
+            for p in 0..processes {
+                for v in 0..vnodes {
+                    ring.insert(member(p, v));
+                }
+            }
+            let shape = Shape {
+                config: ClusterConfig {
+                    consistency: Consistency::Chain,
+                    vnodes: vnodes as u32,
+                    ..shape(k).config
+                },
+                ..shape(k)
+            };
+            let members: Vec<NodeRef> = ring.iter().cloned().collect();
+            let process_of =
+                |p: usize| -> Vec<NodeRef> { (0..vnodes).map(|v| member(p, v)).collect() };
+            let crashed = process_of(1);
+            let changes = [
+                (Change::Join(member(1, 7)), Vec::new()),
+                (Change::Join(member(processes + 1, 0)), Vec::new()),
+                (Change::Depart(members[3].clone()), Vec::new()),
+                (Change::Remove(crashed[0].clone()), crashed[1..].to_vec()),
+            ];
+            for (change, silent) in changes {
+                let case = format!("k={k} {processes}x{vnodes} {change:?}");
+                let plan = Plan::new(&mut ring, &change, &silent, shape);
+                let mut next = ring.clone();
+                apply(&mut next, &change, &plan.removed);
+                let mut fetched = 0;
+                for (node, prepare) in &plan.prepares {
+                    for &key in &keys {
+                        let new_chain = next.replicas(key, k);
+                        let old_chain = ring.replicas(key, k);
+                        let Some(at) = new_chain.iter().position(|n| n.id == node.id) else {
+                            continue;
+                        };
+                        if old_chain.iter().any(|n| n.id == node.id) {
+                            continue;
+                        }
+                        let held_before = |n: &NodeRef| old_chain.iter().any(|o| o.id == n.id);
+                        let pieces: Vec<&Piece> = prepare
+                            .pieces
+                            .iter()
+                            .filter(|p| p.range.contains(key))
+                            .collect();
+                        assert_eq!(
+                            pieces.len(),
+                            1,
+                            "{case}: {node:?} gains {key:?}: {pieces:?}"
+                        );
+                        let source = &pieces[0].source;
+                        fetched += 1;
+                        assert!(held_before(source), "{case}: {source:?} never held {key:?}");
+                        let departing = matches!(&change, Change::Depart(d) if d == source);
+                        assert!(
+                            next.contains(source.id) || departing,
+                            "{case}: {source:?} is gone"
+                        );
+                        let source_at = new_chain.iter().position(|n| n.id == source.id);
+                        match &change {
+                            Change::Join(_) => {
+                                if new_chain[at + 1..].iter().any(held_before) {
+                                    assert!(source_at > Some(at), "{case}: {key:?} from upstream");
+                                }
+                            }
+                            _ => {
+                                if new_chain[..at].iter().any(held_before) {
+                                    assert!(
+                                        source_at < Some(at),
+                                        "{case}: {key:?} from downstream"
+                                    );
+                                }
+                            }
+                        }
+                        // A removal leaving at most k processes may form a cycle of
+                        // sources, harmless there (see `commit_waves`).
+                        let cycle_harmless =
+                            matches!(change, Change::Remove(_)) && next.processes() <= k;
+                        if plan.affected.contains(source) && !cycle_harmless {
+                            assert!(
+                                wave_of(&plan, node.id) > wave_of(&plan, source.id),
+                                "{case}: {node:?} commits with or before its source {source:?}"
+                            );
+                        }
+                    }
+                }
+                // Left with fewer than k processes, every key's chain keeps its members.
+                if next.processes() >= k {
+                    assert!(fetched > 0, "{case}: nobody gained");
+                }
             }
         }
     }

@@ -39,13 +39,27 @@ struct Migration {
     next_seq: u64,
     /// Forwards sent before the commit and not yet acknowledged.
     unacked: BTreeMap<u64, (String, Entry, Option<Writer>)>,
+    /// Unacknowledged forwards to a node the coordinator was removing
+    /// ([`Handover::give_up_on`]): no longer awaited, but sent again every heartbeat
+    /// until acknowledged or the hand-over's grace period ends, for the node may be
+    /// heard again and its removal dropped (CRAQ over virtual nodes, seed 96: a joiner
+    /// cut off for 4 s became the head of a key without a write its source acknowledged
+    /// meanwhile, and the write lived on the tail alone).
+    given_up: BTreeMap<u64, (String, Entry, Option<Writer>)>,
     /// Times the unacknowledged forwards were sent again before the commit.
     resends: u32,
 }
 
 impl Migration {
     fn unacked_forwards(&self) -> impl Iterator<Item = (NodeRef, Message)> + '_ {
-        self.unacked.iter().map(|(seq, (key, entry, writer))| {
+        self.forwards_of(&self.unacked)
+    }
+
+    fn forwards_of<'a>(
+        &'a self,
+        pending: &'a BTreeMap<u64, (String, Entry, Option<Writer>)>,
+    ) -> impl Iterator<Item = (NodeRef, Message)> + 'a {
+        pending.iter().map(|(seq, (key, entry, writer))| {
             let msg = Message::Forward {
                 epoch: self.epoch,
                 seq: *seq,
@@ -84,6 +98,7 @@ impl Fetch {
             marks: BTreeMap::new(),
             have,
             only: BTreeMap::new(),
+            pending_sources: sources.to_vec(),
         }
     }
 
@@ -130,6 +145,8 @@ struct Fetch {
     /// Sources whose snapshots are taken for these ranges only (see
     /// [`Handover::start_fetch_pieces`]).
     only: BTreeMap<Id, Vec<Range>>,
+    /// Every source asked, with its address.
+    pending_sources: Vec<NodeRef>,
 }
 
 /// Both sides of every hand-over this node takes part in.
@@ -374,6 +391,7 @@ impl Handover {
                 until,
                 next_seq: 0,
                 unacked: BTreeMap::new(),
+                given_up: BTreeMap::new(),
                 resends: 0,
             });
         }
@@ -523,6 +541,7 @@ impl Handover {
             .filter(|m| m.to == *from && m.epoch == epoch)
         {
             m.unacked.remove(&seq);
+            m.given_up.remove(&seq);
             if let Some(narrower) = held.and_then(|h| m.range.intersect(h)) {
                 m.range = narrower;
             }
@@ -560,7 +579,8 @@ impl Handover {
     pub(crate) fn give_up_on(&mut self, sh: &Shared, out: &mut Out, nodes: &[NodeRef]) {
         for m in self.migrations.iter_mut() {
             if nodes.iter().any(|n| n.id == m.to.id) {
-                m.unacked.clear();
+                let gone = std::mem::take(&mut m.unacked);
+                m.given_up.extend(gone);
             }
         }
         if let Some(pending) = self.ack_pending {
@@ -599,6 +619,22 @@ impl Handover {
             }
         }
         pending
+    }
+
+    /// Heartbeat: forwards given up on (see `Migration::given_up`) go again, until their
+    /// hand-over's grace period ends.
+    pub(crate) fn resend_given_up(&mut self, out: &mut Out) {
+        let now = out.now;
+        for m in &mut self.migrations {
+            if m.until.is_some_and(|t| t <= now) {
+                m.given_up.clear();
+            }
+        }
+        for m in &self.migrations {
+            for (to, msg) in m.forwards_of(&m.given_up) {
+                out.send(&to, msg);
+            }
+        }
     }
 
     /// Change `epoch` was abandoned: stop forwarding for it.
@@ -733,6 +769,31 @@ impl Handover {
         } else {
             let (epoch, range) = (f.epoch, f.range);
             self.start_repair_pieces(out, epoch, range, pieces);
+        }
+    }
+
+    /// Whether every source the repair in progress still waits for passes `stays`.
+    pub(crate) fn repair_sources_all(&self, stays: impl Fn(&&NodeRef) -> bool) -> bool {
+        let Some(f) = &self.repair else { return false };
+        !f.pending.is_empty()
+            && f.pending_sources
+                .iter()
+                .filter(|s| f.pending.contains_key(&s.id))
+                .all(|s| stays(&s))
+    }
+
+    /// Ask each source the repair in progress still waits for again, if it has sent
+    /// nothing since the last time.
+    pub(crate) fn ask_repair_again(&mut self, out: &mut Out) {
+        let Some(f) = &mut self.repair else { return };
+        let waiting: Vec<NodeRef> = f
+            .pending_sources
+            .iter()
+            .filter(|s| f.pending.contains_key(&s.id))
+            .cloned()
+            .collect();
+        for source in &waiting {
+            f.ask_again(out, source);
         }
     }
 

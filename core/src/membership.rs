@@ -34,6 +34,8 @@ struct Preparing {
     /// What is fetched, and from where.
     fetching: Range,
     sources: Vec<NodeRef>,
+    /// With virtual nodes under chain replication, the source of each piece.
+    pieces: Vec<crate::message::Piece>,
     /// Whether everything the view adds has been fetched (`Ready` sent).
     ready: bool,
     /// When `Ready` was first sent: the leader heard from this node after that, and
@@ -587,6 +589,10 @@ impl Membership {
             fingers,
             fetching,
             sources: sources.clone(),
+            pieces: match vnode_chains {
+                true => pieces.clone(),
+                false => Vec::new(),
+            },
             ready: false,
             ready_at: None,
             deferred: Vec::new(),
@@ -725,7 +731,7 @@ impl Membership {
         if let Some(ready_at) = p.ready_at.filter(|_| !hold_leases) {
             sh.renew_lease(ready_at, out.now);
         }
-        let (fetching, sources) = (p.fetching, p.sources);
+        let (fetching, sources, pieces) = (p.fetching, p.sources, p.pieces);
         sh.view = p.view;
         if let Some(fingers) = p.fingers {
             sh.fingers.install(fingers, epoch);
@@ -739,7 +745,8 @@ impl Membership {
             }
         }
         ho.ack_when_handed_over(sh, out, epoch);
-        self.repair_if_source_failed(sh, ho, out, epoch, (fetching, &sources), failed);
+        let fetched = (fetching, sources.as_slice(), pieces.as_slice());
+        self.repair_if_source_failed(sh, ho, out, epoch, fetched, failed);
         if sh.phase == Phase::Joining {
             sh.phase = Phase::Active;
             sh.forward_to = None;
@@ -766,15 +773,24 @@ impl Membership {
         ho: &mut Handover,
         out: &mut Out,
         epoch: u64,
-        (fetching, sources): (Range, &[NodeRef]),
+        (fetching, sources, pieces): (Range, &[NodeRef], &[crate::message::Piece]),
         failed: &[NodeRef],
     ) {
         let chain = sh.config.consistency.is_chain();
         // A straggler (named failed itself: the change committed without it) may have
         // missed forwards as surely as a node whose source failed.
         let straggler = failed.contains(&sh.me);
-        let doubt = straggler || sources.iter().any(|s| failed.contains(s));
-        if !chain || fetching == Range::Empty || !doubt {
+        let source_failed = sources.iter().any(|s| failed.contains(s));
+        if !chain || fetching == Range::Empty || !(straggler || source_failed) {
+            return;
+        }
+        // Chains over virtual nodes: a straggler whose sources all live fetches each
+        // piece again from its source, which holds every write it acknowledged since
+        // (the forwards it missed included), also of keys this node now heads, which no
+        // node before it holds.
+        if straggler && !source_failed && !pieces.is_empty() {
+            sh.unsure = true;
+            ho.start_repair_pieces(out, epoch, fetching, pieces);
             return;
         }
         // Chains over virtual nodes: each stretch from the nearest live node before this
@@ -826,6 +842,11 @@ impl Membership {
                 pieces.push(crate::message::Piece { range, source });
             }
             match ho.repair_epoch() {
+                // A repair whose sources all stay is asked again of them (a straggler's
+                // is from its own sources, see `repair_if_source_failed`).
+                Some(epoch) if epoch == sh.view.epoch && ho.repair_sources_all(stays) => {
+                    ho.ask_repair_again(out)
+                }
                 Some(epoch) if epoch == sh.view.epoch => ho.refetch_repair_pieces(out, &pieces),
                 _ => ho.start_repair_pieces(out, sh.view.epoch, range, &pieces),
             }

@@ -1172,6 +1172,7 @@ impl Node {
                     self.failure.on_tick(sh, out, cut_off);
                 }
                 self.handover.send_hints(sh, out);
+                self.handover.resend_given_up(out);
                 self.redrive();
             }
             Timer::FailureCheck => {

@@ -29,6 +29,28 @@ fn processes() -> SimConfig {
     }
 }
 
+/// `base` with random process faults (pauses at `pause_rate`), 4 s partitions, 1% message
+/// loss and duplication, at most one process down at once, as in the campaigns.
+fn cut_off_and_lossy(base: SimConfig, pause_rate: f64) -> SimConfig {
+    SimConfig {
+        random_faults: Some(RandomFaults {
+            partition_rate: 1.0,
+            partition_ns: 4_000_000_000,
+            pause_rate,
+            ..RandomFaults::default()
+        }),
+        max_down: Some(1),
+        net: NetConfig {
+            drop_probability: 0.01,
+            dup_probability: 0.01,
+            ..NetConfig::default()
+        },
+        timeout_ns: 200_000_000,
+        clock_drift_per_mille: ringkv_core::config::CLOCK_DRIFT_PER_MILLE,
+        ..base
+    }
+}
+
 /// Seeds `0..seeds` of `base`, unshrunk, the report printed.
 fn sweep_of(base: &SimConfig, seeds: u64) -> ringkv_sim::sweep::SweepReport {
     let options = SweepOptions {
@@ -134,23 +156,7 @@ fn the_same_seed_gives_the_same_history_with_virtual_nodes() {
 /// processes, with message loss: no acknowledged write lost, every run converged.
 #[test]
 fn a_sweep_of_process_faults_with_virtual_nodes_is_clean() {
-    let base = SimConfig {
-        random_faults: Some(RandomFaults {
-            partition_rate: 1.0,
-            partition_ns: 4_000_000_000,
-            pause_rate: 1.0,
-            ..RandomFaults::default()
-        }),
-        max_down: Some(1),
-        net: NetConfig {
-            drop_probability: 0.01,
-            dup_probability: 0.01,
-            ..NetConfig::default()
-        },
-        timeout_ns: 200_000_000,
-        clock_drift_per_mille: ringkv_core::config::CLOCK_DRIFT_PER_MILLE,
-        ..processes()
-    };
+    let base = cut_off_and_lossy(processes(), 1.0);
     let seeds = 120;
     let report = sweep_of(&base, seeds);
     assert_eq!(report.runs, seeds);
@@ -193,21 +199,7 @@ fn chains_over_virtual_nodes_stay_linearizable_under_process_faults() {
     for consistency in [Consistency::Chain, Consistency::Craq] {
         let base = SimConfig {
             consistency,
-            random_faults: Some(RandomFaults {
-                partition_rate: 1.0,
-                partition_ns: 4_000_000_000,
-                pause_rate: 1.0,
-                ..RandomFaults::default()
-            }),
-            max_down: Some(1),
-            net: NetConfig {
-                drop_probability: 0.01,
-                dup_probability: 0.01,
-                ..NetConfig::default()
-            },
-            timeout_ns: 200_000_000,
-            clock_drift_per_mille: ringkv_core::config::CLOCK_DRIFT_PER_MILLE,
-            ..processes()
+            ..cut_off_and_lossy(processes(), 1.0)
         };
         let seeds = 60;
         let report = sweep_of(&base, seeds);
@@ -241,4 +233,40 @@ fn a_chain_survives_the_crash_of_a_whole_process() {
         assert_eq!(s.invariant_violations, 0, "{s}");
         assert_eq!(s.lost_acked_writes, Some(0), "{s}");
     }
+}
+
+/// CRAQ over processes of three positions, 1% loss, 4 s partitions, seed 96 of the
+/// campaign: a joining position fetched its range and was cut off; its source, still the
+/// key's head, acknowledged a write whose hand-over forward the cut dropped, and gave the
+/// forward up when the coordinator set out to remove the joiner. The removal was dropped
+/// once the cut healed, and the joiner, now before its source in the key's chain, never
+/// took the write: the head ended a version behind its tail (only the tail held an
+/// acknowledged write). Forwards given up on now go again every heartbeat until
+/// acknowledged or the hand-over's grace period ends.
+#[test]
+fn a_joiner_cut_off_after_its_fetch_gets_the_forwards_its_source_gave_up_on() {
+    let config = SimConfig {
+        seed: 96,
+        consistency: Consistency::Craq,
+        ..cut_off_and_lossy(processes(), 0.0)
+    };
+    let mut result = Simulation::new(config).unwrap().run();
+    result.check(&Default::default()).unwrap();
+    let s = &result.summary;
+    // The campaign's run, as its replay command named it.
+    assert!(
+        s.replay.starts_with(
+            "dht sim --nodes 4 --k 2 --consistency craq --routing finger --seed 96 --vnodes 3 \
+             --workload requests --latency exp:1ms --drop 0.01 --dup 0.01 --timeout 200ms \
+             --faults random --crash-rate 1 --restart-after 200ms --join-rate 2 --depart-rate 2 \
+             --partition-rate 1 --partition-duration 4s --fault-horizon 1s --max-down 1 \
+             --failure-handling --clock-drift 20 --final-reads"
+        ),
+        "{}",
+        s.replay
+    );
+    assert!(s.partitions > 0, "{s}");
+    assert_eq!(s.invariant_violations, 0, "{s}");
+    assert_eq!(s.linearizable.as_deref(), Some("linearizable"), "{s}");
+    assert_eq!(s.lost_acked_writes, Some(0), "{s}");
 }

@@ -642,12 +642,25 @@ impl Leader {
             let skip = Message::Unreachable {
                 epoch: op.epoch,
                 term: self.term,
-                nodes,
+                nodes: nodes.clone(),
             };
             for node in op.still_waiting(&op.affected) {
                 out.send(node, skip.clone());
             }
+            // If such a node is heard again and its removal dropped, it commits having
+            // missed forwards its sources gave up on (CRAQ over virtual nodes, seed 96: a
+            // joiner cut off after its fetch became the head of a key without the write
+            // its source acknowledged meanwhile): its commit names it failed, so it
+            // fetches again before it serves.
+            if let Some(op) = &mut self.current {
+                for node in nodes.iter().filter(|n| op.affected.contains(n)) {
+                    if !op.failed.contains(node) {
+                        op.failed.push(node.clone());
+                    }
+                }
+            }
         }
+        let Some(op) = &self.current else { return };
         let blocked: Vec<Id> = op
             .waiting
             .iter()

@@ -178,10 +178,10 @@ pub enum RequestError {
     /// This node is already a member, or is joining or departing.
     #[error("this node is already in the ring (or joining or departing)")]
     AlreadyJoined,
-    /// The bootstrap cannot leave while other nodes remain.
-    #[error("the bootstrap cannot depart while {others} other node(s) remain; depart them first")]
+    /// The bootstrap cannot leave the ring it coordinates.
+    #[error("{}", bootstrap_cannot_depart(*others))]
     BootstrapCannotDepart {
-        /// How many other members there are.
+        /// How many other processes are members.
         others: usize,
     },
     /// The node leads a ring coming back from its disks (a whole-ring restart) and
@@ -253,3 +253,32 @@ pub enum RequestError {
 
 /// What a node answers to one request.
 pub type Reply = Result<Response, RequestError>;
+
+/// Why the bootstrap cannot depart: while other processes are members it would leave
+/// them without their bootstrap; alone, it would leave no ring.
+fn bootstrap_cannot_depart(others: usize) -> String {
+    match others {
+        0 => "the bootstrap is the last member of its ring and cannot depart; stop its \
+              process to end the ring"
+            .to_string(),
+        n => format!(
+            "the bootstrap cannot depart while {n} other process(es) are members; depart \
+             them first, then stop the bootstrap's process"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A lone bootstrap is not told to depart other nodes first: there are none.
+    #[test]
+    fn a_bootstrap_refused_departure_says_what_to_do() {
+        let alone = RequestError::BootstrapCannotDepart { others: 0 }.to_string();
+        assert!(alone.contains("last member"), "{alone}");
+        assert!(!alone.contains("depart them"), "{alone}");
+        let others = RequestError::BootstrapCannotDepart { others: 2 }.to_string();
+        assert!(others.contains("2 other process(es)"), "{others}");
+    }
+}

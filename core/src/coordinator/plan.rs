@@ -617,7 +617,7 @@ pub(crate) fn refusal(ring: &Ring, bootstrap: &NodeRef, change: &Change) -> Opti
         }),
         Change::Depart(n) if !ring.contains(n.id) => Some(RequestError::NotJoined),
         Change::Depart(n) if n.id == bootstrap.id => Some(RequestError::BootstrapCannotDepart {
-            others: ring.len() - 1,
+            others: ring.processes().saturating_sub(1),
         }),
         _ => None,
     }

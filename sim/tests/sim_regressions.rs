@@ -4,6 +4,8 @@
 //! Each failed on the core it was found with (the commit before its fix; one, noted,
 //! on an intermediate version of the commit-wave change).
 
+mod common;
+
 use ringkv_core::Consistency;
 use ringkv_sim::check::CheckOptions;
 use ringkv_sim::sweep::check_run;
@@ -1607,4 +1609,36 @@ fn a_node_removed_while_cut_off_hands_on_the_writes_its_new_range_drops() {
     config.k = 2;
     config.max_down = Some(1);
     assert_passes(at_fast_timeout(config, false));
+}
+
+/// Eventual consistency, 4 nodes, k = 2, 1% loss, 4 s partitions, seed 4759: three
+/// nodes departed (handing their data to the bootstrap), and the bootstrap, the ring's
+/// last member, crashed and restarted without a disk. Every copy of four acknowledged
+/// writes was gone by design (a ring of one member keeps one copy), but the departed
+/// nodes had stored them once and never crashed, so the final reads counted them lost.
+/// A holder that left the ring handing its data on now counts as having lost its copy,
+/// and the loss is by design when the last holder to lose a value lost it in a crash.
+#[test]
+fn a_ring_shrunk_by_departures_whose_last_member_crashes_loses_its_data_by_design() {
+    let base = SimConfig {
+        seed: 4759,
+        nodes: 4,
+        k: 2,
+        consistency: Consistency::Eventual,
+        failure_handling: true,
+        final_reads: true,
+        ..SimConfig::default()
+    };
+    let config = common::cut_off_and_lossy(base, 0.0);
+    let run = ringkv_sim::Simulation::new(config).unwrap().run();
+    let s = &run.summary;
+    assert!(
+        s.replay
+            .contains("--seed 4759 --workload requests --latency exp:1ms --drop 0.01"),
+        "{}",
+        s.replay
+    );
+    assert_eq!((s.departs, s.crashes), (3, 1), "{s}");
+    assert_eq!(s.lost_acked_writes, Some(0), "{s}");
+    assert_eq!(s.lost_in_crashes, Some(4), "{s}");
 }

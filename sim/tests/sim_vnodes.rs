@@ -12,9 +12,12 @@
 //!     --partition-rate 1 --partition-duration 4s
 //! ```
 
+mod common;
+
+use common::cut_off_and_lossy;
 use ringkv_core::Consistency;
 use ringkv_sim::sweep::{sweep, SweepOptions};
-use ringkv_sim::{Fault, FaultKind, NetConfig, RandomFaults, SimConfig, Simulation};
+use ringkv_sim::{Fault, FaultKind, RandomFaults, SimConfig, Simulation};
 
 /// Four processes of three positions, k = 2, eventual consistency, failure handling.
 fn processes() -> SimConfig {
@@ -26,28 +29,6 @@ fn processes() -> SimConfig {
         failure_handling: true,
         final_reads: true,
         ..SimConfig::default()
-    }
-}
-
-/// `base` with random process faults (pauses at `pause_rate`), 4 s partitions, 1% message
-/// loss and duplication, at most one process down at once, as in the campaigns.
-fn cut_off_and_lossy(base: SimConfig, pause_rate: f64) -> SimConfig {
-    SimConfig {
-        random_faults: Some(RandomFaults {
-            partition_rate: 1.0,
-            partition_ns: 4_000_000_000,
-            pause_rate,
-            ..RandomFaults::default()
-        }),
-        max_down: Some(1),
-        net: NetConfig {
-            drop_probability: 0.01,
-            dup_probability: 0.01,
-            ..NetConfig::default()
-        },
-        timeout_ns: 200_000_000,
-        clock_drift_per_mille: ringkv_core::config::CLOCK_DRIFT_PER_MILLE,
-        ..base
     }
 }
 

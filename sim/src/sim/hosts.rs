@@ -321,8 +321,9 @@ impl Simulation {
             }
         }
         if let Some(reach) = &mut self.tally.reach {
-            let store = self.hosts.nodes[n as usize].node.store();
-            reach.note_stored(n, self.now, carried, store);
+            let node = &self.hosts.nodes[n as usize].node;
+            reach.note_stored(n, self.now, carried, node.store());
+            reach.note_membership(n, self.now, node.is_member());
         }
         self.after_step(n);
         if self.trace && std::env::var("RINGKV_SIM_TRACE_NODE").ok() == Some(n.to_string()) {

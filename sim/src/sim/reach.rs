@@ -16,6 +16,10 @@ use ringkv_core::{Entry, Id, Input, Message, Request, Store, Version};
 pub(super) struct Reach {
     by_value: BTreeMap<(String, String), BTreeMap<u32, u64>>,
     crashes: Vec<(u32, u64)>,
+    /// When each node stopped being a member other than by crashing (it departed, or
+    /// was removed while it ran), and whether each is a member now.
+    departures: Vec<(u32, u64)>,
+    members: BTreeMap<u32, bool>,
 }
 
 impl Reach {
@@ -91,11 +95,25 @@ impl Reach {
     /// Node `n` crashed at `now`, losing its memory.
     pub(super) fn crashed(&mut self, n: u32, now: u64) {
         self.crashes.push((n, now));
+        self.members.insert(n, false);
+    }
+
+    /// Node `n` handled an input at `now` and is (or is not) a member after it.
+    pub(super) fn note_membership(&mut self, n: u32, now: u64, member: bool) {
+        let was = self.members.insert(n, member).unwrap_or(false);
+        if was && !member {
+            self.departures.push((n, now));
+        }
     }
 
     /// Whether `value` of `key`, acknowledged by node `acker` at `acked_at`, was lost by
-    /// design: every node that stored it (`acker` first) crashed after storing it, its
-    /// copies all in memory.
+    /// design: every node that stored it (`acker` first) lost it after storing it, in a
+    /// crash (its copies all in memory) or by leaving the ring (handing it on), and the
+    /// last of them lost it in a crash. A ring that shrank by departures to fewer
+    /// members than k and then lost its last holder in a crash (4 nodes, k = 2, seed 4759
+    /// of the eventual campaign with loss: three departed, then the bootstrap, alone,
+    /// crashed without a disk) loses its data by design; a write whose last holder
+    /// departed without handing it on is still a defect.
     pub(super) fn lost_in_crash(&self, key: &str, value: &str, acker: u32, acked_at: u64) -> bool {
         let mut holders: BTreeMap<u32, u64> = self
             .by_value
@@ -104,10 +122,27 @@ impl Reach {
             .unwrap_or_default();
         let at = holders.entry(acker).or_insert(acked_at);
         *at = (*at).min(acked_at);
-        holders.iter().all(|(&node, &stored)| {
-            self.crashes
+        let first_after = |events: &[(u32, u64)], node: u32, stored: u64| {
+            events
                 .iter()
-                .any(|&(n, crashed)| n == node && crashed >= stored)
-        })
+                .filter(|&&(n, t)| n == node && t >= stored)
+                .map(|&(_, t)| t)
+                .min()
+        };
+        let mut last: Option<(u64, bool)> = None;
+        for (&node, &stored) in &holders {
+            let crash = first_after(&self.crashes, node, stored);
+            let departure = first_after(&self.departures, node, stored);
+            let lost = match (crash, departure) {
+                (Some(c), Some(d)) if d < c => (d, false),
+                (Some(c), _) => (c, true),
+                (None, Some(d)) => (d, false),
+                (None, None) => return false,
+            };
+            if last.is_none_or(|l| lost.0 >= l.0) {
+                last = Some(lost);
+            }
+        }
+        last.is_some_and(|(_, crashed)| crashed)
     }
 }

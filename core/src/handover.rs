@@ -93,12 +93,11 @@ impl Fetch {
             range,
             parts,
             pending: sources.iter().map(|s| (s.id, BTreeSet::new())).collect(),
-            order: sources.iter().map(|s| s.id).collect(),
+            order: sources.to_vec(),
             received: BTreeMap::new(),
             marks: BTreeMap::new(),
             have,
             only: BTreeMap::new(),
-            pending_sources: sources.to_vec(),
         }
     }
 
@@ -135,7 +134,7 @@ struct Fetch {
     pending: BTreeMap<Id, BTreeSet<u32>>,
     /// Sources nearest first: with several, each key is taken from the nearest that has
     /// it (see [`Handover::on_snapshot`]).
-    order: Vec<Id>,
+    order: Vec<NodeRef>,
     received: BTreeMap<Id, Vec<(String, Entry)>>,
     /// Chunks each source had delivered when the prepare last arrived: a source that
     /// has sent more since is making progress and is not asked again.
@@ -145,8 +144,6 @@ struct Fetch {
     /// Sources whose snapshots are taken for these ranges only (see
     /// [`Handover::start_fetch_pieces`]).
     only: BTreeMap<Id, Vec<Range>>,
-    /// Every source asked, with its address.
-    pending_sources: Vec<NodeRef>,
 }
 
 /// Both sides of every hand-over this node takes part in.
@@ -753,30 +750,11 @@ impl Handover {
         self.repair = Some(repair);
     }
 
-    /// As [`Handover::refetch_repair`] for a repair by pieces: afresh if the pieces name
-    /// other sources than before, else of each source that has sent nothing since.
-    pub(crate) fn refetch_repair_pieces(
-        &mut self,
-        out: &mut Out,
-        pieces: &[crate::message::Piece],
-    ) {
-        let Some(f) = &mut self.repair else { return };
-        let (sources, _, only) = by_source(pieces);
-        if only == f.only {
-            for source in &sources {
-                f.ask_again(out, source);
-            }
-        } else {
-            let (epoch, range) = (f.epoch, f.range);
-            self.start_repair_pieces(out, epoch, range, pieces);
-        }
-    }
-
     /// Whether every source the repair in progress still waits for passes `stays`.
     pub(crate) fn repair_sources_all(&self, stays: impl Fn(&&NodeRef) -> bool) -> bool {
         let Some(f) = &self.repair else { return false };
         !f.pending.is_empty()
-            && f.pending_sources
+            && f.order
                 .iter()
                 .filter(|s| f.pending.contains_key(&s.id))
                 .all(|s| stays(&s))
@@ -787,7 +765,7 @@ impl Handover {
     pub(crate) fn ask_repair_again(&mut self, out: &mut Out) {
         let Some(f) = &mut self.repair else { return };
         let waiting: Vec<NodeRef> = f
-            .pending_sources
+            .order
             .iter()
             .filter(|s| f.pending.contains_key(&s.id))
             .cloned()
@@ -922,8 +900,8 @@ fn hull(ranges: &[Range]) -> Range {
 fn merge(f: &mut Fetch, consistency: Consistency) -> BTreeMap<String, Entry> {
     let newest_wins = !consistency.is_chain();
     let mut merged: BTreeMap<String, Entry> = BTreeMap::new();
-    for id in &f.order {
-        for (key, entry) in f.received.remove(id).unwrap_or_default() {
+    for source in &f.order {
+        for (key, entry) in f.received.remove(&source.id).unwrap_or_default() {
             match merged.entry(key) {
                 std::collections::btree_map::Entry::Vacant(slot) => {
                     slot.insert(entry);

@@ -843,11 +843,11 @@ impl Membership {
             }
             match ho.repair_epoch() {
                 // A repair whose sources all stay is asked again of them (a straggler's
-                // is from its own sources, see `repair_if_source_failed`).
+                // is from its own sources, see `repair_if_source_failed`); one waiting on
+                // a node that is going away starts afresh.
                 Some(epoch) if epoch == sh.view.epoch && ho.repair_sources_all(stays) => {
                     ho.ask_repair_again(out)
                 }
-                Some(epoch) if epoch == sh.view.epoch => ho.refetch_repair_pieces(out, &pieces),
                 _ => ho.start_repair_pieces(out, sh.view.epoch, range, &pieces),
             }
             return;

@@ -478,6 +478,21 @@ mod tests {
     use crate::ring::Ring;
     use proptest::prelude::*;
 
+    /// A ring of one position per entry of `owners`, the entry naming its process (the
+    /// first position of a process has the process's address).
+    fn ring_of_owners(owners: &[usize]) -> Ring {
+        let mut ring = Ring::new();
+        for (i, owner) in owners.iter().enumerate() {
+            let process = format!("10.0.0.{owner}:5000");
+            let addr = match owners[..i].contains(owner) {
+                false => process.clone(),
+                true => format!("10.0.0.{owner}:{}", 6000 + i),
+            };
+            ring.insert(NodeRef::of_process(&addr, &process));
+        }
+        ring
+    }
+
     proptest! {
         /// The keys a member tails under a view are those whose replica set, computed
         /// on the whole ring, ends at that member; the same for responsibility.
@@ -507,15 +522,7 @@ mod tests {
             k in 1usize..6,
             key in any::<[u8; 20]>(),
         ) {
-            let mut ring = Ring::new();
-            for (i, owner) in owners.iter().enumerate() {
-                let process = format!("10.0.0.{owner}:5000");
-                let addr = match owners[..i].contains(owner) {
-                    false => process.clone(),
-                    true => format!("10.0.0.{owner}:{}", 6000 + i),
-                };
-                ring.insert(NodeRef::of_process(&addr, &process));
-            }
+            let ring = ring_of_owners(&owners);
             let key = Id::from_bytes(key);
             let replicas = ring.replicas(key, k);
             let distinct: std::collections::BTreeSet<&str> =
@@ -548,15 +555,7 @@ mod tests {
             gone in 0usize..6,
             key in any::<[u8; 20]>(),
         ) {
-            let mut ring = Ring::new();
-            for (i, owner) in owners.iter().enumerate() {
-                let process = format!("10.0.0.{owner}:5000");
-                let addr = match owners[..i].contains(owner) {
-                    false => process.clone(),
-                    true => format!("10.0.0.{owner}:{}", 6000 + i),
-                };
-                ring.insert(NodeRef::of_process(&addr, &process));
-            }
+            let ring = ring_of_owners(&owners);
             let gone = format!("10.0.0.{gone}:5000");
             let skip = |n: &NodeRef| n.process() == gone.as_str();
             let key = Id::from_bytes(key);

@@ -295,8 +295,9 @@ fn prepare_for(
         }
         Change::Remove(_) => next.predecessors(node.id, shape.k.saturating_sub(1).max(1)),
     };
-    // With virtual nodes (eventual consistency): from every member that held part of the
-    // gain and can still send it, nearest first; the newest version wins.
+    // With virtual nodes: from every member that held part of the gain and can still
+    // send it, nearest first; the newest version wins (eventual consistency). Under chain
+    // replication the pieces below name the sources instead.
     let sources = match shape.config.has_vnodes() {
         true => holders_of_gain(next, change, removed, node, shape),
         false => sources,
@@ -652,6 +653,37 @@ mod tests {
         }
     }
 
+    /// Position `v` of process `p`.
+    fn member(p: usize, v: usize) -> NodeRef {
+        let addr = |p: usize, v: usize| format!("10.0.0.{p}:{}", 5000 + v);
+        NodeRef::of_process(&addr(p, v), &addr(p, 0))
+    }
+
+    /// A ring of `processes` processes of `vnodes` positions each, and the shape of its
+    /// changes under `consistency` with replication factor `k`.
+    fn ring_of_processes(
+        processes: usize,
+        vnodes: usize,
+        k: usize,
+        consistency: Consistency,
+    ) -> (Ring, Shape) {
+        let mut ring = Ring::default();
+        for p in 0..processes {
+            for v in 0..vnodes {
+                ring.insert(member(p, v));
+            }
+        }
+        let shape = Shape {
+            config: ClusterConfig {
+                consistency,
+                vnodes: vnodes as u32,
+                ..shape(k).config
+            },
+            ..shape(k)
+        };
+        (ring, shape)
+    }
+
     fn wave_of(plan: &Plan, id: crate::Id) -> usize {
         plan.waves
             .iter()
@@ -826,23 +858,8 @@ mod tests {
     /// of the sources it fetches from.
     #[test]
     fn with_virtual_nodes_the_affected_cover_the_change_and_sources_hold_the_gain() {
-        let addr = |p: usize, v: usize| format!("10.0.0.{p}:{}", 5000 + v);
-        let member = |p: usize, v: usize| NodeRef::of_process(&addr(p, v), &addr(p, 0));
         for (k, processes, vnodes) in [(2, 4, 3), (3, 5, 3), (3, 3, 4), (2, 6, 2)] {
-            let mut ring = Ring::default();
-            for p in 0..processes {
-                for v in 0..vnodes {
-                    ring.insert(member(p, v));
-                }
-            }
-            let shape = Shape {
-                config: ClusterConfig {
-                    consistency: Consistency::Eventual,
-                    vnodes: vnodes as u32,
-                    ..shape(k).config
-                },
-                ..shape(k)
-            };
+            let (mut ring, shape) = ring_of_processes(processes, vnodes, k, Consistency::Eventual);
             let members: Vec<NodeRef> = ring.iter().cloned().collect();
             let changes = [
                 Change::Join(member(1, 7)),
@@ -898,26 +915,11 @@ mod tests {
     /// one; and a gainer commits in a later wave than every source it fetches from.
     #[test]
     fn with_virtual_nodes_chains_fetch_each_key_from_an_old_holder_in_chain_order() {
-        let addr = |p: usize, v: usize| format!("10.0.0.{p}:{}", 5000 + v);
-        let member = |p: usize, v: usize| NodeRef::of_process(&addr(p, v), &addr(p, 0));
         let keys: Vec<crate::Id> = (0..600)
             .map(|i| crate::Id::of_key(&format!("key-{i}")))
             .collect();
         for (k, processes, vnodes) in [(2, 4, 3), (3, 5, 3), (3, 3, 4), (2, 6, 2), (3, 4, 2)] {
-            let mut ring = Ring::default();
-            for p in 0..processes {
-                for v in 0..vnodes {
-                    ring.insert(member(p, v));
-                }
-            }
-            let shape = Shape {
-                config: ClusterConfig {
-                    consistency: Consistency::Chain,
-                    vnodes: vnodes as u32,
-                    ..shape(k).config
-                },
-                ..shape(k)
-            };
+            let (mut ring, shape) = ring_of_processes(processes, vnodes, k, Consistency::Chain);
             let members: Vec<NodeRef> = ring.iter().cloned().collect();
             let process_of =
                 |p: usize| -> Vec<NodeRef> { (0..vnodes).map(|v| member(p, v)).collect() };

@@ -125,6 +125,11 @@ pub struct SimOptions {
     /// chain in the chain replication and CRAQ papers; else keys spread over the ring.
     #[arg(long)]
     pub one_chain: bool,
+    /// With --one-chain: the clients send to the chain's own nodes (client c to its
+    /// (c mod k)-th node, head first), as the CRAQ paper's clients do; without it client
+    /// c is on node c mod N and reaches the chain through the ring's routing.
+    #[arg(long, requires = "one_chain")]
+    pub clients_on_chain: bool,
     /// One-way latency: const:1ms, uniform:0.5ms..2ms, exp:1ms, lognormal:1ms,0.5.
     #[arg(long, default_value = "exp:1ms")]
     pub latency: String,
@@ -269,6 +274,7 @@ impl SimOptions {
             delete_fraction: self.delete_fraction,
             key_dist: self.key_dist.parse::<KeyDist>()?,
             one_chain: self.one_chain,
+            clients_on_chain: self.clients_on_chain,
         };
         let random_faults = match self.faults.as_str() {
             "none" => None,

@@ -1207,6 +1207,7 @@ impl Node {
             Timer::AntiEntropy => anti_entropy::on_tick(sh, out),
             Timer::Replicate => self.replication.resend(&mut self.handover, out),
             Timer::ReplicateAcks => self.replication.flush_acks(out),
+            Timer::CraqWait => self.replication.craq_wait(sh, out),
         }
     }
 

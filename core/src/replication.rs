@@ -215,6 +215,10 @@ impl Replication {
             };
             write.chain_len = chain_len as u8;
             write.position = 1;
+            if sh.config.consistency == Consistency::Craq {
+                self.craq
+                    .passed_on(sh, &write.key, write.entry.version, out.now);
+            }
             return out.send(&next, Message::ChainWrite(write));
         }
         let mut seqs = Vec::with_capacity(chain_len.saturating_sub(1));
@@ -295,6 +299,10 @@ impl Replication {
         let next_position = step.position as usize + 1;
         if next_position < step.chain_len as usize {
             if let Some(next) = sh.next_in_chain(Id::of_key(&step.key)) {
+                if craq {
+                    self.craq
+                        .passed_on(sh, &step.key, step.entry.version, out.now);
+                }
                 step.position = next_position as u8;
                 return out.send(&next, Message::ChainWrite(step));
             }
@@ -331,10 +339,15 @@ impl Replication {
         }
     }
 
+    /// CRAQ reads that waited for a clean notice long enough ask the tail.
+    pub(crate) fn craq_wait(&mut self, sh: &Shared, out: &mut Out) {
+        self.craq.on_wait_timer(sh, out);
+    }
+
     /// CRAQ traffic between a key's replicas and its tail.
     pub(crate) fn on_craq(&mut self, sh: &Shared, out: &mut Out, from: &NodeRef, msg: Message) {
         match msg {
-            Message::CraqClean { key, version } => self.craq.on_clean(sh, from, key, version),
+            Message::CraqClean { key, version } => self.craq.on_clean(sh, out, from, key, version),
             Message::VersionQuery { origin, key, hops } => {
                 Craq::on_query(sh, out, from, (origin, key, hops))
             }
@@ -458,6 +471,19 @@ pub(crate) fn answer_read(
     key: &str,
     hops: u32,
 ) {
+    let value = sh.store.value(key).map(str::to_string);
+    answer_value(sh, out, origin, key, (value, hops));
+    maybe_read_repair(sh, out, key);
+}
+
+/// Answer a read with `value` (`None`: not found), read from this node's store.
+pub(crate) fn answer_value(
+    sh: &Shared,
+    out: &mut Out,
+    origin: Option<Origin>,
+    key: &str,
+    (value, hops): (Option<String>, u32),
+) {
     let node = sh.addr();
     if !sh.is_member() {
         return out.respond(origin, Err(RequestError::RouteBroken { node }));
@@ -465,21 +491,17 @@ pub(crate) fn answer_read(
     if !sh.holds_lease(out.now) {
         return out.respond(origin, Err(RequestError::LeaseExpired { node }));
     }
-    let reply = match sh.store.value(key) {
+    let key = key.to_string();
+    let reply = match value {
         Some(value) => Response::Found {
-            key: key.to_string(),
-            value: value.to_string(),
+            key,
+            value,
             node,
             hops,
         },
-        None => Response::NotFound {
-            key: key.to_string(),
-            node,
-            hops,
-        },
+        None => Response::NotFound { key, node, hops },
     };
     out.respond(origin, Ok(reply));
-    maybe_read_repair(sh, out, key);
 }
 
 /// Read repair (eventual consistency): after answering a read, a replica that is not the

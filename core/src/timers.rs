@@ -28,11 +28,13 @@ pub enum Timer {
     Group,
     /// A restarted bootstrap stops looking for its ring and founds a new one.
     Recover,
+    /// CRAQ reads that waited for a clean notice long enough ask the tail.
+    CraqWait,
 }
 
 impl Timer {
     /// Every timer, in the order ties are fired.
-    pub const ALL: [Timer; 10] = [
+    pub const ALL: [Timer; 11] = [
         Timer::Requests,
         Timer::Gc,
         Timer::Heartbeat,
@@ -43,6 +45,7 @@ impl Timer {
         Timer::ReplicateAcks,
         Timer::Group,
         Timer::Recover,
+        Timer::CraqWait,
     ];
 
     fn index(self) -> usize {

@@ -103,23 +103,37 @@ fn craq_clean_reads_are_answered_by_whichever_replica_they_reach() {
 
 /// CRAQ (section 2.3): a replica whose newest version is dirty (not yet acknowledged by
 /// the tail) answers with the version the tail has committed.
+/// A read of a copy a write in flight made dirty waits for the tail's clean notice of
+/// that write and is answered with it; if no notice comes in time, it asks the tail and
+/// gets the version the tail has committed.
 #[test]
-fn craq_dirty_reads_return_the_committed_version() {
+fn craq_dirty_reads_wait_for_the_commit_or_return_the_committed_version() {
     let mut pump = Pump::ring(cluster(3, Consistency::Craq, Routing::Finger), 10);
     pump.call(&addr(2), insert("song", "old")).unwrap();
     pump.drive();
     let ring = pump.bootstrap_node().ring().unwrap().clone();
     let replicas = ring.replicas(ringkv_core::Id::of_key("song"), 3);
     let head = replicas[0].addr.to_string();
+    let to_tail =
+        |e: &ringkv_core::Envelope| matches!(&e.msg, Message::ChainWrite(s) if s.position == 2);
     // The new write reaches the head and the middle, not the tail.
     let id = pump.submit(&head, insert("song", "new"));
-    pump.drive_holding(|e| matches!(&e.msg, Message::ChainWrite(s) if s.position == 2));
+    pump.drive_holding(to_tail);
     assert!(!pump.held.is_empty(), "the write waits before the tail");
     assert_eq!(pump.take_reply(&head, id), None, "not acknowledged yet");
+    let mut reads = Vec::new();
     for dirty in &replicas[..2] {
         let via = dirty.addr.to_string();
         assert_eq!(pump.nodes[&via].store().value("song"), Some("new"));
-        assert_eq!(found(&pump.call(&via, query("song"))), Some("old".into()));
+        reads.push((via.clone(), pump.submit(&via, query("song"))));
+    }
+    pump.drive_holding(to_tail);
+    for (via, read) in &reads {
+        assert_eq!(
+            pump.take_reply(via, *read),
+            None,
+            "{via} waits for the notice"
+        );
     }
     pump.release_held();
     pump.drive();
@@ -127,9 +141,28 @@ fn craq_dirty_reads_return_the_committed_version() {
         pump.take_reply(&head, id),
         Some(Ok(Response::Inserted { .. }))
     ));
+    for (via, read) in &reads {
+        let reply = pump.take_reply(via, *read).expect("answered on the notice");
+        assert_eq!(found(&reply), Some("new".into()), "{via}");
+    }
     for replica in &replicas {
         let via = replica.addr.to_string();
         assert_eq!(found(&pump.call(&via, query("song"))), Some("new".into()));
+    }
+    // A write that never reaches the tail: the reads that waited for it ask the tail
+    // once their wait is over, and get what it committed.
+    let _ = pump.submit(&head, insert("song", "newest"));
+    pump.drive_holding(to_tail);
+    let reads: Vec<_> = replicas[..2]
+        .iter()
+        .map(|r| r.addr.to_string())
+        .map(|via| (via.clone(), pump.submit(&via, query("song"))))
+        .collect();
+    pump.drive_holding(to_tail);
+    pump.run_for(300_000_000);
+    for (via, read) in &reads {
+        let reply = pump.take_reply(via, *read).expect("asked the tail");
+        assert_eq!(found(&reply), Some("new".into()), "{via}");
     }
 }
 

@@ -19,8 +19,11 @@
 //! - **Simulator, one chain** (`readmix_chain_sim.csv/.png`): the setting of the CRAQ
 //!   paper, where a chain's tail limits its reads. The 50 keys all lie on one chain (the
 //!   same k replicas, head and tail), every node takes 100 µs to handle each message or
-//!   request, one at a time (`SimConfig::service_ns`), and 20 clients per node keep the
-//!   chain saturated: throughput is then the chain's capacity, not a latency.
+//!   request, one at a time (`SimConfig::service_ns`), and 200 clients (20 per node of
+//!   the ring) keep the chain saturated: throughput is then the chain's capacity, not a
+//!   latency. The clients sit at the chain's own nodes, spread evenly over them
+//!   (`Synthetic::clients_on_chain`), as the CRAQ paper's clients send to the chain's
+//!   nodes and the real one-chain run's clients do.
 //! - **Real ring** (`readmix_wan.csv/.png`): an in-process ring on loopback HTTP whose
 //!   node-to-node messages wait 1 ms (`--link-latency`, as in the `_wan` throughput
 //!   runs); the keys are written once before the timed phase; wall-clock time, so
@@ -291,6 +294,7 @@ fn measure_sim(
                     delete_fraction: 0.0,
                     key_dist: KeyDist::Uniform,
                     one_chain: placement == Placement::OneChain,
+                    clients_on_chain: placement == Placement::OneChain,
                 }),
                 service_ns,
                 warmup_ns: WARMUP_NS,

@@ -222,6 +222,12 @@ impl SimConfig {
                     "--one-chain: --keys times --nodes must be at most {ONE_CHAIN_SCAN_MAX}"
                 )));
             }
+            if s.clients_on_chain && !s.one_chain {
+                return Err(ParseError(
+                    "--clients-on-chain places the clients on the chain of --one-chain: use both"
+                        .into(),
+                ));
+            }
         }
         check_probability(self.net.drop_probability, "--drop")?;
         check_probability(self.net.dup_probability, "--dup")?;
@@ -317,7 +323,11 @@ fn synthetic_args(s: &Synthetic) -> String {
         s.delete_fraction,
         s.key_dist,
         if s.one_chain { " --one-chain" } else { "" }
-    )
+    ) + if s.clients_on_chain {
+        " --clients-on-chain"
+    } else {
+        ""
+    }
 }
 
 fn random_fault_args(r: &RandomFaults) -> String {

@@ -115,6 +115,11 @@ pub struct Synthetic {
     /// replica set, head and tail, as the objects of a single chain in the chain
     /// replication and CRAQ papers do. Off: keys spread over the whole ring.
     pub one_chain: bool,
+    /// With `one_chain`: the clients send to the chain's own nodes (client c to its
+    /// (c mod k)-th node, head first), as the CRAQ paper's clients do
+    /// (`--clients-on-chain`). Off: client c is on node c mod N and reaches the chain
+    /// through the ring's routing.
+    pub clients_on_chain: bool,
 }
 
 impl Default for Synthetic {
@@ -126,6 +131,7 @@ impl Default for Synthetic {
             delete_fraction: 0.0,
             key_dist: KeyDist::Uniform,
             one_chain: false,
+            clients_on_chain: false,
         }
     }
 }
@@ -741,6 +747,7 @@ mod tests {
             delete_fraction: 0.1,
             key_dist: KeyDist::Zipf(1.0),
             one_chain: false,
+            clients_on_chain: false,
         };
         let mut w = build(WorkloadSpec::Synthetic(spec), 3);
         assert_eq!(w.total_ops(), 10_000);

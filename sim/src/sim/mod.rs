@@ -259,12 +259,22 @@ impl Simulation {
                 per_client[c].push(ops);
             }
         }
+        let on_chain = match &config.workload {
+            crate::workload::WorkloadSpec::Synthetic(s) if s.clients_on_chain => {
+                bootstrap_chain(&ring, config.vnodes.max(1), config.k)
+            }
+            _ => Vec::new(),
+        };
         let clients: Vec<Client> = per_client
             .into_iter()
             .enumerate()
             .map(|(c, phases)| Client {
-                // On the first position of process `c % nodes`.
-                node: ((c % config.nodes) * config.vnodes.max(1)) as u32,
+                // On the chain's (c mod k)-th node, or on the first position of process
+                // `c % nodes`.
+                node: match on_chain.is_empty() {
+                    false => on_chain[c % on_chain.len()],
+                    true => ((c % config.nodes) * config.vnodes.max(1)) as u32,
+                },
                 process: c as u64,
                 phases,
                 phase: 0,
@@ -480,5 +490,55 @@ impl Simulation {
             // Readers whose node left give up; then the run is over.
             Stage::Final => self.release_stuck_clients(),
         }
+    }
+}
+
+/// The positions of the bootstrap's chain in the initial ring (`ring[i]` is position i's
+/// id, `vnodes` positions a process), head first: the bootstrap, then the next positions
+/// round the ring of processes not yet in it, up to `k` (fewer on a smaller ring).
+fn bootstrap_chain(ring: &[ringkv_core::Id], vnodes: usize, k: usize) -> Vec<u32> {
+    let mut order: Vec<usize> = (0..ring.len()).collect();
+    order.sort_by_key(|&i| ring[i]);
+    let Some(start) = order.iter().position(|&i| i == 0) else {
+        return Vec::new();
+    };
+    let mut chain: Vec<u32> = Vec::with_capacity(k);
+    for step in 0..order.len() {
+        let pos = order[(start + step) % order.len()];
+        let process = pos / vnodes;
+        if chain.len() < k && !chain.iter().any(|&p| p as usize / vnodes == process) {
+            chain.push(pos as u32);
+        }
+    }
+    chain
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringkv_core::Id;
+
+    #[test]
+    fn the_bootstrap_chain_runs_from_the_bootstrap_round_the_ring_over_distinct_processes() {
+        let ring: Vec<Id> = (0..12).map(|i| Id::of_addr(&node_addr(i))).collect();
+        let mut sorted: Vec<usize> = (0..ring.len()).collect();
+        sorted.sort_by_key(|&i| ring[i]);
+        let at = sorted.iter().position(|&i| i == 0).unwrap();
+        let next = |s: usize| sorted[(at + s) % sorted.len()] as u32;
+        assert_eq!(bootstrap_chain(&ring, 1, 3), vec![0, next(1), next(2)]);
+        assert_eq!(
+            bootstrap_chain(&ring, 1, 20).len(),
+            12,
+            "no more than the ring"
+        );
+        // Two positions a process: a chain never holds two of one process.
+        let chain = bootstrap_chain(&ring, 2, 4);
+        assert_eq!(chain.len(), 4);
+        assert_eq!(chain[0], 0);
+        let mut processes: Vec<u32> = chain.iter().map(|p| p / 2).collect();
+        processes.dedup();
+        processes.sort();
+        processes.dedup();
+        assert_eq!(processes.len(), 4, "{chain:?}");
     }
 }

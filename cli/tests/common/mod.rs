@@ -1,7 +1,7 @@
 //! Helpers shared by the tests that run `dht` as separate processes.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -23,36 +23,47 @@ impl Proc {
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .stderr(Stdio::piped());
         Proc::spawn(command)
     }
 
-    /// Run `command` (whose stdout must be piped) as a `dht` process.
+    /// Run `command` (whose stdout must be piped) as a `dht` process. Its stderr, if
+    /// piped, is read beside stdout, so that a test that waits in vain can show why.
     pub fn spawn(mut command: Command) -> Proc {
         let mut child = command.spawn().expect("dht starts");
         let stdout: ChildStdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        if let Some(stderr) = child.stderr.take() {
+            let tx = tx.clone();
+            thread::spawn(move || forward_lines(stderr, "stderr: ", tx));
+        }
+        thread::spawn(move || forward_lines(stdout, "", tx));
         Proc { child, lines }
     }
 
-    /// The first stdout line containing `needle`, within 20 s.
+    /// The first stdout line containing `needle`, within 20 s. If none comes, the panic
+    /// message shows the process's last lines of output and whether it ended.
     pub fn wait_line(&self, needle: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(20);
+        let mut seen = Vec::new();
+        let mut ended = false;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(_) => break,
+                Ok(line) if line.contains(needle) && !line.starts_with("stderr: ") => return line,
+                Ok(line) => seen.push(line),
+                Err(mpsc::RecvTimeoutError::Timeout) => break,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    ended = true;
+                    break;
+                }
             }
         }
-        panic!("no line with '{needle}' within 20 s");
+        let last = seen[seen.len().saturating_sub(20)..].join("\n");
+        let how = match ended {
+            true => "the process closed its output (it ended)",
+            false => "the process is still running",
+        };
+        panic!("no line with '{needle}' within 20 s; {how}; its last output:\n{last}");
     }
 
     /// SIGTERM, then wait at most 30 s for the exit.
@@ -71,6 +82,15 @@ impl Proc {
             thread::sleep(Duration::from_millis(50));
         }
         panic!("dht did not exit within 30 s of SIGTERM");
+    }
+}
+
+/// Send each line `from` writes to `tx`, after `prefix`.
+fn forward_lines(from: impl Read, prefix: &str, tx: mpsc::Sender<String>) {
+    for line in BufReader::new(from).lines().map_while(Result::ok) {
+        if tx.send(format!("{prefix}{line}")).is_err() {
+            return;
+        }
     }
 }
 

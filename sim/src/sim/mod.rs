@@ -261,7 +261,7 @@ impl Simulation {
         }
         let on_chain = match &config.workload {
             crate::workload::WorkloadSpec::Synthetic(s) if s.clients_on_chain => {
-                bootstrap_chain(&ring, config.vnodes.max(1), config.k)
+                bootstrap_chain(config.positions(), config.vnodes.max(1), config.k)
             }
             _ => Vec::new(),
         };
@@ -493,24 +493,28 @@ impl Simulation {
     }
 }
 
-/// The positions of the bootstrap's chain in the initial ring (`ring[i]` is position i's
-/// id, `vnodes` positions a process), head first: the bootstrap, then the next positions
-/// round the ring of processes not yet in it, up to `k` (fewer on a smaller ring).
-fn bootstrap_chain(ring: &[ringkv_core::Id], vnodes: usize, k: usize) -> Vec<u32> {
-    let mut order: Vec<usize> = (0..ring.len()).collect();
-    order.sort_by_key(|&i| ring[i]);
-    let Some(start) = order.iter().position(|&i| i == 0) else {
+/// The positions of the bootstrap's chain in the initial ring of `positions` positions
+/// (`vnodes` a process), head first: the core's own chain of the bootstrap's keys
+/// ([`ringkv_core::Ring::chain`]), `k` positions of distinct processes (fewer on a
+/// smaller ring).
+fn bootstrap_chain(positions: usize, vnodes: usize, k: usize) -> Vec<u32> {
+    let refs: Vec<ringkv_core::NodeRef> = (0..positions)
+        .map(|i| ringkv_core::NodeRef::of_process(&node_addr(i), &node_addr(i / vnodes * vnodes)))
+        .collect();
+    let Some(bootstrap) = refs.first() else {
         return Vec::new();
     };
-    let mut chain: Vec<u32> = Vec::with_capacity(k);
-    for step in 0..order.len() {
-        let pos = order[(start + step) % order.len()];
-        let process = pos / vnodes;
-        if chain.len() < k && !chain.iter().any(|&p| p as usize / vnodes == process) {
-            chain.push(pos as u32);
-        }
+    let mut ring = ringkv_core::Ring::new();
+    for node in &refs {
+        ring.insert(node.clone());
     }
+    let position = |n: &ringkv_core::NodeRef| refs.iter().position(|r| r.id == n.id);
+    let chain = ring.chain(bootstrap, k);
     chain
+        .iter()
+        .filter_map(position)
+        .map(|i| i as u32)
+        .collect()
 }
 
 #[cfg(test)]
@@ -525,14 +529,14 @@ mod tests {
         sorted.sort_by_key(|&i| ring[i]);
         let at = sorted.iter().position(|&i| i == 0).unwrap();
         let next = |s: usize| sorted[(at + s) % sorted.len()] as u32;
-        assert_eq!(bootstrap_chain(&ring, 1, 3), vec![0, next(1), next(2)]);
+        assert_eq!(bootstrap_chain(12, 1, 3), vec![0, next(1), next(2)]);
         assert_eq!(
-            bootstrap_chain(&ring, 1, 20).len(),
+            bootstrap_chain(12, 1, 20).len(),
             12,
             "no more than the ring"
         );
         // Two positions a process: a chain never holds two of one process.
-        let chain = bootstrap_chain(&ring, 2, 4);
+        let chain = bootstrap_chain(12, 2, 4);
         assert_eq!(chain.len(), 4);
         assert_eq!(chain[0], 0);
         let mut processes: Vec<u32> = chain.iter().map(|p| p / 2).collect();

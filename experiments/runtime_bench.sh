@@ -15,7 +15,10 @@
 #   OUT=all.jsonl experiments/runtime_bench.sh summary  # the table of the runs in a file
 #
 # Settings (environment): DHT (the binary), OUT (JSON Lines, appended to), MODELS, KS,
-# CLIENTS, ROUTINGS, MIXES, NODES, SETTLE_S (wait after the cluster starts: the core
+# CLIENTS, ROUTINGS, MIXES, RELAY (1: also run `dht bench --relay`, the floor of keeping
+# k copies over sockets, and record its ratios), PIN_CPU (a CPU number: run the cluster's
+# threads and the bench on that one CPU, so that no request waits for a cross-CPU wake-up;
+# recorded as `pinned`), NODES, SETTLE_S (wait after the cluster starts: the core
 # forwards writes in handed-over ranges for 10 s after a membership change), and OPS_1,
 # OPS_10, OPS_64 (operations per run for 1, 10 and 64 clients; OPS_OTHER for others).
 set -euo pipefail
@@ -34,6 +37,15 @@ OPS_1=${OPS_1:-3000}
 OPS_10=${OPS_10:-10000}
 OPS_64=${OPS_64:-20000}
 OPS_OTHER=${OPS_OTHER:-10000}
+RELAY=${RELAY:-0}
+relay_arg=()
+if [ "$RELAY" = 1 ]; then relay_arg=(--relay); fi
+PIN_CPU=${PIN_CPU:-}
+pin=()
+if [ -n "$PIN_CPU" ]; then
+    command -v taskset >/dev/null || { echo "PIN_CPU needs taskset" >&2; exit 1; }
+    pin=(taskset -c "$PIN_CPU")
+fi
 
 command -v jq >/dev/null || { echo "jq is required" >&2; exit 1; }
 
@@ -42,8 +54,8 @@ command -v jq >/dev/null || { echo "jq is required" >&2; exit 1; }
 # the throughput ratio.
 summary() {
     echo
-    echo "| model | k | mix | clients | routing | runs | ringkv ops/s | baseline ops/s | throughput ratio (range) | p50 ratio | p99 ratio | hops | cluster CPU µs/op | errors |"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    echo "| model | k | mix | clients | routing | runs | ringkv ops/s | baseline ops/s | throughput ratio (range) | p50 ratio | p99 ratio | hops | cluster CPU µs/op | errors | relay/baseline throughput (range) | ringkv/relay throughput | relay/baseline p50 | ringkv/relay p50 |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     jq -s -r '
         def r2: . * 100 | round / 100;
         def median: sort | if length % 2 == 1 then .[length / 2 | floor]
@@ -52,14 +64,21 @@ summary() {
         def span(f): (map(f) | min | r2) as $lo | (map(f) | max | r2) as $hi
             | if $lo == $hi then "" else " (\($lo)–\($hi))" end;
         def order: {chain: 0, eventual: 1}[.model] * 1000000 + .k * 10000
-            + {insert: 0, query: 1}[.mix] * 1000 + .clients * 10 + {random: 0, token: 1}[.routing];
+            + {insert: 0, query: 1}[.mix] * 1000 + .clients * 10 + {random: 0, token: 1}[.routing]
+            + (if .pinned then 5 else 0 end);
         group_by(order) | .[]
-        | "| \(.[0].model) | \(.[0].k) | \(.[0].mix) | \(.[0].clients) | \(.[0].routing) | \(length) | " +
+        | "| \(.[0].model) | \(.[0].k) | \(.[0].mix) | \(.[0].clients) | \(.[0].routing)\(if .[0].pinned then " (1 CPU)" else "" end) | \(length) | " +
           "\(mid(.ringkv.ops_per_s) | floor) | \(mid(.baseline.ops_per_s) | floor) | " +
           "\(mid(.ratios.throughput) | r2)\(span(.ratios.throughput)) | " +
           "\(mid(.ratios.p50) | r2) | \(mid(.ratios.p99) | r2) | " +
           "\(mid(.ringkv.mean_hops) | r2) | \(mid(.cluster_cpu_us_per_op) | floor) | " +
-          "\(map(.ringkv.ops - .ringkv.ok) | add) |"' "$OUT"
+          "\(map(.ringkv.ops - .ringkv.ok) | add) | " +
+          (map(select(.relay_ratios != null)) as $r
+           | if ($r | length) == 0 then "– | – | – | – |"
+             else "\($r | mid(.relay_ratios.throughput) | r2)\($r | span(.relay_ratios.throughput)) | " +
+                  "\($r | mid(.ringkv_over_relay.throughput) | r2) | " +
+                  "\($r | mid(.relay_ratios.p50) | r2) | " +
+                  "\($r | mid(.ringkv_over_relay.p50) | r2) |" end)' "$OUT"
 }
 if [ "${1:-}" = "summary" ]; then
     summary
@@ -90,6 +109,7 @@ run=0
 for model in $MODELS; do
     for k in $KS; do
         start_cluster "$NODES" "$k" "$model"
+        if [ -n "$PIN_CPU" ]; then taskset -a -p -c "$PIN_CPU" "$CLUSTER_PID" >/dev/null; fi
         bootstrap=$BOOTSTRAP
         sleep "$SETTLE_S"
         for mix in $MIXES; do
@@ -99,25 +119,29 @@ for model in $MODELS; do
                     ops=$(ops_for "$clients")
                     started=$(date +%s)
                     ticks_before=$(cpu_ticks "$CLUSTER_PID")
-                    result=$("$DHT" bench --target "$bootstrap" --ops "$ops" --clients "$clients" \
+                    result=$("${pin[@]}" "$DHT" bench --target "$bootstrap" --ops "$ops" --clients "$clients" \
                         --mix "$mix" --routing "$routing" --key-prefix "r$run-" \
-                        --baseline --json)
+                        --baseline "${relay_arg[@]}" --json)
                     ticks=$(($(cpu_ticks "$CLUSTER_PID") - ticks_before))
                     echo "$result" |
                         jq -c --arg model "$model" --argjson k "$k" --arg mix "$mix" \
                             --argjson clients "$clients" --arg routing "$routing" \
                             --argjson started "$started" --argjson ticks "$ticks" \
-                            --argjson tick_us "$TICK_US" \
+                            --argjson tick_us "$TICK_US" --arg pinned "$PIN_CPU" \
                             '{model: $model, k: $k, mix: $mix, clients: $clients,
                               routing: $routing, started: $started,
+                              pinned: ($pinned != ""),
                               cluster_cpu_us_per_op: ($ticks * $tick_us / .ringkv.ops | floor),
                               ringkv: (.ringkv | {ops, ok, errors, ops_per_s, latency,
                                                   mean_hops, relearns}),
                               baseline: (.baseline | {ops, ok, ops_per_s, latency}),
-                              ratios}' >>"$OUT"
+                              ratios,
+                              relay: (.relay | if . then {ops, ok, ops_per_s, latency} else null end),
+                              relay_ratios, ringkv_over_relay}' >>"$OUT"
                     tail -n 1 "$OUT" | jq -r '"\(.model) k=\(.k) \(.mix) c=\(.clients) \(.routing): " +
                         "\(.ringkv.ops_per_s | floor)/s vs \(.baseline.ops_per_s | floor)/s, " +
-                        "ratio \(.ratios.throughput * 100 | round / 100)"'
+                        "ratio \(.ratios.throughput * 100 | round / 100)" +
+                        (if .relay_ratios then ", relay/baseline \(.relay_ratios.throughput * 100 | round / 100)" else "" end)'
                 done
             done
         done

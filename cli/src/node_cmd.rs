@@ -12,8 +12,8 @@ use ringkv_client::load::{self, Comparison, LoadOptions, LoadReport, Mix};
 use ringkv_client::ClientRouting;
 use ringkv_core::{ClusterConfig, Consistency, Limits, Routing, Timing};
 use ringkv_runtime::{
-    ActorOptions, BaselineServer, ClusterOptions, LocalCluster, NodeOptions, NodeServer,
-    PeerLimits, Role, MAX_CONNECTIONS_DEFAULT,
+    ActorOptions, BaselineServer, ClusterOptions, HttpClient, LocalCluster, NodeOptions,
+    NodeServer, PeerLimits, RelayServer, Role, MAX_CONNECTIONS_DEFAULT,
 };
 use ringkv_sim::Latency;
 
@@ -244,6 +244,14 @@ pub struct BenchArgs {
     /// and report ringkv's throughput and latency as multiples of its.
     #[arg(long)]
     pub baseline: bool,
+    /// With --baseline, also run the load against a relay server: the baseline's
+    /// listeners, each keeping its own map, passing every write through the key's k
+    /// listeners (the ring's k, on a SHA-1 ring of them) over persistent TCP connections
+    /// and relaying every read to its last, in binary frames, with no protocol beyond
+    /// that. The least that keeping k copies in separate processes costs: ringkv's
+    /// figures over the relay's are the price of its protocol.
+    #[arg(long, requires = "baseline")]
+    pub relay: bool,
     /// Timed operations.
     #[arg(long, default_value_t = 100_000)]
     pub ops: u64,
@@ -534,7 +542,12 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         print_report(&report, args.json)?;
     } else {
         let baseline = run_baseline(&clients, &options, report.nodes.len())?;
-        print_report(&Comparison::new(report, baseline), args.json)?;
+        let mut comparison = Comparison::new(report, baseline);
+        if args.relay {
+            let relay = run_relay(&clients, &options, comparison.ringkv.nodes.len())?;
+            comparison = comparison.with_relay(relay);
+        }
+        print_report(&comparison, args.json)?;
     }
     Ok(if failed {
         ExitCode::from(1)
@@ -555,12 +568,46 @@ fn run_baseline(
     let server = servers
         .block_on(BaselineServer::start(listeners))
         .context("cannot start the baseline server")?;
-    let mut against = options.clone();
-    against.target = server.addrs()[0].clone();
-    against.history = None;
-    let report = clients.block_on(load::run(&against));
+    let report = load_at(clients, options, server.addrs());
     servers.block_on(server.shutdown());
     report.context("baseline run")
+}
+
+/// The load of `options` against the server whose listeners are `addrs` (learned from
+/// the first), without a history.
+fn load_at(
+    clients: &tokio::runtime::Runtime,
+    options: &LoadOptions,
+    addrs: &[String],
+) -> anyhow::Result<LoadReport> {
+    let mut against = options.clone();
+    against.target = addrs.first().context("a server without listeners")?.clone();
+    against.history = None;
+    Ok(clients.block_on(load::run(&against))?)
+}
+
+/// The load of `options` against a relay server of `listeners` listeners keeping the
+/// ring's k copies of each write as its consistency model does (both learned from the ring
+/// at `options.target`), on a runtime of its own as the baseline's.
+fn run_relay(
+    clients: &tokio::runtime::Runtime,
+    options: &LoadOptions,
+    listeners: usize,
+) -> anyhow::Result<LoadReport> {
+    let http = HttpClient::new(options.timeout);
+    let ring = clients
+        .block_on(ringkv_client::learn(
+            &http,
+            std::slice::from_ref(&options.target),
+        ))
+        .with_context(|| format!("cannot learn the ring's k from {}", options.target))?;
+    let servers = runtime()?;
+    let server = servers
+        .block_on(RelayServer::start(listeners, ring.k(), ring.consistency()))
+        .context("cannot start the relay server")?;
+    let report = load_at(clients, options, server.addrs());
+    servers.block_on(server.shutdown());
+    report.context("relay run")
 }
 
 fn print_report<R: serde::Serialize + std::fmt::Display>(

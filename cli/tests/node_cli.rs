@@ -85,7 +85,7 @@ fn cluster_bench_and_check_a_real_history() {
     );
     let _ = std::fs::remove_file(&history);
 
-    // The same load against the baseline, with random routing.
+    // The same load against the baseline and the relay, with random routing.
     let compared = Command::new(DHT)
         .args([
             "bench",
@@ -97,7 +97,7 @@ fn cluster_bench_and_check_a_real_history() {
             "4",
         ])
         .args(["--mix", "query", "--keys", "50", "--routing", "random"])
-        .args(["--baseline", "--json"])
+        .args(["--baseline", "--relay", "--json"])
         .output()
         .expect("bench runs");
     assert!(
@@ -106,7 +106,7 @@ fn cluster_bench_and_check_a_real_history() {
         String::from_utf8_lossy(&compared.stderr)
     );
     let both: Value = serde_json::from_slice(&compared.stdout).expect("JSON comparison");
-    for side in ["ringkv", "baseline"] {
+    for side in ["ringkv", "baseline", "relay"] {
         assert_eq!(both[side]["ok"], 300, "{side}: {both}");
         assert_eq!(
             both[side]["nodes"].as_array().map(Vec::len),
@@ -116,12 +116,55 @@ fn cluster_bench_and_check_a_real_history() {
         assert_eq!(both[side]["routing"], "random");
     }
     assert_ne!(both["ringkv"]["nodes"], both["baseline"]["nodes"]);
-    let throughput = both["ratios"]["throughput"].as_f64().expect("a ratio");
-    assert!(throughput > 0.0, "{both}");
+    assert_ne!(both["relay"]["nodes"], both["baseline"]["nodes"]);
+    for ratios in ["ratios", "relay_ratios", "ringkv_over_relay"] {
+        let throughput = both[ratios]["throughput"].as_f64().expect("a ratio");
+        assert!(throughput > 0.0, "{ratios}: {both}");
+        assert!(
+            both[ratios]["p99"].as_f64().is_some_and(|r| r > 0.0),
+            "{ratios}: {both}"
+        );
+    }
+    let relay_over_baseline = both["relay"]["ops_per_s"].as_f64().unwrap_or(0.0)
+        / both["baseline"]["ops_per_s"].as_f64().unwrap_or(1.0);
+    let reported = both["relay_ratios"]["throughput"].as_f64().unwrap_or(0.0);
+    assert!((reported - relay_over_baseline).abs() < 1e-9, "{both}");
+
+    // A token-aware client finds the relay's keys where the relay keeps them: its answers
+    // name the node a ring's would, so the client never takes its map for stale.
+    let token = Command::new(DHT)
+        .args([
+            "bench",
+            "--target",
+            &bootstrap,
+            "--ops",
+            "300",
+            "--clients",
+            "4",
+        ])
+        .args(["--mix", "insert", "--routing", "token"])
+        .args(["--baseline", "--relay", "--json"])
+        .output()
+        .expect("bench runs");
     assert!(
-        both["ratios"]["p99"].as_f64().is_some_and(|r| r > 0.0),
-        "{both}"
+        token.status.success(),
+        "{}",
+        String::from_utf8_lossy(&token.stderr)
     );
+    let token: Value = serde_json::from_slice(&token.stdout).expect("JSON comparison");
+    for side in ["ringkv", "baseline", "relay"] {
+        assert_eq!(token[side]["ok"], 300, "{side}: {token}");
+        assert_eq!(token[side]["relearns"], 0, "{side}: {token}");
+    }
+
+    // The relay is a variant of the baseline run.
+    let alone = Command::new(DHT)
+        .args(["bench", "--target", &bootstrap, "--relay"])
+        .output()
+        .expect("bench runs");
+    assert_eq!(alone.status.code(), Some(2), "a usage error");
+    let stderr = String::from_utf8_lossy(&alone.stderr);
+    assert!(stderr.contains("--baseline"), "{stderr}");
 
     let status = cluster.terminate();
     assert!(status.success(), "{status:?}");

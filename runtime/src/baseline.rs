@@ -42,8 +42,51 @@ struct Listener {
 /// A running baseline: `listeners` HTTP listeners on ephemeral loopback ports.
 pub struct BaselineServer {
     addrs: Vec<String>,
+    served: Served,
+}
+
+/// HTTP listeners being served (and, for the relay, the tasks beside them), and how to stop
+/// them.
+#[derive(Default)]
+pub(crate) struct Served {
     stops: Vec<oneshot::Sender<()>>,
-    tasks: Vec<JoinHandle<()>>,
+    pub(crate) tasks: Vec<JoinHandle<()>>,
+}
+
+impl Served {
+    /// Serve `router` on `listener` (limited like a node's) until stopped; `what` names it
+    /// in the log if it fails.
+    pub(crate) fn serve(&mut self, listener: TcpListener, router: Router, what: &'static str) {
+        let listener = LimitedListener::new(
+            listener,
+            MAX_CONNECTIONS_DEFAULT,
+            Arc::new(Metrics::default()),
+        );
+        let (stop, stopped) = oneshot::channel::<()>();
+        let serve = axum::serve(listener, router).with_graceful_shutdown(async {
+            let _ = stopped.await;
+        });
+        self.stops.push(stop);
+        self.tasks.push(tokio::spawn(async move {
+            if let Err(err) = serve.await {
+                tracing::error!(%err, "{what} listener failed");
+            }
+        }));
+    }
+
+    /// Stop the listeners; with `abort`, end every task at once instead of waiting for
+    /// requests in flight (a relay's may wait for acknowledgements that will not come).
+    pub(crate) async fn stop(self, abort: bool) {
+        for stop in self.stops {
+            let _ = stop.send(());
+        }
+        for task in self.tasks {
+            if abort {
+                task.abort();
+            }
+            let _ = task.await;
+        }
+    }
 }
 
 impl BaselineServer {
@@ -59,8 +102,7 @@ impl BaselineServer {
         let map: Map = Arc::default();
         let mut server = BaselineServer {
             addrs: all.to_vec(),
-            stops: Vec::new(),
-            tasks: Vec::new(),
+            served: Served::default(),
         };
         for (addr, listener) in bound {
             let state = Listener {
@@ -68,21 +110,7 @@ impl BaselineServer {
                 all: all.clone(),
                 map: map.clone(),
             };
-            let listener = LimitedListener::new(
-                listener,
-                MAX_CONNECTIONS_DEFAULT,
-                Arc::new(Metrics::default()),
-            );
-            let (stop, stopped) = oneshot::channel::<()>();
-            let serve = axum::serve(listener, router(state)).with_graceful_shutdown(async {
-                let _ = stopped.await;
-            });
-            server.stops.push(stop);
-            server.tasks.push(tokio::spawn(async move {
-                if let Err(err) = serve.await {
-                    tracing::error!(%err, "baseline listener failed");
-                }
-            }));
+            server.served.serve(listener, router(state), "baseline");
         }
         Ok(server)
     }
@@ -94,12 +122,7 @@ impl BaselineServer {
 
     /// Stop every listener and wait for them.
     pub async fn shutdown(self) {
-        for stop in self.stops {
-            let _ = stop.send(());
-        }
-        for task in self.tasks {
-            let _ = task.await;
-        }
+        self.served.stop(false).await;
     }
 }
 
@@ -113,7 +136,7 @@ fn router(state: Listener) -> Router {
         .with_state(state)
 }
 
-type JsonReply = (StatusCode, Json<Value>);
+pub(crate) type JsonReply = (StatusCode, Json<Value>);
 
 fn lock(map: &Map) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
     map.lock().unwrap_or_else(|e| e.into_inner())
@@ -124,7 +147,11 @@ async fn insert(
     Path((key, value)): Path<(String, String)>,
 ) -> JsonReply {
     lock(&s.map).insert(key.clone(), value.clone());
-    let node = &*s.addr;
+    inserted(key, value, &s.addr)
+}
+
+/// A node's answer to an insert it made.
+pub(crate) fn inserted(key: String, value: String, node: &str) -> JsonReply {
     let body = json!({
         "message": format!("Inserted '{key}' at node {node}"),
         "key": key, "value": value, "node": node, "hops": 0,
@@ -134,7 +161,11 @@ async fn insert(
 
 async fn query(State(s): State<Listener>, Path(key): Path<String>) -> JsonReply {
     let value = lock(&s.map).get(&key).cloned();
-    let node = &*s.addr;
+    found(key, value, &s.addr)
+}
+
+/// A node's answer to a query: the value, or a 404.
+pub(crate) fn found(key: String, value: Option<String>, node: &str) -> JsonReply {
     match value {
         Some(value) => (
             StatusCode::OK,
@@ -149,10 +180,14 @@ async fn query(State(s): State<Listener>, Path(key): Path<String>) -> JsonReply 
 
 async fn remove(State(s): State<Listener>, Path(key): Path<String>) -> JsonReply {
     let existed = lock(&s.map).remove(&key).is_some();
-    let node = &*s.addr;
     if !existed {
-        return not_found(key, node);
+        return not_found(key, &s.addr);
     }
+    deleted(key, &s.addr)
+}
+
+/// A node's answer to a delete of a key it held.
+pub(crate) fn deleted(key: String, node: &str) -> JsonReply {
     let body = json!({
         "message": format!("Deleted '{key}' from node {node}"),
         "key": key, "node": node, "hops": 0,
@@ -160,7 +195,8 @@ async fn remove(State(s): State<Listener>, Path(key): Path<String>) -> JsonReply
     (StatusCode::OK, Json(body))
 }
 
-fn not_found(key: String, node: &str) -> JsonReply {
+/// A node's answer about a key it does not hold.
+pub(crate) fn not_found(key: String, node: &str) -> JsonReply {
     let body = json!({
         "error": format!("Song '{key}' not found"),
         "key": key, "node": node, "hops": 0,
@@ -174,34 +210,39 @@ async fn overlay(State(s): State<Listener>) -> JsonReply {
 
 /// What a ring node says of itself, for a one-home-per-key ring of the listeners.
 async fn node(State(s): State<Listener>) -> JsonReply {
+    (StatusCode::OK, Json(node_info(&s.addr, &s.all, 1)))
+}
+
+/// A node's `/node` answer for listener `addr` of `all`, as a ring of them with
+/// replication factor `k`: what a token-aware client needs to place keys on them.
+pub(crate) fn node_info(addr: &str, all: &[String], k: usize) -> Value {
     let mut ring = Ring::new();
-    for addr in s.all.iter() {
+    for addr in all.iter() {
         ring.insert(ringkv_core::NodeRef::new(addr));
     }
-    let me = Id::of_addr(&s.addr);
+    let me = Id::of_addr(addr);
     let neighbour = |n: Option<&ringkv_core::NodeRef>| {
         n.map(|n| json!({ "id": n.id.to_string(), "addr": &*n.addr }))
     };
-    let body = json!({
+    json!({
         "id": me.to_string(),
-        "addr": &*s.addr,
+        "addr": addr,
         "phase": "active",
-        "bootstrap": s.all.first().is_some_and(|a| **a == *s.addr),
+        "bootstrap": all.first().is_some_and(|a| *a == addr),
         "epoch": 0,
-        "ring_size": s.all.len(),
+        "ring_size": all.len(),
         "predecessor": neighbour(ring.predecessor_before(me)),
         "successor": neighbour(ring.successor_after(me)),
         "fingers": [],
         "suspects": [],
         "hints": 0,
-        "k": 1,
+        "k": k,
         "consistency": "chain",
         "routing": "finger",
         "keys_primary": 0,
         "keys_replica": 0,
         "pending_requests": 0,
-    });
-    (StatusCode::OK, Json(body))
+    })
 }
 
 #[cfg(test)]

@@ -28,24 +28,53 @@ pub struct Comparison {
     pub baseline: LoadReport,
     /// ringkv over the baseline.
     pub ratios: Ratios,
+    /// The relay's run (`dht bench --relay`): the baseline's listeners relaying each
+    /// write through the key's `k` listeners and each read to its last, over sockets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay: Option<LoadReport>,
+    /// The relay over the baseline: the least `k` copies over sockets cost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay_ratios: Option<Ratios>,
+    /// ringkv over the relay: what ringkv's protocol costs beyond moving the copies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ringkv_over_relay: Option<Ratios>,
+}
+
+/// `a` over `b`, the throughput as a fraction and latencies as multiples. A ratio whose
+/// denominator is 0 is 0.
+fn ratios(a: &LoadReport, b: &LoadReport) -> Ratios {
+    let over = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    Ratios {
+        throughput: over(a.ops_per_s, b.ops_per_s),
+        p50: over(a.latency.p50_us as f64, b.latency.p50_us as f64),
+        p99: over(a.latency.p99_us as f64, b.latency.p99_us as f64),
+    }
 }
 
 impl Comparison {
     /// Compare `ringkv` with `baseline`. A ratio whose denominator is 0 is 0.
     pub fn new(ringkv: LoadReport, baseline: LoadReport) -> Comparison {
-        let over = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
-        let ratios = Ratios {
-            throughput: over(ringkv.ops_per_s, baseline.ops_per_s),
-            p50: over(ringkv.latency.p50_us as f64, baseline.latency.p50_us as f64),
-            p99: over(ringkv.latency.p99_us as f64, baseline.latency.p99_us as f64),
-        };
         Comparison {
+            ratios: ratios(&ringkv, &baseline),
             ringkv,
             baseline,
-            ratios,
+            relay: None,
+            relay_ratios: None,
+            ringkv_over_relay: None,
         }
     }
+
+    /// Add the relay's run of the same load.
+    pub fn with_relay(mut self, relay: LoadReport) -> Comparison {
+        self.relay_ratios = Some(ratios(&relay, &self.baseline));
+        self.ringkv_over_relay = Some(ratios(&self.ringkv, &relay));
+        self.relay = Some(relay);
+        self
+    }
 }
+
+/// A line of the printed comparison: its name, a run's figure, and the ratio of it.
+type Row = (&'static str, fn(&LoadReport) -> String, fn(&Ratios) -> f64);
 
 impl fmt::Display for Comparison {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -55,34 +84,60 @@ impl fmt::Display for Comparison {
             "baseline (one shared map, same HTTP stack):\n{}",
             self.baseline
         )?;
+        if let Some(relay) = &self.relay {
+            writeln!(
+                f,
+                "relay (the baseline's listeners passing each write through k of them):\n{relay}"
+            )?;
+        }
         let (r, b) = (&self.ringkv, &self.baseline);
-        let ms = |us: u64| format!("{:.2}", us as f64 / 1e3);
-        writeln!(
+        let rows: [Row; 3] = [
+            ("ops/s", |l| format!("{:.0}", l.ops_per_s), |r| r.throughput),
+            (
+                "p50 ms",
+                |l| format!("{:.2}", l.latency.p50_us as f64 / 1e3),
+                |r| r.p50,
+            ),
+            (
+                "p99 ms",
+                |l| format!("{:.2}", l.latency.p99_us as f64 / 1e3),
+                |r| r.p99,
+            ),
+        ];
+        write!(
             f,
             "{:<10} {:>12} {:>12} {:>16}",
             "", "ringkv", "baseline", "ringkv/baseline"
         )?;
-        writeln!(
-            f,
-            "{:<10} {:>12.0} {:>12.0} {:>16.2}",
-            "ops/s", r.ops_per_s, b.ops_per_s, self.ratios.throughput
-        )?;
-        writeln!(
-            f,
-            "{:<10} {:>12} {:>12} {:>16.2}",
-            "p50 ms",
-            ms(r.latency.p50_us),
-            ms(b.latency.p50_us),
-            self.ratios.p50
-        )?;
-        write!(
-            f,
-            "{:<10} {:>12} {:>12} {:>16.2}",
-            "p99 ms",
-            ms(r.latency.p99_us),
-            ms(b.latency.p99_us),
-            self.ratios.p99
-        )
+        if self.relay.is_some() {
+            write!(
+                f,
+                " {:>12} {:>15} {:>13}",
+                "relay", "relay/baseline", "ringkv/relay"
+            )?;
+        }
+        for (name, figure, ratio) in rows {
+            write!(
+                f,
+                "\n{:<10} {:>12} {:>12} {:>16.2}",
+                name,
+                figure(r),
+                figure(b),
+                ratio(&self.ratios)
+            )?;
+            if let (Some(relay), Some(rb), Some(rr)) =
+                (&self.relay, &self.relay_ratios, &self.ringkv_over_relay)
+            {
+                write!(
+                    f,
+                    " {:>12} {:>15.2} {:>13.2}",
+                    figure(relay),
+                    ratio(rb),
+                    ratio(rr)
+                )?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -139,5 +194,42 @@ mod tests {
         );
         let idle = Comparison::new(report(1.0, 1, 1), report(0.0, 0, 0));
         assert_eq!(idle.ratios.throughput, 0.0);
+        let json = serde_json::to_value(&c).unwrap();
+        assert!(
+            json.get("relay").is_none(),
+            "no relay fields without a relay run"
+        );
+    }
+
+    #[test]
+    fn a_relay_run_is_compared_with_both() {
+        let c = Comparison::new(
+            report(5_000.0, 4_000, 20_000),
+            report(20_000.0, 1_000, 4_000),
+        )
+        .with_relay(report(10_000.0, 2_000, 8_000));
+        let relay_over_baseline = Ratios {
+            throughput: 0.5,
+            p50: 2.0,
+            p99: 2.0,
+        };
+        let ringkv_over_relay = Ratios {
+            throughput: 0.5,
+            p50: 2.0,
+            p99: 2.5,
+        };
+        assert_eq!(c.relay_ratios, Some(relay_over_baseline));
+        assert_eq!(c.ringkv_over_relay, Some(ringkv_over_relay));
+        assert_eq!(c.ratios.throughput, 0.25);
+        let text = c.to_string();
+        let ops = text.lines().find(|l| l.starts_with("ops/s")).unwrap();
+        assert_eq!(
+            ops.split_whitespace().collect::<Vec<_>>(),
+            ["ops/s", "5000", "20000", "0.25", "10000", "0.50", "0.50"],
+            "{text}"
+        );
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(json["relay_ratios"]["throughput"], 0.5);
+        assert_eq!(json["ringkv_over_relay"]["p99"], 2.5);
     }
 }

@@ -134,6 +134,9 @@ struct Link {
 struct Queue {
     bytes: Vec<u8>,
     busy: bool,
+    /// The connection failed: frames are dropped (their requests time out at the
+    /// client) instead of piling up.
+    dead: bool,
 }
 
 impl Link {
@@ -143,6 +146,9 @@ impl Link {
         let mut bytes = Vec::with_capacity(64);
         frame.encode(&mut bytes);
         let mut queue = lock(&self.queue);
+        if queue.dead {
+            return;
+        }
         if !queue.busy {
             match self.stream.try_write(&bytes) {
                 Ok(n) if n == bytes.len() => return,
@@ -169,7 +175,11 @@ impl Link {
                     }
                     std::mem::take(&mut queue.bytes)
                 };
-                if self.write_all(&bytes).await.is_err() {
+                if let Err(err) = self.write_all(&bytes).await {
+                    tracing::warn!(%err, "relay: a link failed; its frames are dropped");
+                    let mut queue = lock(&self.queue);
+                    queue.dead = true;
+                    queue.bytes = Vec::new();
                     return;
                 }
             }

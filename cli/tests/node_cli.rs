@@ -36,6 +36,31 @@ fn temp_file(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("ringkv-cli-{}-{name}", std::process::id()))
 }
 
+/// `dht bench --baseline --relay --json` of 300 operations by 4 clients against the ring
+/// at `bootstrap`, with `load` options; its report.
+fn compare(bootstrap: &str, load: &[&str]) -> Value {
+    let out = Command::new(DHT)
+        .args([
+            "bench",
+            "--target",
+            bootstrap,
+            "--ops",
+            "300",
+            "--clients",
+            "4",
+        ])
+        .args(load)
+        .args(["--baseline", "--relay", "--json"])
+        .output()
+        .expect("bench runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON comparison")
+}
+
 #[test]
 fn cluster_bench_and_check_a_real_history() {
     let cluster = Proc::start(&["cluster", "--nodes", "4", "--k", "2", "--base-port", "0"]);
@@ -86,26 +111,10 @@ fn cluster_bench_and_check_a_real_history() {
     let _ = std::fs::remove_file(&history);
 
     // The same load against the baseline and the relay, with random routing.
-    let compared = Command::new(DHT)
-        .args([
-            "bench",
-            "--target",
-            &bootstrap,
-            "--ops",
-            "300",
-            "--clients",
-            "4",
-        ])
-        .args(["--mix", "query", "--keys", "50", "--routing", "random"])
-        .args(["--baseline", "--relay", "--json"])
-        .output()
-        .expect("bench runs");
-    assert!(
-        compared.status.success(),
-        "{}",
-        String::from_utf8_lossy(&compared.stderr)
+    let both = compare(
+        &bootstrap,
+        &["--mix", "query", "--keys", "50", "--routing", "random"],
     );
-    let both: Value = serde_json::from_slice(&compared.stdout).expect("JSON comparison");
     for side in ["ringkv", "baseline", "relay"] {
         assert_eq!(both[side]["ok"], 300, "{side}: {both}");
         assert_eq!(
@@ -132,26 +141,7 @@ fn cluster_bench_and_check_a_real_history() {
 
     // A token-aware client finds the relay's keys where the relay keeps them: its answers
     // name the node a ring's would, so the client never takes its map for stale.
-    let token = Command::new(DHT)
-        .args([
-            "bench",
-            "--target",
-            &bootstrap,
-            "--ops",
-            "300",
-            "--clients",
-            "4",
-        ])
-        .args(["--mix", "insert", "--routing", "token"])
-        .args(["--baseline", "--relay", "--json"])
-        .output()
-        .expect("bench runs");
-    assert!(
-        token.status.success(),
-        "{}",
-        String::from_utf8_lossy(&token.stderr)
-    );
-    let token: Value = serde_json::from_slice(&token.stdout).expect("JSON comparison");
+    let token = compare(&bootstrap, &["--mix", "insert", "--routing", "token"]);
     for side in ["ringkv", "baseline", "relay"] {
         assert_eq!(token[side]["ok"], 300, "{side}: {token}");
         assert_eq!(token[side]["relearns"], 0, "{side}: {token}");

@@ -317,18 +317,10 @@ impl Node {
     /// the answer names as a node's does (a token-aware client checks it).
     async fn write(&self, key: &str, value: Option<String>) -> Result<&str, StatusCode> {
         let chain = self.chain(key);
-        let (id, done) = self.expect();
-        let frame = Frame {
-            kind: WRITE,
-            origin: self.index,
-            id,
-            hop: 0,
-            key: key.to_owned(),
-            value,
-        };
         let (Some(&head), Some(&tail)) = (chain.first(), chain.last()) else {
             return Err(StatusCode::SERVICE_UNAVAILABLE);
         };
+        let (frame, done) = self.request(WRITE, key, value);
         if head == self.index {
             self.on_write(frame, &chain);
         } else {
@@ -353,34 +345,40 @@ impl Node {
     /// address of the listener that answered it.
     async fn read(&self, key: &str) -> Result<(&str, Option<String>), StatusCode> {
         let chain = self.chain(key);
-        let tail = match self.consistency {
+        let server = match self.consistency {
             Consistency::Eventual if chain.contains(&self.index) => Some(self.index),
             Consistency::Eventual => chain.first().copied(),
             _ => chain.last().copied(),
         }
         .ok_or(StatusCode::SERVICE_UNAVAILABLE)?;
-        if tail == self.index {
+        if server == self.index {
             return Ok((&self.addr, lock(&self.map).get(key).cloned()));
         }
-        let (id, done) = self.expect();
+        let (frame, done) = self.request(READ, key, None);
+        self.send(server, &frame);
+        let value = done.await.map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
+        Ok((self.addr_of(server), value))
+    }
+
+    /// A client request's first frame, from this listener, and what its answer arrives on.
+    fn request(
+        &self,
+        kind: u8,
+        key: &str,
+        value: Option<String>,
+    ) -> (Frame, oneshot::Receiver<Option<String>>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(id, tx);
         let frame = Frame {
-            kind: READ,
+            kind,
             origin: self.index,
             id,
             hop: 0,
             key: key.to_owned(),
-            value: None,
+            value,
         };
-        self.send(tail, &frame);
-        let value = done.await.map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
-        Ok((self.addr_of(tail), value))
-    }
-
-    fn expect(&self) -> (u64, oneshot::Receiver<Option<String>>) {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        lock(&self.pending).insert(id, tx);
-        (id, rx)
+        (frame, rx)
     }
 }
 

@@ -298,7 +298,7 @@ impl Replication {
         }
         let next_position = step.position as usize + 1;
         if next_position < step.chain_len as usize {
-            if let Some(next) = sh.next_in_chain(Id::of_key(&step.key)) {
+            if let Some(next) = sh.next_in_chain(key_id) {
                 if craq {
                     self.craq
                         .passed_on(sh, &step.key, step.entry.version, out.now);

@@ -183,9 +183,18 @@ impl Shared {
 
     /// Whether this node is the primary (the successor) of `key`.
     pub(crate) fn is_primary(&self, key: Id) -> bool {
+        self.primary_range().contains(key)
+    }
+
+    /// The keys this node is the primary of: those [`Shared::is_primary`] says yes to.
+    pub(crate) fn primary_range(&self) -> Range {
         match self.view.preds.first() {
-            None => self.view.ring_size == 1,
-            Some(pred) => in_open_closed(key, pred.id, self.me.id),
+            None if self.view.ring_size == 1 => Range::All,
+            None => Range::Empty,
+            Some(pred) => Range::Interval {
+                from: pred.id,
+                to: self.me.id,
+            },
         }
     }
 

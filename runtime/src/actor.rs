@@ -84,7 +84,13 @@ impl NodeHandle {
     /// Hand peer messages to the node, waiting for room in its queue (back-pressure on the
     /// sending peer) at most the request wait.
     pub async fn deliver(&self, envelopes: Vec<Envelope>) -> Result<(), Unavailable> {
-        match tokio::time::timeout(self.wait, self.tx.send(Command::Messages(envelopes))).await {
+        // The common case, room in the queue, sets no timer.
+        let command = match self.tx.try_send(Command::Messages(envelopes)) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Unavailable::Stopped),
+            Err(mpsc::error::TrySendError::Full(command)) => command,
+        };
+        match tokio::time::timeout(self.wait, self.tx.send(command)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(Unavailable::Stopped),
             Err(_) => Err(Unavailable::Busy),

@@ -24,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::answer;
 use crate::conn_limit::{LimitedListener, MAX_CONNECTIONS_DEFAULT};
 use crate::metrics::Metrics;
 
@@ -136,7 +137,7 @@ fn router(state: Listener) -> Router {
         .with_state(state)
 }
 
-pub(crate) type JsonReply = (StatusCode, Json<Value>);
+pub(crate) use crate::answer::JsonReply;
 
 fn lock(map: &Map) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
     map.lock().unwrap_or_else(|e| e.into_inner())
@@ -152,11 +153,7 @@ async fn insert(
 
 /// A node's answer to an insert it made.
 pub(crate) fn inserted(key: String, value: String, node: &str) -> JsonReply {
-    let body = json!({
-        "message": format!("Inserted '{key}' at node {node}"),
-        "key": key, "value": value, "node": node, "hops": 0,
-    });
-    (StatusCode::OK, Json(body))
+    answer::inserted(key, value, node.to_string(), 0)
 }
 
 async fn query(State(s): State<Listener>, Path(key): Path<String>) -> JsonReply {
@@ -167,13 +164,7 @@ async fn query(State(s): State<Listener>, Path(key): Path<String>) -> JsonReply 
 /// A node's answer to a query: the value, or a 404.
 pub(crate) fn found(key: String, value: Option<String>, node: &str) -> JsonReply {
     match value {
-        Some(value) => (
-            StatusCode::OK,
-            Json(json!({
-                "message": format!("Song found at node {node}"),
-                "key": key, "value": value, "node": node, "hops": 0,
-            })),
-        ),
+        Some(value) => answer::found(key, value, node.to_string(), 0),
         None => not_found(key, node),
     }
 }
@@ -188,29 +179,21 @@ async fn remove(State(s): State<Listener>, Path(key): Path<String>) -> JsonReply
 
 /// A node's answer to a delete of a key it held.
 pub(crate) fn deleted(key: String, node: &str) -> JsonReply {
-    let body = json!({
-        "message": format!("Deleted '{key}' from node {node}"),
-        "key": key, "node": node, "hops": 0,
-    });
-    (StatusCode::OK, Json(body))
+    answer::deleted(key, node.to_string(), 0)
 }
 
 /// A node's answer about a key it does not hold.
 pub(crate) fn not_found(key: String, node: &str) -> JsonReply {
-    let body = json!({
-        "error": format!("Song '{key}' not found"),
-        "key": key, "node": node, "hops": 0,
-    });
-    (StatusCode::NOT_FOUND, Json(body))
+    answer::not_found(key, node.to_string(), 0)
 }
 
 async fn overlay(State(s): State<Listener>) -> JsonReply {
-    (StatusCode::OK, Json(json!({ "overlay": &*s.all })))
+    (StatusCode::OK, Json(json!({ "overlay": &*s.all }).into()))
 }
 
 /// What a ring node says of itself, for a one-home-per-key ring of the listeners.
 async fn node(State(s): State<Listener>) -> JsonReply {
-    (StatusCode::OK, Json(node_info(&s.addr, &s.all, 1)))
+    (StatusCode::OK, Json(node_info(&s.addr, &s.all, 1).into()))
 }
 
 /// A node's `/node` answer for listener `addr` of `all`, as a ring of them with

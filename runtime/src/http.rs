@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::actor::{NodeHandle, Unavailable};
+use crate::answer::{self, JsonReply};
 use crate::fault::{parse_block_list, PeerFilter};
 use crate::inbound::{decode_json_batch, Inbound, INTERNAL_PATH};
 use crate::metrics::{add, Gauges, Metrics};
@@ -84,10 +85,8 @@ pub fn router(
         .with_state(state)
 }
 
-type JsonReply = (StatusCode, Json<Value>);
-
 fn error(status: StatusCode, message: impl Into<String>) -> JsonReply {
-    (status, Json(json!({ "error": message.into() })))
+    (status, Json(json!({ "error": message.into() }).into()))
 }
 
 // ----- client routes -----
@@ -200,42 +199,33 @@ pub fn reply_json(reply: Reply) -> JsonReply {
 }
 
 fn response_json(response: Response) -> JsonReply {
-    let ok = |body: Value| (StatusCode::OK, Json(body));
+    let ok = |body: Value| (StatusCode::OK, Json(body.into()));
     match response {
         Response::Inserted {
             key,
             value,
             node,
             hops,
-        } => ok(json!({
-            "message": format!("Inserted '{key}' at node {node}"),
-            "key": key, "value": value, "node": node, "hops": hops,
-        })),
+        } => answer::inserted(key, value, node, hops),
         Response::Found {
             key,
             value,
             node,
             hops,
-        } => ok(json!({
-            "message": format!("Song found at node {node}"),
-            "key": key, "value": value, "node": node, "hops": hops,
-        })),
-        Response::NotFound { key, node, hops } => not_found(key, node, hops),
+        } => answer::found(key, value, node, hops),
+        Response::NotFound { key, node, hops } => answer::not_found(key, node, hops),
         Response::Deleted {
             key,
             existed: true,
             node,
             hops,
-        } => ok(json!({
-            "message": format!("Deleted '{key}' from node {node}"),
-            "key": key, "node": node, "hops": hops,
-        })),
+        } => answer::deleted(key, node, hops),
         Response::Deleted {
             key,
             existed: false,
             node,
             hops,
-        } => not_found(key, node, hops),
+        } => answer::not_found(key, node, hops),
         Response::All { pairs } => ok(json!({ "count": pairs.len(), "pairs": pairs })),
         Response::Overlay { nodes } => ok(json!({ "overlay": nodes })),
         Response::Joined {
@@ -251,14 +241,6 @@ fn response_json(response: Response) -> JsonReply {
             "node": node,
         })),
     }
-}
-
-fn not_found(key: String, node: String, hops: u32) -> JsonReply {
-    let body = json!({
-        "error": format!("Song '{key}' not found"),
-        "key": key, "node": node, "hops": hops,
-    });
-    (StatusCode::NOT_FOUND, Json(body))
 }
 
 /// HTTP status of a refused or failed request.
@@ -291,7 +273,7 @@ fn request_error_json(err: &RequestError) -> JsonReply {
         }
         fields.insert("error".into(), Value::String(err.to_string()));
     }
-    (request_error_status(err), Json(body))
+    (request_error_status(err), Json(body.into()))
 }
 
 fn unavailable_json(unavailable: Unavailable) -> JsonReply {
@@ -302,7 +284,7 @@ fn unavailable_json(unavailable: Unavailable) -> JsonReply {
     };
     (
         status,
-        Json(json!({ "error": unavailable.to_string(), "code": code })),
+        Json(json!({ "error": unavailable.to_string(), "code": code }).into()),
     )
 }
 
@@ -314,7 +296,8 @@ async fn health(State(s): State<AppState>) -> JsonReply {
         Ok((phase, member)) => (
             StatusCode::OK,
             Json(
-                json!({ "status": "ok", "node": s.node.addr(), "phase": phase, "member": member }),
+                json!({ "status": "ok", "node": s.node.addr(), "phase": phase, "member": member })
+                    .into(),
             ),
         ),
         Err(unavailable) => unavailable_json(unavailable),
@@ -329,7 +312,7 @@ async fn node_status(State(s): State<AppState>) -> JsonReply {
             if let Value::Object(fields) = &mut body {
                 fields.insert("pending_requests".into(), json!(pending));
             }
-            (StatusCode::OK, Json(body))
+            (StatusCode::OK, Json(body.into()))
         }
         Err(unavailable) => unavailable_json(unavailable),
     }
@@ -412,13 +395,13 @@ async fn internal_message(
 
 /// The filter, if fault injection is on and the request may use it; else the refusal:
 /// 404 when it is off, 403 without the cluster secret (when one is configured).
-fn fault_access(s: &AppState, headers: &HeaderMap) -> Result<Arc<PeerFilter>, JsonReply> {
+fn fault_access(s: &AppState, headers: &HeaderMap) -> Result<Arc<PeerFilter>, Box<JsonReply>> {
     let Some(filter) = &s.faults else {
         let body = json!({
             "error": "fault injection is off on this node (it is for tests: start the node with --allow-fault-injection)",
             "code": "fault_injection_disabled",
         });
-        return Err((StatusCode::NOT_FOUND, Json(body)));
+        return Err(Box::new((StatusCode::NOT_FOUND, Json(body.into()))));
     };
     if let Some(secret) = &s.secret {
         if !has_secret(headers, secret) {
@@ -426,7 +409,7 @@ fn fault_access(s: &AppState, headers: &HeaderMap) -> Result<Arc<PeerFilter>, Js
                 "error": "fault injection needs the cluster secret (Authorization: Bearer <secret>)",
                 "code": "forbidden",
             });
-            return Err((StatusCode::FORBIDDEN, Json(body)));
+            return Err(Box::new((StatusCode::FORBIDDEN, Json(body.into()))));
         }
     }
     Ok(filter.clone())
@@ -437,7 +420,7 @@ fn partition_json(s: &AppState, filter: &PeerFilter) -> JsonReply {
     let direction = filter.direction();
     (
         StatusCode::OK,
-        Json(json!({ "node": s.node.addr(), "blocked": blocked, "direction": direction })),
+        Json(json!({ "node": s.node.addr(), "blocked": blocked, "direction": direction }).into()),
     )
 }
 
@@ -451,13 +434,13 @@ async fn set_partition(
 ) -> JsonReply {
     let filter = match fault_access(&s, &headers) {
         Ok(filter) => filter,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     let body = match body {
         Ok(body) => body,
         Err(rejection) => {
             let body = json!({ "error": rejection.body_text(), "code": "bad_request" });
-            return (rejection.status(), Json(body));
+            return (rejection.status(), Json(body.into()));
         }
     };
     match parse_block_list(&body) {
@@ -468,7 +451,7 @@ async fn set_partition(
         }
         Err(message) => (
             StatusCode::BAD_REQUEST,
-            Json(json!({ "error": message, "code": "bad_request" })),
+            Json(json!({ "error": message, "code": "bad_request" }).into()),
         ),
     }
 }
@@ -477,7 +460,7 @@ async fn set_partition(
 async fn get_partition(State(s): State<AppState>, headers: HeaderMap) -> JsonReply {
     match fault_access(&s, &headers) {
         Ok(filter) => partition_json(&s, &filter),
-        Err(refusal) => refusal,
+        Err(refusal) => *refusal,
     }
 }
 
@@ -514,11 +497,13 @@ mod tests {
     #[test]
     fn request_errors_become_json_with_a_code() {
         let (status, Json(body)) = request_error_json(&RequestError::Timeout { timeout_ms: 10 });
+        let body = body.to_value();
         assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(body["code"], "timeout");
         assert_eq!(body["timeout_ms"], 10);
         assert!(body["error"].as_str().unwrap().contains("10 ms"));
         let (status, Json(body)) = request_error_json(&RequestError::NotJoined);
+        let body = body.to_value();
         assert_eq!(status, StatusCode::CONFLICT);
         assert_eq!(body["code"], "not_joined");
     }
@@ -531,6 +516,7 @@ mod tests {
             node: "n".into(),
             hops: 2,
         }));
+        let body = body.to_value();
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert_eq!(body["error"], "Song 'k' not found");
         assert_eq!(body["hops"], 2);

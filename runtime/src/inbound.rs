@@ -140,13 +140,16 @@ impl Inbound {
         add(&self.metrics.peer.connections_accepted, 1);
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let mut stop = self.stop.subscribe();
+        // One wait for the whole connection, not one set up again for every frame.
+        let stopped = stop.wait_for(|stopped| *stopped);
+        tokio::pin!(stopped);
         let mut frames = wire::FrameReader::new();
         let mut sender = None;
         loop {
             let step = self.next_frames(conn, &mut io, &mut frames, &mut sender);
             let go_on = tokio::select! {
                 biased;
-                _ = stop.wait_for(|stopped| *stopped) => false,
+                _ = &mut stopped => false,
                 go_on = step => go_on,
             };
             if !go_on {

@@ -23,6 +23,7 @@
 #![deny(missing_docs)]
 
 pub mod actor;
+pub mod answer;
 pub mod baseline;
 pub mod client;
 pub mod cluster;

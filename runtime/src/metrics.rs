@@ -3,7 +3,6 @@
 //! Everything is a fixed array of atomics: recording a request costs a few relaxed
 //! increments and never takes a lock.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -82,21 +81,23 @@ pub struct PeerCounters {
     pub messages_dropped_partition_receive: AtomicU64,
     /// Envelopes waiting in the peer queues now (a gauge).
     pub queued: AtomicU64,
-    /// (sent, received) envelopes by message kind; updated once per batch.
-    kinds: Mutex<BTreeMap<&'static str, (u64, u64)>>,
+    /// (sent, received) envelopes by message kind, in the order kinds were first seen;
+    /// updated once per batch.
+    kinds: Mutex<Vec<(&'static str, (u64, u64))>>,
 }
 
 impl PeerCounters {
     /// Count a batch of envelopes of the given kinds as sent (or received).
     pub fn count_kinds(&self, kinds: impl Iterator<Item = &'static str>, sent: bool) {
         // A batch holds a few kinds at most: tallied in a small array (no allocation per
-        // batch), then added under the lock once.
+        // batch), then added under the lock once. Every kind is a literal of
+        // `Message::kind`, so comparing addresses first spares comparing the strings.
         const LOCAL_KINDS: usize = 8;
         let mut local: [(&'static str, u64); LOCAL_KINDS] = [("", 0); LOCAL_KINDS];
         let mut used = 0;
         let mut overflow: Vec<&'static str> = Vec::new();
         for kind in kinds {
-            match local[..used].iter_mut().find(|(k, _)| *k == kind) {
+            match local[..used].iter_mut().find(|(k, _)| same_kind(k, kind)) {
                 Some(slot) => slot.1 += 1,
                 None if used < LOCAL_KINDS => {
                     local[used] = (kind, 1);
@@ -108,7 +109,14 @@ impl PeerCounters {
         let mut all = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
         let tallied = local[..used].iter().copied();
         for (kind, n) in tallied.chain(overflow.into_iter().map(|k| (k, 1))) {
-            let slot = all.entry(kind).or_default();
+            let at = match all.iter().position(|(k, _)| same_kind(k, kind)) {
+                Some(at) => at,
+                None => {
+                    all.push((kind, (0, 0)));
+                    all.len() - 1
+                }
+            };
+            let slot = &mut all[at].1;
             if sent {
                 slot.0 += n;
             } else {
@@ -120,8 +128,17 @@ impl PeerCounters {
     /// (sent, received) envelopes of `kind` so far.
     pub fn kind_counts(&self, kind: &str) -> (u64, u64) {
         let all = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
-        all.get(kind).copied().unwrap_or_default()
+        all.iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, counts)| *counts)
+            .unwrap_or_default()
     }
+}
+
+/// Whether two kind names are the same: by address (the common case, one literal), else by
+/// content.
+fn same_kind(a: &str, b: &str) -> bool {
+    (std::ptr::eq(a.as_ptr(), b.as_ptr()) && a.len() == b.len()) || a == b
 }
 
 /// All metrics of one node.
@@ -408,7 +425,8 @@ impl Metrics {
             let n = value.load(Ordering::Relaxed);
             let _ = writeln!(out, "{name}{{direction=\"{direction}\"}} {n}");
         }
-        let kinds = p.kinds.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut kinds = p.kinds.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        kinds.sort_unstable();
         for (i, name) in [
             "ringkv_messages_sent_by_kind_total",
             "ringkv_messages_received_by_kind_total",

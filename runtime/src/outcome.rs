@@ -294,10 +294,11 @@ mod tests {
 
     const OPS: [DataOp; 3] = [DataOp::Insert, DataOp::Query, DataOp::Delete];
 
-    fn reply(status: u16, body: serde_json::Value) -> Result<HttpReply, ClientError> {
+    fn reply(status: u16, body: impl serde::Serialize) -> Result<HttpReply, ClientError> {
+        let body = serde_json::to_string(&body).expect("a JSON body");
         Ok(HttpReply {
             status,
-            body: body.to_string().into(),
+            body: body.into(),
         })
     }
 

@@ -549,7 +549,7 @@ fn router(node: Shared) -> Router {
 
 fn unavailable(key: String, node: &str, code: StatusCode) -> JsonReply {
     let body = json!({ "error": "relay unavailable", "key": key, "node": node });
-    (code, Json(body))
+    (code, Json(body.into()))
 }
 
 async fn insert(State(s): State<Shared>, Path((key, value)): Path<(String, String)>) -> JsonReply {
@@ -581,13 +581,13 @@ async fn remove(State(s): State<Shared>, Path(key): Path<String>) -> JsonReply {
 }
 
 async fn overlay(State(s): State<Shared>) -> JsonReply {
-    (StatusCode::OK, Json(json!({ "overlay": &*s.all })))
+    (StatusCode::OK, Json(json!({ "overlay": &*s.all }).into()))
 }
 
 async fn node_handler(State(s): State<Shared>) -> JsonReply {
     let mut info = node_info(&s.addr, &s.all, s.k);
     info["consistency"] = json!(s.consistency);
-    (StatusCode::OK, Json(info))
+    (StatusCode::OK, Json(info.into()))
 }
 
 #[cfg(test)]

@@ -210,14 +210,19 @@ async fn a_malformed_frame_closes_its_connection_and_is_counted() {
         );
         assert_eq!(counter(&node, |p| &p.frames_malformed), i as u64 + 1);
     }
-    // A forged node (its id is not SHA-1 of its address: here the lookup's origin, as the
-    // envelope's sender goes as its address alone) breaks the frame too.
+    // A forged node (its id is not SHA-1 of its address) breaks the frame too: here the
+    // node a join request names, which travels with its id (the frequent messages name
+    // nodes by address alone, and the receiver computes their ids).
     let mut forged = Vec::new();
-    wire::encode(
-        &[lookup(&NodeRef::new("127.0.0.1:1"), 1, "k")],
-        usize::MAX,
-        &mut forged,
-    );
+    let join = Message::JoinRequest {
+        node: NodeRef::new("127.0.0.1:1"),
+        incarnation: 1,
+        hops: 0,
+        ring: None,
+        prepared: None,
+    };
+    let from = NodeRef::new("127.0.0.1:9");
+    wire::encode(&[Envelope { from, msg: join }], usize::MAX, &mut forged);
     let at = forged
         .windows(11)
         .rposition(|w| w == b"127.0.0.1:1")

@@ -95,6 +95,10 @@ const LOCAL_DELIVERIES_MAX: usize = 1 << 16;
 /// itself in the past.
 const TIMERS_PER_CALL_MAX: usize = 64;
 
+/// How often a node without heartbeats sends the hints it holds again: as often as a
+/// heartbeat would at most.
+const HINTS_RESEND_NS: Time = crate::config::HEARTBEAT_INTERVAL_MAX_NS;
+
 /// One ringkv node. See the crate documentation for the driver loop.
 #[derive(Debug)]
 pub struct Node {
@@ -1207,6 +1211,7 @@ impl Node {
             Timer::Replicate => self.replication.resend(&mut self.handover, out),
             Timer::ReplicateAcks => self.replication.flush_acks(out),
             Timer::CraqWait => self.replication.craq_wait(sh, out),
+            Timer::Hints => self.handover.send_hints(sh, out),
         }
     }
 
@@ -1343,6 +1348,12 @@ impl Node {
         let hinting = self.handover.hints_len() > 0;
         if heartbeat > 0 && (member || sh.phase == Phase::Joining || hinting) {
             out.arm(Timer::Heartbeat, out.after(heartbeat));
+        }
+        if heartbeat == 0 && hinting {
+            // Without heartbeats (failure handling off) hints went once, when the node
+            // left or its range shrank: one lost or refused then (a lookup ended while
+            // views changed under it) stayed here for good.
+            out.arm(Timer::Hints, out.after(HINTS_RESEND_NS));
         }
         let leading = self.coordination.as_ref().is_some_and(|c| c.is_leading());
         if heartbeat > 0 && leading && member {

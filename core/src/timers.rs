@@ -30,11 +30,13 @@ pub enum Timer {
     Recover,
     /// CRAQ reads that waited for a clean notice long enough ask the tail.
     CraqWait,
+    /// Send the hints a node holds again, when no heartbeat does (failure handling off).
+    Hints,
 }
 
 impl Timer {
     /// Every timer, in the order ties are fired.
-    pub const ALL: [Timer; 11] = [
+    pub const ALL: [Timer; 12] = [
         Timer::Requests,
         Timer::Gc,
         Timer::Heartbeat,
@@ -46,6 +48,7 @@ impl Timer {
         Timer::Group,
         Timer::Recover,
         Timer::CraqWait,
+        Timer::Hints,
     ];
 
     fn index(self) -> usize {

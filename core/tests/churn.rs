@@ -180,3 +180,46 @@ fn a_join_request_is_passed_on_a_bounded_number_of_times() {
     }
     assert_eq!(passed_on(&mut member, JOIN_FORWARDS_MAX), Vec::new());
 }
+
+/// Without heartbeats (failure handling off, the core's default) a departed node sent its
+/// hints once, when it left: a hint lost then, or ended on its way while views changed,
+/// stayed at the departed node for good (a real ring under load kept hints for the whole
+/// of a test's 10 s wait). It now sends them again until each is acknowledged.
+#[test]
+fn a_departed_node_sends_lost_hints_again_without_heartbeats() {
+    let mut pump = Pump::ring(cluster(3, Consistency::Chain, Routing::Finger), 5);
+    for i in 0..60 {
+        let (key, value) = (format!("k{i}"), format!("v{i}"));
+        let reply = pump.call(&addr(i % 5), Request::Insert { key, value });
+        assert!(reply.is_ok(), "{reply:?}");
+    }
+    let leaving = addr(3);
+    let id = pump.submit(&leaving, Request::Depart);
+    // Every lookup the departing node sends (its hints) is lost.
+    let from_leaving = |env: &ringkv_core::Envelope| {
+        *env.from.addr == *leaving && matches!(env.msg, ringkv_core::Message::Route(_))
+    };
+    pump.drive_holding(from_leaving);
+    assert!(pump.take_reply(&leaving, id).is_some_and(|r| r.is_ok()));
+    let lost = pump.held.len();
+    pump.held.clear();
+    let hints = |pump: &Pump| pump.nodes[&leaving].status().hints;
+    assert!(
+        lost > 0 && hints(&pump) > 0,
+        "the departure left hints ({lost} lost)"
+    );
+    pump.run_for(2_000_000_000);
+    assert_eq!(hints(&pump), 0, "every hint sent again and acknowledged");
+    for i in 0..60 {
+        let reply = pump.call(
+            &addr(i % 3),
+            Request::Query {
+                key: format!("k{i}"),
+            },
+        );
+        assert!(
+            matches!(&reply, Ok(Response::Found { value, .. }) if *value == format!("v{i}")),
+            "k{i}: {reply:?}"
+        );
+    }
+}

@@ -52,128 +52,17 @@ const FOUND: u8 = 1;
 const NOT_FOUND: u8 = 2;
 const DELETED: u8 = 3;
 
-/// Whether `msg` goes in this layout.
-fn handles(msg: &Message) -> bool {
-    match msg {
-        Message::Done { reply, .. } => matches!(
-            reply,
-            Ok(Response::Inserted { .. }
-                | Response::Found { .. }
-                | Response::NotFound { .. }
-                | Response::Deleted { .. })
-        ),
-        Message::Route(_)
-        | Message::ChainWrite(_)
-        | Message::TailRead { .. }
-        | Message::Replicate { .. }
-        | Message::ReplicateAck { .. }
-        | Message::CraqClean { .. } => true,
-        _ => false,
-    }
-}
-
 /// Append `envelope` to `out` in this layout; `false` (and nothing written) if its message
 /// does not go in it.
 pub(super) fn encode(envelope: &Envelope, out: &mut Vec<u8>) -> bool {
-    if !handles(&envelope.msg) {
-        return false;
-    }
     let start = out.len();
     out.extend_from_slice(&[MARKER, 0, 0, 0, 0]);
     let mut w = Writer(out);
     w.node(&envelope.from);
-    match &envelope.msg {
-        Message::Route(Routed {
-            origin,
-            key,
-            action,
-            hops,
-            laps,
-            redriven,
-        }) => {
-            w.u8(ROUTE);
-            w.opt(origin.as_ref(), Writer::origin);
-            w.str(key);
-            match action {
-                Action::Write { value } => {
-                    w.u8(ACTION_WRITE);
-                    w.opt(value.as_deref(), Writer::str);
-                }
-                Action::Read => w.u8(ACTION_READ),
-                Action::Repair { entry, ttl } => {
-                    w.u8(ACTION_REPAIR);
-                    w.entry(entry);
-                    w.u8(*ttl);
-                }
-            }
-            w.varint(u64::from(*hops));
-            w.varint(u64::from(*laps));
-            w.bool(*redriven);
-        }
-        Message::ChainWrite(ChainStep {
-            origin,
-            key,
-            entry,
-            existed,
-            position,
-            chain_len,
-            hops,
-            ttl,
-        }) => {
-            w.u8(CHAIN_WRITE);
-            w.opt(origin.as_ref(), Writer::origin);
-            w.str(key);
-            w.entry(entry);
-            w.bool(*existed);
-            w.u8(*position);
-            w.u8(*chain_len);
-            w.varint(u64::from(*hops));
-            w.u8(*ttl);
-        }
-        Message::Done { req, reply } => {
-            w.u8(DONE);
-            w.varint(*req);
-            w.reply(reply);
-        }
-        Message::TailRead { origin, key, hops } => {
-            w.u8(TAIL_READ);
-            w.origin(origin);
-            w.str(key);
-            w.varint(u64::from(*hops));
-        }
-        Message::Replicate {
-            entries,
-            ttl,
-            seq,
-            epoch,
-        } => {
-            w.u8(REPLICATE);
-            w.varint(entries.len() as u64);
-            for (key, entry) in entries {
-                w.str(key);
-                w.entry(entry);
-            }
-            w.u8(*ttl);
-            w.varint(*seq);
-            w.varint(*epoch);
-        }
-        Message::ReplicateAck { seqs } => {
-            w.u8(REPLICATE_ACK);
-            w.varint(seqs.len() as u64);
-            for seq in seqs {
-                w.varint(*seq);
-            }
-        }
-        Message::CraqClean { key, version } => {
-            w.u8(CRAQ_CLEAN);
-            w.str(key);
-            w.opt(version.as_ref(), Writer::version);
-        }
-        // `handles` admits only the messages above.
-        _ => {
-            out.truncate(start);
-            return false;
-        }
+    if !w.message(&envelope.msg) {
+        // Not one of these messages: what was written of it goes.
+        out.truncate(start);
+        return false;
     }
     let body = out.len() - start - HEADER_BYTES;
     // An envelope above u32::MAX bytes cannot be framed anyway (the frame limit is far
@@ -181,6 +70,103 @@ pub(super) fn encode(envelope: &Envelope, out: &mut Vec<u8>) -> bool {
     let len = u32::try_from(body).unwrap_or(u32::MAX);
     out[start + 1..start + HEADER_BYTES].copy_from_slice(&len.to_be_bytes());
     true
+}
+
+impl Writer<'_> {
+    /// `msg`'s kind and fields; `false` if it does not go in this layout.
+    fn message(&mut self, msg: &Message) -> bool {
+        let w = self;
+        match msg {
+            Message::Route(Routed {
+                origin,
+                key,
+                action,
+                hops,
+                laps,
+                redriven,
+            }) => {
+                w.u8(ROUTE);
+                w.opt(origin.as_ref(), Writer::origin);
+                w.str(key);
+                match action {
+                    Action::Write { value } => {
+                        w.u8(ACTION_WRITE);
+                        w.opt(value.as_deref(), Writer::str);
+                    }
+                    Action::Read => w.u8(ACTION_READ),
+                    Action::Repair { entry, ttl } => {
+                        w.u8(ACTION_REPAIR);
+                        w.entry(entry);
+                        w.u8(*ttl);
+                    }
+                }
+                w.varint(u64::from(*hops));
+                w.varint(u64::from(*laps));
+                w.bool(*redriven);
+            }
+            Message::ChainWrite(ChainStep {
+                origin,
+                key,
+                entry,
+                existed,
+                position,
+                chain_len,
+                hops,
+                ttl,
+            }) => {
+                w.u8(CHAIN_WRITE);
+                w.opt(origin.as_ref(), Writer::origin);
+                w.str(key);
+                w.entry(entry);
+                w.bool(*existed);
+                w.u8(*position);
+                w.u8(*chain_len);
+                w.varint(u64::from(*hops));
+                w.u8(*ttl);
+            }
+            Message::Done { req, reply } => {
+                w.u8(DONE);
+                w.varint(*req);
+                return w.reply(reply);
+            }
+            Message::TailRead { origin, key, hops } => {
+                w.u8(TAIL_READ);
+                w.origin(origin);
+                w.str(key);
+                w.varint(u64::from(*hops));
+            }
+            Message::Replicate {
+                entries,
+                ttl,
+                seq,
+                epoch,
+            } => {
+                w.u8(REPLICATE);
+                w.varint(entries.len() as u64);
+                for (key, entry) in entries {
+                    w.str(key);
+                    w.entry(entry);
+                }
+                w.u8(*ttl);
+                w.varint(*seq);
+                w.varint(*epoch);
+            }
+            Message::ReplicateAck { seqs } => {
+                w.u8(REPLICATE_ACK);
+                w.varint(seqs.len() as u64);
+                for seq in seqs {
+                    w.varint(*seq);
+                }
+            }
+            Message::CraqClean { key, version } => {
+                w.u8(CRAQ_CLEAN);
+                w.str(key);
+                w.opt(version.as_ref(), Writer::version);
+            }
+            _ => return false,
+        }
+        true
+    }
 }
 
 /// The envelope in `bytes` (a whole `bin 32` value, marker included), its sender and the
@@ -372,8 +358,8 @@ impl Writer<'_> {
         self.version(version);
     }
 
-    /// One of the four answers `handles` admits.
-    fn reply(&mut self, reply: &Reply) {
+    /// One of the four answers client operations get; `false` for any other.
+    fn reply(&mut self, reply: &Reply) -> bool {
         match reply {
             Ok(Response::Inserted {
                 key,
@@ -417,9 +403,9 @@ impl Writer<'_> {
                 self.str(node);
                 self.varint(u64::from(*hops));
             }
-            // Not admitted by `handles`.
-            _ => {}
+            _ => return false,
         }
+        true
     }
 }
 

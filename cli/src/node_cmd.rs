@@ -26,7 +26,8 @@ pub struct Tuning {
     /// Client requests a node may have outstanding; beyond it, 503.
     #[arg(long, default_value_t = Limits::default().pending_requests_max)]
     pub pending_max: usize,
-    /// Requests and message batches queued at a node's actor; beyond it, 503.
+    /// Requests and message batches queued while a node is busy with another input;
+    /// beyond it, 503.
     #[arg(long, default_value_t = ActorOptions::default().queue_commands_max)]
     pub queue_max: usize,
     /// Turn off heartbeats, failure detection and anti-entropy (on by default: a node

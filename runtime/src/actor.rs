@@ -1,21 +1,29 @@
-//! The actor: one tokio task owns a node's state machine and is its only driver.
+//! The actor: a node's state machine, its lock, and the task that keeps its timers.
 //!
-//! Its loop is "receive a command or sleep until the next timer deadline". Client requests
-//! get a fresh [`ReqId`] and a oneshot channel for the reply; peer messages are fed in as
-//! they come; outputs are carried out at once (sends go to the peer queues, replies to the
-//! waiting handlers). The core keeps its own timers: the actor sleeps until
-//! `Node::poll_timeout` and then calls `Node::handle_timeout`. The core also enforces
-//! every request's deadline, so a waiting handler needs no timeout of its own. No lock
-//! guards protocol state.
+//! Every input runs as a *turn* under the node's lock: due timers first, then commands
+//! queued earlier, then the input; then its outputs are carried out (sends go to the peer
+//! queues, which write at the end of the turn; replies to the waiting handlers). A turn
+//! runs on the task that brought the input (an HTTP handler, a peer connection's reader)
+//! when the lock is free: handing each input to another task cost a wake-up of that task
+//! per message, about as much as the core's work on it. An input that finds the lock taken
+//! is queued, and whoever takes the lock next handles it first, so one sender's messages
+//! keep their order. The actor task sleeps until `Node::poll_timeout`, a queued command or
+//! a written batch, and handles those; an inline turn that arms an earlier timer wakes it.
+//! Nothing waits for the lock: whoever finds it taken queues its input (or, the actor task,
+//! asks the holder to wake it), so a long turn stalls no second runtime thread.
+//! Client requests get a fresh [`ReqId`] and a oneshot channel for the reply. The core
+//! enforces every request's deadline, so a waiting handler needs no timeout of its own.
+//! The lock is never held across an `.await`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, TryLockError};
 use std::time::{Duration, Instant};
 
 use ringkv_core::{
     Envelope, Input, Node, Output, Persist, Reply, ReqId, Request, RequestError, Response, Time,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
 use crate::dial::Dialer;
@@ -49,10 +57,48 @@ enum Command {
     Inspect(Inspector),
 }
 
+/// How a node's actor task is woken: a command was queued, a batch was written, a timer
+/// is due earlier than the one it sleeps for, or it found the lock taken.
+#[derive(Debug, Default)]
+struct Wake {
+    notify: Notify,
+    /// The task is about to try the lock, or found it taken: whoever holds it wakes the
+    /// task after letting it go. The task never waits for the lock, which an inline turn
+    /// may hold for long (a large snapshot): that would stall a second runtime thread.
+    missed: AtomicBool,
+}
+
+impl Wake {
+    /// After letting the lock go.
+    fn released(&self) {
+        if self.missed.load(Ordering::Acquire) {
+            self.notify.notify_one();
+        }
+    }
+}
+
+/// What a node's handles and its actor task share.
+struct Driver {
+    actor: Mutex<Actor>,
+    wake: Arc<Wake>,
+    /// Callers handle their inputs themselves when the lock is free. Not with an emulated
+    /// processor: its inputs wait in the queue, which the actor task paces.
+    inline: bool,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("inline", &self.inline)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A clonable handle to a running node: the only way to reach its state machine.
 #[derive(Clone, Debug)]
 pub struct NodeHandle {
     tx: mpsc::Sender<Command>,
+    driver: Arc<Driver>,
     addr: Arc<str>,
     wait: Duration,
 }
@@ -72,29 +118,25 @@ impl NodeHandle {
     /// answers every request it takes by the core's request timeout.
     pub async fn request(&self, request: Request) -> Result<Reply, Unavailable> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .try_send(Command::Request { request, reply })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => Unavailable::Busy,
-                mpsc::error::TrySendError::Closed(_) => Unavailable::Stopped,
-            })?;
+        let command = match self.run(Command::Request { request, reply })? {
+            None => return rx.await.map_err(|_| Unavailable::Stopped),
+            Some(command) => command,
+        };
+        self.tx.try_send(command).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => Unavailable::Busy,
+            mpsc::error::TrySendError::Closed(_) => Unavailable::Stopped,
+        })?;
+        self.driver.wake.notify.notify_one();
         rx.await.map_err(|_| Unavailable::Stopped)
     }
 
     /// Hand peer messages to the node, waiting for room in its queue (back-pressure on the
     /// sending peer) at most the request wait.
     pub async fn deliver(&self, envelopes: Vec<Envelope>) -> Result<(), Unavailable> {
-        // The common case, room in the queue, sets no timer.
-        let command = match self.tx.try_send(Command::Messages(envelopes)) {
-            Ok(()) => return Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Unavailable::Stopped),
-            Err(mpsc::error::TrySendError::Full(command)) => command,
+        let Some(command) = self.run(Command::Messages(envelopes))? else {
+            return Ok(());
         };
-        match tokio::time::timeout(self.wait, self.tx.send(command)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(Unavailable::Stopped),
-            Err(_) => Err(Unavailable::Busy),
-        }
+        self.queue(command).await
     }
 
     /// Run `f` on the node's state between two inputs and return its result.
@@ -107,11 +149,8 @@ impl NodeHandle {
         let inspector: Inspector = Box::new(move |node| {
             let _ = tx.send(f(node));
         });
-        let queued = tokio::time::timeout(self.wait, self.tx.send(Command::Inspect(inspector)));
-        match queued.await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(Unavailable::Stopped),
-            Err(_) => return Err(Unavailable::Busy),
+        if let Some(command) = self.run(Command::Inspect(inspector))? {
+            self.queue(command).await?;
         }
         match tokio::time::timeout(self.wait, rx).await {
             Ok(Ok(value)) => Ok(value),
@@ -119,12 +158,53 @@ impl NodeHandle {
             Err(_) => Err(Unavailable::TimedOut(self.wait.as_millis() as u64)),
         }
     }
+
+    /// Handle `command` on the caller's task if the node's lock is free: no hand-over to
+    /// another task, whose wake-up would cost about as much as the core's work on a
+    /// message. Otherwise give it back, to be queued for whoever holds the lock next.
+    fn run(&self, command: Command) -> Result<Option<Command>, Unavailable> {
+        if !self.driver.inline {
+            return Ok(Some(command));
+        }
+        match self.driver.actor.try_lock() {
+            Ok(mut actor) => {
+                let turn = actor.turn(Some(command), Some(&self.driver.wake.notify));
+                drop(actor);
+                self.driver.wake.released();
+                turn.map(|()| None)
+            }
+            Err(TryLockError::WouldBlock) => Ok(Some(command)),
+            Err(TryLockError::Poisoned(_)) => Err(Unavailable::Stopped),
+        }
+    }
+
+    /// Queue `command`, waiting for room at most the request wait.
+    async fn queue(&self, command: Command) -> Result<(), Unavailable> {
+        // The common case, room in the queue, sets no timer.
+        let command = match self.tx.try_send(command) {
+            Ok(()) => {
+                self.driver.wake.notify.notify_one();
+                return Ok(());
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Unavailable::Stopped),
+            Err(mpsc::error::TrySendError::Full(command)) => command,
+        };
+        match tokio::time::timeout(self.wait, self.tx.send(command)).await {
+            Ok(Ok(())) => {
+                self.driver.wake.notify.notify_one();
+                Ok(())
+            }
+            Ok(Err(_)) => Err(Unavailable::Stopped),
+            Err(_) => Err(Unavailable::Busy),
+        }
+    }
 }
 
 /// Runtime settings of one actor.
 #[derive(Clone, Copy, Debug)]
 pub struct ActorOptions {
-    /// Commands (requests, message batches) queued before clients get `503`.
+    /// Commands (requests, message batches) that found the node busy with another input
+    /// (or wait for its emulated processor) queued before clients get `503`.
     pub queue_commands_max: usize,
     /// Margin added to the core's request timeout before a waiting handler gives up.
     pub wait_margin: Duration,
@@ -209,12 +289,10 @@ pub(crate) fn spawn(
 ) -> Running {
     let (tx, rx) = mpsc::channel(options.queue_commands_max.max(1));
     let (stop, stop_rx) = oneshot::channel();
-    let handle = NodeHandle {
-        tx,
-        addr: node.me().addr.clone(),
-        wait: Duration::from_nanos(timeout_ns) + options.wait_margin,
-    };
-    let actor = Actor {
+    let wake = Arc::new(Wake::default());
+    let addr = node.me().addr.clone();
+    let pace = options.service.filter(|d| !d.is_zero()).map(Pace::new);
+    let mut actor = Actor {
         node,
         start: Instant::now(),
         next_req: 1,
@@ -228,10 +306,125 @@ pub(crate) fn spawn(
         committing: false,
         failing: false,
         committed: mpsc::unbounded_channel(),
-        pace: options.service.filter(|d| !d.is_zero()).map(Pace::new),
+        wake: wake.clone(),
+        inline: pace.is_none(),
+        pace,
+        queue: rx,
+        armed: None,
+        stopped: false,
     };
-    let task = tokio::spawn(actor.run(rx, stop_rx, options.drain_grace));
+    // Arm the node's timers now, not at its first input: a bootstrap's search for the ring
+    // it belonged to (and its founding of a new one) runs from the start, instead of from
+    // the first request, which would be refused meanwhile. Before any handle exists, so
+    // no input comes first; the first turn sends what it queued.
+    let mut out = std::mem::take(&mut actor.out);
+    actor.node.start(actor.now(), &mut out);
+    actor.carry_out(out);
+    let driver = Arc::new(Driver {
+        inline: actor.inline,
+        actor: Mutex::new(actor),
+        wake,
+    });
+    let handle = NodeHandle {
+        tx,
+        driver: driver.clone(),
+        addr,
+        wait: Duration::from_nanos(timeout_ns) + options.wait_margin,
+    };
+    let task = tokio::spawn(run(driver, stop_rx, options.drain_grace));
     Running { handle, task, stop }
+}
+
+/// The actor task: it sleeps until the node's next timer, a queued command or a written
+/// batch, and then takes a turn under the node's lock. Inputs that find the lock free are
+/// handled by their callers ([`NodeHandle::run`]) and never wake it.
+async fn run(driver: Arc<Driver>, mut stop: oneshot::Receiver<()>, grace: Duration) {
+    let start = match driver.actor.lock() {
+        Ok(actor) => actor.start,
+        Err(_) => return,
+    };
+    let sleep = tokio::time::sleep_until(start.into());
+    tokio::pin!(sleep);
+    let pace_sleep = tokio::time::sleep_until(start.into());
+    tokio::pin!(pace_sleep);
+    let mut armed: Option<Time> = None;
+    loop {
+        let turn = match task_turn(&driver) {
+            Ok(turn) => turn,
+            Err(Unavailable::Stopped) => break,
+            Err(_) => None,
+        };
+        let Some((next, paced_until)) = turn else {
+            // The lock was taken: its holder wakes the task when it lets go (timers that
+            // fell due meanwhile are then taken), so only a wake-up is waited for.
+            tokio::select! {
+                biased;
+                _ = &mut stop => break,
+                () = driver.wake.notify.notified() => {}
+            }
+            continue;
+        };
+        if next != armed {
+            if let Some(at) = next {
+                sleep
+                    .as_mut()
+                    .reset((start + Duration::from_nanos(at)).into());
+            }
+            armed = next;
+        }
+        if let Some(at) = paced_until {
+            pace_sleep.as_mut().reset(at.into());
+        }
+        tokio::select! {
+            biased;
+            _ = &mut stop => break,
+            () = driver.wake.notify.notified() => {}
+            () = &mut pace_sleep, if paced_until.is_some() => {}
+            () = &mut sleep, if armed.is_some() => {}
+        }
+    }
+    stopped(&driver, grace).await;
+}
+
+/// What the actor task waits for after its turn: the node's next timer, and when the
+/// emulated processor (if any, and busy) can take the next input.
+type Waits = (Option<Time>, Option<Instant>);
+
+/// The actor task's turn, if the lock is free (`None` if it is taken). The lock is let go
+/// before returning (it must not be held across an `.await`).
+fn task_turn(driver: &Driver) -> Result<Option<Waits>, Unavailable> {
+    driver.wake.missed.store(true, Ordering::Release);
+    let mut actor = match driver.actor.try_lock() {
+        Ok(actor) => actor,
+        Err(TryLockError::WouldBlock) => return Ok(None),
+        Err(TryLockError::Poisoned(_)) => return Err(Unavailable::Stopped),
+    };
+    driver.wake.missed.store(false, Ordering::Release);
+    actor.turn(None, None)?;
+    // Inline turns compare their timers with this one: an earlier one wakes the task.
+    actor.armed = actor.node.poll_timeout();
+    let ready = actor.ready();
+    if ready && !actor.queue.is_empty() {
+        // A turn takes a bounded number of commands; the rest in the next.
+        driver.wake.notify.notify_one();
+    }
+    let paced_until = actor.pace.as_ref().map(|p| p.free_at).filter(|_| !ready);
+    Ok(Some((actor.armed, paced_until)))
+}
+
+/// Refuse inputs from now on and close the transport; the future waits for its queues to
+/// drain (at most `grace`).
+fn stopped(driver: &Driver, grace: Duration) -> impl std::future::Future<Output = ()> {
+    // A poisoned lock (a panic in the core) still holds the transport to close.
+    let mut actor = match driver.actor.lock() {
+        Ok(actor) => actor,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    actor.stopped = true;
+    actor.queue.close();
+    // Queued commands are dropped: their callers learn that the node stopped.
+    while actor.queue.try_recv().is_ok() {}
+    actor.peers.close(grace)
 }
 
 struct Actor {
@@ -249,19 +442,30 @@ struct Actor {
     held: Vec<Output>,
     /// Persists not yet on disk (a write failed; retried first in the next batch).
     unpersisted: Vec<Persist>,
-    /// A batch is being written on a blocking thread. Meanwhile the actor goes on
+    /// A batch is being written on a blocking thread. Meanwhile the node goes on
     /// handling inputs and holds their outputs, so the next transaction (one `fsync`)
     /// covers everything that arrived during this one: group commit that grows with load.
     committing: bool,
     /// The last write failed (logged once per episode, not per retry).
     failing: bool,
-    /// Where the committer reports a written batch (sender, receiver).
+    /// Where the committer reports a written batch (sender, receiver); every turn takes
+    /// what arrived.
     committed: (
         mpsc::UnboundedSender<Committed>,
         mpsc::UnboundedReceiver<Committed>,
     ),
+    /// The actor task's wake-up, for the committer.
+    wake: Arc<Wake>,
     /// The emulated processor, if any (`ActorOptions::service`).
     pace: Option<Pace>,
+    /// Whether callers handle their inputs themselves (see [`Driver::inline`]).
+    inline: bool,
+    /// Commands that found the lock taken (or wait for the emulated processor).
+    queue: mpsc::Receiver<Command>,
+    /// The timer the actor task sleeps for.
+    armed: Option<Time>,
+    /// The node stopped: inputs are refused.
+    stopped: bool,
 }
 
 /// A batch the committer has written (or failed to write).
@@ -274,67 +478,47 @@ struct Committed {
 }
 
 impl Actor {
-    async fn run(
-        mut self,
-        mut rx: mpsc::Receiver<Command>,
-        mut stop: oneshot::Receiver<()>,
-        grace: Duration,
-    ) {
-        let sleep = tokio::time::sleep_until(self.start.into());
-        tokio::pin!(sleep);
-        let pace_sleep = tokio::time::sleep_until(self.start.into());
-        tokio::pin!(pace_sleep);
-        let mut armed: Option<Time> = None;
-        // Arm the node's timers now, not at its first input: a bootstrap's search for
-        // the ring it belonged to (and its founding of a new one) runs from the start,
-        // instead of from the first request, which would be refused meanwhile.
-        let mut out = std::mem::take(&mut self.out);
-        self.node.start(self.now(), &mut out);
-        self.carry_out(out);
-        loop {
-            self.fire_due_timers();
-            self.commit();
-            self.peers.flush();
+    /// One turn under the node's lock: due timers, the commands queued before
+    /// `command` (so a sender's messages stay in order when one of them found the lock
+    /// taken), `command`, then what the turn's outputs need: the disk, the peer queues'
+    /// writes, and the actor task's wake-up if a timer is now due before the one it
+    /// sleeps for.
+    /// `wake` is the actor task's, given by inline turns (the task's own sets its timer
+    /// and takes what is left queued itself).
+    fn turn(&mut self, command: Option<Command>, wake: Option<&Notify>) -> Result<(), Unavailable> {
+        if self.stopped {
+            return Err(Unavailable::Stopped);
+        }
+        self.fire_due_timers();
+        while let Ok(done) = self.committed.1.try_recv() {
+            self.on_committed(done);
+        }
+        let mut taken = 0;
+        while taken < COMMANDS_PER_TURN_MAX && self.ready() {
+            match self.queue.try_recv() {
+                Ok(queued) => self.on_command(queued),
+                Err(_) => break,
+            }
+            taken += 1;
+        }
+        if let Some(wake) = wake.filter(|_| taken == COMMANDS_PER_TURN_MAX) {
+            // More may be queued: the actor task takes them in a turn of its own.
+            wake.notify_one();
+        }
+        if let Some(command) = command {
+            self.on_command(command);
+        }
+        self.commit();
+        self.peers.flush();
+        if let Some(wake) = wake {
             let next = self.node.poll_timeout();
-            if next != armed {
-                if let Some(at) = next {
-                    sleep
-                        .as_mut()
-                        .reset((self.start + Duration::from_nanos(at)).into());
-                }
-                armed = next;
-            }
-            let ready = self.ready();
-            if !ready {
-                if let Some(pace) = &self.pace {
-                    pace_sleep.as_mut().reset(pace.free_at.into());
-                }
-            }
-            tokio::select! {
-                biased;
-                _ = &mut stop => break,
-                command = rx.recv(), if ready => {
-                    let Some(command) = command else { break };
-                    self.on_command(command);
-                    for _ in 1..COMMANDS_PER_TURN_MAX {
-                        if !self.ready() {
-                            break;
-                        }
-                        match rx.try_recv() {
-                            Ok(command) => self.on_command(command),
-                            Err(_) => break,
-                        }
-                    }
-                }
-                () = &mut pace_sleep, if !ready => {}
-                () = &mut sleep, if armed.is_some() => {}
-                Some(done) = self.committed.1.recv(), if self.committing => {
-                    self.on_committed(done);
-                }
+            if next.is_some_and(|at| self.armed.is_none_or(|armed| at < armed)) {
+                // Set now: the turns before the task's own would otherwise wake it again.
+                self.armed = next;
+                wake.notify_one();
             }
         }
-        rx.close();
-        self.peers.close(grace).await;
+        Ok(())
     }
 
     /// Whether the emulated processor, if any, can take an input now.
@@ -432,6 +616,7 @@ impl Actor {
         let batch = std::mem::take(&mut self.unpersisted);
         let storage = Arc::clone(storage);
         let report = self.committed.0.clone();
+        let wake = self.wake.clone();
         self.committing = true;
         tokio::task::spawn_blocking(move || {
             let result = storage.write(&batch);
@@ -441,6 +626,7 @@ impl Actor {
                 batch,
                 rest,
             });
+            wake.notify.notify_one();
         });
     }
 

@@ -2,8 +2,9 @@
 //!
 //! The protocol is `ringkv-core`'s state machine, unchanged; this crate only drives it:
 //!
-//! - [`actor`]: one task owns each node and is fed by a bounded channel; its loop is
-//!   "receive a command or sleep until the next timer deadline".
+//! - [`actor`]: each node's state machine behind a lock, stepped in turns by the task that
+//!   brings an input (inputs that find it busy wait in a bounded queue, taken first by the
+//!   next turn), and by one task per node that sleeps until the next timer deadline.
 //! - [`http`]: the client and operator API (`docs/http-api.md`), the upgrade that opens a
 //!   peer connection, and a JSON route for peer messages (debugging).
 //! - [`peer`]: per-destination queues whose sender tasks write what is queued as binary

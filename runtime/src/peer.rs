@@ -380,8 +380,10 @@ impl Peers {
     }
 
     /// Stop accepting envelopes and let every sender task send what is queued and close
-    /// its connection, waiting at most `grace` for them; then stop the rest.
-    pub(crate) async fn close(mut self, grace: Duration) {
+    /// its connection. The future returned (which does not borrow the transport, so a
+    /// lock around it need not be held) waits at most `grace` for them, then stops the
+    /// rest.
+    pub(crate) fn close(&mut self, grace: Duration) -> impl std::future::Future<Output = ()> {
         self.flush();
         for queue in self.queues.values() {
             queue.close();
@@ -393,10 +395,12 @@ impl Peers {
                 let _ = task.await;
             }
         };
-        if tokio::time::timeout(grace, all).await.is_err() {
-            tracing::warn!("peer queues not drained within {grace:?}; dropping the rest");
-            for abort in aborts {
-                abort.abort();
+        async move {
+            if tokio::time::timeout(grace, all).await.is_err() {
+                tracing::warn!("peer queues not drained within {grace:?}; dropping the rest");
+                for abort in aborts {
+                    abort.abort();
+                }
             }
         }
     }

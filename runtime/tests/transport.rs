@@ -13,7 +13,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ringkv_core::message::{Action, Origin, Routed};
-use ringkv_core::{ClusterConfig, Consistency, Envelope, Message, NodeRef, Routing};
+use ringkv_core::{
+    ClusterConfig, Consistency, Envelope, Message, NodeRef, Request, Response, Routing,
+};
 use ringkv_runtime::dial::{DialError, Dialer};
 use ringkv_runtime::wire::{self, PEER_PATH, PROTOCOL};
 use ringkv_runtime::{ClusterOptions, LocalCluster, NodeOptions, NodeServer, Role};
@@ -185,6 +187,79 @@ async fn messages_keep_their_order_per_destination_under_load() {
     );
     assert_eq!(counter(&node, |p| &p.messages_dropped_send_error), 0);
     peer_task.abort();
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_that_find_a_node_busy_wait_and_keep_their_order() {
+    // An input is handled by the task that brings it when the node's lock is free. One
+    // that finds the node busy is queued, without holding up its thread, and handled
+    // before any later input: here the first write waits behind a long inspection, the
+    // second comes once it has ended, and the second's value is the one that stays.
+    let node = bootstrap(None).await;
+    let handle = node.handle().clone();
+    let deadline = Instant::now() + STEP;
+    while !handle.inspect(|n| n.is_member()).await.unwrap_or(false) {
+        assert!(
+            Instant::now() < deadline,
+            "the bootstrap never became a member"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let insert = |value: &str| Request::Insert {
+        key: "k".to_string(),
+        value: value.to_string(),
+    };
+    let (held_tx, held_rx) = tokio::sync::oneshot::channel();
+    let busy = tokio::spawn({
+        let handle = handle.clone();
+        async move {
+            handle
+                .inspect(move |_| {
+                    let _ = held_tx.send(());
+                    std::thread::sleep(Duration::from_millis(500));
+                })
+                .await
+        }
+    });
+    timeout(STEP, held_rx).await.unwrap().unwrap();
+    let first = tokio::spawn({
+        let (handle, request) = (handle.clone(), insert("first"));
+        async move { handle.request(request).await }
+    });
+    // The other runtime thread goes on (a node's actor task never waits for its lock).
+    let waited = Instant::now();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        waited.elapsed() < Duration::from_millis(400),
+        "a thread was held up"
+    );
+    assert!(
+        !first.is_finished(),
+        "the first write waits while the node is busy"
+    );
+    timeout(STEP, busy).await.unwrap().unwrap().unwrap();
+    let second = timeout(STEP, handle.request(insert("second")))
+        .await
+        .unwrap();
+    assert!(
+        matches!(second, Ok(Ok(Response::Inserted { .. }))),
+        "{second:?}"
+    );
+    let first = timeout(STEP, first).await.unwrap().unwrap();
+    assert!(
+        matches!(first, Ok(Ok(Response::Inserted { .. }))),
+        "{first:?}"
+    );
+    let read = handle
+        .request(Request::Query {
+            key: "k".to_string(),
+        })
+        .await;
+    match read {
+        Ok(Ok(Response::Found { value, .. })) => assert_eq!(value, "second"),
+        other => panic!("{other:?}"),
+    }
     node.stop().await;
 }
 

@@ -5,7 +5,7 @@
 //! file), 3 some key's search budget ran out (and no violation was found).
 
 use std::fmt::Write as _;
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -57,7 +57,7 @@ fn malformed(args: &CheckArgs, err: &HistoryError) -> anyhow::Result<ExitCode> {
     eprintln!("{}: malformed history: {err}", args.history.display());
     if args.json {
         let doc = serde_json::json!({ "verdict": "malformed", "exit_code": 2, "error": err });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        crate::stdout::line(serde_json::to_string_pretty(&doc)?);
     }
     Ok(ExitCode::from(2))
 }
@@ -94,7 +94,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     } else {
         text_report(&args, &history, &lin, &stale, start.elapsed())
     };
-    std::io::stdout().lock().write_all(out.as_bytes())?;
+    crate::stdout::write(&out);
     Ok(ExitCode::from(code))
 }
 

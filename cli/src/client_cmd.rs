@@ -471,9 +471,7 @@ pub fn pretty_output() -> bool {
 
 /// Print a line on stdout and flush it (pipes and tests read it at once).
 pub fn print_line(text: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{text}");
-    let _ = out.flush();
+    crate::stdout::line(text);
 }
 
 /// Print a line on stderr.

@@ -348,15 +348,15 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<ExitCode> {
         std::fs::write(&path, &summary)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
-    print!("{summary}");
-    println!("files:");
+    crate::stdout::write(&summary.to_string());
+    crate::stdout::line("files:");
     for r in &reports {
         for f in &r.files {
-            println!("  {}", f.display());
+            crate::stdout::line(format_args!("  {}", f.display()));
         }
     }
     if experiment == Experiment::All {
-        println!("  {}", options.path("summary.txt").display());
+        crate::stdout::line(format_args!("  {}", options.path("summary.txt").display()));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -11,6 +11,7 @@ mod node_cmd;
 mod reach;
 mod shell;
 mod sim_cmd;
+mod stdout;
 
 /// jemalloc rather than the system allocator: under load, glibc's malloc arenas made the
 /// nodes' threads wait on each other's locks (futex waits and wake-ups, about 6% of a

@@ -616,9 +616,9 @@ fn print_report<R: serde::Serialize + std::fmt::Display>(
     json: bool,
 ) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(report)?);
+        crate::stdout::line(serde_json::to_string_pretty(report)?);
     } else {
-        println!("{report}");
+        crate::stdout::line(report);
     }
     Ok(())
 }

@@ -445,12 +445,12 @@ fn run_sweep(args: SweepArgs) -> anyhow::Result<ExitCode> {
     }
     let report = sweep(&config, &options);
     if args.opts.json {
-        println!("{}", serde_json::to_string(&report)?);
+        crate::stdout::line(serde_json::to_string(&report)?);
     } else {
         for note in &notes {
-            println!("note: {note}");
+            crate::stdout::line(format_args!("note: {note}"));
         }
-        println!("{report}");
+        crate::stdout::line(&report);
     }
     if report.passed() {
         return Ok(ExitCode::SUCCESS);
@@ -487,9 +487,9 @@ fn run_one(args: SimOptions) -> anyhow::Result<ExitCode> {
     }
     let summary = &result.summary;
     if args.json {
-        println!("{}", serde_json::to_string(summary)?);
+        crate::stdout::line(serde_json::to_string(summary)?);
     } else {
-        println!("{summary}");
+        crate::stdout::line(summary);
     }
     if summary.failed() {
         let mut found = Vec::new();

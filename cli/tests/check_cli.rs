@@ -208,3 +208,41 @@ fn check_info_and_pending_ops() {
     let out = dht(&["check", path.to_str().expect("utf8")]);
     assert_eq!(code(&out), 0, "{}", stdout(&out));
 }
+
+/// Run `dht` with its stdout a pipe whose reading end is closed at once (as `| head`
+/// does once it has its lines): its exit code and stderr.
+fn dht_into_closed_pipe(args: &[&str]) -> (i32, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dht"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run dht");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("dht ends");
+    (code(&out), stderr(&out))
+}
+
+#[test]
+fn a_reader_that_closes_the_pipe_early_changes_no_exit_code() {
+    // The verdict stays the exit code, and nothing panics, whether the report is text or
+    // JSON and whatever the verdict.
+    let ok = temp_file("ok.jsonl", &linearizable());
+    let bad = temp_file("stale.jsonl", &stale());
+    for (path, verdict) in [(&ok, 0), (&bad, 1)] {
+        for json in [false, true] {
+            let mut args = vec!["check", path.to_str().expect("utf8")];
+            if json {
+                args.push("--json");
+            }
+            let (code, err) = dht_into_closed_pipe(&args);
+            assert_eq!(code, verdict, "{args:?}: {err}");
+            assert!(!err.contains("panicked"), "{args:?}: {err}");
+            assert!(!err.contains("error"), "{args:?}: {err}");
+        }
+    }
+    // A simulation's report, many lines long.
+    let (code, err) = dht_into_closed_pipe(&["sim", "--nodes", "5", "--workload", "insert"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -422,8 +422,14 @@ fn stopped(driver: &Driver, grace: Duration) -> impl std::future::Future<Output 
     };
     actor.stopped = true;
     actor.queue.close();
-    // Queued commands are dropped: their callers learn that the node stopped.
+    // Queued commands and requests waiting for an answer are dropped: their callers learn
+    // that the node stopped. (The state outlives the task while handles to it remain,
+    // and with no timer running any more, a waiting request would wait for good.)
     while actor.queue.try_recv().is_ok() {}
+    actor.waiting.clear();
+    // The data directory is closed as when the task owned the state (a batch being
+    // written holds it until done).
+    actor.storage = None;
     actor.peers.close(grace)
 }
 

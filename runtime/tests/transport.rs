@@ -264,6 +264,34 @@ async fn inputs_that_find_a_node_busy_wait_and_keep_their_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_when_its_node_stops_is_answered_stopped() {
+    // A write that cannot complete (the other node of its chain is gone, and requests
+    // time out only after 30 s) waits at its node; stopping the node ends the wait at
+    // once, though the caller still holds a handle to the node.
+    let mut options = ClusterOptions::new(2, config(2));
+    options.timing.request_timeout_ns = 30_000_000_000;
+    let mut cluster = LocalCluster::start(options).await.expect("the ring forms");
+    cluster.take_node(1).stop().await;
+    let node = cluster.take_node(0);
+    let handle = node.handle().clone();
+    let write = tokio::spawn(async move {
+        let request = Request::Insert {
+            key: "k".to_string(),
+            value: "v".to_string(),
+        };
+        handle.request(request).await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!write.is_finished(), "{:?}", write.await);
+    node.stop().await;
+    let answer = timeout(Duration::from_secs(5), write).await;
+    assert!(
+        matches!(answer, Ok(Ok(Err(ringkv_runtime::Unavailable::Stopped)))),
+        "{answer:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_frame_closes_its_connection_and_is_counted() {
     let node = bootstrap(None).await;
     let bad_frames: [&[u8]; 3] = [

@@ -4,8 +4,9 @@
 //! queued earlier, then the input; then its outputs are carried out (sends go to the peer
 //! queues, which write at the end of the turn; replies to the waiting handlers). A turn
 //! runs on the task that brought the input (an HTTP handler, a peer connection's reader)
-//! when the lock is free: handing each input to another task cost a wake-up of that task
-//! per message, about as much as the core's work on it. An input that finds the lock taken
+//! when the lock is free: handing each input to another task cost a wake-up and a poll of
+//! that task per message (2-6 % of a node's instructions per operation, and 2 µs of a
+//! one-client request's 39; results/runtime_bench.md). An input that finds the lock taken
 //! is queued, and whoever takes the lock next handles it first, so one sender's messages
 //! keep their order. The actor task sleeps until `Node::poll_timeout`, a queued command or
 //! a written batch, and handles those; an inline turn that arms an earlier timer wakes it.
@@ -160,8 +161,8 @@ impl NodeHandle {
     }
 
     /// Handle `command` on the caller's task if the node's lock is free: no hand-over to
-    /// another task, whose wake-up would cost about as much as the core's work on a
-    /// message. Otherwise give it back, to be queued for whoever holds the lock next.
+    /// another task, and no wake-up of it. Otherwise give it back, to be queued for
+    /// whoever holds the lock next.
     fn run(&self, command: Command) -> Result<Option<Command>, Unavailable> {
         if !self.driver.inline {
             return Ok(Some(command));

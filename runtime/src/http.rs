@@ -31,7 +31,8 @@ pub const INTERNAL_BODY_BYTES_MAX: usize = 64 << 20;
 /// Path of the test-only partition filter (see [`crate::fault`]).
 pub const PARTITION_PATH: &str = "/admin/partition";
 
-#[derive(Clone)]
+/// What every handler of a node shares (behind one `Arc`: axum clones the state for each
+/// request).
 struct AppState {
     node: NodeHandle,
     metrics: Arc<Metrics>,
@@ -82,7 +83,7 @@ pub fn router(
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(CLIENT_BODY_BYTES_MAX))
-        .with_state(state)
+        .with_state(Arc::new(state))
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> JsonReply {
@@ -92,7 +93,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> JsonReply {
 // ----- client routes -----
 
 async fn insert_path(
-    State(s): State<AppState>,
+    State(s): State<Arc<AppState>>,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> JsonReply {
     match path {
@@ -108,7 +109,7 @@ struct InsertBody {
 }
 
 async fn insert_json(
-    State(s): State<AppState>,
+    State(s): State<Arc<AppState>>,
     body: Result<Json<InsertBody>, JsonRejection>,
 ) -> JsonReply {
     match body {
@@ -124,7 +125,7 @@ async fn insert_json(
 }
 
 async fn query(
-    State(s): State<AppState>,
+    State(s): State<Arc<AppState>>,
     uri: Uri,
     path: Result<Path<String>, PathRejection>,
 ) -> JsonReply {
@@ -139,7 +140,7 @@ async fn query(
 }
 
 async fn delete_key(
-    State(s): State<AppState>,
+    State(s): State<Arc<AppState>>,
     path: Result<Path<String>, PathRejection>,
 ) -> JsonReply {
     match path {
@@ -148,15 +149,15 @@ async fn delete_key(
     }
 }
 
-async fn join(State(s): State<AppState>) -> JsonReply {
+async fn join(State(s): State<Arc<AppState>>) -> JsonReply {
     s.call(Request::Join).await
 }
 
-async fn depart(State(s): State<AppState>) -> JsonReply {
+async fn depart(State(s): State<Arc<AppState>>) -> JsonReply {
     s.call(Request::Depart).await
 }
 
-async fn overlay(State(s): State<AppState>) -> JsonReply {
+async fn overlay(State(s): State<Arc<AppState>>) -> JsonReply {
     s.call(Request::Overlay).await
 }
 
@@ -290,7 +291,7 @@ fn unavailable_json(unavailable: Unavailable) -> JsonReply {
 
 // ----- operator routes -----
 
-async fn health(State(s): State<AppState>) -> JsonReply {
+async fn health(State(s): State<Arc<AppState>>) -> JsonReply {
     let probe = s.node.inspect(|n| (n.phase(), n.is_member())).await;
     match probe {
         Ok((phase, member)) => (
@@ -304,7 +305,7 @@ async fn health(State(s): State<AppState>) -> JsonReply {
     }
 }
 
-async fn node_status(State(s): State<AppState>) -> JsonReply {
+async fn node_status(State(s): State<Arc<AppState>>) -> JsonReply {
     let status = s.node.inspect(|n| (n.status(), n.pending_requests())).await;
     match status {
         Ok((status, pending)) => {
@@ -318,7 +319,7 @@ async fn node_status(State(s): State<AppState>) -> JsonReply {
     }
 }
 
-async fn render_metrics(State(s): State<AppState>) -> HttpResponse {
+async fn render_metrics(State(s): State<Arc<AppState>>) -> HttpResponse {
     let gauges = s
         .node
         .inspect(|n| Gauges {
@@ -338,7 +339,7 @@ async fn render_metrics(State(s): State<AppState>) -> HttpResponse {
 
 // ----- internal routes -----
 
-async fn peer_connection(State(s): State<AppState>, mut request: HttpRequest) -> HttpResponse {
+async fn peer_connection(State(s): State<Arc<AppState>>, mut request: HttpRequest) -> HttpResponse {
     let upgrade = request
         .extensions_mut()
         .remove::<hyper::upgrade::OnUpgrade>();
@@ -355,7 +356,7 @@ pub(crate) fn has_secret(headers: &HeaderMap, secret: &str) -> bool {
 }
 
 async fn internal_message(
-    State(s): State<AppState>,
+    State(s): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> HttpResponse {
@@ -428,7 +429,7 @@ fn partition_json(s: &AppState, filter: &PeerFilter) -> JsonReply {
 /// from those nodes from now on, or with `"direction": "send"` / `"receive"` only those to
 /// or only those from them (an empty list heals).
 async fn set_partition(
-    State(s): State<AppState>,
+    State(s): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> JsonReply {
@@ -457,7 +458,7 @@ async fn set_partition(
 }
 
 /// `GET /admin/partition`: the nodes this one is cut off from.
-async fn get_partition(State(s): State<AppState>, headers: HeaderMap) -> JsonReply {
+async fn get_partition(State(s): State<Arc<AppState>>, headers: HeaderMap) -> JsonReply {
     match fault_access(&s, &headers) {
         Ok(filter) => partition_json(&s, &filter),
         Err(refusal) => *refusal,

@@ -308,7 +308,6 @@ pub(crate) fn spawn(
         failing: false,
         committed: mpsc::unbounded_channel(),
         wake: wake.clone(),
-        inline: pace.is_none(),
         pace,
         queue: rx,
         armed: None,
@@ -322,7 +321,7 @@ pub(crate) fn spawn(
     actor.node.start(actor.now(), &mut out);
     actor.carry_out(out);
     let driver = Arc::new(Driver {
-        inline: actor.inline,
+        inline: actor.pace.is_none(),
         actor: Mutex::new(actor),
         wake,
     });
@@ -465,8 +464,6 @@ struct Actor {
     wake: Arc<Wake>,
     /// The emulated processor, if any (`ActorOptions::service`).
     pace: Option<Pace>,
-    /// Whether callers handle their inputs themselves (see [`Driver::inline`]).
-    inline: bool,
     /// Commands that found the lock taken (or wait for the emulated processor).
     queue: mpsc::Receiver<Command>,
     /// The timer the actor task sleeps for.

@@ -224,28 +224,15 @@ pub(super) fn decode(bytes: &[u8], nodes: &mut Nodes) -> Result<Envelope, String
             key: r.string()?,
             hops: r.u32()?,
         },
-        REPLICATE => {
-            // Each entry takes more than one byte: a count above the bytes left is a lie.
-            let count = r.count()?;
-            let mut entries = Vec::with_capacity(count);
-            for _ in 0..count {
-                entries.push((r.string()?, r.entry()?));
-            }
-            Message::Replicate {
-                entries,
-                ttl: r.u8()?,
-                seq: r.varint()?,
-                epoch: r.varint()?,
-            }
-        }
-        REPLICATE_ACK => {
-            let count = r.count()?;
-            let mut seqs = Vec::with_capacity(count);
-            for _ in 0..count {
-                seqs.push(r.varint()?);
-            }
-            Message::ReplicateAck { seqs }
-        }
+        REPLICATE => Message::Replicate {
+            entries: r.list(|r| Ok((r.string()?, r.entry()?)))?,
+            ttl: r.u8()?,
+            seq: r.varint()?,
+            epoch: r.varint()?,
+        },
+        REPLICATE_ACK => Message::ReplicateAck {
+            seqs: r.list(Reader::varint)?,
+        },
         CRAQ_CLEAN => Message::CraqClean {
             key: r.string()?,
             version: r.opt(Reader::version)?,
@@ -464,6 +451,20 @@ impl<'a> Reader<'a, '_> {
             .ok()
             .filter(|n| *n <= self.bytes.len())
             .ok_or_else(|| format!("a count of {n} with {} bytes left", self.bytes.len()))
+    }
+
+    /// A count, then that many items, each read by `item`. Every item takes at least a
+    /// byte, so a count above the bytes left is refused before anything is allocated.
+    fn list<T>(
+        &mut self,
+        mut item: impl FnMut(&mut Self) -> Result<T, String>,
+    ) -> Result<Vec<T>, String> {
+        let count = self.count()?;
+        let mut items = Vec::with_capacity(count);
+        for _ in 0..count {
+            items.push(item(self)?);
+        }
+        Ok(items)
     }
 
     fn str(&mut self) -> Result<&'a str, String> {

@@ -14,7 +14,8 @@
 //! asks the holder to wake it), so a long turn stalls no second runtime thread.
 //! Client requests get a fresh [`ReqId`] and a oneshot channel for the reply. The core
 //! enforces every request's deadline, so a waiting handler needs no timeout of its own.
-//! The lock is never held across an `.await`.
+//! The lock is never held across an `.await`. A turn that panics (a bug) stops the node
+//! as `stop` would: the requests waiting at it are answered `stopped`, not left waiting.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -74,6 +75,40 @@ impl Wake {
     fn released(&self) {
         if self.missed.load(Ordering::Acquire) {
             self.notify.notify_one();
+        }
+    }
+}
+
+/// Wakes the actor task if an inline turn panics: the lock is then poisoned, and the
+/// task, which may be asleep for long, stops the node and answers whoever waits.
+struct WakeOnPanic<'a>(&'a Wake);
+
+impl Drop for WakeOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            tracing::error!("a turn of the node panicked; the node stops");
+            self.0.notify.notify_one();
+        }
+    }
+}
+
+/// Stops the node if the actor task ends without doing so (a panic in one of its turns,
+/// or the task dropped by a runtime that shuts down): the requests waiting for an answer
+/// would otherwise wait for good, as the node's state outlives the task while handles to
+/// it remain.
+struct StopOnExit<'a>(&'a Driver);
+
+impl Drop for StopOnExit<'_> {
+    fn drop(&mut self) {
+        let mut actor = match self.0.actor.lock() {
+            Ok(actor) => actor,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if !actor.stopped {
+            if std::thread::panicking() {
+                tracing::error!(node = %actor.node.me().addr, "a turn of the node panicked; the node stops");
+            }
+            actor.refuse_inputs();
         }
     }
 }
@@ -167,6 +202,8 @@ impl NodeHandle {
         if !self.driver.inline {
             return Ok(Some(command));
         }
+        // Declared before the lock is taken, so dropped after it is let go.
+        let _woken = WakeOnPanic(&self.driver.wake);
         match self.driver.actor.try_lock() {
             Ok(mut actor) => {
                 let turn = actor.turn(Some(command), Some(&self.driver.wake.notify));
@@ -339,6 +376,7 @@ pub(crate) fn spawn(
 /// batch, and then takes a turn under the node's lock. Inputs that find the lock free are
 /// handled by their callers ([`NodeHandle::run`]) and never wake it.
 async fn run(driver: Arc<Driver>, mut stop: oneshot::Receiver<()>, grace: Duration) {
+    let _stop_on_exit = StopOnExit(&driver);
     let start = match driver.actor.lock() {
         Ok(actor) => actor.start,
         Err(_) => return,
@@ -420,16 +458,7 @@ fn stopped(driver: &Driver, grace: Duration) -> impl std::future::Future<Output 
         Ok(actor) => actor,
         Err(poisoned) => poisoned.into_inner(),
     };
-    actor.stopped = true;
-    actor.queue.close();
-    // Queued commands and requests waiting for an answer are dropped: their callers learn
-    // that the node stopped. (The state outlives the task while handles to it remain,
-    // and with no timer running any more, a waiting request would wait for good.)
-    while actor.queue.try_recv().is_ok() {}
-    actor.waiting.clear();
-    // The data directory is closed as when the task owned the state (a batch being
-    // written holds it until done).
-    actor.storage = None;
+    actor.refuse_inputs();
     actor.peers.close(grace)
 }
 
@@ -482,6 +511,19 @@ struct Committed {
 }
 
 impl Actor {
+    /// Refuse inputs from now on. Queued commands and requests waiting for an answer are
+    /// dropped: their callers learn that the node stopped. (The state outlives the task
+    /// while handles to it remain, and with no timer running any more, a waiting request
+    /// would wait for good.) The data directory is closed as when the task owned the state
+    /// (a batch being written holds it until done).
+    fn refuse_inputs(&mut self) {
+        self.stopped = true;
+        self.queue.close();
+        while self.queue.try_recv().is_ok() {}
+        self.waiting.clear();
+        self.storage = None;
+    }
+
     /// One turn under the node's lock: due timers, the commands queued before
     /// `command` (so a sender's messages stay in order when one of them found the lock
     /// taken), `command`, then what the turn's outputs need: the disk, the peer queues'

@@ -151,6 +151,8 @@ pub struct NodeServer {
     is_bootstrap: bool,
     actor_task: JoinHandle<()>,
     actor_stop: oneshot::Sender<()>,
+    /// How long the actor task may take to send what its peer queues hold once stopped.
+    actor_grace: Duration,
     inbound: Arc<Inbound>,
     http_task: JoinHandle<()>,
     http_stop: oneshot::Sender<()>,
@@ -303,6 +305,7 @@ impl NodeServer {
             is_bootstrap,
             actor_task: running.task,
             actor_stop: running.stop,
+            actor_grace: options.actor.drain_grace,
             inbound,
             http_task,
             http_stop,
@@ -349,9 +352,15 @@ impl NodeServer {
             .flatten()
     }
 
-    /// Ask the node directly (without HTTP).
+    /// Ask the node directly (without HTTP). The core answers every request by its
+    /// deadline; the wait is bounded anyway (by [`NodeHandle::wait`]), as this is how a
+    /// process joins, departs and stops, which must end even if the node misbehaves.
     pub async fn request(&self, request: Request) -> Result<Reply, Unavailable> {
-        self.handle.request(request).await
+        let wait = self.handle.wait();
+        match tokio::time::timeout(wait, self.handle.request(request)).await {
+            Ok(reply) => reply,
+            Err(_) => Err(Unavailable::TimedOut(wait.as_millis() as u64)),
+        }
     }
 
     /// Join the ring (a member that is idle).
@@ -441,7 +450,16 @@ impl NodeServer {
             tracing::warn!(addr = %self.addr, "HTTP connections still open after {HTTP_DRAIN:?}");
         }
         let _ = self.actor_stop.send(());
-        let _ = self.actor_task.await;
+        // The task ends once its peer queues drained (at most the drain grace); bounded
+        // anyway, so that stopping a node always ends.
+        let abort = self.actor_task.abort_handle();
+        if tokio::time::timeout(self.actor_grace + HTTP_DRAIN, self.actor_task)
+            .await
+            .is_err()
+        {
+            tracing::warn!(addr = %self.addr, "the node's task did not end; aborting it");
+            abort.abort();
+        }
         tracing::info!(addr = %self.addr, "node stopped");
     }
 }

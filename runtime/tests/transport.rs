@@ -190,6 +190,28 @@ async fn messages_keep_their_order_per_destination_under_load() {
     node.stop().await;
 }
 
+/// Keep the node busy (its lock taken by a long inspection) for `busy`, from when this
+/// returns; the task ends when the node is free again.
+async fn hold_busy(
+    handle: &ringkv_runtime::NodeHandle,
+    busy: Duration,
+) -> JoinHandle<Result<(), ringkv_runtime::Unavailable>> {
+    let (held_tx, held_rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn({
+        let handle = handle.clone();
+        async move {
+            handle
+                .inspect(move |_| {
+                    let _ = held_tx.send(());
+                    std::thread::sleep(busy);
+                })
+                .await
+        }
+    });
+    timeout(STEP, held_rx).await.unwrap().unwrap();
+    task
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inputs_that_find_a_node_busy_wait_and_keep_their_order() {
     // An input is handled by the task that brings it when the node's lock is free. One
@@ -210,19 +232,7 @@ async fn inputs_that_find_a_node_busy_wait_and_keep_their_order() {
         key: "k".to_string(),
         value: value.to_string(),
     };
-    let (held_tx, held_rx) = tokio::sync::oneshot::channel();
-    let busy = tokio::spawn({
-        let handle = handle.clone();
-        async move {
-            handle
-                .inspect(move |_| {
-                    let _ = held_tx.send(());
-                    std::thread::sleep(Duration::from_millis(500));
-                })
-                .await
-        }
-    });
-    timeout(STEP, held_rx).await.unwrap().unwrap();
+    let busy = hold_busy(&handle, Duration::from_millis(500)).await;
     let first = tokio::spawn({
         let (handle, request) = (handle.clone(), insert("first"));
         async move { handle.request(request).await }
@@ -263,11 +273,12 @@ async fn inputs_that_find_a_node_busy_wait_and_keep_their_order() {
     node.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_in_flight_when_its_node_stops_is_answered_stopped() {
-    // A write that cannot complete (the other node of its chain is gone, and requests
-    // time out only after 30 s) waits at its node; stopping the node ends the wait at
-    // once, though the caller still holds a handle to the node.
+/// A node of a two-node chain ring whose other node is gone, and a write waiting at it
+/// (requests time out only after 30 s).
+async fn a_write_that_waits() -> (
+    NodeServer,
+    JoinHandle<Result<ringkv_core::Reply, ringkv_runtime::Unavailable>>,
+) {
     let mut options = ClusterOptions::new(2, config(2));
     options.timing.request_timeout_ns = 30_000_000_000;
     let mut cluster = LocalCluster::start(options).await.expect("the ring forms");
@@ -283,12 +294,60 @@ async fn a_request_in_flight_when_its_node_stops_is_answered_stopped() {
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!write.is_finished(), "{:?}", write.await);
+    (node, write)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_when_its_node_stops_is_answered_stopped() {
+    // A write that cannot complete (the other node of its chain is gone, and requests
+    // time out only after 30 s) waits at its node; stopping the node ends the wait at
+    // once, though the caller still holds a handle to the node.
+    let (node, write) = a_write_that_waits().await;
     node.stop().await;
     let answer = timeout(Duration::from_secs(5), write).await;
     assert!(
         matches!(answer, Ok(Ok(Err(ringkv_runtime::Unavailable::Stopped)))),
         "{answer:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_a_nodes_turn_stops_it_and_answers_whoever_waits() {
+    // A write waits at its node (the other node of its chain is gone; requests time out
+    // only after 30 s). Then a turn of the node's own task panics: the node stops, the
+    // waiting write is answered `stopped` instead of waiting for good, later requests
+    // are refused, and stopping the node ends.
+    let (node, write) = a_write_that_waits().await;
+    let handle = node.handle().clone();
+    // Hold the node busy, so that the panicking input is queued and taken by the node's
+    // own task (the one that keeps its timers) rather than run by its caller.
+    let busy = hold_busy(&handle, Duration::from_millis(300)).await;
+    let panicking = tokio::spawn({
+        let handle = handle.clone();
+        async move {
+            handle
+                .inspect(|_| -> () { panic!("a bug in a turn (injected by the test)") })
+                .await
+        }
+    });
+    timeout(STEP, busy).await.unwrap().unwrap().unwrap();
+    let answer = timeout(Duration::from_secs(5), write).await;
+    assert!(
+        matches!(answer, Ok(Ok(Err(ringkv_runtime::Unavailable::Stopped)))),
+        "{answer:?}"
+    );
+    let refused = timeout(STEP, handle.request(Request::Overlay)).await;
+    assert!(
+        matches!(refused, Ok(Err(ringkv_runtime::Unavailable::Stopped))),
+        "{refused:?}"
+    );
+    assert!(matches!(
+        timeout(STEP, panicking).await,
+        Ok(Ok(Err(ringkv_runtime::Unavailable::Stopped)))
+    ));
+    timeout(Duration::from_secs(10), node.stop())
+        .await
+        .expect("stopping a node whose turn panicked ends");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

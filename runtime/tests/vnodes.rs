@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{apis, copies, Api};
+use common::{apis, copies, Api, Watchdog};
 use ringkv_core::{ClusterConfig, Consistency, Routing, Timing};
 use ringkv_runtime::{ClusterOptions, LocalCluster};
 
@@ -31,6 +31,11 @@ async fn a_whole_process_of_a_chain_ring_crashes_and_nothing_is_lost() {
 }
 
 async fn whole_process_crashes(consistency: Consistency) {
+    // Each wait is bounded: far past their sum, the test is stuck.
+    let dog = Watchdog::start(
+        format!("whole_process_crashes({consistency:?})"),
+        Duration::from_secs(600),
+    );
     let config = ClusterConfig::new(2, consistency, Routing::Finger)
         .unwrap()
         .with_vnodes(VNODES as u32)
@@ -43,6 +48,7 @@ async fn whole_process_crashes(consistency: Consistency) {
         ..Timing::with_failure_timeout(2_000_000_000)
     };
     let mut cluster = LocalCluster::start(options).await.unwrap();
+    dog.step("ring formed");
     let all = apis(&cluster);
     assert_eq!(all.len(), PROCESSES * VNODES);
 
@@ -59,6 +65,7 @@ async fn whole_process_crashes(consistency: Consistency) {
     assert!(processes.values().all(|p| p.len() == VNODES));
     assert_eq!(all[0].overlay().await.len(), PROCESSES * VNODES);
 
+    dog.step("inserting");
     let keys = 150;
     for i in 0..keys {
         let (status, body) = all[(i * 7) % all.len()]
@@ -66,6 +73,7 @@ async fn whole_process_crashes(consistency: Consistency) {
             .await;
         assert_eq!(status, 200, "{body}");
     }
+    dog.step("waiting for every key's two copies");
     // Every key on its two replicas before the crash (eventual consistency replicates
     // after the acknowledgement).
     let mut replicated = false;
@@ -80,6 +88,7 @@ async fn whole_process_crashes(consistency: Consistency) {
     assert!(replicated, "copies {:?}", copies(&all).await);
 
     // Process 1 (all three of its positions) crashes at once.
+    dog.step("stopping process 1");
     let crashed: Vec<String> = cluster.addrs()[VNODES..2 * VNODES].to_vec();
     for _ in 0..VNODES {
         cluster.take_node(VNODES).stop().await;
@@ -89,6 +98,7 @@ async fn whole_process_crashes(consistency: Consistency) {
         .filter(|a| !crashed.iter().any(|c| a.base.ends_with(c.as_str())))
         .cloned()
         .collect();
+    dog.step("waiting for the repair");
     let left = (PROCESSES - 1) * VNODES;
     let mut repaired = false;
     let start = Instant::now();
@@ -114,6 +124,7 @@ async fn whole_process_crashes(consistency: Consistency) {
         alive[0].overlay().await,
         copies(&alive).await
     );
+    dog.step("querying every key");
     for i in 0..keys {
         let (status, body) = alive[i % alive.len()].query(&format!("song-{i}")).await;
         assert_eq!(
@@ -122,5 +133,6 @@ async fn whole_process_crashes(consistency: Consistency) {
             "song-{i}: {body}"
         );
     }
+    dog.step("shutting the ring down");
     cluster.shutdown().await;
 }

@@ -135,3 +135,46 @@ pub fn fast_failure_handling() -> Timing {
         ..Timing::with_failure_handling()
     }
 }
+
+/// Ends the whole test process, naming the test and the step it was at, if the test is
+/// still running after `limit`: a test that hangs (a stuck runtime thread stops every
+/// timeout inside the test) fails in minutes with a clue, instead of holding the CI
+/// until its own limit.
+pub struct Watchdog {
+    step: std::sync::Arc<std::sync::Mutex<String>>,
+    done: std::sync::mpsc::Sender<()>,
+}
+
+impl Watchdog {
+    pub fn start(test: String, limit: Duration) -> Watchdog {
+        let step = std::sync::Arc::new(std::sync::Mutex::new("start".to_string()));
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        let seen = step.clone();
+        std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = finished.recv_timeout(limit) {
+                let step = seen.lock().map(|s| s.clone()).unwrap_or_default();
+                // Straight to the stream: the test harness captures `eprintln!`.
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "\n{test}: still running after {limit:?}, at step `{step}`; ending the test process"
+                );
+                std::process::exit(99);
+            }
+        });
+        Watchdog { step, done }
+    }
+
+    /// Name the step the test is at.
+    pub fn step(&self, step: &str) {
+        if let Ok(mut s) = self.step.lock() {
+            *s = step.to_string();
+        }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        let _ = self.done.send(());
+    }
+}

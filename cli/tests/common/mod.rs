@@ -10,6 +10,11 @@ use std::time::{Duration, Instant};
 /// The `dht` binary under test.
 pub const DHT: &str = env!("CARGO_BIN_EXE_dht");
 
+/// How long a process may take to print a line a test waits for: a debug build on a
+/// loaded 2-core machine (the CI's) is slow, not stuck; 20 s was once not enough for a
+/// join while two other processes kept both cores busy.
+const LINE_WAIT: Duration = Duration::from_secs(60);
+
 /// A child process that is killed if the test ends early.
 pub struct Proc {
     pub child: Child,
@@ -41,10 +46,10 @@ impl Proc {
         Proc { child, lines }
     }
 
-    /// The first stdout line containing `needle`, within 20 s. If none comes, the panic
-    /// message shows the process's last lines of output and whether it ended.
+    /// The first stdout line containing `needle`, within [`LINE_WAIT`]. If none comes,
+    /// the panic message shows the process's last lines of output and whether it ended.
     pub fn wait_line(&self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + LINE_WAIT;
         let mut seen = Vec::new();
         let mut ended = false;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
@@ -63,7 +68,7 @@ impl Proc {
             true => "the process closed its output (it ended)",
             false => "the process is still running",
         };
-        panic!("no line with '{needle}' within 20 s; {how}; its last output:\n{last}");
+        panic!("no line with '{needle}' within {LINE_WAIT:?}; {how}; its last output:\n{last}");
     }
 
     /// SIGTERM, then wait at most 30 s for the exit.

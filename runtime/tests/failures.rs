@@ -6,12 +6,16 @@ mod common;
 
 use std::time::Duration;
 
-use common::{apis, copies, Api};
+use common::{apis, copies, Api, Watchdog};
 use ringkv_core::{ClusterConfig, Consistency, Routing};
 use ringkv_runtime::{ClusterOptions, LocalCluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_node_is_removed_and_nothing_is_lost() {
+    let _dog = Watchdog::start(
+        "a_crashed_node_is_removed_and_nothing_is_lost".into(),
+        Duration::from_secs(600),
+    );
     let config = ClusterConfig::new(3, Consistency::Chain, Routing::Finger).unwrap();
     let mut options = ClusterOptions::new(6, config);
     options.timing = common::fast_failure_handling();

@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{apis, Api};
+use common::{apis, Api, Watchdog};
 use ringkv_core::{ClusterConfig, Consistency, Routing, Timing};
 use ringkv_runtime::{ClusterOptions, HttpClient, LocalCluster};
 use serde_json::Value;
@@ -158,6 +158,10 @@ async fn the_endpoint_is_off_unless_allowed_and_needs_the_secret() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_stops_messages_both_ways_until_healed() {
+    let _dog = Watchdog::start(
+        "a_partition_stops_messages_both_ways_until_healed".into(),
+        Duration::from_secs(600),
+    );
     let cluster = ring(Some(SECRET), true).await;
     let addrs = cluster.addrs();
     let (a, b) = (addrs[0].as_str(), addrs[1].as_str());
@@ -211,6 +215,10 @@ async fn a_partition_stops_messages_both_ways_until_healed() {
 /// write reads back through every node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_whose_sends_are_lost_is_removed_and_rejoins_once_healed() {
+    let _dog = Watchdog::start(
+        "a_member_whose_sends_are_lost_is_removed_and_rejoins_once_healed".into(),
+        Duration::from_secs(600),
+    );
     let config = ClusterConfig::new(2, Consistency::Chain, Routing::Finger).expect("k = 2");
     let mut options = ClusterOptions::new(4, config);
     options.cluster_secret = Some(SECRET.into());

@@ -73,6 +73,10 @@ struct Wake {
 impl Wake {
     /// After letting the lock go.
     fn released(&self) {
+        // With the fence in `task_turn`: either the task's try_lock sees the lock free,
+        // or this load sees its `missed` (a release unlock followed by an acquire load
+        // alone would allow both to miss, and the task to sleep with nobody to wake it).
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self.missed.load(Ordering::Acquire) {
             self.notify.notify_one();
         }
@@ -432,6 +436,7 @@ type Waits = (Option<Time>, Option<Instant>);
 /// before returning (it must not be held across an `.await`).
 fn task_turn(driver: &Driver) -> Result<Option<Waits>, Unavailable> {
     driver.wake.missed.store(true, Ordering::Release);
+    std::sync::atomic::fence(Ordering::SeqCst);
     let mut actor = match driver.actor.try_lock() {
         Ok(actor) => actor,
         Err(TryLockError::WouldBlock) => return Ok(None),

@@ -17,20 +17,12 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Proc, DHT};
+use common::{free_port, Proc, DHT};
 
 use ringkv_runtime::{encode_segment, HttpClient};
 use ringkv_sim::check::{
     check_linearizability, CheckOptions, EventType, History, HistoryEvent, OpKind, Verdict,
 };
-
-/// A free loopback port (bound and released; the node binds it right after).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 /// Run a one-shot `dht` client command; its stdout parsed as JSON, or `None` if it
 /// failed.

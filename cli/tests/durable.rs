@@ -12,7 +12,7 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::Proc;
+use common::{free_port, Proc};
 
 use ringkv_runtime::{encode_segment, HttpClient};
 use ringkv_sim::check::{
@@ -22,13 +22,6 @@ use ringkv_sim::check::{
 const NODES: usize = 5;
 const INSERTS: usize = 2_000;
 const KEYS: usize = 400;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 /// Node 0 is the bootstrap; the others join through it.
 fn start(i: usize, ports: &[u16], model: &str, dir: &Path) -> Proc {

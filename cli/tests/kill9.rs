@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::Proc;
+use common::{free_port, Proc};
 
 use ringkv_runtime::{encode_segment, HttpClient};
 use ringkv_sim::check::{
@@ -22,14 +22,6 @@ fn advertised(line: &str) -> String {
         .next()
         .map(|s| s.trim_end_matches(')').to_string())
         .expect("an advertised address")
-}
-
-/// A free loopback port (bound and released; the node binds it right after).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 struct Recorder {

@@ -17,16 +17,9 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Proc, DHT};
+use common::{free_port, Proc, DHT};
 
 use ringkv_runtime::HttpClient;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 /// A one-node ring (k = 1) on `port` with its data in `dir`.
 fn bootstrap(port: u16, dir: &Path, extra: &[&str]) -> Proc {

@@ -173,3 +173,59 @@ pub fn csv(path: &std::path::Path) -> (Vec<String>, Vec<Vec<String>>) {
         .collect();
     (header, rows)
 }
+
+/// A loopback port that is free now, for a node the test may kill and start again on the
+/// same address. Drawn outside the system's ephemeral range
+/// (`/proc/sys/net/ipv4/ip_local_port_range`): a port from that range, free while its
+/// node is down, can be taken meanwhile by any outgoing connection or `bind(0)` of the
+/// tests running beside it, and the restarted node then cannot listen (seen once in CI:
+/// "Address already in use"). Ports handed out are not handed out again by this process.
+pub fn free_port() -> u16 {
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let (lo, hi) = ephemeral_range();
+    // The larger stretch outside the range, above the well-known and registered ports
+    // most services use.
+    let below = (10_000u32, u32::from(lo));
+    let above = (u32::from(hi) + 1, 65_536u32);
+    let (from, to) = if below.1.saturating_sub(below.0) >= above.1.saturating_sub(above.0) {
+        below
+    } else {
+        above
+    };
+    let span = to.saturating_sub(from);
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    if span > 0 {
+        // Start somewhere different in every process, so that test binaries run one
+        // after the other do not reuse each other's ports (TIME_WAIT, lingering clients).
+        let seed = std::process::id().wrapping_mul(2_654_435_761)
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+        for i in 0..span.min(5_000) {
+            let port = (from + (seed.wrapping_add(i.wrapping_mul(7_919)) % span)) as u16;
+            if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                given.insert(port);
+                return port;
+            }
+        }
+    }
+    // No free port outside the range: one from it (the restart may then find it taken).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    given.insert(port);
+    port
+}
+
+/// The system's ephemeral port range (Linux's default where it cannot be read).
+fn ephemeral_range() -> (u16, u16) {
+    let read = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok();
+    let parsed = read.and_then(|text| {
+        let mut parts = text.split_whitespace().map(|p| p.parse::<u16>().ok());
+        Some((parts.next()??, parts.next()??))
+    });
+    parsed.unwrap_or((32_768, 60_999))
+}

@@ -104,10 +104,7 @@ struct StopOnExit<'a>(&'a Driver);
 
 impl Drop for StopOnExit<'_> {
     fn drop(&mut self) {
-        let mut actor = match self.0.actor.lock() {
-            Ok(actor) => actor,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut actor = self.0.lock_even_poisoned();
         if !actor.stopped {
             if std::thread::panicking() {
                 tracing::error!(node = %actor.node.me().addr, "a turn of the node panicked; the node stops");
@@ -124,6 +121,16 @@ struct Driver {
     /// Callers handle their inputs themselves when the lock is free. Not with an emulated
     /// processor: its inputs wait in the queue, which the actor task paces.
     inline: bool,
+}
+
+impl Driver {
+    /// The node's state, waiting for the lock; also after a turn panicked, for stopping
+    /// the node (what is left to do then needs no consistent state machine).
+    fn lock_even_poisoned(&self) -> std::sync::MutexGuard<'_, Actor> {
+        self.actor
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 impl std::fmt::Debug for Driver {
@@ -459,10 +466,7 @@ fn task_turn(driver: &Driver) -> Result<Option<Waits>, Unavailable> {
 /// drain (at most `grace`).
 fn stopped(driver: &Driver, grace: Duration) -> impl std::future::Future<Output = ()> {
     // A poisoned lock (a panic in the core) still holds the transport to close.
-    let mut actor = match driver.actor.lock() {
-        Ok(actor) => actor,
-        Err(poisoned) => poisoned.into_inner(),
-    };
+    let mut actor = driver.lock_even_poisoned();
     actor.refuse_inputs();
     actor.peers.close(grace)
 }
